@@ -1,0 +1,124 @@
+"""The storage interface every backend implements, and the errors they translate SDK failures into."""
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Mapping, Protocol
+
+ProgressCallback = Callable[[int, int], None]
+"""Called with (bytes sent so far, total bytes) as an upload advances."""
+
+HASH_BLOCK = 1024 * 1024
+
+
+class StorageError(Exception):
+    """Raised when a storage operation fails for a reason retrying will not fix."""
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """Raised when a key does not exist in the backend."""
+
+
+class StorageUnavailableError(StorageError):
+    """Raised when the backend cannot be reached or answered 5xx/429; retrying may help."""
+
+
+class ChecksumMismatchError(StorageError):
+    """Raised when the backend stored bytes whose checksum differs from what was sent."""
+
+
+class UploadCheckpoint(Protocol):
+    """Durable memory of an in-progress multipart/resumable upload, so a retry resumes it."""
+
+    def load(self) -> dict | None: ...
+
+    def save(self, state: dict) -> None: ...
+
+    def clear(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class ObjectInfo:
+    """What a backend knows about one stored object."""
+
+    key: str
+    size: int
+    content_type: str | None = None
+    metadata: Mapping[str, str] = field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file, read in blocks (outputs can be gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(HASH_BLOCK):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_key(key: str) -> str:
+    """Reject keys that could escape a prefix or a root directory."""
+    parts = key.split("/")
+    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
+        raise StorageError(f"invalid object key {key!r}")
+    return key
+
+
+class StorageProvider(ABC):
+    """A place finished recordings are uploaded to. SDK clients are created lazily."""
+
+    name: str = ""
+
+    @abstractmethod
+    def upload_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        checkpoint: UploadCheckpoint | None = None,
+    ) -> ObjectInfo:
+        """Upload a local file, in resumable parts when it is large."""
+
+    @abstractmethod
+    def head(self, key: str) -> ObjectInfo:
+        """Describe one object; raises ObjectNotFoundError when absent."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Delete one object; deleting an absent key is not an error."""
+
+    @abstractmethod
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object whose key starts with prefix."""
+
+    @abstractmethod
+    def download_url(self, key: str, expires_in: int) -> str:
+        """A URL that downloads the object without credentials until it expires."""
+
+    def upload_bytes(
+        self, key: str, data: bytes, *, content_type: str, metadata: Mapping[str, str] | None = None
+    ) -> ObjectInfo:
+        """Upload a small in-memory object (manifests, thumbnails)."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix="tapedeck-", suffix=".upload") as tmp:
+            tmp.write(data)
+            tmp.flush()
+            return self.upload_file(key, Path(tmp.name), content_type=content_type, metadata=metadata)
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.head(key)
+        except ObjectNotFoundError:
+            return False
+        return True
+
+    def check(self) -> None:
+        """Readiness probe: raise StorageUnavailableError when the backend cannot be reached."""
+        for _ in self.list("tapedeck-readyz/"):
+            break

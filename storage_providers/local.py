@@ -1,0 +1,188 @@
+"""Local-disk backend: objects are files under LOCAL_STORAGE_DIR, served by a signed app route."""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Mapping
+from urllib.parse import quote, urlencode
+
+from storage_providers.base import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    ProgressCallback,
+    StorageError,
+    StorageProvider,
+    UploadCheckpoint,
+    check_key,
+)
+
+COPY_BLOCK = 4 * 1024 * 1024
+META_DIR = ".tapedeck-meta"
+"""Sidecar folder for content type and metadata; hidden from list()."""
+
+DOWNLOAD_ROUTE = "/files/"
+"""The app route (app/routes/files.py) that serves signed local downloads."""
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    root: Path
+    public_base_url: str
+    url_secret: str | None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> "LocalSettings":
+        port = env.get("PORT", "").strip() or "8000"
+        return cls(
+            root=Path(env.get("LOCAL_STORAGE_DIR", "").strip() or "./var/recordings").resolve(),
+            public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or f"http://localhost:{port}").rstrip("/"),
+            url_secret=env.get("LOCAL_URL_SECRET", "").strip() or None,
+        )
+
+
+class LocalStorage(StorageProvider):
+    """Files on disk. Writes go to a temp file and are renamed, so readers never see half an object."""
+
+    name = "local"
+
+    def __init__(self, settings: LocalSettings) -> None:
+        self.settings = settings
+        self.root = settings.root
+
+    def path_for(self, key: str) -> Path:
+        check_key(key)
+        if key.split("/", 1)[0] == META_DIR:
+            raise StorageError(f"invalid object key {key!r}")
+        return self.root / key
+
+    def _meta_path(self, key: str) -> Path:
+        return self.root / META_DIR / f"{key}.json"
+
+    def upload_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        checkpoint: UploadCheckpoint | None = None,
+    ) -> ObjectInfo:
+        target = self.path_for(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        total = os.path.getsize(path)
+        tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
+        sent = 0
+        try:
+            with open(path, "rb") as src, open(tmp, "wb") as dst:
+                while block := src.read(COPY_BLOCK):
+                    dst.write(block)
+                    sent += len(block)
+                    if progress:
+                        progress(sent, total)
+                dst.flush()
+                os.fsync(dst.fileno())
+            meta = {"contentType": content_type, "metadata": dict(metadata or {})}
+            meta_path = self._meta_path(key)
+            meta_path.parent.mkdir(parents=True, exist_ok=True)
+            meta_tmp = meta_path.with_name(meta_path.name + ".part")
+            meta_tmp.write_text(json.dumps(meta))
+            os.replace(meta_tmp, meta_path)
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise StorageError(f"local write of {key!r} failed: {exc.strerror}") from exc
+        finally:
+            tmp.unlink(missing_ok=True)
+        if progress and total == 0:
+            progress(0, 0)
+        return ObjectInfo(key=key, size=total, content_type=content_type, metadata=dict(metadata or {}))
+
+    def head(self, key: str) -> ObjectInfo:
+        target = self.path_for(key)
+        if not target.is_file():
+            raise ObjectNotFoundError(key)
+        meta: dict = {}
+        try:
+            meta = json.loads(self._meta_path(key).read_text())
+        except (OSError, ValueError):
+            pass
+        return ObjectInfo(
+            key=key,
+            size=target.stat().st_size,
+            content_type=meta.get("contentType"),
+            metadata=meta.get("metadata", {}),
+        )
+
+    def delete(self, key: str) -> None:
+        self.path_for(key).unlink(missing_ok=True)
+        self._meta_path(key).unlink(missing_ok=True)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        if not self.root.is_dir():
+            return
+        for dirpath, dirnames, filenames in os.walk(self.root):
+            dirnames[:] = sorted(d for d in dirnames if d != META_DIR)
+            for filename in sorted(filenames):
+                if filename.endswith(".part"):
+                    continue
+                key = Path(dirpath, filename).relative_to(self.root).as_posix()
+                if key.startswith(prefix):
+                    yield self.head(key)
+
+    def check(self) -> None:
+        from storage_providers.base import StorageUnavailableError
+
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageUnavailableError(f"local storage root is not usable: {exc.strerror}") from exc
+
+    # Signed download URLs -------------------------------------------------
+
+    def _secret(self) -> bytes:
+        """LOCAL_URL_SECRET, else a random secret kept beside the files (shared by every process)."""
+        if self.settings.url_secret:
+            return self.settings.url_secret.encode()
+        secret_path = self.root / META_DIR / "url-secret"
+        if not secret_path.exists():
+            secret_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = secret_path.with_name(f"url-secret.{secrets.token_hex(4)}")
+            tmp.write_text(secrets.token_hex(32))
+            try:
+                os.link(tmp, secret_path)  # first writer wins; others read its value
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink(missing_ok=True)
+        return secret_path.read_text().strip().encode()
+
+    def signature(self, key: str, expires: int) -> str:
+        return hmac.new(self._secret(), f"{key}\n{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def download_url(self, key: str, expires_in: int) -> str:
+        self.path_for(key)
+        expires = int(time.time()) + int(expires_in)
+        query = urlencode({"expires": expires, "sig": self.signature(key, expires)})
+        return f"{self.settings.public_base_url}{DOWNLOAD_ROUTE}{quote(key)}?{query}"
+
+    def verify_download(self, key: str, expires: int, signature: str) -> Path:
+        """The file behind a signed URL; raises ObjectNotFoundError for a bad, expired or absent one."""
+        if expires < time.time() or not hmac.compare_digest(self.signature(key, expires), signature):
+            raise ObjectNotFoundError(key)
+        target = self.path_for(key)
+        if not target.is_file():
+            raise ObjectNotFoundError(key)
+        return target
+
+
+def create(env: Mapping[str, str]) -> LocalStorage:
+    return LocalStorage(LocalSettings.from_env(env))
+
+
+__all__ = ["LocalStorage", "LocalSettings", "create"]

@@ -1,0 +1,91 @@
+"""One error hierarchy. Each class carries the stable `code` clients see; app/errors.py maps classes to HTTP."""
+from __future__ import annotations
+
+
+class TapedeckError(Exception):
+    """Root of every error tapedeck raises on purpose."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.message = message
+        self.extra = extra
+
+
+class ConfigurationError(TapedeckError):
+    """Raised when the environment is missing or has a bad value; names the variable."""
+
+    code = "configuration_error"
+
+
+class Unauthorized(TapedeckError):
+    """Raised when a request has no valid token."""
+
+    code = "unauthorized"
+
+
+class InvalidRequest(TapedeckError):
+    """Raised when a body, path parameter or id has the wrong shape."""
+
+    code = "invalid_request"
+
+
+class InvalidBase64(InvalidRequest):
+    """Raised when a chunk's base64 does not decode."""
+
+    code = "invalid_base64"
+
+
+class PayloadTooLarge(TapedeckError):
+    """Raised when a chunk is larger than MAX_CHUNK_BYTES."""
+
+    code = "payload_too_large"
+
+
+class NotFound(TapedeckError):
+    """Raised when a recording does not exist."""
+
+    code = "not_found"
+
+
+class Forbidden(TapedeckError):
+    """Raised when the token's room, role or subject does not allow the action."""
+
+    code = "forbidden"
+
+
+class NotRecording(TapedeckError):
+    """Raised when the room has no recording, or the recording no longer accepts chunks."""
+
+    code = "not_recording"
+
+
+class AlreadyRecording(TapedeckError):
+    """Raised when a room that is already recording is asked to start again."""
+
+    code = "already_recording"
+
+
+class SequenceConflict(TapedeckError):
+    """Raised when a sequence number arrives again with different bytes."""
+
+    code = "sequence_conflict"
+
+
+class UnsupportedMedia(TapedeckError):
+    """Raised when a header chunk is not a container tapedeck can read."""
+
+    code = "unsupported_media"
+
+
+class Unavailable(TapedeckError):
+    """Raised when Redis or the storage provider cannot be reached."""
+
+    code = "unavailable"
+
+
+class MediaError(TapedeckError):
+    """Raised when a participant's media cannot be read or written; fails that participant only."""
+
+    code = "media_error"

@@ -1,0 +1,59 @@
+"""Every Redis key and channel tapedeck uses, built here and nowhere else."""
+from __future__ import annotations
+
+PREFIX = "tapedeck"
+
+
+def recording(recording_id: str) -> str:
+    """Hash: the recording's state, timestamps, progress and JSON fields."""
+    return f"{PREFIX}:rec:{recording_id}"
+
+
+def room_current(room: str) -> str:
+    """String: the id of the room's latest recording."""
+    return f"{PREFIX}:room:{room}:current"
+
+
+def streams(recording_id: str) -> str:
+    """Set of "<participantId>/<type>" streams that have received chunks."""
+    return f"{PREFIX}:rec:{recording_id}:streams"
+
+
+def stream_chunks(recording_id: str, participant_id: str, kind: str) -> str:
+    """Hash: sequence -> "<sha256>:<bytes>:<timestamp>" for one stream."""
+    return f"{PREFIX}:rec:{recording_id}:chunks:{participant_id}:{kind}"
+
+
+def stream_stats(recording_id: str, participant_id: str, kind: str) -> str:
+    """Hash: running chunks/bytes counters and min/max sequence of one stream."""
+    return f"{PREFIX}:rec:{recording_id}:stats:{participant_id}:{kind}"
+
+
+def events(recording_id: str) -> str:
+    """Capped Redis Stream of progress events, so event streams can resume by id."""
+    return f"{PREFIX}:rec:{recording_id}:events"
+
+
+def events_channel(recording_id: str) -> str:
+    """Pub/sub channel carrying the same events live."""
+    return f"{PREFIX}:events:{recording_id}"
+
+
+def finalize_lock(recording_id: str) -> str:
+    """String with expiry: held by the one worker finalizing the recording."""
+    return f"{PREFIX}:lock:finalize:{recording_id}"
+
+
+def upload_session(recording_id: str, object_key: str) -> str:
+    """Hash: a resumable/multipart upload's id and completed parts, so a retry resumes."""
+    return f"{PREFIX}:upload:{recording_id}:{object_key}"
+
+
+def pending_finalize() -> str:
+    """Sorted set: recordings stopped but not yet completed/failed, scored by grace deadline."""
+    return f"{PREFIX}:pending-finalize"
+
+
+def completed_index() -> str:
+    """Sorted set: completed recordings scored by completion time, for staging cleanup."""
+    return f"{PREFIX}:completed"

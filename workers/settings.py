@@ -1,0 +1,112 @@
+"""One typed settings object, parsed once from the environment, shared by app, tasks and workers."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Mapping
+
+from workers.errors import ConfigurationError
+
+DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
+"""Used only when TAPEDECK_ENV=development and JWT_SECRET is unset."""
+
+OUTPUT_FORMATS = ("webm", "mp4")
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything tapedeck reads from the environment (storage backends parse their own)."""
+
+    env: str = "production"
+    port: int = 8000
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    jwt_secret: str = ""
+    staging_dir: Path = Path("./var/staging")
+    storage_provider: str = "local"
+    recording_format: str = "webm"
+    finalize_grace_seconds: float = 5.0
+    max_chunk_bytes: int = 8 * 1024 * 1024
+    staging_retention_seconds: int = 7 * 24 * 3600
+    finalize_lock_seconds: int = 60
+    upload_max_retries: int = 5
+    public_base_url: str = "http://localhost:8000"
+    download_url_ttl_seconds: int = 7 * 24 * 3600
+    cors_origins: tuple[str, ...] = field(default_factory=tuple)
+    event_stream_maxlen: int = 1000
+
+    @property
+    def development(self) -> bool:
+        return self.env == "development"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
+        env = os.environ if env is None else env
+        mode = env.get("TAPEDECK_ENV", "production").strip() or "production"
+        if mode not in ("production", "development"):
+            raise ConfigurationError(f"TAPEDECK_ENV must be production or development, got {mode!r}")
+        secret = env.get("JWT_SECRET", "")
+        if not secret:
+            if mode != "development":
+                raise ConfigurationError("JWT_SECRET is required unless TAPEDECK_ENV=development")
+            secret = DEV_JWT_SECRET
+        fmt = env.get("RECORDING_FORMAT", "webm").strip() or "webm"
+        if fmt not in OUTPUT_FORMATS:
+            raise ConfigurationError(f"RECORDING_FORMAT must be one of {OUTPUT_FORMATS}, got {fmt!r}")
+        port = _int(env, "PORT", 8000, 1)
+        from storage_providers.registry import detect_provider_name
+
+        return cls(
+            env=mode,
+            port=port,
+            redis_url=env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0",
+            jwt_secret=secret,
+            staging_dir=Path(env.get("STAGING_DIR", "").strip() or "./var/staging").resolve(),
+            storage_provider=detect_provider_name(env),
+            recording_format=fmt,
+            finalize_grace_seconds=_float(env, "FINALIZE_GRACE_SECONDS", 5.0),
+            max_chunk_bytes=_int(env, "MAX_CHUNK_BYTES", 8 * 1024 * 1024, 1),
+            staging_retention_seconds=_int(env, "STAGING_RETENTION_SECONDS", 7 * 24 * 3600, 0),
+            finalize_lock_seconds=_int(env, "FINALIZE_LOCK_SECONDS", 60, 5),
+            upload_max_retries=_int(env, "UPLOAD_MAX_RETRIES", 5, 0),
+            public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or f"http://localhost:{port}").rstrip("/"),
+            download_url_ttl_seconds=_int(env, "DOWNLOAD_URL_TTL_SECONDS", 7 * 24 * 3600, 1),
+            cors_origins=_csv(env, "CORS_ORIGINS"),
+        )
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, parsed on first use (never at import time)."""
+    return Settings.from_env()

@@ -1,0 +1,238 @@
+"""Recording state in Redis. Every transition that must not race is one Lua script (atomic on the server)."""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Iterator
+
+import redis
+
+from workers import keys
+
+
+class State(str, Enum):
+    RECORDING = "recording"
+    PAUSED = "paused"
+    FINALIZING = "finalizing"
+    MUXING = "muxing"
+    UPLOADING = "uploading"
+    COMPLETED = "completed"
+    FAILED = "failed"
+
+
+ACTIVE_STATES = (State.RECORDING, State.PAUSED)
+"""A room with a recording in one of these cannot start another."""
+FINAL_STATES = (State.COMPLETED, State.FAILED)
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds → ISO 8601 UTC, the only time format clients see."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True)
+class ChunkRecord:
+    """What Redis remembers of one accepted chunk: its content hash, size, client timestamp and file."""
+
+    digest: str
+    size: int
+    timestamp: float | None
+    name: str
+
+    def encode(self) -> str:
+        ts = "" if self.timestamp is None else repr(self.timestamp)
+        return f"{self.digest} {self.size} {ts} {self.name}"
+
+    @classmethod
+    def decode(cls, raw: str) -> "ChunkRecord":
+        digest, size, ts, name = raw.split(" ")
+        return cls(digest=digest, size=int(size), timestamp=float(ts) if ts else None, name=name)
+
+
+_START = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local state = redis.call('HGET', KEYS[3] .. current, 'state')
+  if state == 'recording' or state == 'paused' then return {0, current} end
+end
+redis.call('HSET', KEYS[2], unpack(ARGV, 2))
+redis.call('SET', KEYS[1], ARGV[1])
+return {1, ARGV[1]}
+"""
+
+_STOP = """
+local current = redis.call('GET', KEYS[1])
+if not current then return nil end
+local rec = KEYS[2] .. current
+local state = redis.call('HGET', rec, 'state')
+if state == 'recording' or state == 'paused' then
+  redis.call('HSET', rec, 'state', 'finalizing', 'stoppedAt', ARGV[1], 'acceptUntil', ARGV[2],
+             'taskId', ARGV[3], 'updatedAt', ARGV[1], 'progress', '0')
+  redis.call('ZADD', KEYS[3], ARGV[2], current)
+  return {current, 'finalizing', ARGV[3], 1}
+end
+return {current, state, redis.call('HGET', rec, 'taskId') or '', 0}
+"""
+
+_ACCEPT_CHUNK = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'not_found'} end
+local now = tonumber(ARGV[3])
+local open = state == 'recording'
+if state == 'finalizing' then open = now <= tonumber(redis.call('HGET', KEYS[1], 'acceptUntil')) end
+if not open then return {'not_recording', state} end
+local existing = redis.call('HGET', KEYS[2], ARGV[1])
+if existing then
+  if string.sub(existing, 1, 64) == string.sub(ARGV[2], 1, 64) then return {'duplicate'} end
+  return {'conflict'}
+end
+if ARGV[5] ~= '1' then return {'unsupported'} end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
+redis.call('SADD', KEYS[3], ARGV[4])
+return {'stored'}
+"""
+
+_BEGIN_MUX = """
+local state = redis.call('HGET', KEYS[1], 'state')
+if not state then return {'not_found'} end
+if state == 'finalizing' then
+  local until_ = tonumber(redis.call('HGET', KEYS[1], 'acceptUntil'))
+  if tonumber(ARGV[1]) < until_ then return {'wait', tostring(until_)} end
+  redis.call('HSET', KEYS[1], 'state', 'muxing', 'updatedAt', ARGV[1])
+  return {'muxing'}
+end
+return {state}
+"""
+
+
+class RecordingStore:
+    """Reads and writes recordings, streams and chunk records; knows nothing of HTTP or Celery."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+        self._start = client.register_script(_START)
+        self._stop = client.register_script(_STOP)
+        self._accept = client.register_script(_ACCEPT_CHUNK)
+        self._begin_mux = client.register_script(_BEGIN_MUX)
+
+    # Lifecycle -------------------------------------------------------------
+
+    def start(self, room: str, recording_id: str, fmt: str, metadata: dict, now: float | None = None) -> tuple[bool, str]:
+        """Create a recording unless the room already records; returns (created, recording id)."""
+        now = time.time() if now is None else now
+        fields = {
+            "recordingId": recording_id, "room": room, "state": State.RECORDING.value, "format": fmt,
+            "metadata": json.dumps(metadata), "startedAt": repr(now), "updatedAt": repr(now), "progress": "0",
+        }
+        flat = [item for pair in fields.items() for item in pair]
+        created, rid = self._start(
+            keys=[keys.room_current(room), keys.recording(recording_id), keys.recording("")],
+            args=[recording_id, *flat],
+        )
+        return bool(created), rid.decode() if isinstance(rid, bytes) else rid
+
+    def stop(self, room: str, grace_seconds: float, task_id: str, now: float | None = None) -> tuple[str, str, str, bool] | None:
+        """Move the room's recording to finalizing once; returns (id, state, taskId, newly stopped)."""
+        now = time.time() if now is None else now
+        out = self._stop(
+            keys=[keys.room_current(room), keys.recording(""), keys.pending_finalize()],
+            args=[repr(now), repr(now + grace_seconds), task_id],
+        )
+        if out is None:
+            return None
+        rid, state, tid, stopped = (v.decode() if isinstance(v, bytes) else v for v in out)
+        return rid, state, tid, bool(int(stopped))
+
+    def current(self, room: str) -> str | None:
+        rid = self.redis.get(keys.room_current(room))
+        return rid.decode() if rid else None
+
+    def get(self, recording_id: str) -> dict[str, str] | None:
+        raw = self.redis.hgetall(keys.recording(recording_id))
+        if not raw:
+            return None
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    def update(self, recording_id: str, **fields: object) -> None:
+        fields["updatedAt"] = repr(time.time())
+        self.redis.hset(keys.recording(recording_id), mapping={k: _encode(v) for k, v in fields.items()})
+
+    def begin_mux(self, recording_id: str, now: float | None = None) -> tuple[str, float | None]:
+        """Close the grace window atomically; returns (state, wait-until) — 'wait' when grace still runs."""
+        now = time.time() if now is None else now
+        out = [v.decode() if isinstance(v, bytes) else v for v in self._begin_mux(keys=[keys.recording(recording_id)], args=[repr(now)])]
+        return out[0], float(out[1]) if len(out) > 1 else None
+
+    def requeue(self, recording_id: str, task_id: str) -> None:
+        """An operator's retry of a failed recording: back to finalizing with a closed grace window."""
+        now = time.time()
+        self.update(recording_id, state=State.FINALIZING.value, error="", taskId=task_id, acceptUntil=repr(now), progress="0", completedAt="")
+        self.redis.zadd(keys.pending_finalize(), {recording_id: now})
+
+    def finish(self, recording_id: str, state: State, error: str | None = None) -> None:
+        now = time.time()
+        fields: dict[str, object] = {"state": state.value, "error": error or ""}
+        if state is State.COMPLETED:
+            fields.update(completedAt=repr(now), progress="1")
+            self.redis.zadd(keys.completed_index(), {recording_id: now})
+        self.update(recording_id, **fields)
+        self.redis.zrem(keys.pending_finalize(), recording_id)
+
+    def pending(self, older_than: float) -> list[str]:
+        """Stopped recordings whose grace ended before older_than and that are not finished."""
+        return [v.decode() for v in self.redis.zrangebyscore(keys.pending_finalize(), "-inf", older_than)]
+
+    # Chunks ----------------------------------------------------------------
+
+    def accept_chunk(self, recording_id: str, participant_id: str, kind: str, sequence: int,
+                     record: ChunkRecord, container_ok: bool, now: float | None = None) -> tuple[str, str | None]:
+        """Record a staged chunk unless the state, an existing sequence or the container forbids it."""
+        now = time.time() if now is None else now
+        out = self._accept(
+            keys=[keys.recording(recording_id), keys.stream_chunks(recording_id, participant_id, kind), keys.streams(recording_id)],
+            args=[sequence, record.encode(), repr(now), f"{participant_id}/{kind}", "1" if container_ok else "0"],
+        )
+        out = [v.decode() if isinstance(v, bytes) else v for v in out]
+        return out[0], out[1] if len(out) > 1 else None
+
+    def streams(self, recording_id: str) -> list[tuple[str, str]]:
+        """(participantId, type) of every stream with at least one chunk, sorted."""
+        members = sorted(m.decode() for m in self.redis.smembers(keys.streams(recording_id)))
+        return [tuple(m.split("/", 1)) for m in members]  # type: ignore[misc]
+
+    def chunks(self, recording_id: str, participant_id: str, kind: str) -> dict[int, ChunkRecord]:
+        raw = self.redis.hgetall(keys.stream_chunks(recording_id, participant_id, kind))
+        return {int(k): ChunkRecord.decode(v.decode()) for k, v in raw.items()}
+
+    def chunk(self, recording_id: str, participant_id: str, kind: str, sequence: int) -> ChunkRecord | None:
+        raw = self.redis.hget(keys.stream_chunks(recording_id, participant_id, kind), sequence)
+        return ChunkRecord.decode(raw.decode()) if raw else None
+
+    def iter_recordings(self) -> Iterator[str]:
+        for key in self.redis.scan_iter(match=keys.recording("*"), count=500):
+            rid = key.decode().rsplit(":", 1)[-1]
+            if ":" not in key.decode()[len(keys.recording("")):]:
+                yield rid
+
+    def delete(self, recording_id: str) -> None:
+        """Forget a recording's chunk records (after its staging files are gone); the status hash stays."""
+        pipe = self.redis.pipeline()
+        for participant_id, kind in self.streams(recording_id):
+            pipe.delete(keys.stream_chunks(recording_id, participant_id, kind))
+        pipe.zrem(keys.completed_index(), recording_id)
+        pipe.execute()
+
+
+def _encode(value: object) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    if isinstance(value, float):
+        return repr(value)
+    return str(value)
