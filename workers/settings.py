@@ -61,6 +61,7 @@ class Settings:
     staging_retention_seconds: int = 7 * 24 * 3600
     finalize_lock_seconds: int = 60
     upload_max_retries: int = 5
+    upload_retry_base_seconds: float = 1.0
     public_base_url: str = "http://localhost:8000"
     download_url_ttl_seconds: int = 7 * 24 * 3600
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
@@ -100,6 +101,7 @@ class Settings:
             staging_retention_seconds=_int(env, "STAGING_RETENTION_SECONDS", 7 * 24 * 3600, 0),
             finalize_lock_seconds=_int(env, "FINALIZE_LOCK_SECONDS", 60, 5),
             upload_max_retries=_int(env, "UPLOAD_MAX_RETRIES", 5, 0),
+            upload_retry_base_seconds=_float(env, "UPLOAD_RETRY_BASE_SECONDS", 1.0),
             public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or f"http://localhost:{port}").rstrip("/"),
             download_url_ttl_seconds=_int(env, "DOWNLOAD_URL_TTL_SECONDS", 7 * 24 * 3600, 1),
             cors_origins=_csv(env, "CORS_ORIGINS"),

@@ -1,0 +1,41 @@
+# Two commands: `make run` (the whole stack on local storage) and `make test`.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+
+.PHONY: run test setup setup-dev bench clean
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --upgrade pip
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(BIN)/python -m pip install -q --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.runtime
+
+setup-dev: $(VENV)/.dev
+	@bash scripts/system-deps.sh
+
+## run: web (:8000), worker, beat and flower (:5555), starting Redis if none answers on REDIS_URL
+run: setup
+	@mkdir -p var
+	$(BIN)/python -m scripts.ensure_redis
+	TAPEDECK_ENV=$${TAPEDECK_ENV:-development} STORAGE_PROVIDER=$${STORAGE_PROVIDER:-local} \
+	  FLOWER_UNAUTHENTICATED_API=$${FLOWER_UNAUTHENTICATED_API:-true} $(BIN)/honcho start
+
+## test: the whole suite against its own Redis, Celery worker and storage servers
+test: setup-dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## bench: remux throughput vs ffmpeg, and peak memory
+bench: setup-dev
+	$(BIN)/python -m bench.finalize_bench
+
+clean:
+	rm -rf var .pytest_cache

@@ -1,0 +1,35 @@
+"""The thin HTTP edge: create_app builds the Flask app; routes validate, authorize and hand off to workers/tasks."""
+from __future__ import annotations
+
+import logging
+import os
+from typing import Mapping
+
+from flask import Flask
+
+from app.services import EXTENSION_KEY, Services
+from workers.settings import Settings
+
+CHUNK_BODY_OVERHEAD = 64 * 1024
+"""JSON framing around a base64 chunk, allowed on top of MAX_CHUNK_BYTES * 4/3."""
+
+
+def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
+    """Build the app from the environment; test_config overrides environment variables by name."""
+    env = {**os.environ, **(test_config or {})}
+    settings = Settings.from_env(env)
+    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_chunk_bytes * 4 // 3 + CHUNK_BODY_OVERHEAD
+    app.json.sort_keys = False
+    app.extensions[EXTENSION_KEY] = Services.build(settings, env)
+    logging.basicConfig(level=logging.DEBUG if settings.development else logging.INFO)
+
+    from app import cli, cors, errors
+    from app.routes import chunks, files, health, recordings
+
+    errors.init_app(app)
+    cors.init_app(app, settings.cors_origins)
+    for module in (recordings, chunks, health, files):
+        app.register_blueprint(module.bp)
+    cli.init_app(app)
+    return app

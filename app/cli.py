@@ -1,0 +1,85 @@
+"""Operator commands: `flask --app app token|status|requeue`."""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+
+import click
+from flask import Flask
+
+from app.auth import DEFAULT_TTL_SECONDS, mint_token
+from app.services import services
+from workers.access import ROLES
+from workers.errors import InvalidRequest
+from workers.ids import check_id
+from workers.state import State
+from workers.status import build_status
+
+
+def init_app(app: Flask) -> None:
+    app.cli.add_command(token)
+    app.cli.add_command(status)
+    app.cli.add_command(requeue)
+
+
+def _id(value: str, field: str) -> str:
+    try:
+        return check_id(value, field)
+    except InvalidRequest as exc:
+        raise click.BadParameter(exc.message) from None
+
+
+@click.command()
+@click.option("--room", required=True)
+@click.option("--sub", required=True, help="participant id")
+@click.option("--role", type=click.Choice(ROLES), default="participant", show_default=True)
+@click.option("--ttl", type=click.IntRange(min=1), default=DEFAULT_TTL_SECONDS, show_default=True, help="seconds")
+def token(room: str, sub: str, role: str, ttl: int) -> None:
+    """Print a bearer token signed with JWT_SECRET."""
+    click.echo(mint_token(services().settings.jwt_secret, _id(room, "room"), _id(sub, "sub"), role, ttl))
+
+
+@click.command()
+@click.argument("recording_id")
+@click.option("--watch/--no-watch", default=False, help="show a progress bar until the recording finishes")
+@click.option("--json", "as_json", is_flag=True, help="print the status body as JSON")
+def status(recording_id: str, watch: bool, as_json: bool) -> None:
+    """Show a recording's status (optionally following its progress)."""
+    svc = services()
+    body = build_status(svc.store, _id(recording_id, "recordingId"))
+    if body is None:
+        raise click.ClickException(f"no recording {recording_id}")
+    if watch:
+        with click.progressbar(length=100, label=body["state"], show_percent=True) as bar:
+            shown = 0
+            while body["state"] not in (State.COMPLETED, State.FAILED):
+                time.sleep(0.5)
+                body = build_status(svc.store, recording_id) or body
+                target = int(body["progress"] * 100)
+                bar.label = body["state"]
+                bar.update(max(0, target - shown))
+                shown = max(shown, target)
+            bar.update(100 - shown)
+    if as_json or not watch:
+        click.echo(json.dumps(body, indent=2))
+    else:
+        click.echo(f"{recording_id}: {body['state']}" + (f" ({body['error']})" if body["error"] else ""))
+
+
+@click.command()
+@click.argument("recording_id")
+def requeue(recording_id: str) -> None:
+    """Queue finalize again for a failed recording (its staged chunks were kept)."""
+    from tasks.finalize import enqueue_finalize
+
+    svc = services()
+    rec = svc.store.get(_id(recording_id, "recordingId"))
+    if rec is None:
+        raise click.ClickException(f"no recording {recording_id}")
+    if rec["state"] != State.FAILED:
+        raise click.ClickException(f"{recording_id} is {rec['state']}; only failed recordings are requeued")
+    task_id = str(uuid.uuid4())
+    svc.store.requeue(recording_id, task_id)
+    enqueue_finalize(recording_id, task_id)
+    click.echo(f"requeued {recording_id} as task {task_id}")

@@ -1,0 +1,47 @@
+"""Chunk uploads: base64 JSON (POST) or raw bytes (PUT), both through the same intake."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from app.auth import authenticate
+from app.schemas import ChunkBody, decode_chunk, decoded_size, parse_json, parse_timestamp_header, strip_data_url
+from app.services import services
+from workers.chunks import ChunkUpload
+from workers.errors import InvalidRequest
+from workers.ids import check_id, check_sequence, check_stream_type
+
+bp = Blueprint("chunks", __name__, url_prefix="/video-calls")
+
+
+@bp.post("/chunks/upload")
+def upload_json():
+    principal = authenticate()
+    body = parse_json(request, ChunkBody)
+    text = strip_data_url(body.chunk)
+    intake = services().intake
+    intake.check_size(decoded_size(text))  # 413 before decoding megabytes
+    upload = ChunkUpload(
+        recording_id=body.recordingId, participant_id=body.participantId, kind=body.type,
+        sequence=body.sequence, data=decode_chunk(text), timestamp=body.timestamp,
+    )
+    return jsonify(intake.accept(upload, principal).body()), 202
+
+
+@bp.put("/recordings/<recording_id>/participants/<participant_id>/<kind>/chunks/<sequence>")
+def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str):
+    principal = authenticate()
+    check_id(recording_id, "recordingId")
+    check_id(participant_id, "participantId")
+    check_stream_type(kind)
+    seq = check_sequence(sequence)
+    timestamp = parse_timestamp_header(request.headers.get("Tapedeck-Timestamp"))
+    intake = services().intake
+    if request.content_length is not None:
+        intake.check_size(request.content_length)
+    data = request.get_data(cache=False)
+    if not data:
+        raise InvalidRequest("chunk body must not be empty", field="body")
+    upload = ChunkUpload(
+        recording_id=recording_id, participant_id=participant_id, kind=kind, sequence=seq, data=data, timestamp=timestamp,
+    )
+    return jsonify(intake.accept(upload, principal).body()), 202

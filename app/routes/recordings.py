@@ -1,0 +1,74 @@
+"""Start, stop and inspect a room's recording."""
+from __future__ import annotations
+
+import uuid
+
+from flask import Blueprint, jsonify, request
+
+from app.auth import authenticate
+from app.schemas import parse_start
+from app.services import services
+from tasks.finalize import enqueue_finalize
+from workers.errors import AlreadyRecording, NotFound, NotRecording
+from workers.ids import check_id, new_recording_id
+from workers.status import build_status
+
+bp = Blueprint("recordings", __name__, url_prefix="/video-calls")
+
+
+@bp.post("/<room>/recording/start")
+def start(room: str):
+    principal = authenticate()
+    check_id(room, "room")
+    body = parse_start(request)
+    principal.require_host(room)
+    svc = services()
+    fmt = body.format or svc.settings.recording_format
+    created, recording_id = svc.store.start(room, new_recording_id(), fmt, body.metadata)
+    if not created:
+        raise AlreadyRecording("this room is already recording", recordingId=recording_id)
+    svc.events.publish(recording_id, {"type": "state", "state": "recording"})
+    return jsonify(recordingId=recording_id, room=room, state="recording", format=fmt), 201
+
+
+@bp.get("/<room>/recording")
+def current(room: str):
+    principal = authenticate()
+    check_id(room, "room")
+    svc = services()
+    recording_id = svc.store.current(room)
+    recording = svc.store.get(recording_id) if recording_id else None
+    if recording is None:
+        raise NotRecording("this room has no recording")
+    principal.require_room(room)
+    return jsonify(recordingId=recording_id, state=recording["state"])
+
+
+@bp.post("/<room>/recording/stop")
+def stop(room: str):
+    principal = authenticate()
+    check_id(room, "room")
+    svc = services()
+    if svc.store.current(room) is None:
+        raise NotRecording("this room has never recorded")
+    principal.require_host(room)
+    outcome = svc.store.stop(room, svc.settings.finalize_grace_seconds, task_id=str(uuid.uuid4()))
+    if outcome is None:
+        raise NotRecording("this room has never recorded")
+    recording_id, state, task_id, newly_stopped = outcome
+    if newly_stopped:
+        svc.events.publish(recording_id, {"type": "state", "state": state})
+        enqueue_finalize(recording_id, task_id, countdown=svc.settings.finalize_grace_seconds)
+    return jsonify(recordingId=recording_id, state=state, taskId=task_id or None), 202
+
+
+@bp.get("/recordings/<recording_id>")
+def status(recording_id: str):
+    principal = authenticate()
+    check_id(recording_id, "recordingId")
+    svc = services()
+    recording = svc.store.get(recording_id)
+    if recording is None:
+        raise NotFound("no such recording", recordingId=recording_id)
+    principal.require_room(recording["room"])
+    return jsonify(build_status(svc.store, recording_id, url_for=svc.download_url))

@@ -1,0 +1,108 @@
+"""Request payloads, validated with pydantic; any failure becomes one 400 naming the field."""
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any, Literal, Optional, TypeVar
+
+from flask import Request
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+
+from workers.errors import InvalidBase64, InvalidRequest
+from workers.ids import ID_PATTERN, MAX_SEQUENCE
+from workers.settings import OUTPUT_FORMATS
+
+Id = Field(pattern=f"^{ID_PATTERN.pattern}$", min_length=1, max_length=64)
+MAX_METADATA_BYTES = 16 * 1024
+"""Recording metadata is echoed in status and manifest; keep it small."""
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+class ChunkBody(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+
+    recordingId: str = Id
+    participantId: str = Id
+    chunk: str = Field(min_length=1)
+    type: Literal["video", "audio"]
+    sequence: StrictInt = Field(ge=0, le=MAX_SEQUENCE)
+    timestamp: Optional[float] = Field(default=None, ge=0)
+
+
+class StartBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    format: Optional[Literal[OUTPUT_FORMATS]] = None  # type: ignore[valid-type]
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+def _first_error(exc: ValidationError) -> InvalidRequest:
+    err = exc.errors()[0]
+    field = ".".join(str(p) for p in err["loc"]) or "body"
+    return InvalidRequest(f"{field}: {err['msg']}", field=field)
+
+
+def parse_json(request: Request, model: type[Model], *, optional: bool = False) -> Model:
+    """Parse the body as JSON into model; an empty body is allowed only when optional."""
+    raw = request.get_data(cache=True)
+    if not raw.strip():
+        if optional:
+            return model()
+        raise InvalidRequest("request body must be a JSON object")
+    try:
+        payload = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise InvalidRequest("request body is not valid JSON") from None
+    if not isinstance(payload, dict):
+        raise InvalidRequest("request body must be a JSON object")
+    if "timestamp" in payload and isinstance(payload["timestamp"], int) and not isinstance(payload["timestamp"], bool):
+        payload["timestamp"] = float(payload["timestamp"])
+    try:
+        return model.model_validate(payload)
+    except ValidationError as exc:
+        raise _first_error(exc) from None
+
+
+def parse_start(request: Request) -> StartBody:
+    body = parse_json(request, StartBody, optional=True)
+    if len(json.dumps(body.metadata)) > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON", field="metadata")
+    return body
+
+
+def decoded_size(b64: str) -> int:
+    """Size the base64 text decodes to, without decoding it (for the 413 check before work)."""
+    return len(b64) * 3 // 4 - b64[-2:].count("=")
+
+
+def strip_data_url(text: str) -> str:
+    """Accept FileReader.readAsDataURL output: the MIME type before ';base64,' may itself contain commas."""
+    if text.startswith("data:"):
+        marker = text.find(";base64,")
+        if marker != -1:
+            return text[marker + len(";base64,"):]
+    return text
+
+
+def decode_chunk(text: str) -> bytes:
+    try:
+        data = base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidBase64("chunk is not valid base64", field="chunk") from None
+    if not data:
+        raise InvalidRequest("chunk must not be empty", field="chunk")
+    return data
+
+
+def parse_timestamp_header(value: str | None) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        ts = float(value)
+    except ValueError:
+        raise InvalidRequest("Tapedeck-Timestamp must be Unix epoch milliseconds", field="Tapedeck-Timestamp") from None
+    if not 0 <= ts < 1e15:
+        raise InvalidRequest("Tapedeck-Timestamp must be Unix epoch milliseconds", field="Tapedeck-Timestamp")
+    return ts

@@ -1,0 +1,54 @@
+"""Celery settings, read from the environment as Celery expects. Chosen so no recording is ever lost.
+
+Trade-off on `visibility_timeout`: the Redis transport redelivers a task that is not acknowledged within
+it — even one still running. It is set above the hard time limit so a long finalize is never run twice
+concurrently by redelivery. A task whose worker was `kill -9`ed would then wait that long to come back,
+so recovery does not rely on it: finalize holds a Redis lock renewed every FINALIZE_LOCK_SECONDS/3, and
+the beat task `tapedeck.recover_stalled` requeues any stopped recording whose lock has expired. A
+redelivery that arrives later finds the recording completed (or the lock held) and exits.
+"""
+from __future__ import annotations
+
+import os
+
+from celery.schedules import schedule
+
+broker_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+result_backend = broker_url
+
+task_serializer = "json"
+result_serializer = "json"
+accept_content = ["json"]
+timezone = "UTC"
+enable_utc = True
+
+task_acks_late = True
+"""Acknowledge after the task finishes, so a crash mid-task leaves the message to be delivered again."""
+task_reject_on_worker_lost = True
+"""A worker process killed mid-task requeues the message instead of acking it."""
+worker_prefetch_multiplier = 1
+"""Long jobs: a worker reserves one task at a time, others stay available to idle workers."""
+task_track_started = True
+worker_send_task_events = True
+task_send_sent_event = True
+result_expires = 7 * 24 * 3600
+result_extended = True
+broker_connection_retry_on_startup = True
+
+FINALIZE_TIME_LIMIT = int(os.environ.get("FINALIZE_TIME_LIMIT_SECONDS", "3600"))
+task_soft_time_limit = FINALIZE_TIME_LIMIT
+task_time_limit = FINALIZE_TIME_LIMIT + 120
+
+broker_transport_options = {
+    "visibility_timeout": int(os.environ.get("BROKER_VISIBILITY_TIMEOUT_SECONDS", str(task_time_limit + 600))),
+}
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+
+RECOVER_EVERY_SECONDS = float(os.environ.get("RECOVER_EVERY_SECONDS", "20"))
+CLEANUP_EVERY_SECONDS = float(os.environ.get("CLEANUP_EVERY_SECONDS", "3600"))
+beat_schedule = {
+    "recover-stalled-finalizes": {"task": "tapedeck.recover_stalled", "schedule": schedule(RECOVER_EVERY_SECONDS)},
+    "cleanup-staging": {"task": "tapedeck.cleanup_staging", "schedule": schedule(CLEANUP_EVERY_SECONDS)},
+}
+beat_schedule_filename = os.environ.get("CELERY_BEAT_SCHEDULE_FILE", "./var/celerybeat-schedule")
+os.makedirs(os.path.dirname(os.path.abspath(beat_schedule_filename)), exist_ok=True)

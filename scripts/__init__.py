@@ -1,0 +1,1 @@
+"""Setup helpers called by the Makefile."""

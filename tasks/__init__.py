@@ -1,0 +1,4 @@
+"""The Celery app and thin tasks. Run with `celery -A tasks:celery_app worker`."""
+from tasks.celery_app import celery_app
+
+__all__ = ["celery_app"]

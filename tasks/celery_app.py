@@ -1,0 +1,7 @@
+"""The one Celery app; configuration comes from celeryconfig.py (which reads the environment)."""
+from __future__ import annotations
+
+from celery import Celery
+
+celery_app = Celery("tapedeck", include=["tasks.finalize", "tasks.maintenance"])
+celery_app.config_from_object("celeryconfig")

@@ -1,0 +1,52 @@
+"""tapedeck.finalize_recording: the idempotency guard, retry policy and Celery progress around workers.finalize."""
+from __future__ import annotations
+
+import logging
+import random
+
+import redis
+from celery import shared_task
+
+from tasks.runtime import runtime
+from workers import keys
+from workers.lock import heartbeat_lock
+from workers.state import State
+
+log = logging.getLogger(__name__)
+
+MAX_RETRIES = 8
+RETRY_BASE_SECONDS = 2.0
+RETRY_MAX_SECONDS = 300.0
+
+
+def backoff_with_jitter(retries: int) -> float:
+    """Full-jitter exponential backoff: spreads retries of many recordings after a shared outage."""
+    return random.uniform(0, min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**retries))
+
+
+@shared_task(bind=True, name="tapedeck.finalize_recording", max_retries=MAX_RETRIES)
+def finalize_recording(self, recording_id: str) -> dict:
+    rt = runtime()
+    with heartbeat_lock(rt.redis, keys.finalize_lock(recording_id), rt.settings.finalize_lock_seconds) as held:
+        if not held:
+            log.info("finalize %s already running elsewhere; this delivery exits", recording_id)
+            return {"recordingId": recording_id, "skipped": "already running"}
+        try:
+            state = rt.finalizer.run(recording_id, listener=lambda event: _celery_progress(self, event))
+        except redis.ConnectionError as exc:
+            raise self.retry(exc=exc, countdown=backoff_with_jitter(self.request.retries))
+        except Exception as exc:
+            log.exception("finalize %s crashed", recording_id)
+            rt.store.finish(recording_id, State.FAILED, error=f"internal error during finalize ({type(exc).__name__})")
+            raise
+    return {"recordingId": recording_id, "state": state}
+
+
+def _celery_progress(task, event: dict) -> None:
+    if task.request.id and not task.request.is_eager:
+        task.update_state(state="PROGRESS", meta=event)
+
+
+def enqueue_finalize(recording_id: str, task_id: str, countdown: float = 0) -> None:
+    """Queue finalize under a known task id (stored on the recording, so clients can follow it)."""
+    finalize_recording.apply_async(args=[recording_id], task_id=task_id, countdown=countdown or None)

@@ -1,0 +1,92 @@
+"""Accepting one chunk: the checks of DESIGN.md §4 in their order, staging on disk, one atomic Redis commit."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from workers.access import Principal
+from workers.container import SUPPORTED_CONTAINERS, describe, sniff
+from workers.errors import NotFound, NotRecording, PayloadTooLarge, SequenceConflict, UnsupportedMedia
+from workers.staging import ChunkStaging
+from workers.state import ChunkRecord, RecordingStore
+
+
+@dataclass(frozen=True)
+class ChunkUpload:
+    """A validated upload: ids and sequence already well-formed, bytes decoded."""
+
+    recording_id: str
+    participant_id: str
+    kind: str
+    sequence: int
+    data: bytes
+    timestamp: float | None = None
+
+
+@dataclass(frozen=True)
+class ChunkReceipt:
+    upload: ChunkUpload
+    duplicate: bool
+
+    def body(self) -> dict:
+        return {
+            "recordingId": self.upload.recording_id,
+            "participantId": self.upload.participant_id,
+            "type": self.upload.kind,
+            "sequence": self.upload.sequence,
+            "bytes": len(self.upload.data),
+            "duplicate": self.duplicate,
+        }
+
+
+class ChunkIntake:
+    """Stages a chunk file first, then commits its record; anything but 'stored' deletes the staged file."""
+
+    def __init__(self, store: RecordingStore, staging: ChunkStaging, max_chunk_bytes: int) -> None:
+        self.store = store
+        self.staging = staging
+        self.max_chunk_bytes = max_chunk_bytes
+
+    def check_size(self, size: int) -> None:
+        if size > self.max_chunk_bytes:
+            raise PayloadTooLarge(f"chunk is {size} bytes; the limit is {self.max_chunk_bytes}", limit=self.max_chunk_bytes)
+
+    def accept(self, upload: ChunkUpload, principal: Principal) -> ChunkReceipt:
+        self.check_size(len(upload.data))
+        recording = self.store.get(upload.recording_id)
+        if recording is None:
+            raise NotFound("no such recording", recordingId=upload.recording_id)
+        principal.require_uploader(recording["room"], upload.participant_id)
+        container_problem = self._container_problem(upload)
+        staged = self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence, upload.data)
+        record = ChunkRecord(digest=staged.digest, size=staged.size, timestamp=upload.timestamp, name=staged.name)
+        try:
+            outcome, state = self.store.accept_chunk(
+                upload.recording_id, upload.participant_id, upload.kind, upload.sequence, record,
+                container_ok=container_problem is None,
+            )
+        except BaseException:
+            staged.path.unlink(missing_ok=True)
+            raise
+        if outcome != "stored":
+            staged.path.unlink(missing_ok=True)
+        if outcome in ("stored", "duplicate"):
+            return ChunkReceipt(upload=upload, duplicate=outcome == "duplicate")
+        if outcome == "not_found":
+            raise NotFound("no such recording", recordingId=upload.recording_id)
+        if outcome == "not_recording":
+            raise NotRecording(f"the recording is {state} and no longer accepts chunks",
+                               recordingId=upload.recording_id, state=state)
+        if outcome == "conflict":
+            raise SequenceConflict(
+                f"sequence {upload.sequence} was already received with different bytes",
+                recordingId=upload.recording_id, sequence=upload.sequence,
+            )
+        raise UnsupportedMedia(container_problem or "unsupported media")
+
+    @staticmethod
+    def _container_problem(upload: ChunkUpload) -> str | None:
+        """Sequence 0 must be a container header tapedeck can read; later chunks are mid-stream bytes."""
+        if upload.sequence != 0:
+            return None
+        container = sniff(upload.data)
+        return None if container in SUPPORTED_CONTAINERS else describe(container, upload.data)

@@ -1,0 +1,192 @@
+"""Finalize a stopped recording (DESIGN.md §5): close the grace window, mux each participant, upload, manifest.
+
+Idempotent by construction: outputs already uploaded are recorded in Redis per participant and skipped on
+a re-run; object keys are deterministic, so a retry overwrites rather than duplicates.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+
+from storage_providers import StorageError, StorageProvider, StorageUnavailableError
+from storage_providers.base import sha256_file
+from workers.checkpoints import RedisCheckpoint
+from workers.errors import MediaError
+from workers.events import EventPublisher, Listener, ProgressReporter
+from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix
+from workers.muxer import MuxResult, StreamInput, mux_participant
+from workers.settings import Settings
+from workers.staging import ChunkStaging
+from workers.state import FINAL_STATES, ChunkRecord, RecordingStore, State
+
+log = logging.getLogger(__name__)
+
+Plan = dict[str, dict[str, dict[int, ChunkRecord]]]
+"""participantId → stream type → sequence → chunk record."""
+
+
+class UploadFailed(Exception):
+    """Raised when an output could not be stored after every retry; the recording fails, chunks are kept."""
+
+
+@dataclass
+class Finalizer:
+    store: RecordingStore
+    staging: ChunkStaging
+    provider: StorageProvider
+    publisher: EventPublisher
+    settings: Settings
+    sleep: Callable[[float], None] = time.sleep
+
+    def run(self, recording_id: str, listener: Listener | None = None) -> str:
+        """Finalize once; returns the recording's final (or current, if not ours to finish) state."""
+        state = self._close_grace_window(recording_id)
+        if state not in (State.MUXING, State.UPLOADING):
+            return state
+        reporter = ProgressReporter(self.store.update, self.publisher, recording_id, listener)
+        rec = self.store.get(recording_id) or {}
+        plan = self._plan(recording_id)
+        done: dict[str, dict] = {o["participantId"]: o for o in json.loads(rec.get("outputs") or "[]")}
+        errors: dict[str, str] = json.loads(rec.get("participantErrors") or "{}")
+        muxed = self._mux_all(recording_id, plan, done, errors, reporter)
+        try:
+            self._upload_all(rec, muxed, done, reporter)
+            manifest = build_manifest(rec, plan, done, errors)
+            self._upload_manifest(rec, manifest)
+        except UploadFailed as exc:
+            return self._fail(recording_id, str(exc), reporter)
+        if not done:
+            reason = "no participant produced an output" + (f": {'; '.join(f'{p}: {m}' for p, m in sorted(errors.items()))}" if errors else "")
+            return self._fail(recording_id, reason, reporter)
+        self.store.finish(recording_id, State.COMPLETED)
+        reporter.state(State.COMPLETED.value, progress=1.0, outputs=len(done))
+        return State.COMPLETED.value
+
+    def _close_grace_window(self, recording_id: str) -> str:
+        """Wait out the grace period, then atomically stop accepting chunks (finalizing → muxing)."""
+        while True:
+            state, wait_until = self.store.begin_mux(recording_id)
+            if state != "wait":
+                return state
+            self.sleep(max(0.05, min(wait_until - time.time(), 30.0)))  # type: ignore[operator]
+
+    def _plan(self, recording_id: str) -> Plan:
+        plan: Plan = {}
+        for participant_id, kind in self.store.streams(recording_id):
+            plan.setdefault(participant_id, {})[kind] = self.store.chunks(recording_id, participant_id, kind)
+        return plan
+
+    def _inputs(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]) -> list[StreamInput]:
+        inputs = []
+        for kind in sorted(streams, key=lambda k: 0 if k == "audio" else 1):
+            chunks = streams[kind]
+            paths = [(seq, self.staging.chunk_path(recording_id, participant_id, kind, chunks[seq].name)) for seq in sorted(chunks)]
+            inputs.append(StreamInput(kind=kind, chunks=[(seq, p) for seq, p in paths if p.exists()]))
+        return inputs
+
+    def _mux_all(self, recording_id: str, plan: Plan, done: dict, errors: dict, reporter: ProgressReporter) -> dict[str, MuxResult]:
+        todo = {pid: streams for pid, streams in plan.items() if pid not in done}
+        total = sum(c.size for streams in todo.values() for chunks in streams.values() for c in chunks.values()) or 1
+        consumed = 0
+        results: dict[str, MuxResult] = {}
+        reporter.report(State.MUXING.value, 0.0)
+        for pid, streams in sorted(todo.items()):
+            size = sum(c.size for chunks in streams.values() for c in chunks.values())
+            base = consumed
+
+            def on_progress(fraction: float, base: int = base, size: int = size, pid: str = pid) -> None:
+                reporter.report(State.MUXING.value, (base + fraction * size) / total, participantId=pid)
+
+            try:
+                results[pid] = mux_participant(self._inputs(recording_id, pid, streams),
+                                               self.staging.output_dir(recording_id), pid, on_progress)
+                errors.pop(pid, None)
+            except MediaError as exc:
+                log.warning("recording %s participant %s: %s", recording_id, pid, exc.message)
+                errors[pid] = exc.message
+            consumed += size
+            self.store.update(recording_id, participantErrors=errors)
+        reporter.report(State.MUXING.value, 1.0)
+        return results
+
+    def _upload_all(self, rec: dict, muxed: dict[str, MuxResult], done: dict, reporter: ProgressReporter) -> None:
+        recording_id = rec["recordingId"]
+        self.store.update(recording_id, state=State.UPLOADING.value)
+        total = sum(r.bytes for r in muxed.values()) or 1
+        sent_before = 0
+        reporter.report(State.UPLOADING.value, 0.0, bytesSent=0, bytesTotal=total)
+        for pid, result in sorted(muxed.items()):
+            ext = result.path.suffix.lstrip(".")
+            key = f"{object_prefix(rec['room'], recording_id)}{pid}.{ext}"
+            checksum = sha256_file(result.path)
+            metadata = {
+                "recording-id": recording_id, "room": rec["room"], "participant": pid,
+                "duration-seconds": f"{result.duration_seconds:.3f}", "sha256": checksum,
+            }
+
+            def on_progress(sent: int, _total: int, base: int = sent_before) -> None:
+                reporter.report(State.UPLOADING.value, (base + sent) / total, bytesSent=base + sent, bytesTotal=total)
+
+            self._upload(recording_id, key, result.path, CONTENT_TYPES.get(ext, "application/octet-stream"), metadata, on_progress)
+            sent_before += result.bytes
+            done[pid] = {
+                "participantId": pid, "format": ext, "bytes": result.bytes,
+                "durationSeconds": round(result.duration_seconds, 3), "provider": self.provider.name,
+                "key": key, "url": self._url(key), "sha256": checksum,
+                "tracks": [t.__dict__ for t in result.tracks], "segments": result.segments,
+                "thumbnailKey": None, "thumbnailUrl": None,
+            }
+            self.store.update(recording_id, outputs=[done[p] for p in sorted(done)])
+
+    def _upload(self, recording_id: str, key: str, path: Path, content_type: str,
+                metadata: dict[str, str], progress: Callable[[int, int], None]) -> None:
+        checkpoint = RedisCheckpoint(self.store.redis, recording_id, key)
+        attempts = self.settings.upload_max_retries + 1
+        try:
+            for attempt in Retrying(
+                stop=stop_after_attempt(attempts),
+                wait=wait_random_exponential(multiplier=self.settings.upload_retry_base_seconds, max=60),
+                retry=retry_if_exception_type((StorageUnavailableError, OSError)),
+                reraise=True,
+            ):
+                with attempt:
+                    self.provider.upload_file(key, path, content_type=content_type, metadata=metadata,
+                                              progress=progress, checkpoint=checkpoint)
+        except (StorageError, OSError) as exc:
+            abort = getattr(self.provider, "abort_upload", None)
+            if abort is not None:
+                try:
+                    abort(key, checkpoint)
+                except (StorageError, OSError):
+                    log.warning("abort of %s failed; the provider's lifecycle rules must clean it", key)
+            checkpoint.clear()
+            raise UploadFailed(f"upload of {key} to {self.provider.name} failed after {attempts} attempts: {exc}") from exc
+        checkpoint.clear()
+
+    def _upload_manifest(self, rec: dict, manifest: dict) -> None:
+        key = object_prefix(rec["room"], rec["recordingId"]) + MANIFEST_NAME
+        path = self.staging.output_dir(rec["recordingId"]) / MANIFEST_NAME
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(manifest, indent=2))
+        self._upload(rec["recordingId"], key, path, "application/json", {"recording-id": rec["recordingId"]}, lambda *_: None)
+
+    def _url(self, key: str) -> str | None:
+        try:
+            return self.provider.download_url(key, self.settings.download_url_ttl_seconds)
+        except StorageError:
+            return None
+
+    def _fail(self, recording_id: str, reason: str, reporter: ProgressReporter) -> str:
+        log.error("recording %s failed: %s", recording_id, reason)
+        self.store.finish(recording_id, State.FAILED, error=reason)
+        reporter.state(State.FAILED.value, error=reason)
+        return State.FAILED.value
+
+
+__all__ = ["Finalizer", "UploadFailed", "FINAL_STATES"]
