@@ -1,0 +1,229 @@
+"""Test media made with PyAV at test time (never committed): WebM written the way Chromium's
+MediaRecorder writes it, sliced the way its timeslice mode slices it, and a decoder to check results."""
+from __future__ import annotations
+
+import array
+import io
+import math
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+
+SAMPLE_RATE = 48_000
+"""Opus only runs at 48 kHz, and so does Chromium's recorder."""
+
+OPUS_FRAME = 960
+"""20 ms of audio, the frame size Chromium's Opus encoder uses."""
+
+TONE_HZ = 400
+"""A tone whose period divides the Opus frame, so one precomputed frame repeats seamlessly."""
+
+
+class NonSeekableSink(io.RawIOBase):
+    """Collects muxer output without seek, so the muxer writes no Duration and no Cues (like a browser)."""
+
+    def __init__(self, target: io.BufferedIOBase | None = None) -> None:
+        super().__init__()
+        self.target = target if target is not None else io.BytesIO()
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        return self.target.write(data)
+
+
+@dataclass(frozen=True)
+class Recording:
+    """What to encode: small and fast by default."""
+
+    seconds: float = 3.0
+    width: int = 320
+    height: int = 240
+    fps: int = 30
+    video: bool = True
+    audio: bool = True
+    keyframe_seconds: float = 1.0
+    video_bit_rate: int = 400_000
+    noise: bool = False
+    """Random pixels: incompressible, so the encoder really spends `video_bit_rate` (benchmarks)."""
+
+
+def encode_webm(spec: Recording = Recording(), sink: io.BufferedIOBase | None = None) -> bytes:
+    """A live (no Duration, no Cues) VP8+Opus WebM, audio track first as Chromium writes it."""
+    out = NonSeekableSink(sink)
+    with av.open(out, mode="w", format="webm", options={"live": "1"}) as container:
+        audio = _add_audio(container) if spec.audio else None
+        video = _add_video(container, spec) if spec.video else None
+        for stream, frame in _frames(spec, video, audio):
+            container.mux(stream.encode(frame))
+        for stream in (video, audio):
+            if stream is not None:
+                container.mux(stream.encode(None))
+    return out.target.getvalue() if sink is None else b""  # type: ignore[union-attr]
+
+
+def _add_video(container: av.container.OutputContainer, spec: Recording) -> av.VideoStream:
+    stream = container.add_stream("libvpx", rate=spec.fps, options={"deadline": "realtime", "cpu-used": "8"})
+    stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
+    stream.bit_rate = spec.video_bit_rate
+    stream.codec_context.gop_size = max(1, round(spec.fps * spec.keyframe_seconds))
+    return stream
+
+
+def _add_audio(container: av.container.OutputContainer) -> av.AudioStream:
+    stream = container.add_stream("libopus", rate=SAMPLE_RATE)
+    stream.layout = "mono"
+    return stream
+
+
+def _frames(
+    spec: Recording, video: av.VideoStream | None, audio: av.AudioStream | None
+) -> Iterator[tuple[av.VideoStream | av.AudioStream, av.VideoFrame | av.AudioFrame]]:
+    """Video and audio frames in presentation order, so the muxer interleaves them as a browser does."""
+    video_count = round(spec.seconds * spec.fps) if video is not None else 0
+    audio_count = round(spec.seconds * SAMPLE_RATE / OPUS_FRAME) if audio is not None else 0
+    v = a = 0
+    while v < video_count or a < audio_count:
+        audio_due = a < audio_count and (v >= video_count or a * OPUS_FRAME / SAMPLE_RATE <= v / spec.fps)
+        if audio_due:
+            yield audio, _audio_frame(a)  # type: ignore[misc]
+            a += 1
+        else:
+            yield video, _video_frame(v, spec)  # type: ignore[misc]
+            v += 1
+
+
+def _video_frame(index: int, spec: Recording) -> av.VideoFrame:
+    frame = av.VideoFrame(spec.width, spec.height, "yuv420p")
+    luma = frame.planes[0]
+    if spec.noise:
+        luma.update(os.urandom(luma.buffer_size))
+    else:
+        row = bytes((x * 2 + index * 8) & 255 for x in range(luma.line_size))
+        luma.update(row * spec.height)
+    frame.planes[1].update(bytes([128]) * frame.planes[1].buffer_size)
+    frame.planes[2].update(bytes([(index * 3) & 255]) * frame.planes[2].buffer_size)
+    frame.pts, frame.time_base = index, Fraction(1, spec.fps)
+    return frame
+
+
+_TONE = array.array(
+    "h", (round(8000 * math.sin(2 * math.pi * TONE_HZ * k / SAMPLE_RATE)) for k in range(OPUS_FRAME))
+).tobytes()
+
+
+def _audio_frame(index: int) -> av.AudioFrame:
+    frame = av.AudioFrame(format="s16", layout="mono", samples=OPUS_FRAME)
+    frame.planes[0].update(_TONE)
+    frame.sample_rate = SAMPLE_RATE
+    frame.pts, frame.time_base = index * OPUS_FRAME, Fraction(1, SAMPLE_RATE)
+    return frame
+
+
+def slice_timeslice(data: bytes, count: int) -> list[bytes]:
+    """Cut a recording into `count` nearly equal pieces, as timeslice mode does: not at clusters."""
+    if count < 1:
+        raise ValueError("count must be at least 1")
+    bounds = [round(len(data) * i / count) for i in range(count + 1)]
+    return [data[start:end] for start, end in zip(bounds, bounds[1:])]
+
+
+def write_chunks(pieces: list[bytes], directory: Path, first_sequence: int = 0) -> list[tuple[int, Path]]:
+    """Store pieces as chunk files and return the (sequence, path) list the muxer takes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    chunks = []
+    for offset, piece in enumerate(pieces):
+        sequence = first_sequence + offset
+        path = directory / f"{sequence:08d}.chunk"
+        path.write_bytes(piece)
+        chunks.append((sequence, path))
+    return chunks
+
+
+@dataclass
+class Probe:
+    """What decoding a file found: per-kind frame counts, the media's time span, codecs."""
+
+    frames: dict[str, int] = field(default_factory=dict)
+    codecs: list[tuple[str, str]] = field(default_factory=list)
+    duration: float = 0.0
+    """Seconds from the earliest to the latest decoded frame end, across all tracks."""
+    container_duration: float | None = None
+    """What the container header claims (None for a live recording)."""
+
+
+def probe(path: Path) -> Probe:
+    """Decode every frame of every audio and video track, to assert on what a player would see."""
+    result = Probe()
+    with av.open(str(path)) as container:
+        streams = [s for s in container.streams if s.type in ("audio", "video")]
+        result.codecs = [(s.type, s.codec_context.name) for s in streams]
+        if container.duration is not None:
+            result.container_duration = container.duration / av.time_base
+        start, end = math.inf, -math.inf
+        for frame in container.decode(*streams):
+            kind = "audio" if isinstance(frame, av.AudioFrame) else "video"
+            result.frames[kind] = result.frames.get(kind, 0) + 1
+            if frame.time is None:
+                continue
+            length = frame.samples / frame.sample_rate if kind == "audio" else 0.0
+            start, end = min(start, frame.time), max(end, frame.time + length)
+        result.duration = max(0.0, end - start) if end >= start else 0.0
+    return result
+
+
+def seek_and_decode(path: Path, seconds: float) -> float | None:
+    """Seek to `seconds` and return the time of the first video frame decoded there (None if none)."""
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        container.seek(round(seconds / stream.time_base), stream=stream)
+        for frame in container.decode(stream):
+            return frame.time
+    return None
+
+
+_ELEMENT_NAMES = {
+    0x114D9B74: "SeekHead", 0x1549A966: "Info", 0x1654AE6B: "Tracks", 0x1F43B675: "Cluster",
+    0x1C53BB6B: "Cues", 0x1254C367: "Tags", 0x1043A770: "Chapters", 0xEC: "Void",
+}
+
+
+def segment_children(data: bytes) -> tuple[bool, list[str]]:
+    """Walk the Segment's top-level elements: (segment size known, element names until an unknown size)."""
+    pos = _skip_element(data, 0)  # the EBML header
+    _, pos = _vint(data, pos, keep_marker=True)  # Segment id
+    size, pos = _vint(data, pos)
+    names: list[str] = []
+    while pos < len(data):
+        element, pos = _vint(data, pos, keep_marker=True)
+        length, pos = _vint(data, pos)
+        names.append(_ELEMENT_NAMES.get(element, hex(element)))
+        if length is None:
+            break
+        pos += length
+    return size is not None, names
+
+
+def _skip_element(data: bytes, pos: int) -> int:
+    _, pos = _vint(data, pos, keep_marker=True)
+    length, pos = _vint(data, pos)
+    return pos + (length or 0)
+
+
+def _vint(data: bytes, pos: int, keep_marker: bool = False) -> tuple[int | None, int]:
+    """Decode an EBML variable-length integer; None for the all-ones 'unknown size'."""
+    first = data[pos]
+    width = 8 - first.bit_length() + 1
+    value = first if keep_marker else first & ((1 << (8 - width)) - 1)
+    for byte in data[pos + 1 : pos + width]:
+        value = (value << 8) | byte
+    unknown = not keep_marker and value == (1 << (7 * width)) - 1
+    return (None if unknown else value), pos + width

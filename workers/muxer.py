@@ -1,0 +1,202 @@
+"""Remux a participant's chunk streams into one seekable file by stream copy (no re-encode): browsers
+write WebM without Duration or Cues, so only a remux to a real file makes a recording seekable."""
+from __future__ import annotations
+
+import heapq
+import logging
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+import av.error
+
+from workers.errors import MediaError
+from workers.chunk_stream import ChunkDemuxer, Track, describe_av_error
+
+log = logging.getLogger(__name__)
+
+WEBM_CODECS = frozenset({"vp8", "vp9", "av1", "opus", "vorbis"})
+"""Codecs the WebM profile allows; anything else (H.264 from Chromium) needs plain Matroska."""
+
+EXTENSIONS = {"webm": "webm", "matroska": "mkv"}
+"""File extension per output format."""
+
+PROGRESS_STEP = 0.01
+"""Report progress at most once per 1% of the input bytes."""
+
+PROGRESS_EVERY_PACKETS = 64
+"""Check the byte position only every few packets: the cost of muxing is per packet."""
+
+
+@dataclass(frozen=True)
+class StreamInput:
+    kind: str
+    """"video" or "audio": the client's stream type, not the codec kind."""
+    chunks: list[tuple[int, Path]]
+    """(sequence, path) of the chunks present, sorted by sequence; holes are simply absent."""
+
+
+@dataclass(frozen=True)
+class TrackInfo:
+    kind: str
+    codec: str
+    source: str
+    packets: int
+    width: int | None = None
+    height: int | None = None
+
+
+@dataclass(frozen=True)
+class MuxResult:
+    path: Path
+    format: str
+    bytes: int
+    duration_seconds: float
+    tracks: list[TrackInfo]
+    segments: int
+    dropped_chunks: list[int]
+    dropped_packets: int = 0
+    """Packets left out because their timestamp went backwards (corrupt or overlapping input)."""
+
+
+def output_format_for(codecs: Iterable[str]) -> str:
+    """WebM when every codec is WebM-legal, so players get the stricter, better supported profile."""
+    return "webm" if all(codec in WEBM_CODECS for codec in codecs) else "matroska"
+
+
+def mux_participant(
+    inputs: list[StreamInput],
+    output_dir: Path,
+    basename: str,
+    progress: Callable[[float], None] | None = None,
+) -> MuxResult:
+    """Write every audio and video track of a participant's streams into `<basename>.<ext>`."""
+    if not inputs:
+        raise MediaError("participant has no streams to mux")
+    sources: list[ChunkDemuxer] = []
+    try:
+        for item in inputs:
+            sources.append(ChunkDemuxer(item.kind, item.chunks))
+            sources[-1].open_first()
+        tracks = _track_order(sources)
+        fmt = output_format_for(track.codec for track in tracks)
+        final = Path(output_dir) / f"{basename}.{EXTENSIONS[fmt]}"
+        dropped_packets = _write(sources, tracks, fmt, final, _Progress(progress, sources))
+    finally:
+        for source in sources:
+            source.close()
+    for source in sources:
+        if not any(track.packets for track in source.tracks):
+            raise MediaError(f"the {source.kind} stream has no readable media")
+    return MuxResult(
+        path=final,
+        format=fmt,
+        bytes=final.stat().st_size,
+        duration_seconds=_verify(final),
+        tracks=[_info(track) for track in tracks],
+        segments=sum(source.segment_count for source in sources),
+        dropped_chunks=sorted(sequence for source in sources for sequence in source.dropped),
+        dropped_packets=dropped_packets,
+    )
+
+
+def _track_order(sources: list[ChunkDemuxer]) -> list[Track]:
+    """Video first, then audio with the "audio" stream's ahead: players pick the first audio track."""
+
+    def rank(track: Track) -> tuple[int, int, int, int]:
+        own_kind = 0 if track.source == track.kind else 1
+        source = next(i for i, s in enumerate(sources) if track in s.tracks)
+        return (0 if track.kind == "video" else 1), own_kind, source, track.position
+
+    tracks = sorted((track for source in sources for track in source.tracks), key=rank)
+    if not tracks:
+        raise MediaError("no audio or video track found in the participant's streams")
+    return tracks
+
+
+def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Path, progress: _Progress) -> int:
+    """Mux into a `.part` file and rename it, so a half-written output is never taken for a result."""
+    part = final.with_name(final.name + ".part")
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with av.open(str(part), mode="w", format=fmt) as output:
+            for track in tracks:
+                track.output = output.add_stream_from_template(track.template)
+                track.template = None
+            dropped = _interleave(sources, output, progress)
+        os.replace(part, final)
+    except av.FFmpegError as exc:
+        raise MediaError(f"could not write the {fmt} output: {describe_av_error(exc)}") from exc
+    finally:
+        part.unlink(missing_ok=True)
+    progress.finish()
+    return dropped
+
+
+def _interleave(sources: list[ChunkDemuxer], output: av.container.OutputContainer, progress: _Progress) -> int:
+    """Merge the sources' packets by time, so separate audio and video streams interleave correctly."""
+    dropped = 0
+    merged = heapq.merge(*(source.packets() for source in sources), key=lambda item: item[0])
+    for done, (seconds, track, packet) in enumerate(merged):
+        if seconds < track.last_dts and not _clamp(packet, track.last_dts):
+            dropped += 1
+            continue
+        track.last_dts = max(seconds, track.last_dts)
+        packet.stream = track.output
+        output.mux(packet)
+        track.packets += 1
+        if done % PROGRESS_EVERY_PACKETS == 0:
+            progress.update()
+    if dropped:
+        log.warning("dropped %d packets whose timestamps went backwards", dropped)
+    return dropped
+
+
+def _clamp(packet: av.Packet, last_seconds: float) -> bool:
+    """Lift a late packet's dts to its track's last dts when its pts allows it; False to drop it."""
+    dts = round(last_seconds / packet.time_base)
+    if packet.pts is None or packet.pts < dts:
+        return False
+    packet.dts = dts
+    return True
+
+
+def _info(track: Track) -> TrackInfo:
+    return TrackInfo(track.kind, track.codec, track.source, track.packets, track.width, track.height)
+
+
+def _verify(path: Path) -> float:
+    """Reopen the output: a remux that lost its Duration would bring back the browser's unseekable file."""
+    try:
+        with av.open(str(path)) as container:
+            duration = container.duration
+    except av.FFmpegError as exc:
+        raise MediaError(f"the output cannot be read back: {describe_av_error(exc)}") from exc
+    if not duration or duration <= 0:
+        raise MediaError("the output has no duration; the muxer could not finalize it")
+    return duration / av.time_base
+
+
+class _Progress:
+    """Bytes demuxed over bytes present, reported to the callback at most every PROGRESS_STEP."""
+
+    def __init__(self, callback: Callable[[float], None] | None, sources: list[ChunkDemuxer]) -> None:
+        self._callback = callback
+        self._sources = sources
+        self._total = sum(source.total_bytes for source in sources) or 1
+        self._reported = 0.0
+
+    def update(self) -> None:
+        if self._callback is None:
+            return
+        fraction = min(1.0, sum(source.consumed_bytes for source in self._sources) / self._total)
+        if fraction - self._reported >= PROGRESS_STEP:
+            self._reported = fraction
+            self._callback(fraction)
+
+    def finish(self) -> None:
+        if self._callback is not None and self._reported < 1.0:
+            self._reported = 1.0
+            self._callback(1.0)
