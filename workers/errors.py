@@ -49,6 +49,12 @@ class NotFound(TapedeckError):
     code = "not_found"
 
 
+class NoRecording(NotFound):
+    """Raised when a room has never recorded (404, code not_recording)."""
+
+    code = "not_recording"
+
+
 class Forbidden(TapedeckError):
     """Raised when the token's room, role or subject does not allow the action."""
 

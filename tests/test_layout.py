@@ -1,0 +1,74 @@
+"""Arrows only point down: app → tasks → workers → storage_providers (STYLE.md)."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = {
+    "storage_providers": {"app", "tasks", "workers", "flask", "celery"},
+    "workers": {"app", "tasks", "flask", "celery"},
+    "tasks": {"app", "flask"},
+}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_import_points_up(package):
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(imported_roots(path) & FORBIDDEN[package])
+        for path in (ROOT / package).rglob("*.py")
+        if imported_roots(path) & FORBIDDEN[package]
+    }
+    assert offenders == {}
+
+
+def test_keys_are_exact():
+    from workers import keys
+
+    assert keys.recording("rec_1") == "tapedeck:rec:rec_1"
+    assert keys.room_current("r") == "tapedeck:room:r:current"
+    assert keys.streams("rec_1") == "tapedeck:rec:rec_1:streams"
+    assert keys.stream_chunks("rec_1", "alice", "video") == "tapedeck:rec:rec_1:chunks:alice:video"
+    assert keys.events("rec_1") == "tapedeck:rec:rec_1:events"
+    assert keys.events_channel("rec_1") == "tapedeck:events:rec_1"
+    assert keys.finalize_lock("rec_1") == "tapedeck:lock:finalize:rec_1"
+    assert keys.upload_session("rec_1", "recordings/r/rec_1/a.webm") == "tapedeck:upload:rec_1:recordings/r/rec_1/a.webm"
+    assert keys.pending_finalize() == "tapedeck:pending-finalize"
+
+
+def test_unknown_storage_provider_fails_naming_the_variable():
+    from storage_providers.registry import UnknownProviderError
+    from workers.settings import Settings
+
+    with pytest.raises(UnknownProviderError, match="STORAGE_PROVIDER"):
+        Settings.from_env({"TAPEDECK_ENV": "development", "STORAGE_PROVIDER": "ftp"})
+
+
+def test_production_requires_jwt_secret():
+    from workers.errors import ConfigurationError
+    from workers.settings import Settings
+
+    with pytest.raises(ConfigurationError, match="JWT_SECRET"):
+        Settings.from_env({})
+    assert Settings.from_env({"TAPEDECK_ENV": "development"}).jwt_secret
+
+
+def test_provider_auto_detection():
+    from storage_providers.registry import detect_provider_name
+
+    assert detect_provider_name({}) == "local"
+    assert detect_provider_name({"GCS_BUCKET": "b"}) == "gcs"
+    assert detect_provider_name({"S3_BUCKET": "b", "GCS_BUCKET": "b"}) == "s3"
+    assert detect_provider_name({"BLOB_READ_WRITE_TOKEN": "t", "S3_BUCKET": "b"}) == "vercel-blob"
