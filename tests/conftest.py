@@ -39,6 +39,8 @@ def stack_env(redis_server, tmp_root) -> dict[str, str]:
         "STORAGE_PROVIDER": "local",
         "FINALIZE_GRACE_SECONDS": GRACE_SECONDS,
         "UPLOAD_RETRY_BASE_SECONDS": "0.05",
+        "FINALIZE_LOCK_SECONDS": "5",
+        "RECOVER_EVERY_SECONDS": "1",
         "CELERY_BEAT_SCHEDULE_FILE": str(tmp_root / "celerybeat-schedule"),
         "PUBLIC_BASE_URL": "http://localhost",
     }

@@ -69,13 +69,21 @@ class CeleryProcess:
         if command == "worker":
             args += ["--concurrency", "2", "--pool", "prefork", "--without-gossip", "--without-mingle",
                      "--hostname", f"test-{os.getpid()}-{free_port()}@%h"]
-        self.log_path = log_path
-        self.log = open(log_path, "ab")
-        self.process = subprocess.Popen(args, cwd=ROOT, env=env, stdout=self.log, stderr=subprocess.STDOUT,
-                                        start_new_session=True)
+        self.args, self.env, self.log_path = args, env, log_path
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.log = open(self.log_path, "ab")
+        self.ready_marker = self.log_path.stat().st_size
+        self.process = subprocess.Popen(self.args, cwd=ROOT, env=self.env, stdout=self.log,
+                                        stderr=subprocess.STDOUT, start_new_session=True)
+
+    def restart(self) -> None:
+        """Start the same command again after a kill (a new process, same log)."""
+        self._spawn()
 
     def wait_ready(self, timeout: float = 60) -> None:
-        wait_until(lambda: b"ready." in self.log_path.read_bytes() or self.process.poll() is not None,
+        wait_until(lambda: b"ready." in self.log_path.read_bytes()[self.ready_marker:] or self.process.poll() is not None,
                    timeout, what="celery worker ready")
         assert self.process.poll() is None, self.tail()
 
