@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Protocol
+from typing import Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
 
 ProgressCallback = Callable[[int, int], None]
 """Called with (bytes sent so far, total bytes) as an upload advances."""
 
 HASH_BLOCK = 1024 * 1024
+
+MIN_PART_SIZE = 5 * 1024 * 1024
+"""The smallest part S3 and Vercel Blob accept (every part but the last)."""
+
+DEFAULT_PART_SIZE = 8 * 1024 * 1024
+"""STORAGE_PART_SIZE when unset: files larger than this upload in parts."""
 
 
 class StorageError(Exception):
@@ -27,6 +34,10 @@ class StorageUnavailableError(StorageError):
 
 class ChecksumMismatchError(StorageError):
     """Raised when the backend stored bytes whose checksum differs from what was sent."""
+
+
+class StorageConfigError(StorageError, ValueError):
+    """Raised at start-up when a provider's environment settings are missing or invalid."""
 
 
 class UploadCheckpoint(Protocol):
@@ -58,6 +69,40 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def require_setting(env: Mapping[str, str], *names: str) -> str:
+    """The first non-empty of names, so a missing setting fails loudly and names the variable."""
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    raise StorageConfigError(f"{' or '.join(names)} must be set")
+
+
+def part_size_from_env(env: Mapping[str, str]) -> int:
+    """STORAGE_PART_SIZE in bytes, shared by every backend that uploads in parts."""
+    raw = env.get("STORAGE_PART_SIZE", "").strip()
+    if not raw:
+        return DEFAULT_PART_SIZE
+    try:
+        size = int(raw)
+    except ValueError:
+        raise StorageConfigError(f"STORAGE_PART_SIZE={raw!r} is not a whole number of bytes") from None
+    if size < MIN_PART_SIZE:
+        raise StorageConfigError(f"STORAGE_PART_SIZE must be at least {MIN_PART_SIZE} bytes (5 MiB)")
+    return size
+
+
+_URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+
+
+def scrub_secrets(text: str, secrets: Iterable[str | None]) -> str:
+    """Remove credential values and URL user-info from text that may end up in logs."""
+    for secret in secrets:
+        if secret and len(secret) >= 4:
+            text = text.replace(secret, "***")
+    return _URL_USERINFO.sub("***@", text)
+
+
 def check_key(key: str) -> str:
     """Reject keys that could escape a prefix or a root directory."""
     parts = key.split("/")
@@ -70,6 +115,8 @@ class StorageProvider(ABC):
     """A place finished recordings are uploaded to. SDK clients are created lazily."""
 
     name: str = ""
+    stores_metadata: ClassVar[bool] = True
+    """False when the backend cannot keep caller metadata (head() then returns none)."""
 
     @abstractmethod
     def upload_file(
@@ -110,6 +157,9 @@ class StorageProvider(ABC):
             tmp.write(data)
             tmp.flush()
             return self.upload_file(key, Path(tmp.name), content_type=content_type, metadata=metadata)
+
+    def abort_upload(self, key: str, checkpoint: UploadCheckpoint) -> None:
+        """Give up an interrupted upload for good, so no orphaned parts stay stored; default no-op."""
 
     def exists(self, key: str) -> bool:
         try:

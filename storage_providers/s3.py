@@ -1,0 +1,347 @@
+"""S3 (or any S3-compatible store) via boto3: multipart uploads that resume from a checkpoint."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from storage_providers.base import (
+    ChecksumMismatchError,
+    ObjectInfo,
+    ObjectNotFoundError,
+    ProgressCallback,
+    StorageConfigError,
+    StorageError,
+    StorageProvider,
+    StorageUnavailableError,
+    UploadCheckpoint,
+    check_key,
+    part_size_from_env,
+    require_setting,
+    scrub_secrets,
+    sha256_file,
+)
+
+MAX_PRESIGN_SECONDS = 7 * 24 * 3600
+"""SigV4 presigned URLs cannot outlive a week."""
+
+NOT_FOUND_CODES = frozenset({"404", "NoSuchKey", "NotFound"})
+RETRYABLE_CODES = frozenset(
+    {"SlowDown", "Throttling", "ThrottlingException", "RequestLimitExceeded", "TooManyRequests",
+     "RequestTimeout", "InternalError", "ServiceUnavailable", "503"}
+)
+CHECKSUM_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
+TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Where and how to reach the bucket; secrets stay out of repr()."""
+
+    bucket: str
+    endpoint_url: str | None = None
+    region: str = "us-east-1"
+    force_path_style: bool = False
+    prefix: str = ""
+    part_size: int = 8 * 1024 * 1024
+    max_attempts: int = 3
+    access_key_id: str | None = field(default=None, repr=False)
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> S3Settings:
+        raw_attempts = env.get("AWS_MAX_ATTEMPTS", "").strip() or "3"
+        if not raw_attempts.isdigit() or int(raw_attempts) < 1:
+            raise StorageConfigError(f"AWS_MAX_ATTEMPTS={raw_attempts!r} must be a positive integer")
+        prefix = env.get("S3_PREFIX", "").strip().strip("/")
+        return cls(
+            bucket=require_setting(env, "S3_BUCKET"),
+            endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
+            region=next((env[n].strip() for n in ("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
+                         if env.get(n, "").strip()), "us-east-1"),
+            force_path_style=env.get("S3_FORCE_PATH_STYLE", "").strip().lower() in TRUE_WORDS,
+            prefix=f"{prefix}/" if prefix else "",
+            part_size=part_size_from_env(env),
+            max_attempts=int(raw_attempts),
+            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
+            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
+            session_token=env.get("AWS_SESSION_TOKEN") or None,
+        )
+
+    def secrets(self) -> tuple[str | None, ...]:
+        return (self.secret_access_key, self.session_token, self.access_key_id)
+
+
+def _b64_sha256(data: bytes) -> str:
+    return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+class S3Storage(StorageProvider):
+    """One bucket (and optional key prefix). The boto3 client is built on first use, per process."""
+
+    name = "s3"
+
+    def __init__(self, settings: S3Settings) -> None:
+        self.settings = settings
+        self._client: Any = None
+        self._client_pid = 0
+
+    @property
+    def client(self) -> Any:
+        """A boto3 S3 client, rebuilt after fork so prefork workers never share a connection pool."""
+        if self._client is None or self._client_pid != os.getpid():
+            try:
+                import boto3
+                from botocore.config import Config
+            except ImportError as exc:  # pragma: no cover - depends on the install
+                raise StorageConfigError("the s3 provider needs boto3: pip install boto3") from exc
+            s = self.settings
+            session = boto3.session.Session(
+                aws_access_key_id=s.access_key_id,
+                aws_secret_access_key=s.secret_access_key,
+                aws_session_token=s.session_token,
+                region_name=s.region,
+            )
+            config = Config(
+                signature_version="s3v4",
+                s3={"addressing_style": "path" if s.force_path_style else "auto"},
+                retries={"mode": "standard", "max_attempts": s.max_attempts},
+            )
+            self._client = session.client("s3", endpoint_url=s.endpoint_url, config=config)
+            self._client_pid = os.getpid()
+        return self._client
+
+    def _key(self, key: str) -> str:
+        return self.settings.prefix + check_key(key)
+
+    @contextmanager
+    def _translating(self, action: str, key: str) -> Iterator[None]:
+        """Turn botocore failures into the storage errors callers retry (or not) on."""
+        from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
+
+        try:
+            yield
+        except ClientError as exc:
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0)
+            if code in NOT_FOUND_CODES:
+                raise ObjectNotFoundError(key) from None
+            message = self._message(action, key, f"{code or 'error'} (HTTP {status or '?'})")
+            if code in CHECKSUM_CODES:
+                raise ChecksumMismatchError(message) from None
+            if status >= 500 or status == 429 or code in RETRYABLE_CODES:
+                raise StorageUnavailableError(message) from None
+            raise StorageError(message) from None
+        except (ConnectionError, HTTPClientError) as exc:
+            raise StorageUnavailableError(self._message(action, key, str(exc))) from None
+        except BotoCoreError as exc:
+            raise StorageError(self._message(action, key, str(exc))) from None
+
+    def _message(self, action: str, key: str, detail: str) -> str:
+        return scrub_secrets(f"s3 {action} of {key!r} failed: {detail}", self.settings.secrets())
+
+    def upload_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        checkpoint: UploadCheckpoint | None = None,
+    ) -> ObjectInfo:
+        full_key = self._key(key)
+        total = os.path.getsize(path)
+        meta = {**(metadata or {}), "sha256": sha256_file(path)}
+        with self._translating("upload", key):
+            if total <= self.settings.part_size:
+                self._put(full_key, path, content_type, meta)
+                if progress:
+                    progress(total, total)
+            else:
+                self._multipart(full_key, path, total, content_type, meta, progress, checkpoint)
+        return ObjectInfo(key=key, size=total, content_type=content_type, metadata=meta)
+
+    def _put(self, full_key: str, path: Path, content_type: str, meta: dict[str, str]) -> None:
+        digest = base64.b64encode(bytes.fromhex(meta["sha256"])).decode()
+        with open(path, "rb") as body:
+            answer = self.client.put_object(
+                Bucket=self.settings.bucket, Key=full_key, Body=body, ContentType=content_type,
+                Metadata=meta, ChecksumSHA256=digest,
+            )
+        self._check_echo(answer, digest, full_key)
+
+    def _check_echo(self, answer: Mapping[str, Any], digest: str, full_key: str) -> None:
+        """S3 verifies x-amz-checksum-sha256 itself; this also catches stores that only echo it."""
+        echoed = answer.get("ChecksumSHA256")
+        if echoed and echoed.split("-")[0] != digest:
+            raise ChecksumMismatchError(f"s3 stored different bytes for {full_key!r}")
+
+    def _multipart(
+        self,
+        full_key: str,
+        path: Path,
+        total: int,
+        content_type: str,
+        meta: dict[str, str],
+        progress: ProgressCallback | None,
+        checkpoint: UploadCheckpoint | None,
+    ) -> None:
+        part_size = self.settings.part_size
+        state = self._resumable_state(full_key, total, meta["sha256"], checkpoint)
+        if state is None:
+            created = self.client.create_multipart_upload(
+                Bucket=self.settings.bucket, Key=full_key, ContentType=content_type,
+                Metadata=meta, ChecksumAlgorithm="SHA256",
+            )
+            state = {"provider": self.name, "bucket": self.settings.bucket, "key": full_key,
+                     "upload_id": created["UploadId"], "size": total, "part_size": part_size,
+                     "sha256": meta["sha256"], "parts": []}
+            if checkpoint:
+                checkpoint.save(state)
+        try:
+            self._send_parts(state, path, progress, checkpoint)
+            self.client.complete_multipart_upload(
+                Bucket=state["bucket"], Key=full_key, UploadId=state["upload_id"],
+                MultipartUpload={"Parts": state["parts"]},
+            )
+        except BaseException:
+            if checkpoint is None:  # nobody could resume or abort it later: do it now
+                self._abort(state, quiet=True)
+            raise
+        if checkpoint:
+            checkpoint.clear()
+
+    def _send_parts(
+        self, state: dict, path: Path, progress: ProgressCallback | None, checkpoint: UploadCheckpoint | None
+    ) -> None:
+        part_size, total, parts = state["part_size"], state["size"], state["parts"]
+        sent = min(len(parts) * part_size, total)
+        if progress and sent:
+            progress(sent, total)
+        with open(path, "rb") as source:
+            source.seek(sent)
+            while chunk := source.read(part_size):
+                number = len(parts) + 1
+                digest = _b64_sha256(chunk)
+                answer = self.client.upload_part(
+                    Bucket=state["bucket"], Key=state["key"], UploadId=state["upload_id"],
+                    PartNumber=number, Body=chunk, ChecksumSHA256=digest,
+                )
+                self._check_echo(answer, digest, state["key"])
+                parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest})
+                if checkpoint:
+                    checkpoint.save(state)
+                sent += len(chunk)
+                if progress:
+                    progress(sent, total)
+
+    def _resumable_state(
+        self, full_key: str, total: int, sha256: str, checkpoint: UploadCheckpoint | None
+    ) -> dict | None:
+        """The saved upload if it is for these bytes and S3 still holds its parts; else None."""
+        from botocore.exceptions import ClientError
+
+        state = checkpoint.load() if checkpoint else None
+        if not state:
+            return None
+        wanted = {"provider": self.name, "bucket": self.settings.bucket, "key": full_key, "size": total,
+                  "sha256": sha256, "part_size": self.settings.part_size}
+        if any(state.get(name) != value for name, value in wanted.items()):
+            self._abort(state, quiet=True)  # an upload of other bytes: its parts are useless
+            checkpoint.clear()
+            return None
+        try:
+            pages = self.client.get_paginator("list_parts").paginate(
+                Bucket=state["bucket"], Key=full_key, UploadId=state["upload_id"]
+            )
+            stored = {p["PartNumber"]: p["ETag"] for page in pages for p in page.get("Parts", [])}
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+            checkpoint.clear()
+            return None
+        kept: list[dict] = []
+        for part in state.get("parts", []):  # keep the run of parts S3 confirms, in order
+            if stored.get(part["PartNumber"]) != part["ETag"]:
+                break
+            kept.append(part)
+        state["parts"] = kept
+        checkpoint.save(state)
+        return state
+
+    def _abort(self, state: Mapping[str, Any], *, quiet: bool = False) -> None:
+        """Abort the multipart upload a checkpoint describes; an already gone one is fine."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if state.get("provider") != self.name or not state.get("upload_id"):
+            return
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=state["bucket"], Key=state["key"], UploadId=state["upload_id"]
+            )
+        except ClientError as exc:
+            if not quiet and exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
+                raise
+        except BotoCoreError:
+            if not quiet:
+                raise
+
+    def abort_upload(self, key: str, checkpoint: UploadCheckpoint) -> None:
+        state = checkpoint.load()
+        if state:
+            with self._translating("abort", key):
+                self._abort(state)
+        checkpoint.clear()
+
+    def head(self, key: str) -> ObjectInfo:
+        with self._translating("head", key):
+            answer = self.client.head_object(Bucket=self.settings.bucket, Key=self._key(key))
+        return ObjectInfo(
+            key=key,
+            size=int(answer["ContentLength"]),
+            content_type=answer.get("ContentType"),
+            metadata=dict(answer.get("Metadata") or {}),
+        )
+
+    def delete(self, key: str) -> None:
+        with self._translating("delete", key):
+            self.client.delete_object(Bucket=self.settings.bucket, Key=self._key(key))
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        skip = len(self.settings.prefix)
+        with self._translating("list", prefix):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.settings.bucket, Prefix=self.settings.prefix + prefix
+            )
+            for page in pages:
+                for item in page.get("Contents", []):
+                    yield ObjectInfo(key=item["Key"][skip:], size=int(item["Size"]))
+
+    def download_url(self, key: str, expires_in: int) -> str:
+        with self._translating("presign", key):
+            return self.client.generate_presigned_url(
+                "get_object",
+                Params={"Bucket": self.settings.bucket, "Key": self._key(key)},
+                ExpiresIn=max(1, min(int(expires_in), MAX_PRESIGN_SECONDS)),
+            )
+
+    def check(self) -> None:
+        try:
+            with self._translating("check", self.settings.bucket):
+                self.client.head_bucket(Bucket=self.settings.bucket)
+        except ObjectNotFoundError:
+            raise StorageError(f"S3_BUCKET {self.settings.bucket!r} does not exist") from None
+
+
+def create(env: Mapping[str, str]) -> S3Storage:
+    return S3Storage(S3Settings.from_env(env))
+
+
+__all__ = ["S3Settings", "S3Storage", "create"]
