@@ -1,0 +1,162 @@
+"""Vercel Blob via the vercel-blob SDK: public blobs, multipart for large files, no custom metadata.
+
+Vercel Blob keeps no user metadata, so head() returns none (stores_metadata is False): the
+recording's ids, durations and checksums live in manifest.json beside the media. Its multipart
+API has no resume and no abort, so a retried upload starts again (FIELD-NOTES). Blob URLs are
+public and do not expire: download_url() ignores expires_in.
+"""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from storage_providers.base import (
+    ObjectInfo,
+    ObjectNotFoundError,
+    ProgressCallback,
+    StorageConfigError,
+    StorageError,
+    StorageProvider,
+    StorageUnavailableError,
+    UploadCheckpoint,
+    check_key,
+    part_size_from_env,
+    require_setting,
+    scrub_secrets,
+)
+
+TOKEN_PREFIX = "vercel_blob_rw_"
+"""Read-write tokens look like vercel_blob_rw_<store id>_<secret>."""
+
+ACCESS = "public"
+"""Recordings are stored as public blobs: the unguessable URL is the download link."""
+
+
+@dataclass(frozen=True)
+class VercelBlobSettings:
+    """The store's read-write token (never in repr) and an optional API base URL."""
+
+    token: str = field(repr=False)
+    store_id: str
+    api_url: str | None = None
+    part_size: int = 8 * 1024 * 1024
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> VercelBlobSettings:
+        token = require_setting(env, "BLOB_READ_WRITE_TOKEN")
+        store_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
+        if not token.startswith(TOKEN_PREFIX) or not store_id or not secret:
+            raise StorageConfigError(
+                "BLOB_READ_WRITE_TOKEN has an invalid format (expected vercel_blob_rw_<store>_<secret>)"
+            )
+        return cls(
+            token=token,
+            store_id=store_id,
+            api_url=env.get("VERCEL_BLOB_API_URL", "").strip().rstrip("/") or None,
+            part_size=part_size_from_env(env),
+        )
+
+
+class VercelBlobStorage(StorageProvider):
+    """One Blob store. Each operation runs in its own SDK session, so nothing outlives a fork."""
+
+    name = "vercel-blob"
+    stores_metadata = False
+
+    def __init__(self, settings: VercelBlobSettings) -> None:
+        self.settings = settings
+
+    def _credentials(self) -> Any:
+        from vercel.blob.sync import BlobCredentials, CredentialKind
+
+        return BlobCredentials(self.settings.token, self.settings.store_id, CredentialKind.READ_WRITE)
+
+    @contextmanager
+    def _sdk(self, action: str, key: str) -> Iterator[Any]:
+        """The sync SDK bound to this store's URL and token, with its errors translated."""
+        try:
+            from vercel.api import session
+            from vercel.blob import sync as blob
+        except ImportError as exc:  # pragma: no cover - depends on the install
+            raise StorageConfigError("the vercel-blob provider needs the SDK: pip install vercel-blob") from exc
+        options = blob.SyncBlobServiceOptions(
+            base_url=self.settings.api_url, credentials_factory=self._credentials
+        )
+        try:
+            with session(service_options=[options]):
+                yield blob
+        except blob.BlobNotFoundError:
+            raise ObjectNotFoundError(key) from None
+        except blob.BlobError as exc:
+            status = exc.status_code
+            message = scrub_secrets(
+                f"vercel-blob {action} of {key!r} failed: {exc} (HTTP {status or '?'})", (self.settings.token,)
+            )
+            retryable = (blob.BlobServiceNotAvailable, blob.BlobServiceRateLimited, blob.BlobUnknownError)
+            if isinstance(exc, retryable) or (status or 0) >= 500:
+                raise StorageUnavailableError(message) from None
+            raise StorageError(message) from None
+
+    def upload_file(
+        self,
+        key: str,
+        path: Path,
+        *,
+        content_type: str,
+        metadata: Mapping[str, str] | None = None,
+        progress: ProgressCallback | None = None,
+        checkpoint: UploadCheckpoint | None = None,
+    ) -> ObjectInfo:
+        check_key(key)
+        total = os.path.getsize(path)
+        options = {"access": ACCESS, "content_type": content_type, "allow_overwrite": True}
+        with self._sdk("upload", key) as blob, open(path, "rb") as source:
+            if total <= self.settings.part_size:
+                blob.put_blob(key, source, content_length=total, **options)
+                if progress:
+                    progress(total, total)
+            else:
+                sent = 0
+                with blob.multipart_upload_blob(key, **options) as upload:
+                    while chunk := source.read(self.settings.part_size):
+                        upload.upload_part(chunk)
+                        sent += len(chunk)
+                        if progress:
+                            progress(sent, total)
+        if checkpoint:
+            checkpoint.clear()  # nothing to resume: the SDK restarts multipart uploads
+        return ObjectInfo(key=key, size=total, content_type=content_type, metadata={})
+
+    def head(self, key: str) -> ObjectInfo:
+        check_key(key)
+        with self._sdk("head", key) as blob:
+            found = blob.head_blob(key)
+        return ObjectInfo(key=key, size=found.size, content_type=found.content_type, metadata={})
+
+    def delete(self, key: str) -> None:
+        check_key(key)
+        with self._sdk("delete", key) as blob:
+            blob.delete_blob(key)
+
+    def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        # Read every page inside the session: a generator suspended within it would leak the
+        # SDK's context-bound session into the caller between items.
+        with self._sdk("list", prefix) as blob:
+            found = [ObjectInfo(key=item.pathname, size=item.size)
+                     for item in blob.query_blobs(prefix=prefix or None)]
+        yield from found
+
+    def download_url(self, key: str, expires_in: int) -> str:
+        check_key(key)
+        with self._sdk("head", key) as blob:
+            return blob.head_blob(key).url
+
+
+def create(env: Mapping[str, str]) -> VercelBlobStorage:
+    return VercelBlobStorage(VercelBlobSettings.from_env(env))
+
+
+__all__ = ["VercelBlobSettings", "VercelBlobStorage", "create"]
