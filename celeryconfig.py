@@ -13,7 +13,14 @@ import os
 
 from celery.schedules import schedule
 
-broker_url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+
+def _env_number(name: str, default: float) -> float:
+    """A numeric variable; unset or empty (as in a copied .env.example) means the default."""
+    raw = os.environ.get(name, "").strip()
+    return float(raw) if raw else default
+
+
+broker_url = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
 result_backend = broker_url
 
 task_serializer = "json"
@@ -35,20 +42,20 @@ result_expires = 7 * 24 * 3600
 result_extended = True
 broker_connection_retry_on_startup = True
 
-FINALIZE_TIME_LIMIT = int(os.environ.get("FINALIZE_TIME_LIMIT_SECONDS", "3600"))
+FINALIZE_TIME_LIMIT = int(_env_number("FINALIZE_TIME_LIMIT_SECONDS", 3600))
 task_soft_time_limit = FINALIZE_TIME_LIMIT
 task_time_limit = FINALIZE_TIME_LIMIT + 120
 
 broker_transport_options = {
-    "visibility_timeout": int(os.environ.get("BROKER_VISIBILITY_TIMEOUT_SECONDS", str(task_time_limit + 600))),
+    "visibility_timeout": int(_env_number("BROKER_VISIBILITY_TIMEOUT_SECONDS", task_time_limit + 600)),
 }
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 
-RECOVER_EVERY_SECONDS = float(os.environ.get("RECOVER_EVERY_SECONDS", "20"))
-CLEANUP_EVERY_SECONDS = float(os.environ.get("CLEANUP_EVERY_SECONDS", "3600"))
+RECOVER_EVERY_SECONDS = _env_number("RECOVER_EVERY_SECONDS", 20)
+CLEANUP_EVERY_SECONDS = _env_number("CLEANUP_EVERY_SECONDS", 3600)
 beat_schedule = {
     "recover-stalled-finalizes": {"task": "tapedeck.recover_stalled", "schedule": schedule(RECOVER_EVERY_SECONDS)},
     "cleanup-staging": {"task": "tapedeck.cleanup_staging", "schedule": schedule(CLEANUP_EVERY_SECONDS)},
 }
-beat_schedule_filename = os.environ.get("CELERY_BEAT_SCHEDULE_FILE", "./var/celerybeat-schedule")
+beat_schedule_filename = os.environ.get("CELERY_BEAT_SCHEDULE_FILE", "").strip() or "./var/celerybeat-schedule"
 os.makedirs(os.path.dirname(os.path.abspath(beat_schedule_filename)), exist_ok=True)

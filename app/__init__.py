@@ -23,6 +23,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.json.sort_keys = False
     app.extensions[EXTENSION_KEY] = Services.build(settings, env)
     logging.basicConfig(level=logging.DEBUG if settings.development else logging.INFO)
+    logging.getLogger("redis").setLevel(logging.WARNING)
 
     from app import cli, cors, errors
     from app.routes import chunks, files, health, recordings
