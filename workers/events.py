@@ -29,11 +29,13 @@ class EventPublisher:
         self.redis.publish(keys.events_channel(recording_id), json.dumps({"id": event_id, **body}))
         return event_id
 
-    def history(self, recording_id: str, after: str = "0-0") -> list[tuple[str, dict]]:
-        """Events after a stream id, oldest first."""
+    def read(self, recording_id: str, after: str = "0-0", block_ms: int | None = None) -> list[tuple[str, dict]]:
+        """Events after a stream id, oldest first; waits up to block_ms for the first one when none is there."""
+        reply = self.redis.xread({keys.events(recording_id): after}, count=500, block=block_ms)
         out = []
-        for event_id, fields in self.redis.xrange(keys.events(recording_id), min=f"({after}" if after != "0-0" else "-"):
-            out.append((event_id.decode(), json.loads(fields[b"data"])))
+        for _stream, entries in reply or []:
+            for event_id, fields in entries:
+                out.append((event_id.decode(), json.loads(fields[b"data"])))
         return out
 
 
