@@ -7,6 +7,7 @@ import uuid
 
 import click
 from flask import Flask
+from flask.cli import with_appcontext
 
 from app.auth import DEFAULT_TTL_SECONDS, mint_token
 from app.services import services
@@ -35,6 +36,7 @@ def _id(value: str, field: str) -> str:
 @click.option("--sub", required=True, help="participant id")
 @click.option("--role", type=click.Choice(ROLES), default="participant", show_default=True)
 @click.option("--ttl", type=click.IntRange(min=1), default=DEFAULT_TTL_SECONDS, show_default=True, help="seconds")
+@with_appcontext
 def token(room: str, sub: str, role: str, ttl: int) -> None:
     """Print a bearer token signed with JWT_SECRET."""
     click.echo(mint_token(services().settings.jwt_secret, _id(room, "room"), _id(sub, "sub"), role, ttl))
@@ -44,6 +46,7 @@ def token(room: str, sub: str, role: str, ttl: int) -> None:
 @click.argument("recording_id")
 @click.option("--watch/--no-watch", default=False, help="show a progress bar until the recording finishes")
 @click.option("--json", "as_json", is_flag=True, help="print the status body as JSON")
+@with_appcontext
 def status(recording_id: str, watch: bool, as_json: bool) -> None:
     """Show a recording's status (optionally following its progress)."""
     svc = services()
@@ -69,6 +72,7 @@ def status(recording_id: str, watch: bool, as_json: bool) -> None:
 
 @click.command()
 @click.argument("recording_id")
+@with_appcontext
 def requeue(recording_id: str) -> None:
     """Queue finalize again for a failed recording (its staged chunks were kept)."""
     from tasks.finalize import enqueue_finalize
