@@ -65,3 +65,46 @@ def test_celery_task_reports_progress_and_result(api, worker):
             seen.append(json.loads(message["data"])["status"])
     assert "PROGRESS" in seen and seen[-1] == "SUCCESS"
     assert AsyncResult(task_id, app=celery_app).get(timeout=10) == {"recordingId": recording_id, "state": "completed"}
+
+
+def test_pubsub_channel_carries_live_events(api, app, worker):
+    from app.services import services
+    from workers import keys
+
+    recording_id = api.start().get_json()["recordingId"]
+    for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=1.0)), 2)):
+        api.put_chunk(recording_id, "alice", "video", sequence, piece)
+    with app.app_context():
+        pubsub = services().redis.pubsub()
+    pubsub.subscribe(keys.events_channel(recording_id))
+    api.stop()
+    api.wait_final(recording_id)
+    live = []
+    while (message := pubsub.get_message(timeout=2)) is not None:
+        if message["type"] == "message":
+            live.append(json.loads(message["data"]))
+    assert [e["state"] for e in live if e["type"] == "state"] == ["finalizing", "completed"]
+    assert all(e["id"] for e in live)
+
+
+def test_a_second_delivery_produces_the_output_once(api, app, worker):
+    from tasks.finalize import enqueue_finalize
+
+    recording_id = api.start().get_json()["recordingId"]
+    for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=2.0)), 4)):
+        api.put_chunk(recording_id, "alice", "video", sequence, piece)
+    api.stop()
+    enqueue_finalize(recording_id, f"duplicate-{recording_id}", countdown=1)  # as if redelivered
+    body = api.wait_final(recording_id)
+    from celery.result import AsyncResult
+
+    from tasks import celery_app
+
+    duplicate = AsyncResult(f"duplicate-{recording_id}", app=celery_app).get(timeout=30)
+    original = AsyncResult(body["taskId"], app=celery_app).get(timeout=30)
+    assert body["state"] == "completed" and len(body["outputs"]) == 1
+    assert sorted([original.get("skipped", original.get("state")), duplicate.get("skipped", duplicate.get("state"))]) in (
+        ["already running", "completed"], ["completed", "completed"])
+    events = read_sse(api.client.get(f"/video-calls/recordings/{recording_id}/events?token={api.token()}"))
+    assert [e["state"] for e in events if e["event"] == "state"].count("completed") == 1
+    assert [e["state"] for e in events].count("muxing") >= 1
