@@ -73,6 +73,12 @@ class S3Settings:
             session_token=env.get("AWS_SESSION_TOKEN") or None,
         )
 
+    def __repr__(self) -> str:
+        """Without keys, and without any user-info an endpoint URL may carry."""
+        shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in
+                          ("bucket", "endpoint_url", "region", "force_path_style", "prefix", "part_size"))
+        return scrub_secrets(f"S3Settings({shown})", self.secrets())
+
     def secrets(self) -> tuple[str | None, ...]:
         return (self.secret_access_key, self.session_token, self.access_key_id)
 
@@ -110,7 +116,7 @@ class S3Storage(StorageProvider):
             config = Config(
                 signature_version="s3v4",
                 s3={"addressing_style": "path" if s.force_path_style else "auto"},
-                retries={"mode": "standard", "max_attempts": s.max_attempts},
+                retries={"mode": "standard", "total_max_attempts": s.max_attempts},
             )
             self._client = session.client("s3", endpoint_url=s.endpoint_url, config=config)
             self._client_pid = os.getpid()
