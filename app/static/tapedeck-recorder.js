@@ -1,0 +1,397 @@
+/**
+ * tapedeck-recorder.js: record a MediaStream with MediaRecorder (timeslice mode) and upload
+ * each chunk to tapedeck with its sequence and timestamp. One ES module, no dependencies.
+ *
+ *   import { Recorder } from "/static/tapedeck-recorder.js";
+ *   const rec = new Recorder({ baseUrl, token, recordingId, participantId, stream, timeslice: 1000 });
+ *   rec.addEventListener("progress", (e) => e.detail);   // {queued, sent, bytes, ...}
+ *   rec.addEventListener("error", (e) => e.detail);      // {code, message, sequence?, fatal}
+ *   await rec.start();
+ *   const summary = await rec.stop();                    // after every chunk is acknowledged
+ *
+ * Delivery: chunks wait in a bounded in-memory queue and are uploaded in sequence order, at
+ * most `concurrency` at a time and never two copies of one sequence at once. Network errors,
+ * 429 and 5xx are retried with exponential backoff and jitter (a Retry-After header wins);
+ * while one chunk backs off, the whole queue waits. Any other 4xx, including 409
+ * sequence_conflict, is permanent for that chunk ("error" event, chunk dropped). 409
+ * not_recording means the recording is over (or paused): uploading stops for good.
+ *
+ * Queue bound (maxQueueBytes): when a new chunk does not fit, the oldest waiting chunks are
+ * dropped (an "error" event with code "queue_full" each) until it does, except the recorder's
+ * first chunk, which carries the container header that every later chunk needs.
+ */
+
+/** Container/codec preferences for camera streams, best first (the server reads WebM/Matroska). */
+export const VIDEO_MIME_TYPES = [
+  "video/webm;codecs=vp9,opus",
+  "video/webm;codecs=vp8,opus",
+  "video/webm;codecs=vp9",
+  "video/webm;codecs=vp8",
+  "video/webm",
+  "video/x-matroska;codecs=avc1,opus",
+  "video/webm;codecs=h264,opus",
+];
+
+/** Preferences for audio-only streams. */
+export const AUDIO_MIME_TYPES = ["audio/webm;codecs=opus", "audio/webm"];
+
+const DEFAULTS = {
+  baseUrl: "",
+  timeslice: 1000,
+  type: "video",
+  upload: "put",
+  mimeType: undefined,
+  videoBitsPerSecond: undefined,
+  audioBitsPerSecond: undefined,
+  firstSequence: 0,
+  concurrency: 2,
+  maxQueueBytes: 64 * 1024 * 1024,
+  maxRetries: 10,
+  initialBackoffMs: 500,
+  maxBackoffMs: 15000,
+  requestTimeoutMs: 30000,
+  fetch: undefined,
+};
+
+/** The first mimeType of `candidates` this browser records, or "" (the browser's default). */
+export function pickMimeType(candidates) {
+  if (typeof MediaRecorder === "undefined" || !MediaRecorder.isTypeSupported) return "";
+  return candidates.find((t) => MediaRecorder.isTypeSupported(t)) || "";
+}
+
+/** Milliseconds a Retry-After header asks for (seconds or an HTTP date), or null. */
+export function retryAfterMs(value, now = Date.now()) {
+  if (value == null || value.trim() === "") return null;
+  if (/^\d+(\.\d+)?$/.test(value.trim())) return Math.round(parseFloat(value) * 1000);
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? null : Math.max(0, at - now);
+}
+
+/** Backoff before attempt `attempt + 1`: doubling from `initial`, capped, with equal jitter. */
+export function backoffMs(attempt, initial, max, random = Math.random) {
+  const ceiling = Math.min(max, initial * 2 ** Math.max(0, attempt - 1));
+  return Math.round(ceiling / 2 + (random() * ceiling) / 2);
+}
+
+function blobToBase64(blob) {
+  return new Promise((resolve, reject) => {
+    const reader = new FileReader();
+    reader.onerror = () => reject(reader.error);
+    // The data URL's MIME type contains commas: split at ";base64,", never at the first comma.
+    reader.onload = () => resolve(String(reader.result).split(";base64,")[1] || "");
+    reader.readAsDataURL(blob);
+  });
+}
+
+async function errorBody(response) {
+  try {
+    const body = await response.json();
+    return body && body.error ? body.error : {};
+  } catch {
+    return {};
+  }
+}
+
+export class Recorder extends EventTarget {
+  constructor(options) {
+    super();
+    const o = { ...DEFAULTS, ...options };
+    for (const name of ["token", "recordingId", "participantId", "stream"]) {
+      if (!o[name]) throw new TypeError(`Recorder: option "${name}" is required`);
+    }
+    if (!["video", "audio"].includes(o.type)) throw new TypeError('Recorder: type must be "video" or "audio"');
+    if (!["put", "json"].includes(o.upload)) throw new TypeError('Recorder: upload must be "put" or "json"');
+    this.options = o;
+    this.baseUrl = String(o.baseUrl).replace(/\/+$/, "");
+    const audioOnly = o.type === "audio" || o.stream.getVideoTracks().length === 0;
+    /** The mimeType asked for; replaced by the recorder's actual one once it exists. */
+    this.mimeType = o.mimeType ?? pickMimeType(audioOnly ? AUDIO_MIME_TYPES : VIDEO_MIME_TYPES);
+    this.state = "inactive"; // inactive → recording → stopping → stopped
+    this.startedAt = null;
+    this.stoppedAt = null;
+    this.ended = false; // the server said not_recording: nothing more is uploaded
+    this._fetch = o.fetch || globalThis.fetch.bind(globalThis);
+    this._recorder = null;
+    this._nextSequence = o.firstSequence;
+    this._chunkStartedAt = null;
+    this._waiting = []; // entries not in flight, sorted by sequence
+    this._inFlight = new Map(); // sequence → entry
+    this._pausedUntil = 0;
+    this._timer = null;
+    this._idleWaiters = [];
+    this._stopPromise = null;
+    this.stats = { produced: 0, sent: 0, bytes: 0, retries: 0, failed: 0, dropped: 0, duplicates: 0 };
+    this._onOnline = () => this._wake();
+  }
+
+  /** The next sequence number this recorder will use (a restarted recorder continues from it). */
+  get nextSequence() {
+    return this._nextSequence;
+  }
+
+  /** Start MediaRecorder in timeslice mode; resolves once it records. */
+  start() {
+    if (this.state !== "inactive") return Promise.reject(new Error(`Recorder: cannot start when ${this.state}`));
+    const settings = { mimeType: this.mimeType || undefined };
+    if (this.options.videoBitsPerSecond) settings.videoBitsPerSecond = this.options.videoBitsPerSecond;
+    if (this.options.audioBitsPerSecond) settings.audioBitsPerSecond = this.options.audioBitsPerSecond;
+    const recorder = new MediaRecorder(this.options.stream, settings);
+    this._recorder = recorder;
+    this.mimeType = recorder.mimeType || this.mimeType;
+    recorder.addEventListener("dataavailable", (e) => this._onData(e.data));
+    recorder.addEventListener("error", (e) => {
+      const error = e.error || {};
+      this._emitError("recorder_error", error.message || "MediaRecorder failed", { fatal: true });
+    });
+    recorder.addEventListener("stop", () => {
+      this.stoppedAt = Date.now();
+      if (this.state === "recording") this.stop(); // the stream ended on its own (e.g. camera unplugged)
+    });
+    globalThis.addEventListener?.("online", this._onOnline);
+    return new Promise((resolve, reject) => {
+      recorder.addEventListener("start", () => {
+        this.state = "recording";
+        this.startedAt = this._chunkStartedAt = Date.now();
+        this.mimeType = recorder.mimeType || this.mimeType;
+        this._emit("start", { mimeType: this.mimeType });
+        resolve();
+      }, { once: true });
+      try {
+        recorder.start(this.options.timeslice);
+      } catch (err) {
+        reject(err);
+      }
+    });
+  }
+
+  /** Stop recording and upload every pending chunk; resolves with a summary once the queue is empty. */
+  stop() {
+    if (this._stopPromise) return this._stopPromise;
+    this._stopPromise = (async () => {
+      this.state = "stopping";
+      const recorder = this._recorder;
+      if (recorder && recorder.state !== "inactive") {
+        // The last "dataavailable" fires before "stop".
+        await new Promise((resolve) => {
+          recorder.addEventListener("stop", resolve, { once: true });
+          recorder.stop();
+        });
+      }
+      await this._idle();
+      this.state = "stopped";
+      globalThis.removeEventListener?.("online", this._onOnline);
+      clearTimeout(this._timer);
+      const summary = this.summary();
+      this._emit("flushed", summary);
+      return summary;
+    })();
+    return this._stopPromise;
+  }
+
+  /** Counters and the current queue: what "progress" and "flushed" carry. */
+  summary() {
+    let queuedBytes = 0;
+    for (const entry of this._waiting) queuedBytes += entry.size;
+    for (const entry of this._inFlight.values()) queuedBytes += entry.size;
+    return {
+      queued: this._waiting.length + this._inFlight.size,
+      inFlight: this._inFlight.size,
+      queuedBytes,
+      ...this.stats,
+      ended: this.ended,
+      mimeType: this.mimeType,
+      durationMs: this.startedAt ? (this.stoppedAt || Date.now()) - this.startedAt : 0,
+    };
+  }
+
+  _onData(blob) {
+    const now = Date.now();
+    const timestamp = this._chunkStartedAt ?? now;
+    this._chunkStartedAt = now;
+    if (!blob || blob.size === 0) return;
+    const entry = { sequence: this._nextSequence++, blob, size: blob.size, timestamp, attempts: 0 };
+    this.stats.produced += 1;
+    if (this.ended) {
+      this.stats.dropped += 1;
+      return this._progress();
+    }
+    this._makeRoom(entry);
+    this._insert(entry);
+    this._progress();
+    this._pump();
+  }
+
+  _makeRoom(incoming) {
+    const limit = this.options.maxQueueBytes;
+    let used = this.summary().queuedBytes;
+    const header = this.options.firstSequence;
+    while (used + incoming.size > limit) {
+      const victim = this._waiting.find((e) => e.sequence !== header);
+      if (!victim) break; // only the header (and chunks in flight) left: keep them, accept the overshoot
+      this._waiting.splice(this._waiting.indexOf(victim), 1);
+      used -= victim.size;
+      this.stats.dropped += 1;
+      this._emitError("queue_full", `upload queue is full (${limit} bytes): dropped chunk ${victim.sequence}`,
+        { sequence: victim.sequence, bytes: victim.size });
+    }
+  }
+
+  _insert(entry) {
+    const at = this._waiting.findIndex((e) => e.sequence > entry.sequence);
+    if (at === -1) this._waiting.push(entry);
+    else this._waiting.splice(at, 0, entry);
+  }
+
+  _wake() {
+    this._pausedUntil = 0;
+    this._pump();
+  }
+
+  _pump() {
+    clearTimeout(this._timer);
+    this._timer = null;
+    if (this.ended) return this._settle();
+    const wait = this._pausedUntil - Date.now();
+    if (wait > 0) {
+      this._timer = setTimeout(() => this._pump(), wait);
+      return;
+    }
+    while (this._inFlight.size < this.options.concurrency && this._waiting.length) {
+      const entry = this._waiting.shift();
+      this._inFlight.set(entry.sequence, entry); // the only copy of this sequence on the wire
+      this._send(entry);
+    }
+    this._settle();
+  }
+
+  async _send(entry) {
+    entry.attempts += 1;
+    let outcome;
+    try {
+      outcome = await this._classify(await this._request(entry));
+    } catch (err) {
+      outcome = { kind: "retry", code: "network_error", message: (err && err.message) || String(err), delay: null };
+    }
+    this._inFlight.delete(entry.sequence);
+    if (outcome.kind === "ok") {
+      this.stats.sent += 1;
+      this.stats.bytes += entry.size;
+      if (outcome.duplicate) this.stats.duplicates += 1;
+    } else if (outcome.kind === "retry") {
+      this._retry(entry, outcome);
+    } else if (outcome.kind === "ended") {
+      this._end(entry, outcome);
+    } else {
+      this.stats.failed += 1;
+      this._emitError(outcome.code, outcome.message, { sequence: entry.sequence, status: outcome.status });
+    }
+    this._progress();
+    this._pump();
+  }
+
+  _retry(entry, outcome) {
+    if (this.ended) {
+      this.stats.dropped += 1; // the recording is over: nobody will take it
+      return;
+    }
+    if (entry.attempts > this.options.maxRetries) {
+      this.stats.failed += 1;
+      this._emitError("retries_exhausted",
+        `chunk ${entry.sequence} failed ${entry.attempts} times (last: ${outcome.message})`,
+        { sequence: entry.sequence, status: outcome.status });
+      return;
+    }
+    const { initialBackoffMs, maxBackoffMs } = this.options;
+    const delay = outcome.delay ?? backoffMs(entry.attempts, initialBackoffMs, maxBackoffMs);
+    this.stats.retries += 1;
+    this._pausedUntil = Math.max(this._pausedUntil, Date.now() + delay);
+    this._insert(entry);
+    this._emit("retry", { sequence: entry.sequence, attempt: entry.attempts, delayMs: delay,
+      status: outcome.status ?? null, code: outcome.code, message: outcome.message });
+  }
+
+  _end(entry, outcome) {
+    if (this.ended) return;
+    this.ended = true;
+    const abandoned = 1 + this._waiting.length;
+    this.stats.dropped += abandoned;
+    this._waiting = [];
+    this._emitError("not_recording", outcome.message || "the recording is not accepting chunks",
+      { sequence: entry.sequence, status: 409, fatal: true, dropped: abandoned });
+    this._emit("ended", { sequence: entry.sequence });
+    if (this._recorder && this._recorder.state !== "inactive") this.stop();
+  }
+
+  async _request(entry) {
+    const o = this.options;
+    const token = typeof o.token === "function" ? await o.token() : o.token;
+    const controller = new AbortController();
+    const timer = setTimeout(() => controller.abort(), o.requestTimeoutMs);
+    try {
+      if (o.upload === "json") {
+        const body = {
+          recordingId: o.recordingId, participantId: o.participantId, type: o.type,
+          sequence: entry.sequence, timestamp: entry.timestamp, chunk: await blobToBase64(entry.blob),
+        };
+        return await this._fetch(`${this.baseUrl}/video-calls/chunks/upload`, {
+          method: "POST", signal: controller.signal, body: JSON.stringify(body),
+          headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        });
+      }
+      const path = ["recordings", o.recordingId, "participants", o.participantId, o.type, "chunks", entry.sequence]
+        .map((part) => encodeURIComponent(part)).join("/");
+      return await this._fetch(`${this.baseUrl}/video-calls/${path}`, {
+        method: "PUT", signal: controller.signal, body: entry.blob,
+        headers: {
+          Authorization: `Bearer ${token}`, "Content-Type": "application/octet-stream",
+          "Tapedeck-Timestamp": String(entry.timestamp),
+        },
+      });
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  async _classify(response) {
+    const status = response.status;
+    if (response.ok) {
+      let body = {};
+      try { body = await response.json(); } catch { /* an empty 2xx is still an acknowledgement */ }
+      return { kind: "ok", duplicate: Boolean(body.duplicate) };
+    }
+    const error = await errorBody(response);
+    const message = error.message || `HTTP ${status}`;
+    if (status === 429 || status >= 500) {
+      return { kind: "retry", status, code: error.code || `http_${status}`, message,
+        delay: retryAfterMs(response.headers.get("Retry-After")) };
+    }
+    if (status === 409 && error.code === "not_recording") return { kind: "ended", status, message };
+    return { kind: "permanent", status, code: error.code || `http_${status}`, message };
+  }
+
+  _idle() {
+    return new Promise((resolve) => {
+      this._idleWaiters.push(resolve);
+      this._settle();
+    });
+  }
+
+  _settle() {
+    if (this._waiting.length || this._inFlight.size) return;
+    if (this._recorder && this._recorder.state !== "inactive") return;
+    const waiters = this._idleWaiters.splice(0);
+    for (const resolve of waiters) resolve();
+  }
+
+  _progress() {
+    this._emit("progress", this.summary());
+  }
+
+  _emitError(code, message, extra = {}) {
+    this._emit("error", { code, message, fatal: false, ...extra });
+  }
+
+  _emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
