@@ -102,21 +102,20 @@ class GcsStorage(StorageProvider):
 
     @property
     def client(self) -> Any:
+        """A storage.Client, rebuilt after fork so prefork workers never share connections."""
         if self._client is None or self._client_pid != os.getpid():
             try:
                 from google.cloud import storage
             except ImportError as exc:  # pragma: no cover - depends on the install
-                raise StorageConfigError(
-                    "the gcs provider needs google-cloud-storage: pip install google-cloud-storage"
-                ) from exc
+                raise StorageConfigError("the gcs provider needs google-cloud-storage: "
+                                         "pip install google-cloud-storage") from exc
             s = self.settings
             if s.emulator_host:
                 from google.auth.credentials import AnonymousCredentials
 
-                self._client = storage.Client(
-                    project=s.project or EMULATOR_PROJECT, credentials=AnonymousCredentials(),
-                    client_options={"api_endpoint": s.emulator_host},
-                )
+                self._client = storage.Client(project=s.project or EMULATOR_PROJECT,
+                                              credentials=AnonymousCredentials(),
+                                              client_options={"api_endpoint": s.emulator_host})
             else:
                 credentials = self._signing_file_credentials()
                 project = s.project or getattr(credentials, "project_id", None)
@@ -130,12 +129,11 @@ class GcsStorage(StorageProvider):
             from google.oauth2 import service_account
 
             self._file_credentials = service_account.Credentials.from_service_account_file(
-                self.settings.credentials_file,
-                scopes=["https://www.googleapis.com/auth/devstorage.read_write"],
-            )
+                self.settings.credentials_file, scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
         return self._file_credentials
 
     def _retry(self) -> Any:
+        """The SDK's own retry policy, bounded so the caller's backoff decides what happens next."""
         from google.cloud.storage.retry import DEFAULT_RETRY
 
         return DEFAULT_RETRY.with_timeout(SDK_RETRY_SECONDS)
@@ -189,9 +187,9 @@ class GcsStorage(StorageProvider):
         total = os.path.getsize(path)
         digests = _digests(path)
         meta = {**(metadata or {}), "sha256": digests.sha256}
-        blob = self.client.bucket(self.settings.bucket).blob(key)
-        blob.metadata = meta
         with self._translating("upload", key):
+            blob = self.client.bucket(self.settings.bucket).blob(key)
+            blob.metadata = meta
             if total <= self.settings.chunk_size:
                 blob.upload_from_filename(str(path), content_type=content_type, checksum="crc32c",
                                           retry=self._retry())
@@ -204,16 +202,8 @@ class GcsStorage(StorageProvider):
                     raise ChecksumMismatchError(f"gcs stored different bytes for {key!r}")
         return ObjectInfo(key=key, size=total, content_type=content_type, metadata=meta)
 
-    def _resumable(
-        self,
-        blob: Any,
-        path: Path,
-        total: int,
-        content_type: str,
-        digests: _Digests,
-        progress: ProgressCallback | None,
-        checkpoint: UploadCheckpoint | None,
-    ) -> dict:
+    def _resumable(self, blob: Any, path: Path, total: int, content_type: str, digests: _Digests,
+                   progress: ProgressCallback | None, checkpoint: UploadCheckpoint | None) -> dict:
         """Send the file through a resumable session, saving the confirmed offset after each chunk."""
         from google.cloud.storage.exceptions import InvalidResponse
 
@@ -252,27 +242,23 @@ class GcsStorage(StorageProvider):
             checkpoint.clear()
         return response.json() if response is not None else {}
 
-    def _open_session(
-        self, blob: Any, wanted: dict, content_type: str, checkpoint: UploadCheckpoint | None
-    ) -> dict:
+    def _open_session(self, blob: Any, wanted: dict, content_type: str,
+                      checkpoint: UploadCheckpoint | None) -> dict:
         """Start a resumable session (metadata travels with it) and remember its URL at once."""
-        url = blob.create_resumable_upload_session(
-            content_type=content_type, size=wanted["size"], checksum=None, retry=self._retry()
-        )
+        url = blob.create_resumable_upload_session(content_type=content_type, size=wanted["size"],
+                                                   checksum=None, retry=self._retry())
         state = {**wanted, "session_url": url, "confirmed": 0}
         if checkpoint:
             checkpoint.save(state)
         return state
 
     def _attach(self, session_url: str, stream: BinaryIO, total: int, content_type: str) -> Any:
-        """A ResumableUpload bound to an existing session URL.
-
-        The library initiates sessions itself and has no public way to adopt a saved URL, so the
-        few fields initiate() would set are set here. Checksums are compared by the caller over
-        the whole file, since a resumed upload never sees the bytes sent before the restart.
-        """
+        """A ResumableUpload bound to a saved session URL, so another process can continue it."""
         from google.cloud.storage._media.requests import ResumableUpload
 
+        # The library has no public way to adopt an existing session: set the fields initiate()
+        # would. No streaming checksum: a resumed upload never sees the bytes sent before the
+        # restart, so upload_file() compares MD5/CRC32C of the whole file instead.
         upload = ResumableUpload(session_url, self.settings.chunk_size, checksum=None, retry=self._retry())
         upload._resumable_url = session_url
         upload._stream = stream
@@ -315,32 +301,30 @@ class GcsStorage(StorageProvider):
                                  metadata=dict(blob.metadata or {}))
 
     def download_url(self, key: str, expires_in: int) -> str:
-        """A V4 signed URL; without a key file, the emulator's plain media link."""
+        """A V4 signed URL; with the emulator and no key file, its plain media link."""
         check_key(key)
-        blob = self.client.bucket(self.settings.bucket).blob(key)
-        credentials = self._signing_file_credentials()
-        extra: dict[str, Any] = {}
-        if credentials is None and self.settings.emulator_host:
+        if self._signing_file_credentials() is None and self.settings.emulator_host:
             return (f"{self.settings.emulator_host}/download/storage/v1/b/{self.settings.bucket}"
                     f"/o/{quote(key, safe='')}?alt=media")
-        if credentials is None:
-            credentials = self.client._credentials
-            if not hasattr(credentials, "sign_bytes") or not getattr(credentials, "signer_email", None):
-                email = getattr(credentials, "service_account_email", None)
-                if not email:
-                    raise StorageConfigError(
-                        "gcs download URLs need a service-account key: set GCS_CREDENTIALS_FILE"
-                    )
-                with self._translating("sign", key):  # e.g. Cloud Run: sign through IAM signBlob
-                    import google.auth.transport.requests
-
-                    credentials.refresh(google.auth.transport.requests.Request())
-                extra = {"service_account_email": email, "access_token": credentials.token}
+        seconds = max(1, min(int(expires_in), MAX_SIGNED_SECONDS))
         with self._translating("sign", key):
-            return blob.generate_signed_url(
-                version="v4", method="GET", credentials=credentials, **extra,
-                expiration=datetime.timedelta(seconds=max(1, min(int(expires_in), MAX_SIGNED_SECONDS))),
-            )
+            credentials, extra = self._signer()
+            return self.client.bucket(self.settings.bucket).blob(key).generate_signed_url(
+                version="v4", method="GET", expiration=datetime.timedelta(seconds=seconds),
+                credentials=credentials, **extra)
+
+    def _signer(self) -> tuple[Any, dict[str, Any]]:
+        """Who signs: the key file, the client's own key, or IAM signBlob for an attached account."""
+        credentials = self._signing_file_credentials() or self.client._credentials
+        if hasattr(credentials, "sign_bytes") and getattr(credentials, "signer_email", None):
+            return credentials, {}
+        email = getattr(credentials, "service_account_email", None)  # e.g. Cloud Run, GCE
+        if not email:
+            raise StorageConfigError("gcs download URLs need a service-account key: set GCS_CREDENTIALS_FILE")
+        import google.auth.transport.requests
+
+        credentials.refresh(google.auth.transport.requests.Request())
+        return credentials, {"service_account_email": email, "access_token": credentials.token}
 
     def check(self) -> None:
         with self._translating("check", self.settings.bucket):

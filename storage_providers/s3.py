@@ -5,7 +5,7 @@ import base64
 import hashlib
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -49,9 +49,9 @@ class S3Settings:
     prefix: str = ""
     part_size: int = 8 * 1024 * 1024
     max_attempts: int = 3
-    access_key_id: str | None = field(default=None, repr=False)
-    secret_access_key: str | None = field(default=None, repr=False)
-    session_token: str | None = field(default=None, repr=False)
+    access_key_id: str | None = None
+    secret_access_key: str | None = None
+    session_token: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> S3Settings:
@@ -107,17 +107,12 @@ class S3Storage(StorageProvider):
             except ImportError as exc:  # pragma: no cover - depends on the install
                 raise StorageConfigError("the s3 provider needs boto3: pip install boto3") from exc
             s = self.settings
-            session = boto3.session.Session(
-                aws_access_key_id=s.access_key_id,
-                aws_secret_access_key=s.secret_access_key,
-                aws_session_token=s.session_token,
-                region_name=s.region,
-            )
-            config = Config(
-                signature_version="s3v4",
-                s3={"addressing_style": "path" if s.force_path_style else "auto"},
-                retries={"mode": "standard", "total_max_attempts": s.max_attempts},
-            )
+            session = boto3.session.Session(aws_access_key_id=s.access_key_id, region_name=s.region,
+                                            aws_secret_access_key=s.secret_access_key,
+                                            aws_session_token=s.session_token)
+            config = Config(signature_version="s3v4",
+                            s3={"addressing_style": "path" if s.force_path_style else "auto"},
+                            retries={"mode": "standard", "total_max_attempts": s.max_attempts})
             self._client = session.client("s3", endpoint_url=s.endpoint_url, config=config)
             self._client_pid = os.getpid()
         return self._client
@@ -189,16 +184,9 @@ class S3Storage(StorageProvider):
         if echoed and echoed.split("-")[0] != digest:
             raise ChecksumMismatchError(f"s3 stored different bytes for {full_key!r}")
 
-    def _multipart(
-        self,
-        full_key: str,
-        path: Path,
-        total: int,
-        content_type: str,
-        meta: dict[str, str],
-        progress: ProgressCallback | None,
-        checkpoint: UploadCheckpoint | None,
-    ) -> None:
+    def _multipart(self, full_key: str, path: Path, total: int, content_type: str, meta: dict[str, str],
+                   progress: ProgressCallback | None, checkpoint: UploadCheckpoint | None) -> None:
+        """Create (or resume) the multipart upload, send the missing parts, complete it."""
         part_size = self.settings.part_size
         state = self._resumable_state(full_key, total, meta["sha256"], checkpoint)
         if state is None:
@@ -224,9 +212,9 @@ class S3Storage(StorageProvider):
         if checkpoint:
             checkpoint.clear()
 
-    def _send_parts(
-        self, state: dict, path: Path, progress: ProgressCallback | None, checkpoint: UploadCheckpoint | None
-    ) -> None:
+    def _send_parts(self, state: dict, path: Path, progress: ProgressCallback | None,
+                    checkpoint: UploadCheckpoint | None) -> None:
+        """Upload the parts after the confirmed ones, saving the checkpoint after each."""
         part_size, total, parts = state["part_size"], state["size"], state["parts"]
         sent = min(len(parts) * part_size, total)
         if progress and sent:
@@ -248,9 +236,8 @@ class S3Storage(StorageProvider):
                 if progress:
                     progress(sent, total)
 
-    def _resumable_state(
-        self, full_key: str, total: int, sha256: str, checkpoint: UploadCheckpoint | None
-    ) -> dict | None:
+    def _resumable_state(self, full_key: str, total: int, sha256: str,
+                         checkpoint: UploadCheckpoint | None) -> dict | None:
         """The saved upload if it is for these bytes and S3 still holds its parts; else None."""
         from botocore.exceptions import ClientError
 
@@ -289,9 +276,8 @@ class S3Storage(StorageProvider):
         if state.get("provider") != self.name or not state.get("upload_id"):
             return
         try:
-            self.client.abort_multipart_upload(
-                Bucket=state["bucket"], Key=state["key"], UploadId=state["upload_id"]
-            )
+            self.client.abort_multipart_upload(Bucket=state["bucket"], Key=state["key"],
+                                               UploadId=state["upload_id"])
         except ClientError as exc:
             if not quiet and exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
                 raise
@@ -309,12 +295,8 @@ class S3Storage(StorageProvider):
     def head(self, key: str) -> ObjectInfo:
         with self._translating("head", key):
             answer = self.client.head_object(Bucket=self.settings.bucket, Key=self._key(key))
-        return ObjectInfo(
-            key=key,
-            size=int(answer["ContentLength"]),
-            content_type=answer.get("ContentType"),
-            metadata=dict(answer.get("Metadata") or {}),
-        )
+        return ObjectInfo(key=key, size=int(answer["ContentLength"]), content_type=answer.get("ContentType"),
+                          metadata=dict(answer.get("Metadata") or {}))
 
     def delete(self, key: str) -> None:
         with self._translating("delete", key):
@@ -333,10 +315,8 @@ class S3Storage(StorageProvider):
     def download_url(self, key: str, expires_in: int) -> str:
         with self._translating("presign", key):
             return self.client.generate_presigned_url(
-                "get_object",
-                Params={"Bucket": self.settings.bucket, "Key": self._key(key)},
-                ExpiresIn=max(1, min(int(expires_in), MAX_PRESIGN_SECONDS)),
-            )
+                "get_object", Params={"Bucket": self.settings.bucket, "Key": self._key(key)},
+                ExpiresIn=max(1, min(int(expires_in), MAX_PRESIGN_SECONDS)))
 
     def check(self) -> None:
         try:

@@ -7,7 +7,6 @@ once per provider. Servers start only when a test asks for them and stop at sess
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import socket
 import subprocess

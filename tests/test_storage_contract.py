@@ -257,6 +257,18 @@ def test_gcs_resumable_upload_resumes_from_checkpoint(make_provider: MakeProvide
         proxy.stop()
 
 
+def test_gcs_retry_after_finishing_but_before_clearing_succeeds(make_provider: MakeProvider, large_file: Path,
+                                                                prefix: str) -> None:
+    provider = make_provider("gcs")
+    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
+    provider.upload_file(key, large_file, content_type="video/webm", checkpoint=checkpoint)
+    checkpoint.state = checkpoint.saves[-1]  # as if the worker died right before clear()
+    assert checkpoint.state["confirmed"] == LARGE_SIZE
+    provider.upload_file(key, large_file, content_type="video/webm", checkpoint=checkpoint)
+    assert checkpoint.state is None
+    assert fetch(provider, key) == large_file.read_bytes()
+
+
 def test_gcs_lists_nested_keys_and_deletes(make_provider: MakeProvider, small_file: Path, prefix: str) -> None:
     provider = make_provider("gcs")
     keys = [prefix + "alice.webm", prefix + "deep/er/bob.webm", prefix + "manifest.json"]
