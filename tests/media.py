@@ -52,14 +52,17 @@ class Recording:
     audio: bool = True
     keyframe_seconds: float = 1.0
     video_bit_rate: int = 400_000
-    noise: bool = False
-    """Random pixels: incompressible, so the encoder really spends `video_bit_rate` (benchmarks)."""
+    noise: float = 0.0
+    """Share of each picture filled with random pixels, so benchmarks get a realistic bitrate."""
+    video_codec: str = "libvpx"
+    """"libx264" writes Matroska with H.264, as Chromium does for video/webm;codecs=h264."""
 
 
 def encode_webm(spec: Recording = Recording(), sink: io.BufferedIOBase | None = None) -> bytes:
     """A live (no Duration, no Cues) VP8+Opus WebM, audio track first as Chromium writes it."""
     out = NonSeekableSink(sink)
-    with av.open(out, mode="w", format="webm", options={"live": "1"}) as container:
+    fmt = "webm" if spec.video_codec == "libvpx" else "matroska"
+    with av.open(out, mode="w", format=fmt, options={"live": "1"}) as container:
         audio = _add_audio(container) if spec.audio else None
         video = _add_video(container, spec) if spec.video else None
         for stream, frame in _frames(spec, video, audio):
@@ -71,11 +74,19 @@ def encode_webm(spec: Recording = Recording(), sink: io.BufferedIOBase | None = 
 
 
 def _add_video(container: av.container.OutputContainer, spec: Recording) -> av.VideoStream:
-    stream = container.add_stream("libvpx", rate=spec.fps, options={"deadline": "realtime", "cpu-used": "8"})
+    options = _FAST.get(spec.video_codec, {})
+    stream = container.add_stream(spec.video_codec, rate=spec.fps, options=options)
     stream.width, stream.height, stream.pix_fmt = spec.width, spec.height, "yuv420p"
     stream.bit_rate = spec.video_bit_rate
     stream.codec_context.gop_size = max(1, round(spec.fps * spec.keyframe_seconds))
     return stream
+
+
+_FAST = {
+    "libvpx": {"deadline": "realtime", "cpu-used": "8"},
+    "libx264": {"preset": "ultrafast", "tune": "zerolatency"},
+}
+"""Encoder options that keep test media quick to make."""
 
 
 def _add_audio(container: av.container.OutputContainer) -> av.AudioStream:
@@ -104,11 +115,9 @@ def _frames(
 def _video_frame(index: int, spec: Recording) -> av.VideoFrame:
     frame = av.VideoFrame(spec.width, spec.height, "yuv420p")
     luma = frame.planes[0]
-    if spec.noise:
-        luma.update(os.urandom(luma.buffer_size))
-    else:
-        row = bytes((x * 2 + index * 8) & 255 for x in range(luma.line_size))
-        luma.update(row * spec.height)
+    row = bytes((x * 2 + index * 8) & 255 for x in range(luma.line_size))
+    noisy = round(spec.height * spec.noise)
+    luma.update(os.urandom(luma.line_size * noisy) + row * (spec.height - noisy))
     frame.planes[1].update(bytes([128]) * frame.planes[1].buffer_size)
     frame.planes[2].update(bytes([(index * 3) & 255]) * frame.planes[2].buffer_size)
     frame.pts, frame.time_base = index, Fraction(1, spec.fps)
@@ -153,6 +162,11 @@ class Probe:
     """What decoding a file found: per-kind frame counts, the media's time span, codecs."""
 
     frames: dict[str, int] = field(default_factory=dict)
+    stream_frames: list[int] = field(default_factory=list)
+    """Frames per audio/video track, in the file's track order."""
+    video_times: list[float] = field(default_factory=list)
+    """Presentation time of every decoded video frame, in decode order."""
+    decode_errors: int = 0
     codecs: list[tuple[str, str]] = field(default_factory=list)
     duration: float = 0.0
     """Seconds from the earliest to the latest decoded frame end, across all tracks."""
@@ -166,18 +180,33 @@ def probe(path: Path) -> Probe:
     with av.open(str(path)) as container:
         streams = [s for s in container.streams if s.type in ("audio", "video")]
         result.codecs = [(s.type, s.codec_context.name) for s in streams]
+        result.stream_frames = [0] * len(streams)
         if container.duration is not None:
             result.container_duration = container.duration / av.time_base
-        start, end = math.inf, -math.inf
-        for frame in container.decode(*streams):
-            kind = "audio" if isinstance(frame, av.AudioFrame) else "video"
-            result.frames[kind] = result.frames.get(kind, 0) + 1
-            if frame.time is None:
-                continue
-            length = frame.samples / frame.sample_rate if kind == "audio" else 0.0
-            start, end = min(start, frame.time), max(end, frame.time + length)
-        result.duration = max(0.0, end - start) if end >= start else 0.0
+        position = {stream.index: i for i, stream in enumerate(streams)}
+        spans: list[tuple[float, float]] = []
+        for packet in container.demux(*streams):
+            for frame in _decode(packet, result):
+                result.stream_frames[position[packet.stream_index]] += 1
+                kind = "audio" if isinstance(frame, av.AudioFrame) else "video"
+                result.frames[kind] = result.frames.get(kind, 0) + 1
+                if frame.time is not None:
+                    length = frame.samples / frame.sample_rate if kind == "audio" else 0.0
+                    spans.append((frame.time, frame.time + length))
+                    if kind == "video":
+                        result.video_times.append(frame.time)
+        if spans:
+            result.duration = max(end for _, end in spans) - min(start for start, _ in spans)
     return result
+
+
+def _decode(packet: av.Packet, result: Probe) -> list[av.AudioFrame | av.VideoFrame]:
+    """Decode like a player: a corrupt packet (after a hole) is skipped and counted, not fatal."""
+    try:
+        return packet.decode()  # type: ignore[return-value]
+    except av.FFmpegError:
+        result.decode_errors += 1
+        return []
 
 
 def seek_and_decode(path: Path, seconds: float) -> float | None:

@@ -73,6 +73,17 @@ class ChunkStream(io.RawIOBase):
         self._pos = target
         return target
 
+    def read(self, size: int | None = -1) -> bytes:
+        """Bytes straight from the current file (one copy, not RawIOBase's two); short at file ends."""
+        if size is None or size < 0:
+            return self.readall()
+        self._check_open()
+        if size == 0 or self._pos >= self._size:
+            return b""
+        data = self._handle_at(self._pos).read(size)
+        self._pos += len(data)
+        return data
+
     def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
         """Fill `buffer` from as many consecutive files as it takes; 0 only at the end."""
         self._check_open()
@@ -235,39 +246,39 @@ class ChunkDemuxer:
         self, container: av.container.InputContainer, offset: float, end: float
     ) -> Iterator[tuple[float, Track, av.Packet]]:
         """Yield one segment's packets shifted by `offset`; return where its media ends."""
-        lookup = self._lookup(container)
-        gaps: dict[int, float] = {}
+        lanes = self._lanes(container, offset)
         for packet in _demux(container, self.kind):
-            entry = lookup.get(packet.stream_index)
-            if packet.size == 0 or entry is None or (packet.pts is None and packet.dts is None):
+            lane = lanes.get(packet.stream_index)
+            if lane is None or packet.size == 0:
                 continue
-            track, time_base, seconds_per_tick = entry
-            if packet.dts is None:
-                packet.dts = packet.pts  # browser WebM leaves dts unset on some packets
-            if packet.pts is None:
-                packet.pts = packet.dts
-            if offset:
-                shift = round(offset / time_base)
-                packet.pts, packet.dts = packet.pts + shift, packet.dts + shift
-            start = packet.pts * seconds_per_tick
-            length = packet.duration * seconds_per_tick if packet.duration else gaps.get(packet.stream_index, 0.0)
-            end = max(end, start + length)
-            gaps[packet.stream_index] = length
-            yield packet.dts * seconds_per_tick, track, packet
-        return end
+            pts, dts = packet.pts, packet.dts
+            if dts is None:
+                if pts is None:
+                    continue
+                dts = pts  # browser WebM leaves dts unset on some packets
+                packet.dts = dts + lane.shift
+            elif pts is None:
+                pts = dts
+                packet.pts = pts + lane.shift
+            if lane.shift:
+                pts, dts = pts + lane.shift, dts + lane.shift
+                packet.pts, packet.dts = pts, dts
+            lane.saw(pts, packet.duration)
+            yield dts * lane.seconds_per_tick, lane.track, packet
+        return max([end, *(lane.end() for lane in lanes.values())])
 
-    def _lookup(self, container: av.container.InputContainer) -> dict[int, tuple[Track, Fraction, float]]:
+    def _lanes(self, container: av.container.InputContainer, offset: float) -> dict[int, _Lane]:
         """Map this segment's stream indexes onto the first segment's tracks (same kind, codec, rank)."""
         by_key = {track.key: track for track in self.tracks}
         counts: dict[tuple[str, str], int] = {}
-        lookup = {}
+        lanes = {}
         for stream in _media_streams(container):
             track = by_key.get(_track_key(stream, counts))
             if track is None:
                 log.warning("%s stream: a restarted recorder added a %s track; it is left out", self.kind, stream.type)
                 continue
-            lookup[stream.index] = (track, stream.time_base, float(stream.time_base))
-        return lookup
+            lanes[stream.index] = _Lane(track, stream.time_base, offset)
+        return lanes
 
     def _open_next(self) -> str | None:
         """Open the next pending segment; on failure drop its chunks and return why."""
@@ -297,6 +308,30 @@ class ChunkDemuxer:
             self._done_bytes += self._stream.size
             self._stream.close()
             self._stream = None
+
+
+class _Lane:
+    """Per input stream of one segment: its track, its time shift, and where its media ends so far."""
+
+    __slots__ = ("track", "shift", "seconds_per_tick", "last_pts", "previous_pts", "last_duration")
+
+    def __init__(self, track: Track, time_base: Fraction, offset: float) -> None:
+        self.track = track
+        self.shift = round(offset / time_base)
+        self.seconds_per_tick = float(time_base)
+        self.last_pts: int | None = None
+        self.previous_pts: int | None = None
+        self.last_duration = 0
+
+    def saw(self, pts: int, duration: int) -> None:
+        self.previous_pts, self.last_pts, self.last_duration = self.last_pts, pts, duration
+
+    def end(self) -> float:
+        """Last pts plus its duration; browsers often leave duration 0, so then the last frame gap."""
+        if self.last_pts is None:
+            return 0.0
+        length = self.last_duration or (self.last_pts - self.previous_pts if self.previous_pts is not None else 0)
+        return (self.last_pts + max(0, length)) * self.seconds_per_tick
 
 
 def _demux(container: av.container.InputContainer, kind: str) -> Iterator[av.Packet]:

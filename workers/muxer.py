@@ -138,12 +138,14 @@ def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Pa
 def _interleave(sources: list[ChunkDemuxer], output: av.container.OutputContainer, progress: _Progress) -> int:
     """Merge the sources' packets by time, so separate audio and video streams interleave correctly."""
     dropped = 0
-    merged = heapq.merge(*(source.packets() for source in sources), key=lambda item: item[0])
+    feeds = [source.packets() for source in sources]
+    merged = feeds[0] if len(feeds) == 1 else heapq.merge(*feeds, key=lambda item: item[0])
     for done, (seconds, track, packet) in enumerate(merged):
-        if seconds < track.last_dts and not _clamp(packet, track.last_dts):
+        if seconds >= track.last_dts:
+            track.last_dts = seconds
+        elif not _clamp(packet, track.last_dts):
             dropped += 1
             continue
-        track.last_dts = max(seconds, track.last_dts)
         packet.stream = track.output
         output.mux(packet)
         track.packets += 1
