@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_random_exponential
+from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from storage_providers import StorageError, StorageProvider, StorageUnavailableError
 from storage_providers.base import sha256_file
@@ -23,12 +23,17 @@ from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, objec
 from workers.muxer import MuxResult, StreamInput, mux_participant
 from workers.settings import Settings
 from workers.staging import ChunkStaging
-from workers.state import FINAL_STATES, ChunkRecord, RecordingStore, State
+from workers.state import ChunkRecord, RecordingStore, State
 
 log = logging.getLogger(__name__)
 
 Plan = dict[str, dict[str, dict[int, ChunkRecord]]]
 """participantId → stream type → sequence → chunk record."""
+
+
+def _retryable(exc: BaseException) -> bool:
+    """Unreachable backends and local I/O hiccups are retried; a definite answer (not found, bad key) is not."""
+    return isinstance(exc, StorageUnavailableError) or (isinstance(exc, OSError) and not isinstance(exc, StorageError))
 
 
 class UploadFailed(Exception):
@@ -152,7 +157,7 @@ class Finalizer:
             for attempt in Retrying(
                 stop=stop_after_attempt(attempts),
                 wait=wait_random_exponential(multiplier=self.settings.upload_retry_base_seconds, max=60),
-                retry=retry_if_exception_type((StorageUnavailableError, OSError)),
+                retry=retry_if_exception(_retryable),
                 reraise=True,
             ):
                 with attempt:
@@ -188,5 +193,3 @@ class Finalizer:
         reporter.state(State.FAILED.value, error=reason)
         return State.FAILED.value
 
-
-__all__ = ["Finalizer", "UploadFailed", "FINAL_STATES"]
