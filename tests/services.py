@@ -64,9 +64,10 @@ def _pings(client: redis.Redis) -> bool:
 class CeleryProcess:
     """`celery -A tasks:celery_app <command>` in its own process group, so kill -9 takes every child."""
 
-    def __init__(self, env: dict[str, str], log_path: Path, command: str = "worker", *extra: str) -> None:
-        args = [str(VENV_BIN / "celery"), "-A", "tasks:celery_app", command, "--loglevel", "INFO", *extra]
-        if command == "worker":
+    def __init__(self, env: dict[str, str], log_path: Path, command: str = "worker", *extra: str,
+                 argv: list[str] | None = None) -> None:
+        args = argv or [str(VENV_BIN / "celery"), "-A", "tasks:celery_app", command, "--loglevel", "INFO", *extra]
+        if command == "worker" and argv is None:
             args += ["--concurrency", "2", "--pool", "prefork", "--without-gossip", "--without-mingle",
                      "--hostname", f"test-{os.getpid()}-{free_port()}@%h"]
         self.args, self.env, self.log_path = args, env, log_path
