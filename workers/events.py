@@ -45,6 +45,9 @@ class ProgressReporter:
     STAGES = {"finalizing": (0.0, 0.0), "muxing": (0.0, 0.6), "uploading": (0.6, 1.0)}
     """Where each stage sits in overall progress; muxing is stream copy, uploading moves the bytes."""
 
+    STATUS_FIELDS = ("bytesSent", "bytesTotal")
+    """Detail worth keeping in the status hash (not only in events): the upload's byte counters."""
+
     def __init__(self, store_update: Callable[..., None], publisher: EventPublisher, recording_id: str,
                  listener: Listener | None = None) -> None:
         self._update = store_update
@@ -60,7 +63,8 @@ class ProgressReporter:
         if stage == last_stage and overall - last_value < 0.01 and fraction < 1.0:
             return
         self._last = (stage, overall)
-        self._update(self._recording_id, state=stage, progress=overall)
+        counters = {k: v for k, v in detail.items() if k in self.STATUS_FIELDS}
+        self._update(self._recording_id, state=stage, progress=overall, **counters)
         event = {"type": "progress", "state": stage, "progress": overall, **detail}
         self._publisher.publish(self._recording_id, event)
         if self._listener:

@@ -171,7 +171,8 @@ class RecordingStore:
     def requeue(self, recording_id: str, task_id: str) -> None:
         """An operator's retry of a failed recording: back to finalizing with a closed grace window."""
         now = time.time()
-        self.update(recording_id, state=State.FINALIZING.value, error="", taskId=task_id, acceptUntil=repr(now), progress="0", completedAt="")
+        self.update(recording_id, state=State.FINALIZING.value, error="", taskId=task_id, acceptUntil=repr(now),
+                    progress="0", completedAt="", bytesSent="", bytesTotal="")
         self.redis.zadd(keys.pending_finalize(), {recording_id: now})
 
     def finish(self, recording_id: str, state: State, error: str | None = None) -> None:

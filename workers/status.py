@@ -74,6 +74,7 @@ def build_status(store: RecordingStore, recording_id: str, url_for: Callable[[st
         "stoppedAt": iso(_float(rec.get("stoppedAt"))),
         "completedAt": iso(_float(rec.get("completedAt"))),
         "error": rec.get("error") or None,
+        "upload": {"bytesSent": int(rec["bytesSent"]), "bytesTotal": int(rec["bytesTotal"])} if rec.get("bytesTotal") else None,
         "metadata": _json(rec.get("metadata"), {}),
         "taskId": rec.get("taskId") or None,
         "participants": participants,
