@@ -26,11 +26,11 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     logging.getLogger("redis").setLevel(logging.WARNING)
 
     from app import cli, cors, errors
-    from app.routes import chunks, events, files, health, recordings
+    from app.routes import chunks, demo, events, files, health, recordings
 
     errors.init_app(app)
     cors.init_app(app, settings.cors_origins)
-    for module in (recordings, chunks, events, health, files):
+    for module in (recordings, chunks, events, health, files, demo):
         app.register_blueprint(module.bp)
     cli.init_app(app)
     return app

@@ -1,0 +1,371 @@
+// The demo page: a host starts/stops a room's recording and records its own camera; a participant
+// joins the room's current recording. Both upload with tapedeck-recorder.js and watch the status
+// through the SSE endpoint (polling GET /video-calls/recordings/<id> when EventSource fails).
+import { Recorder } from "./tapedeck-recorder.js";
+
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+const FINAL = ["completed", "failed"];
+const LIVE = ["recording", "paused"];
+
+/** Everything the page knows, on window for debugging (and the browser tests). */
+const demo = (window.tapedeck = {
+  phase: "idle", role: "host", room: "", sub: "", token: "", apiBase: "",
+  recordingId: null, recorder: null, stream: null, status: null, statusSource: null, summary: null, errors: [],
+});
+
+class ApiError extends Error {
+  constructor(status, error) {
+    super(error.message || `HTTP ${status}`);
+    Object.assign(this, { status, code: error.code, extra: error });
+  }
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+const role = () => document.querySelector('input[name="role"]:checked').value;
+
+function formatBytes(n) {
+  const units = ["B", "KB", "MB", "GB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) { n /= 1000; i += 1; }
+  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function setPhase(phase, message = "") {
+  demo.phase = document.body.dataset.phase = phase;
+  const busy = !["idle", "completed", "failed", "error"].includes(phase);
+  $("start").disabled = busy;
+  $("stop").disabled = !["waiting", "recording"].includes(phase);
+  for (const el of document.querySelectorAll("#session input, #session textarea, #session select")) el.disabled = busy;
+  if (message || !busy) $("message").textContent = message;
+  $("message").classList.toggle("error", phase === "error" || phase === "failed");
+}
+
+function log(text, kind = "") {
+  const item = document.createElement("li");
+  item.className = kind;
+  const time = new Date().toLocaleTimeString([], { hour12: false });
+  item.innerHTML = `<time>${time}</time>`;
+  item.append(document.createTextNode(text));
+  $("log").querySelector(".empty")?.remove();
+  $("log").prepend(item);
+  while ($("log").children.length > 9) $("log").lastChild.remove();
+}
+
+function claimsOf(token) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part.padEnd(part.length + ((4 - (part.length % 4)) % 4), "=")));
+  } catch {
+    return null;
+  }
+}
+
+async function api(path, { method = "GET", body } = {}) {
+  const headers = { Authorization: `Bearer ${demo.token}` };
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const res = await fetch(`${demo.apiBase}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new ApiError(res.status, json.error || {});
+  return json;
+}
+
+async function obtainToken(room, sub, wanted) {
+  const pasted = $("token").value.trim();
+  if (pasted) return pasted;
+  const res = await fetch("/dev/token", {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ room, sub, role: wanted }),
+  });
+  if (res.status === 404) {
+    throw new Error("This server is not in development mode: paste a token under Advanced " +
+      "(flask --app app token --room … --sub … --role …).");
+  }
+  const json = await res.json().catch(() => ({}));
+  if (!res.ok) throw new ApiError(res.status, json.error || {});
+  return json.token;
+}
+
+// ---- recording status: SSE, with polling as the fallback -------------------------------------
+
+let watch = { es: null, timer: null, id: null };
+
+function watchStatus(recordingId) {
+  unwatch();
+  watch.id = recordingId;
+  const poll = async () => {
+    try { renderStatus(await api(`/video-calls/recordings/${recordingId}`)); } catch (err) { log(`status: ${err.message}`, "warn"); }
+    if (watch.id === recordingId && !FINAL.includes(demo.status?.state)) {
+      watch.timer = setTimeout(poll, watch.es ? 2500 : 1000);
+    }
+  };
+  if (typeof EventSource !== "undefined") {
+    const url = `${demo.apiBase}/video-calls/recordings/${recordingId}/events?token=${encodeURIComponent(demo.token)}`;
+    const es = (watch.es = new EventSource(url));
+    demo.statusSource = "sse";
+    const onEvent = (e) => applyEvent(JSON.parse(e.data));
+    es.addEventListener("state", onEvent);
+    es.addEventListener("progress", onEvent);
+    es.addEventListener("error", () => {
+      if (es.readyState === EventSource.CLOSED && watch.es === es) {
+        watch.es = null; // no event stream here (or it refused us): poll every second instead
+        demo.statusSource = "polling";
+        $("source").textContent = "polling";
+      }
+    });
+    $("source").textContent = "live (SSE)";
+  } else {
+    demo.statusSource = "polling";
+    $("source").textContent = "polling";
+  }
+  poll();
+}
+
+function unwatch() {
+  watch.es?.close();
+  clearTimeout(watch.timer);
+  watch = { es: null, timer: null, id: null };
+}
+
+function applyEvent(event) {
+  const previous = demo.status?.state;
+  demo.status = { ...(demo.status || {}), state: event.state ?? previous, progress: event.progress ?? demo.status?.progress ?? 0 };
+  if (event.state && event.state !== previous) log(`recording is ${event.state}`);
+  renderState(demo.status);
+  if (FINAL.includes(event.state)) {
+    watch.es?.close();
+    watch.es = null;
+    api(`/video-calls/recordings/${watch.id}`).then(renderStatus, (err) => log(`status: ${err.message}`, "warn"));
+  }
+}
+
+function renderState({ state, progress }) {
+  $("state").textContent = state || "none";
+  $("state").dataset.state = state || "none";
+  const pct = state === "completed" ? 100 : Math.round((progress || 0) * 100);
+  $("progress-bar").style.width = `${pct}%`;
+  $("progress-bar").dataset.state = state || "none";
+  $("progress-text").textContent = LIVE.includes(state) ? "recording…" : `${pct}%`;
+  if (demo.role === "participant" && !LIVE.includes(state) && demo.phase === "recording") {
+    log("the host stopped the recording");
+    stopRecording();
+  }
+}
+
+function renderStatus(body) {
+  demo.status = body;
+  renderState(body);
+  const rows = Object.entries(body.participants || {}).map(([pid, p]) => {
+    const streams = ["video", "audio"].map((k) => p[k]).filter(Boolean);
+    const sum = (f) => streams.reduce((n, s) => n + (s[f] || 0), 0);
+    const missing = sum("missingCount");
+    return `<tr><td>${escapeHtml(pid)}</td><td>${sum("chunks")}</td><td>${formatBytes(sum("bytes"))}</td>` +
+      `<td class="${missing ? "bad" : "good"}">${missing}</td></tr>`;
+  });
+  $("participants").hidden = rows.length === 0;
+  $("participants").tBodies[0].innerHTML = rows.join("");
+  if (FINAL.includes(body.state)) finish(body);
+}
+
+function finish(body) {
+  unwatch();
+  if (demo.final?.recordingId === body.recordingId) return;
+  demo.final = body;
+  const outputs = body.outputs || [];
+  $("outputs").innerHTML = outputs.map((o, i) => `
+    <li class="output">
+      <div class="output-name"><strong>${escapeHtml(o.participantId)}</strong>
+        <span>${(o.durationSeconds ?? 0).toFixed(1)} s · ${formatBytes(o.bytes || 0)} · ${escapeHtml(o.format || "")}</span></div>
+      <button type="button" class="btn small ghost" data-play="${i}">Play</button>
+      <a class="btn small" href="${escapeHtml(o.url || "#")}" download>Download</a>
+    </li>`).join("");
+  for (const button of $("outputs").querySelectorAll("[data-play]")) {
+    button.addEventListener("click", () => play(outputs[Number(button.dataset.play)]));
+  }
+  playOwn(body);
+  log(body.state === "completed" ? `completed: ${outputs.length} file${outputs.length === 1 ? "" : "s"}`
+    : `failed: ${body.error || "see the worker log"}`, body.state === "completed" ? "ok" : "bad");
+  if (!["starting", "waiting", "recording", "stopping"].includes(demo.phase)) showFinal();
+}
+
+function showFinal() {
+  const body = demo.final;
+  if (body.state === "completed") setPhase("completed", "Recording finished. Play it here or download the file.");
+  else setPhase("failed", `Recording failed: ${body.error || "see the worker log"}`);
+}
+
+/** Once the camera is off, the stage plays this participant's file (or the first one). */
+function playOwn(body) {
+  const outputs = body.outputs || [];
+  const mine = outputs.find((o) => o.participantId === demo.sub) || outputs[0];
+  if (mine && !demo.stream?.active) play(mine);
+}
+
+function play(output) {
+  $("playback").src = output.url;
+  $("playback").hidden = false;
+  document.body.classList.add("playback-on");
+  $("who-badge").textContent = `${output.participantId} · recording`;
+}
+
+const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+// ---- the recorder -----------------------------------------------------------------------------
+
+async function findRecording() {
+  setPhase("waiting", "Waiting for the host to start recording…");
+  while (demo.phase === "waiting") {
+    try {
+      const current = await api(`/video-calls/${demo.room}/recording`);
+      if (LIVE.includes(current.state)) return current.recordingId;
+    } catch (err) {
+      if (err.code !== "not_recording") throw err;
+    }
+    await sleep(1500);
+  }
+  return null;
+}
+
+async function startRecording(event) {
+  event.preventDefault();
+  if (!$("session").reportValidity()) return;
+  $("outputs").innerHTML = "";
+  $("playback").removeAttribute("src");
+  $("playback").hidden = true;
+  document.body.classList.remove("playback-on");
+  Object.assign(demo, { errors: [], final: null, status: null, summary: null });
+  setPhase("starting", "Starting…");
+  try {
+    demo.apiBase = $("api").value.trim().replace(/\/+$/, "");
+    demo.token = await obtainToken($("room").value.trim(), $("name").value.trim(), role());
+    const claims = claimsOf(demo.token) || {};
+    Object.assign(demo, { room: claims.room, sub: claims.sub, role: claims.role });
+    $("who-badge").textContent = `${demo.sub} · ${demo.role} · live`;
+    demo.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    $("preview").srcObject = demo.stream;
+    document.body.classList.add("camera-on");
+    demo.recordingId = demo.role === "host" ? await hostStart() : await findRecording();
+    if (!demo.recordingId) return;
+    $("recording-id").textContent = demo.recordingId;
+    watchStatus(demo.recordingId);
+    await record();
+  } catch (err) {
+    releaseCamera();
+    log(err.message, "bad");
+    setPhase("error", err.message);
+  }
+}
+
+async function hostStart() {
+  try {
+    const started = await api(`/video-calls/${demo.room}/recording/start`, { method: "POST", body: {} });
+    log(`started ${started.recordingId}`);
+    return started.recordingId;
+  } catch (err) {
+    if (err.code !== "already_recording") throw err;
+    log("joined the room's recording in progress");
+    return err.extra.recordingId;
+  }
+}
+
+async function record() {
+  const rec = (demo.recorder = new Recorder({
+    baseUrl: demo.apiBase, token: demo.token, recordingId: demo.recordingId, participantId: demo.sub,
+    stream: demo.stream, timeslice: 1000, upload: $("upload").value,
+  }));
+  rec.addEventListener("progress", (e) => showUpload(e.detail));
+  rec.addEventListener("retry", (e) => {
+    const d = e.detail;
+    log(`chunk ${d.sequence}: ${d.status ? `HTTP ${d.status}` : d.message}, retry in ${(d.delayMs / 1000).toFixed(1)} s`, "warn");
+    showUpload(rec.summary(), `Retrying chunk ${d.sequence}…`);
+  });
+  rec.addEventListener("error", (e) => {
+    demo.errors.push(e.detail);
+    log(`upload: ${e.detail.message}`, "bad");
+  });
+  rec.addEventListener("ended", () => log("the server stopped taking chunks"));
+  await rec.start();
+  $("mime").textContent = rec.mimeType;
+  $("invite").hidden = demo.role !== "host";
+  const invite = new URL(location.href);
+  invite.search = new URLSearchParams({ room: demo.room, role: "participant", ...(demo.apiBase && { api: demo.apiBase }) });
+  $("invite-link").href = $("invite-link").textContent = invite.href;
+  setPhase("recording", demo.role === "host" ? "Recording. Stop when you are done." : "Recording. The host decides when it ends.");
+  tick();
+}
+
+function tick() {
+  const rec = demo.recorder;
+  if (!rec || !rec.startedAt) return;
+  const seconds = Math.floor(((rec.stoppedAt || Date.now()) - rec.startedAt) / 1000);
+  $("elapsed").textContent = `${String(Math.floor(seconds / 60)).padStart(2, "0")}:${String(seconds % 60).padStart(2, "0")}`;
+  if (demo.phase === "recording") setTimeout(tick, 250);
+}
+
+function showUpload(s, note) {
+  $("queued").textContent = s.queued;
+  $("sent").textContent = s.sent;
+  $("bytes").textContent = formatBytes(s.bytes);
+  $("retries").textContent = s.retries;
+  const dot = $("upload-dot");
+  dot.dataset.state = note ? "retrying" : s.failed || s.dropped ? "error" : s.queued ? "busy" : "ok";
+  $("upload-text").textContent = note || (s.queued ? `Uploading ${s.queued} chunk${s.queued === 1 ? "" : "s"}…` : "All chunks uploaded");
+}
+
+async function stopRecording() {
+  if (demo.phase === "waiting") {
+    releaseCamera();
+    return setPhase("idle", "");
+  }
+  const rec = demo.recorder;
+  if (!rec || demo.phase !== "recording") return;
+  setPhase("stopping", "Uploading the last chunks…");
+  demo.summary = await rec.stop();
+  showUpload(demo.summary);
+  releaseCamera();
+  if (demo.final) playOwn(demo.final);
+  log(`uploaded ${demo.summary.sent} chunks (${formatBytes(demo.summary.bytes)})`, "ok");
+  try {
+    if (demo.role === "host") {
+      const stopped = await api(`/video-calls/${demo.room}/recording/stop`, { method: "POST" });
+      log(`stopped the recording (task ${String(stopped.taskId).slice(0, 8)})`);
+    }
+    if (demo.final) showFinal();
+    else setPhase("finalizing", "Finalizing: the worker is remuxing the file…");
+  } catch (err) {
+    log(err.message, "bad");
+    setPhase("error", err.message);
+  }
+}
+
+function releaseCamera() {
+  demo.stream?.getTracks().forEach((t) => t.stop());
+  $("preview").srcObject = null;
+  document.body.classList.remove("camera-on");
+}
+
+function init() {
+  $("room").value = params.get("room") || `room-${Math.random().toString(36).slice(2, 8)}`;
+  $("name").value = params.get("name") || (params.get("role") === "participant" ? `guest-${Math.random().toString(36).slice(2, 6)}` : "host");
+  const wanted = params.get("role") === "participant" ? "participant" : "host";
+  document.querySelector(`input[name="role"][value="${wanted}"]`).checked = true;
+  $("api").value = params.get("api") || "";
+  $("token").value = params.get("token") || "";
+  $("upload").value = params.get("upload") === "json" ? "json" : "put";
+  if (params.get("api") || params.get("token")) $("advanced").open = true;
+  const syncRole = () => { $("start").textContent = role() === "host" ? "Start recording" : "Join recording"; };
+  for (const input of document.querySelectorAll('input[name="role"]')) input.addEventListener("change", syncRole);
+  $("token").addEventListener("input", () => {
+    const claims = claimsOf($("token").value.trim());
+    if (!claims) return;
+    $("room").value = claims.room || $("room").value;
+    $("name").value = claims.sub || $("name").value;
+    document.querySelector(`input[name="role"][value="${claims.role === "host" ? "host" : "participant"}"]`).checked = true;
+    syncRole();
+  });
+  syncRole();
+  $("session").addEventListener("submit", startRecording);
+  $("stop").addEventListener("click", stopRecording);
+  setPhase("idle");
+}
+
+init();
