@@ -241,6 +241,30 @@ def segment_children(data: bytes) -> tuple[bool, list[str]]:
     return size is not None, names
 
 
+def block_timecodes(data: bytes) -> list[tuple[int, int]]:
+    """(byte offset of the 16-bit relative timecode, track number) of every SimpleBlock, to corrupt one."""
+    pos = _skip_element(data, 0)
+    _, pos = _vint(data, pos, keep_marker=True)
+    _, pos = _vint(data, pos)
+    found = []
+    while pos < len(data):
+        element, pos = _vint(data, pos, keep_marker=True)
+        length, pos = _vint(data, pos)
+        if length is None:
+            break
+        if element == 0x1F43B675:  # Cluster
+            inner, end = pos, pos + length
+            while inner < end:
+                child, inner = _vint(data, inner, keep_marker=True)
+                size, inner = _vint(data, inner)
+                if child == 0xA3:  # SimpleBlock: track number, then the timecode
+                    track, at = _vint(data, inner)
+                    found.append((at, track or 0))
+                inner += size or 0
+        pos += length
+    return found
+
+
 def _skip_element(data: bytes, pos: int) -> int:
     _, pos = _vint(data, pos, keep_marker=True)
     length, pos = _vint(data, pos)

@@ -10,6 +10,7 @@ import pytest
 
 from tests.media import (
     Recording,
+    block_timecodes,
     encode_webm,
     probe,
     seek_and_decode,
@@ -164,6 +165,21 @@ def test_a_garbage_chunk_in_the_middle_does_not_stop_the_remux(chunks, source, t
     assert output.frames["video"] >= source.frames["video"] - 2.5 * TEN_SECONDS.fps
     assert max(output.video_times) >= 9.9
     assert result.duration_seconds == pytest.approx(10.0, abs=0.05)
+
+
+def test_one_corrupt_timestamp_costs_one_packet_not_the_rest(recording: bytes, source, tmp_path: Path) -> None:
+    data = bytearray(recording)
+    blocks = block_timecodes(recording)
+    offset, _ = blocks[len(blocks) // 2]
+    data[offset : offset + 2] = (30_000).to_bytes(2, "big")  # this block now claims to be 30 s later
+    chunks = write_chunks(slice_timeslice(bytes(data), 10), tmp_path / "v")
+
+    result = mux_participant([StreamInput("video", chunks)], tmp_path, "fred")
+
+    assert result.dropped_packets == 1
+    assert result.duration_seconds == pytest.approx(10.0, abs=0.05)
+    output = probe(result.path)
+    assert sum(output.frames.values()) == sum(source.frames.values()) - 1
 
 
 def test_a_missing_header_chunk_is_a_clear_media_error(chunks, tmp_path: Path) -> None:

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 import av
-import av.error
 
 from workers.container import EBML_MAGIC
 from workers.errors import MediaError
@@ -23,6 +22,9 @@ log = logging.getLogger(__name__)
 
 READ_BUFFER_BYTES = 256 * 1024
 """PyAV reads a file-like object in pieces of this size; larger pieces mean fewer Python calls."""
+
+LEAP_SECONDS = 1.0
+"""A packet this far ahead of its track's previous one is held until the next packet confirms the leap."""
 
 MAX_DEMUX_FAILURES = 8
 """Consecutive demux errors after which the rest of a segment is given up as unreadable."""
@@ -204,6 +206,8 @@ class ChunkDemuxer:
         self.dropped = list(plan.dropped)
         self.tracks: list[Track] = []
         self.segment_count = 0
+        self.spikes = 0
+        """Packets dropped because their timestamp leapt ahead alone (a corrupt timecode)."""
         self._pending = list(plan.segments)
         self.total_bytes = sum(os.stat(path).st_size for segment in plan.segments for _, path in segment)
         self._done_bytes = 0
@@ -255,16 +259,15 @@ class ChunkDemuxer:
             if dts is None:
                 if pts is None:
                     continue
-                dts = pts  # browser WebM leaves dts unset on some packets
-                packet.dts = dts + lane.shift
+                dts = pts  # browser WebM leaves dts unset on some packets (PyAV #1917)
             elif pts is None:
                 pts = dts
-                packet.pts = pts + lane.shift
-            if lane.shift:
-                pts, dts = pts + lane.shift, dts + lane.shift
-                packet.pts, packet.dts = pts, dts
-            lane.saw(pts, packet.duration)
-            yield dts * lane.seconds_per_tick, lane.track, packet
+            pts, dts = pts + lane.shift, dts + lane.shift
+            packet.pts, packet.dts = pts, dts
+            for seconds, ready in lane.admit(dts * lane.seconds_per_tick, packet):
+                yield seconds, lane.track, ready
+        for lane in lanes.values():
+            self.spikes += lane.finish()
         return max([end, *(lane.end() for lane in lanes.values())])
 
     def _lanes(self, container: av.container.InputContainer, offset: float) -> dict[int, _Lane]:
@@ -311,27 +314,56 @@ class ChunkDemuxer:
 
 
 class _Lane:
-    """Per input stream of one segment: its track, its time shift, and where its media ends so far."""
+    """Per input stream of one segment: its track, its time shift, where its media ends so far, and a
+    packet held back when its timestamp leaps ahead (a corrupt block timecode would otherwise push every
+    later packet "backwards" and get it dropped)."""
 
-    __slots__ = ("track", "shift", "seconds_per_tick", "last_pts", "previous_pts", "last_duration")
+    __slots__ = ("track", "shift", "seconds_per_tick", "last_seconds", "last_pts", "gap", "held", "spikes")
 
     def __init__(self, track: Track, time_base: Fraction, offset: float) -> None:
         self.track = track
         self.shift = round(offset / time_base)
         self.seconds_per_tick = float(time_base)
+        self.last_seconds: float | None = None
         self.last_pts: int | None = None
-        self.previous_pts: int | None = None
-        self.last_duration = 0
+        self.gap = 0
+        self.held: tuple[float, av.Packet] | None = None
+        self.spikes = 0
 
-    def saw(self, pts: int, duration: int) -> None:
-        self.previous_pts, self.last_pts, self.last_duration = self.last_pts, pts, duration
+    def admit(self, seconds: float, packet: av.Packet) -> list[tuple[float, av.Packet]]:
+        """Packets ready to mux: a leap is held until the next packet confirms it (a hole) or not (a spike)."""
+        ready = []
+        if self.held is not None:
+            held_seconds, held_packet = self.held
+            self.held = None
+            if seconds >= held_seconds - LEAP_SECONDS:
+                ready.append(self._take(held_seconds, held_packet))
+            else:
+                self.spikes += 1
+        if self.last_seconds is not None and seconds - self.last_seconds > LEAP_SECONDS:
+            self.held = (seconds, packet)
+        else:
+            ready.append(self._take(seconds, packet))
+        return ready
+
+    def finish(self) -> int:
+        """Spikes dropped; a leap in the very last packet cannot be confirmed, so it is dropped too."""
+        if self.held is not None:
+            self.held = None
+            self.spikes += 1
+        return self.spikes
 
     def end(self) -> float:
         """Last pts plus its duration; browsers often leave duration 0, so then the last frame gap."""
         if self.last_pts is None:
             return 0.0
-        length = self.last_duration or (self.last_pts - self.previous_pts if self.previous_pts is not None else 0)
-        return (self.last_pts + max(0, length)) * self.seconds_per_tick
+        return (self.last_pts + max(0, self.gap)) * self.seconds_per_tick
+
+    def _take(self, seconds: float, packet: av.Packet) -> tuple[float, av.Packet]:
+        pts = packet.pts
+        self.gap = packet.duration or (pts - self.last_pts if self.last_pts is not None else 0)
+        self.last_seconds, self.last_pts = seconds, pts
+        return seconds, packet
 
 
 def _demux(container: av.container.InputContainer, kind: str) -> Iterator[av.Packet]:

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import av
-import av.error
 
-from workers.errors import MediaError
 from workers.chunk_stream import ChunkDemuxer, Track, describe_av_error
+from workers.errors import MediaError
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,7 @@ class MuxResult:
     segments: int
     dropped_chunks: list[int]
     dropped_packets: int = 0
-    """Packets left out because their timestamp went backwards (corrupt or overlapping input)."""
+    """Packets left out because their timestamp went backwards or leapt ahead alone (corrupt input)."""
 
 
 def output_format_for(codecs: Iterable[str]) -> str:
@@ -87,9 +86,6 @@ def mux_participant(
     finally:
         for source in sources:
             source.close()
-    for source in sources:
-        if not any(track.packets for track in source.tracks):
-            raise MediaError(f"the {source.kind} stream has no readable media")
     return MuxResult(
         path=final,
         format=fmt,
@@ -98,7 +94,7 @@ def mux_participant(
         tracks=[_info(track) for track in tracks],
         segments=sum(source.segment_count for source in sources),
         dropped_chunks=sorted(sequence for source in sources for sequence in source.dropped),
-        dropped_packets=dropped_packets,
+        dropped_packets=dropped_packets + sum(source.spikes for source in sources),
     )
 
 
@@ -126,6 +122,9 @@ def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Pa
                 track.output = output.add_stream_from_template(track.template)
                 track.template = None
             dropped = _interleave(sources, output, progress)
+        for source in sources:
+            if not any(track.packets for track in source.tracks):
+                raise MediaError(f"the {source.kind} stream has no readable media")
         os.replace(part, final)
     except av.FFmpegError as exc:
         raise MediaError(f"could not write the {fmt} output: {describe_av_error(exc)}") from exc
@@ -170,14 +169,17 @@ def _info(track: Track) -> TrackInfo:
 
 
 def _verify(path: Path) -> float:
-    """Reopen the output: a remux that lost its Duration would bring back the browser's unseekable file."""
+    """Reopen the output and seek to its middle: without Duration and Cues it would be as unseekable as the input."""
     try:
         with av.open(str(path)) as container:
             duration = container.duration
+            if not duration or duration <= 0:
+                raise MediaError("the output has no duration; the muxer could not finalize it")
+            container.seek(duration // 2)
+            if next(iter(container.demux()), None) is None:
+                raise MediaError("the output has no media after seeking to its middle")
     except av.FFmpegError as exc:
         raise MediaError(f"the output cannot be read back: {describe_av_error(exc)}") from exc
-    if not duration or duration <= 0:
-        raise MediaError("the output has no duration; the muxer could not finalize it")
     return duration / av.time_base
 
 
