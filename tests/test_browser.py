@@ -171,8 +171,15 @@ RECORDER_POLICIES = """async () => {
   const ended = await run({}, (seq) => seq >= 3 ? reply(409, error("not_recording")) : reply(202, {}), 1.5);
   const overflow = await run({ concurrency: 1, maxQueueBytes: 1 }, (seq, attempt) =>
     seq === 0 && attempt === 0 ? reply(503, error("unavailable"), { "Retry-After": "1" }) : reply(202, {}), 1.2);
+  const bodies = [];
+  await run({ upload: "json", fetch: async (url, init) => {
+    bodies.push({ url, method: init.method, type: init.headers["Content-Type"], body: JSON.parse(init.body) });
+    return reply(202, {});
+  } }, null, 0.5);
+  const first = bodies.find((b) => b.body.sequence === 0);
+  const magic = Array.from(atob(first.body.chunk).slice(0, 4), (c) => c.charCodeAt(0));
   stream.getTracks().forEach((t) => t.stop());
-  return { conflictAndRetry, ended, overflow };
+  return { conflictAndRetry, ended, overflow, json: { first: { ...first, body: { ...first.body, chunk: null } }, magic } };
 }"""
 
 
@@ -200,6 +207,12 @@ def test_recorder_policies_for_errors_and_a_full_queue(page, live_server):
     assert dropped and 0 not in dropped and s["dropped"] == len(dropped), overflow["errors"]
     assert overflow["calls"].count(0) == 2, overflow["calls"]  # the header survived and was retried
     assert s["sent"] + s["dropped"] == s["produced"] and s["failed"] == 0, s
+
+    first = result["json"]["first"]  # the base64 fallback: the header chunk's bytes survive the data URL
+    assert (first["url"], first["method"], first["type"]) == ("/video-calls/chunks/upload", "POST", "application/json")
+    assert {k: first["body"][k] for k in ("recordingId", "participantId", "type", "sequence")} == \
+        {"recordingId": "rec", "participantId": "p", "type": "video", "sequence": 0}
+    assert result["json"]["magic"] == [0x1A, 0x45, 0xDF, 0xA3]
 
 
 def test_demo_routes_and_the_module_are_served(live_server):

@@ -268,9 +268,14 @@ async function hostStart() {
 }
 
 async function record() {
+  // Rejoining (a reload, a second tab) continues the sequence numbers, as DESIGN.md §4 asks.
+  const status = await api(`/video-calls/recordings/${demo.recordingId}`);
+  const lastSequence = status.participants?.[demo.sub]?.video?.lastSequence;
+  const firstSequence = lastSequence == null ? 0 : lastSequence + 1;
+  if (firstSequence) log(`rejoining: continuing at chunk ${firstSequence}`);
   const rec = (demo.recorder = new Recorder({
     baseUrl: demo.apiBase, token: demo.token, recordingId: demo.recordingId, participantId: demo.sub,
-    stream: demo.stream, timeslice: 1000, upload: $("upload").value,
+    stream: demo.stream, timeslice: 1000, upload: $("upload").value, firstSequence,
   }));
   rec.addEventListener("progress", (e) => showUpload(e.detail));
   rec.addEventListener("retry", (e) => {

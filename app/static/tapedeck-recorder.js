@@ -311,7 +311,10 @@ export class Recorder extends EventTarget {
   }
 
   _end(entry, outcome) {
-    if (this.ended) return;
+    if (this.ended) {
+      this.stats.dropped += 1; // a second chunk that was on the wire when the first 409 came back
+      return;
+    }
     this.ended = true;
     const abandoned = 1 + this._waiting.length;
     this.stats.dropped += abandoned;
