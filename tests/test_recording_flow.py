@@ -77,7 +77,9 @@ def test_in_order_upload_yields_playable_seekable_file(api, worker, av_media):
 
     assert body["state"] == "completed", body
     assert body["progress"] == 1.0 and body["completedAt"] and body["stoppedAt"]
-    assert body["upload"]["bytesSent"] == body["upload"]["bytesTotal"] == body["outputs"][0]["bytes"]
+    poster = api.output_path(body, "alice").with_name("alice.jpg")
+    assert body["outputs"][0]["thumbnailKey"] == f"recordings/{api.room}/{recording_id}/alice.jpg"
+    assert body["upload"]["bytesSent"] == body["upload"]["bytesTotal"] == body["outputs"][0]["bytes"] + poster.stat().st_size
     video = body["participants"]["alice"]["video"]
     assert video == {"chunks": CHUNKS, "bytes": sum(map(len, pieces)), "firstSequence": 0,
                      "lastSequence": CHUNKS - 1, "missing": [], "missingCount": 0}

@@ -20,7 +20,8 @@ from workers.checkpoints import RedisCheckpoint
 from workers.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
 from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix
-from workers.muxer import MuxResult, StreamInput, mux_participant
+from workers.muxer import StreamInput
+from workers.outputs import PreparedOutput, prepare_output
 from workers.settings import Settings
 from workers.staging import ChunkStaging
 from workers.state import ChunkRecord, RecordingStore, State
@@ -59,9 +60,9 @@ class Finalizer:
         plan = self._plan(recording_id)
         done: dict[str, dict] = {o["participantId"]: o for o in json.loads(rec.get("outputs") or "[]")}
         errors: dict[str, str] = json.loads(rec.get("participantErrors") or "{}")
-        muxed = self._mux_all(recording_id, plan, done, errors, reporter)
+        prepared = self._mux_all(rec, plan, done, errors, reporter)
         try:
-            self._upload_all(rec, muxed, done, reporter)
+            self._upload_all(rec, prepared, done, reporter)
             manifest = build_manifest(rec, plan, done, errors)
             self._upload_manifest(rec, manifest)
         except UploadFailed as exc:
@@ -95,22 +96,25 @@ class Finalizer:
             inputs.append(StreamInput(kind=kind, chunks=[(seq, p) for seq, p in paths if p.exists()]))
         return inputs
 
-    def _mux_all(self, recording_id: str, plan: Plan, done: dict, errors: dict, reporter: ProgressReporter) -> dict[str, MuxResult]:
+    def _mux_all(self, rec: dict, plan: Plan, done: dict, errors: dict, reporter: ProgressReporter) -> dict[str, PreparedOutput]:
+        recording_id = rec["recordingId"]
         todo = {pid: streams for pid, streams in plan.items() if pid not in done}
         total = sum(c.size for streams in todo.values() for chunks in streams.values() for c in chunks.values()) or 1
         consumed = 0
-        results: dict[str, MuxResult] = {}
+        results: dict[str, PreparedOutput] = {}
         reporter.report(State.MUXING.value, 0.0)
         for pid, streams in sorted(todo.items()):
             size = sum(c.size for chunks in streams.values() for c in chunks.values())
-            base = consumed
 
-            def on_progress(fraction: float, base: int = base, size: int = size, pid: str = pid) -> None:
+            def on_progress(fraction: float, base: int = consumed, size: int = size, pid: str = pid) -> None:
                 reporter.report(State.MUXING.value, (base + fraction * size) / total, participantId=pid)
 
             try:
-                results[pid] = mux_participant(self._inputs(recording_id, pid, streams),
-                                               self.staging.output_dir(recording_id), pid, on_progress)
+                results[pid] = prepare_output(
+                    self._inputs(recording_id, pid, streams), self.staging.output_dir(recording_id), pid,
+                    rec.get("format", "webm"), mp4=self.settings.mp4, progress=on_progress,
+                    thumbnail_offset=self.settings.thumbnail_offset_seconds, thumbnail_width=self.settings.thumbnail_width,
+                )
                 errors.pop(pid, None)
             except MediaError as exc:
                 log.warning("recording %s participant %s: %s", recording_id, pid, exc.message)
@@ -120,32 +124,41 @@ class Finalizer:
         reporter.report(State.MUXING.value, 1.0)
         return results
 
-    def _upload_all(self, rec: dict, muxed: dict[str, MuxResult], done: dict, reporter: ProgressReporter) -> None:
+    def _upload_all(self, rec: dict, prepared: dict[str, PreparedOutput], done: dict, reporter: ProgressReporter) -> None:
         recording_id = rec["recordingId"]
+        prefix = object_prefix(rec["room"], recording_id)
         self.store.update(recording_id, state=State.UPLOADING.value)
-        total = sum(r.bytes for r in muxed.values()) or 1
-        sent_before = 0
+        total = sum(p.bytes + (p.thumbnail.path.stat().st_size if p.thumbnail else 0) for p in prepared.values()) or 1
+        sent = 0
         reporter.report(State.UPLOADING.value, 0.0, bytesSent=0, bytesTotal=total)
-        for pid, result in sorted(muxed.items()):
-            ext = result.path.suffix.lstrip(".")
-            key = f"{object_prefix(rec['room'], recording_id)}{pid}.{ext}"
-            checksum = sha256_file(result.path)
+
+        def on_progress(done_bytes: int, _total: int) -> None:
+            reporter.report(State.UPLOADING.value, (sent + done_bytes) / total, bytesSent=sent + done_bytes, bytesTotal=total)
+
+        for pid, output in sorted(prepared.items()):
+            key = f"{prefix}{pid}.{output.extension}"
+            checksum = sha256_file(output.path)
             metadata = {
                 "recording-id": recording_id, "room": rec["room"], "participant": pid,
-                "duration-seconds": f"{result.duration_seconds:.3f}", "sha256": checksum,
+                "duration-seconds": f"{output.duration_seconds:.3f}", "sha256": checksum,
             }
-
-            def on_progress(sent: int, _total: int, base: int = sent_before) -> None:
-                reporter.report(State.UPLOADING.value, (base + sent) / total, bytesSent=base + sent, bytesTotal=total)
-
-            self._upload(recording_id, key, result.path, CONTENT_TYPES.get(ext, "application/octet-stream"), metadata, on_progress)
-            sent_before += result.bytes
+            self._upload(recording_id, key, output.path, CONTENT_TYPES.get(output.extension, "application/octet-stream"),
+                         metadata, on_progress)
+            sent += output.bytes
+            thumbnail_key = None
+            if output.thumbnail:
+                thumbnail_key = f"{prefix}{pid}.jpg"
+                self._upload(recording_id, thumbnail_key, output.thumbnail.path, "image/jpeg",
+                             {"recording-id": recording_id, "participant": pid}, on_progress)
+                sent += output.thumbnail.path.stat().st_size
             done[pid] = {
-                "participantId": pid, "format": ext, "bytes": result.bytes,
-                "durationSeconds": round(result.duration_seconds, 3), "provider": self.provider.name,
-                "key": key, "url": self._url(key), "sha256": checksum,
-                "tracks": [t.__dict__ for t in result.tracks], "segments": result.segments,
-                "thumbnailKey": None, "thumbnailUrl": None,
+                "participantId": pid, "format": output.format, "bytes": output.bytes,
+                "durationSeconds": round(output.duration_seconds, 3), "provider": self.provider.name,
+                "key": key, "url": self._url(key), "sha256": checksum, "method": output.method,
+                "tracks": output.tracks, "segments": output.segments,
+                "thumbnailKey": thumbnail_key, "thumbnailUrl": self._url(thumbnail_key) if thumbnail_key else None,
+                "thumbnail": {"width": output.thumbnail.width, "height": output.thumbnail.height,
+                              "atSeconds": output.thumbnail.seconds} if output.thumbnail else None,
             }
             self.store.update(recording_id, outputs=[done[p] for p in sorted(done)])
 

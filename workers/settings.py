@@ -7,6 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping
 
+from workers.convert import Mp4Settings
 from workers.errors import ConfigurationError
 
 DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
@@ -66,6 +67,9 @@ class Settings:
     download_url_ttl_seconds: int = 7 * 24 * 3600
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     event_stream_maxlen: int = 1000
+    thumbnail_offset_seconds: float = 1.0
+    thumbnail_width: int = 640
+    mp4: Mp4Settings = field(default_factory=Mp4Settings)
 
     @property
     def development(self) -> bool:
@@ -105,6 +109,15 @@ class Settings:
             public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or f"http://localhost:{port}").rstrip("/"),
             download_url_ttl_seconds=_int(env, "DOWNLOAD_URL_TTL_SECONDS", 7 * 24 * 3600, 1),
             cors_origins=_csv(env, "CORS_ORIGINS"),
+            thumbnail_offset_seconds=_float(env, "THUMBNAIL_OFFSET_SECONDS", 1.0),
+            thumbnail_width=_int(env, "THUMBNAIL_WIDTH", 640, 0),
+            mp4=Mp4Settings(
+                video_codec=env.get("MP4_VIDEO_CODEC", "").strip() or "libx264",
+                video_preset=env.get("MP4_VIDEO_PRESET", "").strip() or "veryfast",
+                video_crf=_int(env, "MP4_VIDEO_CRF", 23, 0),
+                audio_codec=env.get("MP4_AUDIO_CODEC", "").strip() or "aac",
+                audio_bit_rate=_int(env, "MP4_AUDIO_BITRATE", 128_000, 8_000),
+            ),
         )
 
 
