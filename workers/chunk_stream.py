@@ -264,7 +264,11 @@ class ChunkDemuxer:
                 pts = dts
             pts, dts = pts + lane.shift, dts + lane.shift
             packet.pts, packet.dts = pts, dts
-            for seconds, ready in lane.admit(dts * lane.seconds_per_tick, packet):
+            seconds, last = dts * lane.seconds_per_tick, lane.last_seconds
+            if lane.held is None and last is not None and seconds - last <= LEAP_SECONDS:
+                yield lane.take(seconds, packet), lane.track, packet  # the common case, kept cheap
+                continue
+            for seconds, ready in lane.admit(seconds, packet):
                 yield seconds, lane.track, ready
         for lane in lanes.values():
             self.spikes += lane.finish()
@@ -337,13 +341,13 @@ class _Lane:
             held_seconds, held_packet = self.held
             self.held = None
             if seconds >= held_seconds - LEAP_SECONDS:
-                ready.append(self._take(held_seconds, held_packet))
+                ready.append((self.take(held_seconds, held_packet), held_packet))
             else:
                 self.spikes += 1
         if self.last_seconds is not None and seconds - self.last_seconds > LEAP_SECONDS:
             self.held = (seconds, packet)
         else:
-            ready.append(self._take(seconds, packet))
+            ready.append((self.take(seconds, packet), packet))
         return ready
 
     def finish(self) -> int:
@@ -359,11 +363,12 @@ class _Lane:
             return 0.0
         return (self.last_pts + max(0, self.gap)) * self.seconds_per_tick
 
-    def _take(self, seconds: float, packet: av.Packet) -> tuple[float, av.Packet]:
+    def take(self, seconds: float, packet: av.Packet) -> float:
+        """Record a packet as passed on (for `end`); returns its time."""
         pts = packet.pts
         self.gap = packet.duration or (pts - self.last_pts if self.last_pts is not None else 0)
         self.last_seconds, self.last_pts = seconds, pts
-        return seconds, packet
+        return seconds
 
 
 def _demux(container: av.container.InputContainer, kind: str) -> Iterator[av.Packet]:
