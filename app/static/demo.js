@@ -129,7 +129,6 @@ function unwatch() {
 function applyEvent(event) {
   const previous = demo.status?.state;
   demo.status = { ...(demo.status || {}), state: event.state ?? previous, progress: event.progress ?? demo.status?.progress ?? 0 };
-  if (event.state && event.state !== previous) log(`recording is ${event.state}`);
   renderState(demo.status);
   if (FINAL.includes(event.state)) {
     watch.es?.close();
@@ -139,6 +138,7 @@ function applyEvent(event) {
 }
 
 function renderState({ state, progress }) {
+  if (state && state !== demo.loggedState) log(`recording is ${(demo.loggedState = state)}`);
   $("state").textContent = state || "none";
   $("state").dataset.state = state || "none";
   const pct = state === "completed" ? 100 : Math.round((progress || 0) * 100);
@@ -232,7 +232,7 @@ async function startRecording(event) {
   $("playback").removeAttribute("src");
   $("playback").hidden = true;
   document.body.classList.remove("playback-on");
-  Object.assign(demo, { errors: [], final: null, status: null, summary: null });
+  Object.assign(demo, { errors: [], final: null, status: null, summary: null, loggedState: null });
   setPhase("starting", "Starting…");
   try {
     demo.apiBase = $("api").value.trim().replace(/\/+$/, "");

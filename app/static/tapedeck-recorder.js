@@ -135,7 +135,12 @@ export class Recorder extends EventTarget {
     const settings = { mimeType: this.mimeType || undefined };
     if (this.options.videoBitsPerSecond) settings.videoBitsPerSecond = this.options.videoBitsPerSecond;
     if (this.options.audioBitsPerSecond) settings.audioBitsPerSecond = this.options.audioBitsPerSecond;
-    const recorder = new MediaRecorder(this.options.stream, settings);
+    let recorder;
+    try {
+      recorder = new MediaRecorder(this.options.stream, settings); // NotSupportedError for a bad mimeType
+    } catch (err) {
+      return Promise.reject(err);
+    }
     this._recorder = recorder;
     this.mimeType = recorder.mimeType || this.mimeType;
     recorder.addEventListener("dataavailable", (e) => this._onData(e.data));
