@@ -111,7 +111,7 @@ def test_recording_lands_in_the_bucket_and_plays(cloud_stack, big_recording):
         assert info.metadata.get("sha256") == output["sha256"]
         assert info.metadata.get("recording-id") == recording_id
     keys = sorted(o.key for o in provider.list(f"recordings/{room}/{recording_id}/"))
-    assert keys == [output["key"], f"recordings/{room}/{recording_id}/manifest.json"]
+    assert keys == sorted([output["key"], output["thumbnailKey"], f"recordings/{room}/{recording_id}/manifest.json"])
 
     with urllib.request.urlopen(output["url"], timeout=30) as response:
         downloaded = response.read()
