@@ -141,7 +141,7 @@ def _proxied_s3(make_provider: MakeProvider, proxy: FaultProxy) -> StorageProvid
     return make_provider("s3", S3_ENDPOINT_URL=proxy.url, AWS_MAX_ATTEMPTS="1")
 
 
-@pytest.mark.parametrize("mode", ["500", "drop"])
+@pytest.mark.parametrize("mode", ["status", "drop"])
 def test_s3_retry_resumes_multipart_from_checkpoint(make_provider: MakeProvider, s3_fault_proxy: FaultProxy,
                                                     large_file: Path, prefix: str, mode: str) -> None:
     provider = _proxied_s3(make_provider, s3_fault_proxy)

@@ -204,7 +204,7 @@ function play(output) {
   $("playback").src = output.url;
   $("playback").hidden = false;
   document.body.classList.add("playback-on");
-  $("who-badge").textContent = `${output.participantId} · recording`;
+  $("who-badge").textContent = `${output.participantId} · finished recording`;
 }
 
 const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
