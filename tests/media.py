@@ -1,5 +1,6 @@
 """Test media made with PyAV at test time (never committed): WebM written the way Chromium's
-MediaRecorder writes it, sliced the way its timeslice mode slices it, and a decoder to check results."""
+MediaRecorder writes it, fragmented MP4 the way Safari's does, sliced the way timeslice mode slices
+them, and a decoder to check results."""
 from __future__ import annotations
 
 import array
@@ -7,7 +8,7 @@ import io
 import math
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 
@@ -56,21 +57,51 @@ class Recording:
     """Share of each picture filled with random pixels, so benchmarks get a realistic bitrate."""
     video_codec: str = "libvpx"
     """"libx264" writes Matroska with H.264, as Chromium does for video/webm;codecs=h264."""
+    audio_codec: str = "libopus"
+    fmp4: bool = False
+    """Fragmented MP4 (empty moov, a moof+mdat per keyframe interval) as Safari's MediaRecorder writes it."""
+    pts_gap: tuple[float, float] | None = None
+    """(at, seconds): packets from `at` on are stamped `seconds` later, as from a client that paused there."""
+
+
+WEBM_CODECS = frozenset({"libvpx", "libvpx-vp9", "libsvtav1", "libopus"})
+
+FMP4_FLAGS = "frag_keyframe+empty_moov+default_base_moof"
+"""What Safari-style fragmented MP4 is written with: no moov index at the end, offsets relative to each moof."""
 
 
 def encode_webm(spec: Recording = Recording(), sink: io.BufferedIOBase | None = None) -> bytes:
-    """A live (no Duration, no Cues) VP8+Opus WebM, audio track first as Chromium writes it."""
+    """A live recording (no Duration, no Cues, or fragmented MP4), audio track first as Chromium writes it."""
     out = NonSeekableSink(sink)
-    fmt = "webm" if spec.video_codec == "libvpx" else "matroska"
-    with av.open(out, mode="w", format=fmt, options={"live": "1"}) as container:
-        audio = _add_audio(container) if spec.audio else None
+    if spec.fmp4:
+        fmt, options = "mp4", {"movflags": FMP4_FLAGS}
+    else:
+        legal = {spec.video_codec, spec.audio_codec} <= WEBM_CODECS
+        fmt, options = ("webm" if legal else "matroska"), {"live": "1"}
+    with av.open(out, mode="w", format=fmt, options=options) as container:
+        audio = _add_audio(container, spec) if spec.audio else None
         video = _add_video(container, spec) if spec.video else None
         for stream, frame in _frames(spec, video, audio):
-            container.mux(stream.encode(frame))
+            _mux(container, stream.encode(frame), spec)
         for stream in (video, audio):
             if stream is not None:
-                container.mux(stream.encode(None))
+                _mux(container, stream.encode(None), spec)
     return out.target.getvalue() if sink is None else b""  # type: ignore[union-attr]
+
+
+def encode_fmp4(spec: Recording = Recording()) -> bytes:
+    """Fragmented MP4 with H.264 and AAC, as Safari's MediaRecorder writes it."""
+    return encode_webm(replace(spec, video_codec="libx264", audio_codec="aac", fmp4=True))
+
+
+def _mux(container: av.container.OutputContainer, packets: list[av.Packet], spec: Recording) -> None:
+    """Mux encoded packets, stamping those past `pts_gap` later (a pause that the encoders never saw)."""
+    for packet in packets:
+        if spec.pts_gap is not None and packet.pts is not None and packet.pts * packet.time_base >= spec.pts_gap[0]:
+            ticks = round(spec.pts_gap[1] / packet.time_base)
+            packet.pts += ticks
+            packet.dts = packet.dts + ticks if packet.dts is not None else None
+        container.mux(packet)
 
 
 def _add_video(container: av.container.OutputContainer, spec: Recording) -> av.VideoStream:
@@ -84,13 +115,15 @@ def _add_video(container: av.container.OutputContainer, spec: Recording) -> av.V
 
 _FAST = {
     "libvpx": {"deadline": "realtime", "cpu-used": "8"},
+    "libvpx-vp9": {"deadline": "realtime", "cpu-used": "8"},
+    "libsvtav1": {"preset": "12"},
     "libx264": {"preset": "ultrafast", "tune": "zerolatency"},
 }
 """Encoder options that keep test media quick to make."""
 
 
-def _add_audio(container: av.container.OutputContainer) -> av.AudioStream:
-    stream = container.add_stream("libopus", rate=SAMPLE_RATE)
+def _add_audio(container: av.container.OutputContainer, spec: Recording) -> av.AudioStream:
+    stream = container.add_stream(spec.audio_codec, rate=SAMPLE_RATE)
     stream.layout = "mono"
     return stream
 
@@ -280,3 +313,21 @@ def _vint(data: bytes, pos: int, keep_marker: bool = False) -> tuple[int | None,
         value = (value << 8) | byte
     unknown = not keep_marker and value == (1 << (7 * width)) - 1
     return (None if unknown else value), pos + width
+
+
+def header_length(data: bytes) -> int:
+    """Bytes before the first media (Cluster or moof): what a recorder writes once, at its start."""
+    if data[4:8] == b"ftyp":
+        pos = 0
+        while data[pos + 4:pos + 8] != b"moof":
+            pos += int.from_bytes(data[pos:pos + 4], "big")
+        return pos
+    pos = _skip_element(data, 0)
+    _, pos = _vint(data, pos, keep_marker=True)
+    _, pos = _vint(data, pos)
+    while True:
+        element, after_id = _vint(data, pos, keep_marker=True)
+        if element == 0x1F43B675:  # Cluster
+            return pos
+        length, after_size = _vint(data, after_id)
+        pos = after_size + (length or 0)

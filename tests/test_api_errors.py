@@ -224,15 +224,24 @@ def test_conflict_is_checked_before_container(api, rec):
 # 415 ---------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("data, hint", [
-    (b"\x00\x00\x00\x20ftypiso6" + b"\x00" * 24, "MP4"),
+    (b"\x89PNG\r\n\x1a\n" + b"\x00" * 24, "PNG image"),
+    (b"ID3\x04\x00\x00\x00\x00\x00\x00", "MP3"),
+    (b"\x00\x00\x01\x00moof\x00\x00\x00\x10mfhd", "expected 'ftyp'"),
     (b"RIFF....WAVEfmt ", "first bytes"),
 ])
-def test_header_chunk_must_be_webm(api, rec, stack_env, data, hint):
+def test_header_chunk_must_be_webm_or_fmp4(api, rec, stack_env, data, hint):
     err = error(post(api, chunk_body(rec, chunk=base64.b64encode(data).decode())), 415, "unsupported_media")
     assert hint in err["message"]
     assert staged_files(stack_env, rec) == []
     # The same sequence is still free for the right bytes.
     assert post(api, chunk_body(rec)).status_code == 202
+
+
+def test_fmp4_init_segment_is_accepted(api, rec, stack_env):
+    init = b"\x00\x00\x00\x1cftypiso5\x00\x00\x02\x00iso5iso6mp41" + b"\x00\x00\x00\x08moov"
+    response = post(api, chunk_body(rec, chunk=base64.b64encode(init).decode()))
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["bytes"] == len(init) and len(staged_files(stack_env, rec)) == 1
 
 
 def test_later_chunks_are_not_sniffed(api, rec):

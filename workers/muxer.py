@@ -3,15 +3,17 @@ write WebM without Duration or Cues, so only a remux to a real file makes a reco
 from __future__ import annotations
 
 import heapq
+import itertools
 import logging
+import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 
-from workers.chunk_stream import ChunkDemuxer, Track, describe_av_error
+from workers.demux import ChunkDemuxer, Track, describe_av_error
 from workers.errors import MediaError
 
 log = logging.getLogger(__name__)
@@ -27,6 +29,12 @@ PROGRESS_STEP = 0.01
 
 PROGRESS_EVERY_PACKETS = 64
 """Check the byte position only every few packets: the cost of muxing is per packet."""
+
+START_LOOKAHEAD_SECONDS = 2.0
+"""How far past the first packet the output's earliest presentation time is looked for (interleaving and
+B-frames put a slightly earlier packet after a later one, never seconds after)."""
+
+Packets = Iterator[tuple[float, Track, av.Packet]]
 
 
 @dataclass(frozen=True)
@@ -58,6 +66,12 @@ class MuxResult:
     dropped_chunks: list[int]
     dropped_packets: int = 0
     """Packets left out because their timestamp went backwards or leapt ahead alone (corrupt input)."""
+    start_seconds: float = 0.0
+    """Container time of the output's first frame, which the output was moved back to 0 from: the output's
+    offset on the recording's timeline is its first chunk's client time plus this. 0 when the media starts at
+    0 or a few ms before it (codec priming such as Opus pre-skip, which is not media)."""
+    timestamp_repairs: int = 0
+    """Jumps inside a segment repaired so the output plays on: pauses collapsed, restarts without a header joined."""
 
 
 def output_format_for(codecs: Iterable[str]) -> str:
@@ -82,7 +96,7 @@ def mux_participant(
         tracks = _track_order(sources)
         fmt = output_format_for(track.codec for track in tracks)
         final = Path(output_dir) / f"{basename}.{EXTENSIONS[fmt]}"
-        dropped_packets = _write(sources, tracks, fmt, final, _Progress(progress, sources))
+        dropped_packets, start = _write(sources, tracks, fmt, final, _Progress(progress, sources))
     finally:
         for source in sources:
             source.close()
@@ -95,6 +109,8 @@ def mux_participant(
         segments=sum(source.segment_count for source in sources),
         dropped_chunks=sorted(sequence for source in sources for sequence in source.dropped),
         dropped_packets=dropped_packets + sum(source.spikes for source in sources),
+        start_seconds=round(start, 6),
+        timestamp_repairs=sum(source.repairs for source in sources),
     )
 
 
@@ -112,8 +128,10 @@ def _track_order(sources: list[ChunkDemuxer]) -> list[Track]:
     return tracks
 
 
-def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Path, progress: _Progress) -> int:
-    """Mux into a `.part` file and rename it, so a half-written output is never taken for a result."""
+def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Path,
+           progress: _Progress) -> tuple[int, float]:
+    """Mux into a `.part` file and rename it, so a half-written output is never taken for a result; returns
+    (packets dropped, seconds the output was moved back by)."""
     part = final.with_name(final.name + ".part")
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -121,7 +139,7 @@ def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Pa
             for track in tracks:
                 track.output = output.add_stream_from_template(track.template)
                 track.template = None
-            dropped = _interleave(sources, output, progress)
+            dropped, start = _interleave(sources, output, progress)
         for source in sources:
             if not any(track.packets for track in source.tracks):
                 raise MediaError(f"the {source.kind} stream has no readable media")
@@ -131,15 +149,21 @@ def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Pa
     finally:
         part.unlink(missing_ok=True)
     progress.finish()
-    return dropped
+    return dropped, start
 
 
-def _interleave(sources: list[ChunkDemuxer], output: av.container.OutputContainer, progress: _Progress) -> int:
-    """Merge the sources' packets by time, so separate audio and video streams interleave correctly."""
+def _interleave(sources: list[ChunkDemuxer], output: av.container.OutputContainer,
+                progress: _Progress) -> tuple[int, float]:
+    """Merge the sources' packets by time, so separate audio and video streams interleave correctly, and move
+    them all back by the same amount so the output starts at its first frame."""
     dropped = 0
     feeds = [source.packets() for source in sources]
-    merged = feeds[0] if len(feeds) == 1 else heapq.merge(*feeds, key=lambda item: item[0])
+    merged, start = _timeline_start(feeds[0] if len(feeds) == 1 else heapq.merge(*feeds, key=lambda item: item[0]))
     for done, (seconds, track, packet) in enumerate(merged):
+        if start:
+            seconds -= start
+            ticks = round(start / packet.time_base)
+            packet.pts, packet.dts = packet.pts - ticks, packet.dts - ticks
         if seconds >= track.last_dts:
             track.last_dts = seconds
         elif not _clamp(packet, track.last_dts):
@@ -152,7 +176,21 @@ def _interleave(sources: list[ChunkDemuxer], output: av.container.OutputContaine
             progress.update()
     if dropped:
         log.warning("dropped %d packets whose timestamps went backwards", dropped)
-    return dropped
+    return dropped, start
+
+
+def _timeline_start(merged: Packets) -> tuple[Packets, float]:
+    """The earliest presentation time near the start (never below 0: that is codec priming, not media), and the
+    packets again, the few looked at first."""
+    buffered, earliest = [], math.inf
+    for item in merged:
+        buffered.append(item)
+        packet = item[2]
+        earliest = min(earliest, float(packet.pts * packet.time_base))
+        if item[0] - buffered[0][0] > START_LOOKAHEAD_SECONDS:
+            break
+    start = earliest if math.isfinite(earliest) and earliest > 0 else 0.0
+    return itertools.chain(buffered, merged), start
 
 
 def _clamp(packet: av.Packet, last_seconds: float) -> bool:

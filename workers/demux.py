@@ -1,0 +1,256 @@
+"""A client stream's packets across its segments (one per recorder run), each read with the demuxer its
+header names, on one continuous timeline: every later segment starts where the one before ended."""
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from workers.chunk_stream import Chunk, ChunkStream, split_segments
+from workers.container import Container, sniff
+from workers.errors import MediaError
+from workers.fmp4 import FragmentView, FragmentWalker
+from workers.timeline import LEAP_SECONDS, Lane, SegmentClock, Spans
+
+log = logging.getLogger(__name__)
+
+READ_BUFFER_BYTES = 256 * 1024
+"""PyAV reads a file-like object in pieces of this size; larger pieces mean fewer Python calls."""
+
+MAX_DEMUX_FAILURES = 8
+"""Consecutive demux errors after which the rest of a segment is given up as unreadable."""
+
+SNIFF_BYTES = 16
+"""Enough of a segment's first chunk to tell its container."""
+
+
+def describe_av_error(exc: Exception) -> str:
+    """FFmpeg's own reason without the file name PyAV appends (it names a temp path or a Python object)."""
+    if isinstance(exc, av.FFmpegError) and exc.strerror:
+        return str(exc.strerror)
+    return type(exc).__name__
+
+
+@dataclass(eq=False)
+class Track:
+    """One audio or video track of a stream; the muxer fills `output` and counts what it writes."""
+
+    source: str
+    """The client's stream type ("video" or "audio") the track came from."""
+    position: int
+    kind: str
+    codec: str
+    key: tuple[str, str, int]
+    template: av.stream.Stream | None
+    """Only valid while the first segment is open: PyAV segfaults on a stream of a closed container."""
+    width: int | None = None
+    height: int | None = None
+    output: av.stream.Stream | None = None
+    packets: int = 0
+    last_dts: float = float("-inf")
+
+    @classmethod
+    def of(cls, source: str, position: int, stream: av.stream.Stream, key: tuple[str, str, int]) -> Track:
+        """Copy what the result needs out of the stream now, while its container is open."""
+        video = stream.type == "video"
+        context = stream.codec_context
+        return cls(source=source, position=position, kind=stream.type, codec=_codec(stream), key=key, template=stream,
+                   width=context.width if video else None, height=context.height if video else None)
+
+
+class ChunkDemuxer:
+    """Packets of one stream across its segments, each later segment shifted to start where the last ended."""
+
+    def __init__(self, kind: str, chunks: Sequence[Chunk]) -> None:
+        self.kind = kind
+        plan = split_segments(chunks)
+        if not plan.segments:
+            raise MediaError(_missing_header(kind, chunks))
+        self.dropped = list(plan.dropped)
+        self.tracks: list[Track] = []
+        self.segment_count = 0
+        self.spikes = 0
+        """Packets dropped because their timestamp leapt ahead alone (a corrupt timecode)."""
+        self.repairs = 0
+        """Pauses collapsed and restarts joined inside segments (see workers/timeline.py)."""
+        self.cuts = 0
+        """Places in fMP4 segments where a hole or corrupt data cost whole fragments."""
+        self._pending = list(plan.segments)
+        self.total_bytes = sum(os.stat(path).st_size for segment in plan.segments for _, path in segment)
+        self._done_bytes = 0
+        self._container: av.container.InputContainer | None = None
+        self._reader: ChunkStream | FragmentView | None = None
+        self._reader_bytes = 0
+
+    @property
+    def consumed_bytes(self) -> int:
+        """Bytes the demuxer has read so far, for progress."""
+        current = self._reader.tell() if self._reader is not None and not self._reader.closed else 0
+        return self._done_bytes + min(current, self._reader_bytes)
+
+    def open_first(self) -> None:
+        """Open the first readable segment now: its tracks decide the output's tracks."""
+        reason = "no segment opened"
+        while self._pending and self._container is None:
+            reason = self._open_next() or reason
+        if self._container is None:
+            raise MediaError(f"the {self.kind} stream cannot be read: {reason}")
+        counts: dict[tuple[str, str], int] = {}
+        for position, stream in enumerate(_media_streams(self._container)):
+            self.tracks.append(Track.of(self.kind, position, stream, _track_key(stream, counts)))
+
+    def packets(self) -> Iterator[tuple[float, Track, av.Packet]]:
+        """(dts in seconds, track, packet) in demux order, on one timeline across segments."""
+        end = 0.0
+        first = True
+        while self._container is not None:
+            offset = 0.0 if first else end - _start_seconds(self._container)
+            end = yield from self._segment_packets(self._container, self._reader, offset, end)  # type: ignore[arg-type]
+            first = False
+            self._close_current()
+            while self._pending and self._container is None:
+                self._open_next()
+
+    def close(self) -> None:
+        self._close_current()
+
+    def _segment_packets(
+        self, container: av.container.InputContainer, spans: Spans, offset: float, end: float
+    ) -> Iterator[tuple[float, Track, av.Packet]]:
+        """Yield one segment's packets shifted by `offset`; return where its media ends."""
+        clock = SegmentClock(spans)
+        lanes = self._lanes(container, clock, offset)
+        for packet in _demux(container, self.kind):
+            lane = lanes.get(packet.stream_index)
+            if lane is None or packet.size == 0:
+                continue
+            pts, dts = packet.pts, packet.dts
+            if dts is None:
+                if pts is None:
+                    continue
+                dts = pts  # browser WebM leaves dts unset on some packets (PyAV #1917)
+            elif pts is None:
+                pts = dts
+            last = lane.last_seconds
+            if lane.held is None and last is not None and -LEAP_SECONDS <= lane.seconds(dts) - last <= LEAP_SECONDS:
+                yield lane.take(pts, dts, packet), lane.track, packet  # the common case, kept cheap
+                continue
+            for seconds, ready in lane.admit(pts, dts, packet):
+                yield seconds, lane.track, ready
+        for lane in lanes.values():
+            self.spikes += lane.finish()
+        self.repairs += clock.repairs
+        return max([end, *(lane.end() for lane in lanes.values())])
+
+    def _lanes(self, container: av.container.InputContainer, clock: SegmentClock, offset: float) -> dict[int, Lane]:
+        """Map this segment's stream indexes onto the first segment's tracks (same kind, codec, rank)."""
+        by_key = {track.key: track for track in self.tracks}
+        counts: dict[tuple[str, str], int] = {}
+        lanes = {}
+        for stream in _media_streams(container):
+            track = by_key.get(_track_key(stream, counts))
+            if track is None:
+                log.warning("%s stream: a restarted recorder added a %s track; it is left out", self.kind, stream.type)
+                continue
+            lanes[stream.index] = clock.lane(track, stream.time_base, offset)
+        return lanes
+
+    def _open_next(self) -> str | None:
+        """Open the next pending segment; on failure drop its chunks and return why."""
+        segment = self._pending.pop(0)
+        stream = ChunkStream([path for _, path in segment], [sequence for sequence, _ in segment])
+        where = f"segment at sequence {segment[0][0]}"
+        try:
+            reader, fmt = _reader(stream, segment[0][1])
+            container = av.open(reader, format=fmt, buffer_size=READ_BUFFER_BYTES)
+        except MediaError as exc:
+            return self._drop(segment, stream, f"{where}: {exc.message}")
+        except (av.FFmpegError, ValueError) as exc:
+            return self._drop(segment, stream, f"{where}: {describe_av_error(exc)}")
+        if not _media_streams(container):
+            container.close()
+            return self._drop(segment, stream, f"{where} has no audio or video track")
+        if isinstance(reader, FragmentView):
+            self.cuts += reader.plan.cuts
+        self._container, self._reader, self._reader_bytes = container, reader, stream.size
+        self.segment_count += 1
+        return None
+
+    def _drop(self, segment: list[Chunk], stream: ChunkStream, reason: str) -> str:
+        stream.close()
+        self._done_bytes += stream.size
+        self.dropped.extend(sequence for sequence, _ in segment)
+        return reason
+
+    def _close_current(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+        if self._reader is not None:
+            self._done_bytes += self._reader_bytes
+            self._reader.close()
+            self._reader = None
+
+
+def _reader(stream: ChunkStream, first: Path) -> tuple[ChunkStream | FragmentView, str]:
+    """What the demuxer reads and with which format: fMP4 through the fragment walker, Matroska as it is."""
+    with open(first, "rb") as handle:
+        container = sniff(handle.read(SNIFF_BYTES))
+    if container is Container.MP4:
+        return FragmentView(stream, FragmentWalker(stream).plan()), container.demuxer
+    return stream, Container.MATROSKA.demuxer
+
+
+def _demux(container: av.container.InputContainer, kind: str) -> Iterator[av.Packet]:
+    """Demux to the end, resuming after corrupt data: one bad chunk must cost only its own media."""
+    failures = 0
+    while failures < MAX_DEMUX_FAILURES:
+        try:
+            for packet in container.demux():
+                failures = 0
+                yield packet
+            return
+        except av.EOFError:
+            return
+        except av.FFmpegError as exc:
+            failures += 1
+            log.warning("%s stream: skipping unreadable data (%s)", kind, describe_av_error(exc))
+    log.warning("%s stream: giving up on the rest of a segment after %d errors", kind, failures)
+
+
+def _media_streams(container: av.container.InputContainer) -> list[av.stream.Stream]:
+    return [stream for stream in container.streams if stream.type in ("audio", "video")]
+
+
+def _codec(stream: av.stream.Stream) -> str:
+    """The codec's own name ("av1"), not its decoder's ("libdav1d"): what decides WebM and what players read."""
+    return stream.codec_context.codec.canonical_name
+
+
+def _track_key(stream: av.stream.Stream, counts: dict[tuple[str, str], int]) -> tuple[str, str, int]:
+    """(kind, codec, how many such tracks came before): how a restarted recorder's tracks are matched."""
+    base = (stream.type, _codec(stream))
+    counts[base] = counts.get(base, 0) + 1
+    return (*base, counts[base])
+
+
+def _start_seconds(container: av.container.InputContainer) -> float:
+    """Where a segment's media begins; a restarted recorder starts again near zero."""
+    return container.start_time / av.time_base if container.start_time is not None else 0.0
+
+
+def _missing_header(kind: str, chunks: Sequence[Chunk]) -> str:
+    sequences = [sequence for sequence, _ in chunks]
+    if not sequences:
+        return f"header chunk (sequence 0) is missing for {kind} stream; the stream has no chunks"
+    if sequences[0] == 0:
+        return (f"header chunk (sequence 0) of the {kind} stream does not start with a WebM/Matroska header "
+                "or an MP4 init segment (ftyp)")
+    return (
+        f"header chunk (sequence 0) is missing for {kind} stream; chunks {sequences[0]}-{sequences[-1]} "
+        "cannot be read without it"
+    )
