@@ -8,16 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import (
-    Recording,
-    block_timecodes,
-    encode_webm,
-    probe,
-    seek_and_decode,
-    segment_children,
-    slice_timeslice,
-    write_chunks,
-)
+from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice, write_chunks
+from tests.media_layout import block_timecodes, header_length, segment_children
 from workers.chunk_stream import ChunkStream, split_segments
 from workers.container import EBML_MAGIC
 from workers.errors import MediaError
@@ -113,6 +105,7 @@ def test_in_order_remux_keeps_every_frame_and_becomes_seekable(chunks, source, t
     assert [(t.kind, t.codec, t.source) for t in result.tracks] == [("video", "vp8", "video"), ("audio", "opus", "video")]
     assert result.tracks[0].width == 320 and result.tracks[0].height == 240
     assert (result.segments, result.dropped_chunks, result.dropped_packets) == (1, [], 0)
+    assert (result.start_seconds, result.timestamp_repairs) == (0.0, 0)
     assert reports == sorted(reports) and reports[-1] == 1.0 and len(reports) <= 101
 
 
@@ -151,7 +144,17 @@ def test_a_missing_middle_chunk_costs_only_its_media(chunks, source, tmp_path: P
     assert output.frames["audio"] >= source.frames["audio"] - 2.5 * 50
     assert max(output.video_times) >= 9.9  # demuxing went on after the hole
     assert result.duration_seconds == pytest.approx(10.0, abs=0.05)  # the hole stays a hole in time
+    assert result.timestamp_repairs == 0
     assert seek_and_decode(result.path, 8.0) is not None
+
+
+def test_several_missing_chunks_stay_a_hole_in_time(chunks, source, tmp_path: Path) -> None:
+    result = mux_participant([StreamInput("video", chunks[:3] + chunks[6:])], tmp_path, "dora")
+
+    output = probe(result.path)
+    assert result.timestamp_repairs == 0 and result.duration_seconds == pytest.approx(10.0, abs=0.05)
+    assert 3.0 <= max(b - a for a, b in zip(output.video_times, output.video_times[1:])) <= 5.0
+    assert output.frames["video"] >= source.frames["video"] - 4.5 * TEN_SECONDS.fps
 
 
 def test_a_garbage_chunk_in_the_middle_does_not_stop_the_remux(chunks, source, tmp_path: Path) -> None:
@@ -163,20 +166,24 @@ def test_a_garbage_chunk_in_the_middle_does_not_stop_the_remux(chunks, source, t
 
     output = probe(result.path)
     assert output.frames["video"] >= source.frames["video"] - 2.5 * TEN_SECONDS.fps
+    assert output.frames["audio"] >= source.frames["audio"] - 2.5 * 50
     assert max(output.video_times) >= 9.9
     assert result.duration_seconds == pytest.approx(10.0, abs=0.05)
+    assert result.timestamp_repairs == 0  # the skipped bytes explain the jump: a hole, not a pause
 
 
-def test_one_corrupt_timestamp_costs_one_packet_not_the_rest(recording: bytes, source, tmp_path: Path) -> None:
+@pytest.mark.parametrize("timecode", [30_000, -3_000])  # 30 s ahead, 3 s back
+def test_one_corrupt_timestamp_costs_one_packet_not_the_rest(recording: bytes, source, tmp_path: Path,
+                                                            timecode: int) -> None:
     data = bytearray(recording)
     audio_blocks = [offset for offset, track in block_timecodes(recording) if track == 1]  # audio is track 1
     offset = audio_blocks[len(audio_blocks) // 2]
-    data[offset : offset + 2] = (30_000).to_bytes(2, "big")  # this block now claims to be 30 s later
+    data[offset : offset + 2] = timecode.to_bytes(2, "big", signed=True)  # this block's time, relative to its cluster
     chunks = write_chunks(slice_timeslice(bytes(data), 10), tmp_path / "v")
 
     result = mux_participant([StreamInput("video", chunks)], tmp_path, "fred")
 
-    assert result.dropped_packets == 1
+    assert result.dropped_packets == 1 and result.timestamp_repairs == 0
     assert result.duration_seconds == pytest.approx(10.0, abs=0.05)
     output = probe(result.path)
     assert output.frames == {"video": source.frames["video"], "audio": source.frames["audio"] - 1}
@@ -238,3 +245,89 @@ def test_h264_from_chromium_goes_to_matroska(tmp_path: Path) -> None:
 
 def chunks_bytes(chunks: list[tuple[int, Path]]) -> bytes:
     return b"".join(path.read_bytes() for _, path in chunks)
+
+
+# --- codecs -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("encoder, codec", [("libvpx-vp9", "vp9"), ("libsvtav1", "av1")])
+def test_vp9_and_av1_with_opus_stay_webm(encoder: str, codec: str, tmp_path: Path) -> None:
+    data = encode_webm(Recording(seconds=3, video_codec=encoder))
+    source = probe(save(data, tmp_path / "source.webm"))
+
+    result = mux_participant([StreamInput("video", write_chunks(slice_timeslice(data, 3), tmp_path / "v"))],
+                             tmp_path / "out", "kim")
+
+    assert result.format == "webm" and result.path.name == "kim.webm"
+    assert [(t.kind, t.codec) for t in result.tracks] == [("video", codec), ("audio", "opus")]
+    output = probe(result.path)
+    assert output.codecs == [("video", codec), ("audio", "opus")]
+    assert output.frames == source.frames == {"video": 90, "audio": 151} and output.decode_errors == 0
+    assert output.duration == pytest.approx(source.duration, abs=0.01)
+    assert result.duration_seconds == pytest.approx(3.0, abs=0.05)
+    assert (result.start_seconds, result.timestamp_repairs, result.dropped_packets) == (0.0, 0, 0)
+    assert seek_and_decode(result.path, 2.0) is not None
+
+
+# --- timeline -----------------------------------------------------------------------------------
+
+
+def test_a_paused_client_plays_on_without_a_frozen_gap(tmp_path: Path) -> None:
+    data = encode_webm(Recording(seconds=6, pts_gap=(3.0, 10.0)))  # 10 s of nothing after 3 s of media
+    chunks = write_chunks(slice_timeslice(data, 6), tmp_path / "v")
+
+    result = mux_participant([StreamInput("video", chunks)], tmp_path, "lee")
+
+    assert (result.timestamp_repairs, result.dropped_packets, result.start_seconds) == (1, 0, 0.0)
+    assert result.duration_seconds == pytest.approx(6.0, abs=0.05)
+    assert_continuous(probe(result.path), seconds=6.0, video_frames=180)
+
+
+def test_timestamps_restarting_without_a_header_go_on_from_the_end(tmp_path: Path) -> None:
+    first, second = encode_webm(Recording(seconds=4)), encode_webm(Recording(seconds=3))
+    data = first + second[header_length(second):]  # a reconnect: clusters start at 0 again, no new EBML header
+    chunks = write_chunks(slice_timeslice(data, 7), tmp_path / "v")
+
+    result = mux_participant([StreamInput("video", chunks)], tmp_path, "max")
+
+    assert (result.segments, result.timestamp_repairs, result.dropped_packets) == (1, 1, 0)
+    assert result.duration_seconds == pytest.approx(7.0, abs=0.06)
+    assert_continuous(probe(result.path), seconds=7.0, video_frames=210)
+
+
+def test_a_pause_where_a_chunk_is_missing_keeps_a_hole_for_that_chunk(tmp_path: Path) -> None:
+    data = encode_webm(Recording(seconds=8, pts_gap=(4.0, 10.0)))
+    chunks = write_chunks(slice_timeslice(data, 8), tmp_path / "v")
+
+    result = mux_participant([StreamInput("video", chunks[:4] + chunks[5:])], tmp_path, "ned")
+
+    assert result.timestamp_repairs == 1
+    assert result.duration_seconds < 8.5  # the 10 s pause is gone ...
+    times = probe(result.path).video_times
+    assert 0.5 < max(b - a for a, b in zip(times, times[1:])) < 3.0  # ... the lost chunk's media is still a hole
+
+
+def test_an_output_starts_at_its_first_frame_and_says_where_that_was(tmp_path: Path) -> None:
+    data = encode_webm(Recording(seconds=3, pts_gap=(-1.0, 2.0)))  # the media begins 2 s into the container
+    chunks = write_chunks(slice_timeslice(data, 3), tmp_path / "v")
+
+    result = mux_participant([StreamInput("video", chunks)], tmp_path, "olga")
+
+    assert result.start_seconds == pytest.approx(2.0, abs=0.01)  # Opus pre-skip puts audio 6.5 ms earlier
+    assert result.duration_seconds == pytest.approx(3.0, abs=0.05)
+    output = probe(result.path)
+    assert min(output.video_times) < 0.01 and output.frames["video"] == 90
+
+
+def assert_continuous(output, seconds: float, video_frames: int) -> None:
+    """Every frame kept, no frozen stretch, and audio still ending with the video (same shift for both)."""
+    times = output.video_times
+    assert output.frames["video"] == video_frames
+    assert times == sorted(times) and max(b - a for a, b in zip(times, times[1:])) < 0.06
+    assert output.duration == pytest.approx(seconds, abs=0.06)
+    assert output.ends["audio"] == pytest.approx(output.ends["video"] + 1 / 30, abs=0.05)
+
+
+def save(data: bytes, path: Path) -> Path:
+    path.write_bytes(data)
+    return path

@@ -137,7 +137,7 @@ def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Pa
     try:
         with av.open(str(part), mode="w", format=fmt) as output:
             for track in tracks:
-                track.output = output.add_stream_from_template(track.template)
+                track.output = output.add_stream_from_template(track.template, opaque=True)
                 track.template = None
             dropped, start = _interleave(sources, output, progress)
         for source in sources:
