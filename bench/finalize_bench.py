@@ -1,5 +1,6 @@
-"""Finalize's remux measured against `ffmpeg -c copy` on the same bytes, plus the muxer's peak memory,
-so a change that makes finalize slow or memory-hungry shows up as a number, not as a stuck worker."""
+"""Finalize's remux measured against `ffmpeg -c copy` on the same bytes (Chromium's WebM and Safari's
+fragmented MP4), the muxer's peak memory, and the MP4 transcode's real-time factor, so a change that makes
+finalize slow or memory-hungry shows up as a number, not as a stuck worker."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import av
 
-from tests.media import NonSeekableSink, Recording, encode_webm
+from bench.transcode_bench import measure_transcode, print_transcode
+from tests.media import FMP4_FLAGS, NonSeekableSink, Recording, encode_fmp4, encode_webm
 
 ROOT = Path(__file__).resolve().parent.parent
 OUT = ROOT / "bench" / "out"
@@ -51,23 +53,28 @@ class Row:
     ffmpeg: Run
 
 
-def make_clip(directory: Path) -> Path:
-    """The short clip every synthetic recording is built from."""
-    path = directory / "clip.webm"
-    with open(path, "wb") as handle:
-        encode_webm(CLIP, sink=handle)  # type: ignore[arg-type]
+def make_clip(directory: Path, fmp4: bool = False) -> Path:
+    """The short clip every synthetic recording is built from: VP8/Opus WebM, or H.264/AAC fragmented MP4."""
+    path = directory / ("clip.mp4" if fmp4 else "clip.webm")
+    if fmp4:
+        path.write_bytes(encode_fmp4(CLIP))
+    else:
+        with open(path, "wb") as handle:
+            encode_webm(CLIP, sink=handle)  # type: ignore[arg-type]
     return path
 
 
 def synthesize(clip: Path, target: Path, seconds: float) -> float:
-    """Repeat the clip's packets with shifted timestamps into one live WebM, as a long browser recording."""
+    """Repeat the clip's packets with shifted timestamps into one live WebM (or fMP4, for an .mp4 clip), as a
+    long browser recording."""
+    fmt, options = ("mp4", {"movflags": FMP4_FLAGS}) if clip.suffix == ".mp4" else ("webm", {"live": "1"})
     with av.open(str(clip)) as source:
         streams = [s for s in source.streams if s.type in ("audio", "video")]
         packets = [p for p in source.demux(*streams) if p.size]
         start = min(p.pts * p.time_base for p in packets)  # Opus pre-skip: -7 ms
         length = max((p.pts + (p.duration or 0)) * p.time_base for p in packets) - start
         with open(target, "wb") as handle, av.open(
-            NonSeekableSink(handle), mode="w", format="webm", options={"live": "1"}  # type: ignore[arg-type]
+            NonSeekableSink(handle), mode="w", format=fmt, options=options  # type: ignore[arg-type]
         ) as output:
             mapping = {s.index: output.add_stream_from_template(s) for s in streams}
             repeats = max(1, round(seconds / float(length)))
@@ -112,7 +119,7 @@ def run_ours(chunk_dir: Path, out_dir: Path) -> Run:
 
 def run_ffmpeg(source: Path, out_dir: Path) -> Run:
     """The reference: ffmpeg stream copy of the concatenated chunk bytes (the same bytes we read)."""
-    target = out_dir / "ffmpeg.webm"
+    target = out_dir / ("ffmpeg.mkv" if source.suffix == ".mp4" else "ffmpeg.webm")  # H.264 is not WebM
     command = ["ffmpeg", "-nostdin", "-v", "error", "-y", "-i", str(source), "-map", "0", "-c", "copy", str(target)]
     started = time.perf_counter()
     process = subprocess.Popen(command)
@@ -169,7 +176,7 @@ def _status_mb(path: str, field: str) -> float:
 def case(name: str, clip: Path, seconds: float, work: Path, repeat: int) -> Row:
     """Build one recording, remux it both ways, delete it."""
     work.mkdir(parents=True, exist_ok=True)
-    live = work / "recording.webm"
+    live = work / f"recording{clip.suffix}"
     length = synthesize(clip, live, seconds)
     chunks = slice_file(live, work / "chunks", max(1, round(length / CHUNK_SECONDS)))
     ours_runs, ffmpeg_runs = [], []
@@ -204,11 +211,28 @@ def print_table(rows: list[Row]) -> None:
     )
 
 
+def remuxed(clip: Path, seconds: float, work: Path) -> Path:
+    """A finalized (remuxed, seekable) VP8/Opus WebM of about `seconds`: what the MP4 transcode starts from."""
+    from workers.muxer import StreamInput, mux_participant
+
+    work.mkdir(parents=True, exist_ok=True)
+    live = work / "recording.webm"
+    length = synthesize(clip, live, seconds)
+    chunks = slice_file(live, work / "chunks", max(1, round(length / CHUNK_SECONDS)))
+    result = mux_participant([StreamInput("video", chunks)], work, "source")
+    shutil.rmtree(work / "chunks")
+    live.unlink()
+    return result.path
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=10.0, help="length of the throughput case")
     parser.add_argument("--gb", type=float, default=1.0, help="size of the memory case (0 skips it)")
     parser.add_argument("--repeat", type=int, default=3, help="runs per side; the fastest counts")
+    parser.add_argument("--fmp4-minutes", type=float, default=10.0, help="length of the fMP4 case (0 skips it)")
+    parser.add_argument("--transcode-seconds", type=float, default=60.0,
+                        help="length of the 720p MP4 transcode case (0 skips it)")
     parser.add_argument("--child", nargs=2, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -224,7 +248,14 @@ def main() -> None:
         if args.gb > 0:
             seconds = args.gb * 1e9 / rate
             rows.append(case(f"{args.gb:g} GB ({seconds / 60:.0f} min)", clip, seconds, OUT / "memory", args.repeat))
+        if args.fmp4_minutes > 0:
+            mp4_clip = make_clip(OUT, fmp4=True)
+            rows.append(case(f"{args.fmp4_minutes:g} min 720p fMP4", mp4_clip, args.fmp4_minutes * 60,
+                             OUT / "fmp4", args.repeat))
         print_table(rows)
+        if args.transcode_seconds > 0:
+            print_transcode(measure_transcode(remuxed(clip, args.transcode_seconds, OUT / "transcode"),
+                                              OUT / "transcode", args.repeat))
     finally:
         shutil.rmtree(OUT, ignore_errors=True)
 
