@@ -228,3 +228,17 @@ def test_chunks_in_grace_period_are_kept_then_refused(api, worker, av_media):
     assert_same_media(api.output_path(body, "alice"), expected)
     too_late = api.post_chunk(recording_id, "alice", "video", CHUNKS, pieces[-1])
     assert too_late.status_code == 409 and too_late.get_json()["error"]["code"] == "not_recording"
+
+
+def test_manifest_lines_participants_up_by_client_clock(api, worker, av_media):
+    pieces, _ = av_media
+    recording_id = start(api)
+    upload_all(api, recording_id, "alice", pieces, t0=1_700_000_000_000.0)
+    upload_all(api, recording_id, "bob", pieces, t0=1_700_000_002_500.0)  # joined 2.5 s later
+    body = stop_and_wait(api, recording_id)
+    offsets = {o["participantId"]: o["startOffsetSeconds"] for o in body["outputs"]}
+    assert offsets == {"alice": 0.0, "bob": 2.5}
+    manifest = manifest_of(api, body)
+    assert manifest["participants"]["bob"]["startOffsetSeconds"] == 2.5
+    assert manifest["participants"]["bob"]["clientStartTimestamp"] == "2023-11-14T22:13:22.500Z"
+    assert manifest["participants"]["alice"]["mediaStartSeconds"] == 0.0

@@ -19,7 +19,7 @@ from storage_providers.base import sha256_file
 from workers.checkpoints import RedisCheckpoint
 from workers.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
-from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix
+from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, start_offsets
 from workers.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
 from workers.settings import Settings
@@ -63,6 +63,10 @@ class Finalizer:
         prepared = self._mux_all(rec, plan, done, errors, reporter)
         try:
             self._upload_all(rec, prepared, done, reporter)
+            for pid, offset in start_offsets(plan, done).items():
+                if pid in done:
+                    done[pid]["startOffsetSeconds"] = offset
+            self.store.update(recording_id, outputs=[done[p] for p in sorted(done)])
             manifest = build_manifest(rec, plan, done, errors)
             self._upload_manifest(rec, manifest)
         except UploadFailed as exc:
@@ -155,7 +159,8 @@ class Finalizer:
                 "participantId": pid, "format": output.format, "bytes": output.bytes,
                 "durationSeconds": round(output.duration_seconds, 3), "provider": self.provider.name,
                 "key": key, "url": self._url(key), "sha256": checksum, "method": output.method,
-                "tracks": output.tracks, "segments": output.segments,
+                "tracks": output.tracks, "segments": output.segments, "mediaStartSeconds": output.start_seconds,
+                "timestampRepairs": output.timestamp_repairs, "droppedPackets": output.dropped_packets,
                 "thumbnailKey": thumbnail_key, "thumbnailUrl": self._url(thumbnail_key) if thumbnail_key else None,
                 "thumbnail": {"width": output.thumbnail.width, "height": output.thumbnail.height,
                               "atSeconds": output.thumbnail.seconds} if output.thumbnail else None,

@@ -15,28 +15,40 @@ def object_prefix(room: str, recording_id: str) -> str:
     return f"recordings/{room}/{recording_id}/"
 
 
-def first_timestamp(streams: dict[str, dict[int, ChunkRecord]]) -> float | None:
-    """The client clock (epoch ms) when a participant's media began: the earliest chunk timestamp it sent."""
-    stamps = [c.timestamp for chunks in streams.values() for c in chunks.values() if c.timestamp is not None]
-    return min(stamps) if stamps else None
+def media_origin_ms(streams: dict[str, dict[int, ChunkRecord]]) -> float | None:
+    """Client clock (epoch ms) at the participant's container time 0: each stream's first chunk holds the
+    header and the media from 0, and its timestamp says when that media began; the earliest stream wins."""
+    stamps = [chunks[min(chunks)].timestamp for chunks in streams.values() if chunks]
+    known = [ts for ts in stamps if ts is not None]
+    return min(known) if known else None
 
 
-def start_offsets(first_stamps: dict[str, float | None]) -> dict[str, float | None]:
-    """Seconds from the recording's first media to each participant's first media."""
-    known = [ts for ts in first_stamps.values() if ts is not None]
-    origin = min(known) if known else None
-    return {pid: (None if ts is None or origin is None else round((ts - origin) / 1000.0, 3)) for pid, ts in first_stamps.items()}
+def start_offsets(plan: dict[str, dict[str, dict[int, ChunkRecord]]], outputs: dict[str, dict]) -> dict[str, float | None]:
+    """Seconds from the recording's first frame (any participant) to each output's first frame.
+
+    An output starts at its own first frame, which was `mediaStartSeconds` into its container; add that to
+    the client clock of container time 0, and the earliest of those is the recording's start.
+    """
+    first_frames: dict[str, float | None] = {}
+    for pid, streams in plan.items():
+        origin = media_origin_ms(streams)
+        media_start = (outputs.get(pid) or {}).get("mediaStartSeconds", 0.0)
+        first_frames[pid] = None if origin is None else origin + media_start * 1000.0
+    known = [ms for ms in first_frames.values() if ms is not None]
+    start = min(known) if known else None
+    return {pid: None if ms is None or start is None else round((ms - start) / 1000.0, 3) for pid, ms in first_frames.items()}
 
 
 def build_manifest(rec: dict[str, str], plan: dict[str, dict[str, dict[int, ChunkRecord]]],
                    outputs: dict[str, dict], errors: dict[str, str]) -> dict:
-    firsts = {pid: first_timestamp(streams) for pid, streams in plan.items()}
-    offsets = start_offsets(firsts)
+    offsets = start_offsets(plan, outputs)
     participants = {}
     for pid, streams in sorted(plan.items()):
+        origin = media_origin_ms(streams)
         participants[pid] = {
             "error": errors.get(pid),
-            "firstTimestamp": iso(firsts[pid] / 1000.0) if firsts[pid] is not None else None,
+            "clientStartTimestamp": iso(origin / 1000.0) if origin is not None else None,
+            "mediaStartSeconds": (outputs.get(pid) or {}).get("mediaStartSeconds"),
             "startOffsetSeconds": offsets[pid],
             "streams": {kind: stream_summary(chunks) for kind, chunks in sorted(streams.items())},
             "output": outputs.get(pid),
@@ -50,6 +62,7 @@ def build_manifest(rec: dict[str, str], plan: dict[str, dict[str, dict[int, Chun
         "startedAt": iso(float(rec["startedAt"])) if rec.get("startedAt") else None,
         "stoppedAt": iso(float(rec["stoppedAt"])) if rec.get("stoppedAt") else None,
         "finalizedAt": iso(time.time()),
+        "alignment": "play each output starting startOffsetSeconds after the recording's first frame",
         "participants": participants,
         "outputs": [outputs[pid] for pid in sorted(outputs)],
     }

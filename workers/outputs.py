@@ -29,6 +29,10 @@ class PreparedOutput:
     """"copy", "transcode" or "mixed": how the output's tracks were produced (recorded in the manifest)."""
     tracks: list[dict]
     segments: int
+    start_seconds: float
+    """Container time of the first frame, which the output was moved back to 0 from (for alignment)."""
+    timestamp_repairs: int
+    dropped_packets: int
     thumbnail: Thumbnail | None
 
     @property
@@ -53,7 +57,8 @@ def prepare_output(inputs: list[StreamInput], output_dir: Path, participant_id: 
         muxed.path.unlink(missing_ok=True)
     report(1.0)
     return PreparedOutput(path=path, format=path.suffix.lstrip("."), bytes=size, duration_seconds=duration,
-                          method=method, tracks=tracks, segments=muxed.segments,
+                          method=method, tracks=tracks, segments=muxed.segments, start_seconds=muxed.start_seconds,
+                          timestamp_repairs=muxed.timestamp_repairs, dropped_packets=muxed.dropped_packets,
                           thumbnail=_poster(path, output_dir / f"{participant_id}.jpg", thumbnail_offset, thumbnail_width))
 
 
