@@ -295,6 +295,19 @@ def test_timestamps_restarting_without_a_header_go_on_from_the_end(tmp_path: Pat
     assert_continuous(probe(result.path), seconds=7.0, video_frames=210)
 
 
+def test_a_lone_track_keeps_its_jumps_but_not_its_restarts(tmp_path: Path) -> None:
+    still = encode_webm(Recording(seconds=4, audio=False, pts_gap=(2.0, 5.0)))  # a screen share: nothing moved for 5 s
+    first, second = encode_webm(Recording(seconds=2, audio=False)), encode_webm(Recording(seconds=2, audio=False))
+    restarted = first + second[header_length(second):]
+
+    kept = mux_participant([StreamInput("video", write_chunks(slice_timeslice(still, 4), tmp_path / "s"))], tmp_path, "pat")
+    joined = mux_participant([StreamInput("video", write_chunks(slice_timeslice(restarted, 4), tmp_path / "r"))],
+                             tmp_path, "quin")
+
+    assert kept.timestamp_repairs == 0 and kept.duration_seconds == pytest.approx(9.0, abs=0.06)
+    assert joined.timestamp_repairs == 1 and joined.duration_seconds == pytest.approx(4.0, abs=0.06)
+
+
 def test_a_pause_where_a_chunk_is_missing_keeps_a_hole_for_that_chunk(tmp_path: Path) -> None:
     data = encode_webm(Recording(seconds=8, pts_gap=(4.0, 10.0)))
     chunks = write_chunks(slice_timeslice(data, 8), tmp_path / "v")

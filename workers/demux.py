@@ -136,7 +136,9 @@ class ChunkDemuxer:
             elif pts is None:
                 pts = dts
             last = lane.last_seconds
-            if lane.held is None and last is not None and -LEAP_SECONDS <= lane.seconds(dts) - last <= LEAP_SECONDS:
+            if lane.held is None and last is not None and (
+                -LEAP_SECONDS <= (dts + lane.shift) * lane.seconds_per_tick - last <= LEAP_SECONDS
+            ):
                 yield lane.take(pts, dts, packet), lane.track, packet  # the common case, kept cheap
                 continue
             for seconds, ready in lane.admit(pts, dts, packet):

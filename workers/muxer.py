@@ -137,7 +137,7 @@ def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Pa
     try:
         with av.open(str(part), mode="w", format=fmt) as output:
             for track in tracks:
-                track.output = output.add_stream_from_template(track.template, opaque=True)
+                track.output = _output_stream(output, track, fmt)
                 track.template = None
             dropped, start = _interleave(sources, output, progress)
         for source in sources:
@@ -150,6 +150,14 @@ def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Pa
         part.unlink(missing_ok=True)
     progress.finish()
     return dropped, start
+
+
+def _output_stream(output: av.container.OutputContainer, track: Track, fmt: str) -> av.stream.Stream:
+    """A stream-copy twin of the track's stream; opaque, because its decoder (libdav1d) may name no encoder."""
+    try:
+        return output.add_stream_from_template(track.template, opaque=True)
+    except ValueError as exc:  # the format cannot hold the codec (PyAV checks avformat_query_codec)
+        raise MediaError(f"the {fmt} output cannot hold the {track.kind} codec {track.codec}") from exc
 
 
 def _interleave(sources: list[ChunkDemuxer], output: av.container.OutputContainer,

@@ -22,6 +22,10 @@ PAUSE_MIN_SECONDS = 2.0
 """A forward jump is collapsed only above this. Shorter ones stay as they are: a stall or a lost second
 of media is not worth moving a track for, and a paused client is paused for longer than that."""
 
+PAUSE_MIN_TRACKS = 2
+"""A pause is told from a long still picture (a video-only screen share sends no frames while nothing moves)
+only by a second track that jumps too, so a segment with fewer tracks keeps its forward jumps."""
+
 HOLE_SLACK = 3.0
 """A forward jump is collapsed only when it is this many times longer than the media that the bytes lost
 around it (missing chunks, data the demuxer skipped) could have held at the segment's own bitrate. The
@@ -73,7 +77,7 @@ class SegmentClock:
 
     def _pause_hole(self, lane: Lane, seconds: float, jump: float, pos: int | None) -> float | None:
         """Seconds of a forward jump to keep (the missing chunks' estimated media) when it is a pause, else None."""
-        if jump <= PAUSE_MIN_SECONDS or self._covered(lane):
+        if jump <= PAUSE_MIN_SECONDS or len(self.lanes) < PAUSE_MIN_TRACKS or self._covered(lane):
             return None
         rate = lane.seconds_per_byte()
         if rate is None or lane.last_pos is None or pos is None:
@@ -84,7 +88,8 @@ class SegmentClock:
         return min(jump, rate * missing)
 
     def _covered(self, lane: Lane) -> bool:
-        """True when another track already has media past the jump's start: it did not pause, so neither did we."""
+        """True when another track already has media past the jump's start: it did not pause, so neither did we
+        (demuxers interleave tracks by time, so a track that paused too has not got past it yet)."""
         limit = lane.last_seconds + LEAP_SECONDS  # type: ignore[operator]
         return any(other is not lane and other.epoch == lane.epoch and other.last_seconds is not None
                    and other.last_seconds > limit for other in self.lanes)
