@@ -16,6 +16,7 @@ MAX_FTYP_BYTES = 4096
 """An ftyp box lists a handful of brands; a larger size means the bytes only look like one."""
 
 SIGNATURES = (
+    (b"\x1f\x43\xb6\x75", "a WebM cluster without the header that must come first"),
     (b"\x89PNG", "a PNG image"),
     (b"\xff\xd8\xff", "a JPEG image"),
     (b"GIF8", "a GIF image"),
