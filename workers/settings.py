@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, TypeVar
 
 from workers.convert import Mp4Settings
 from workers.errors import ConfigurationError
@@ -14,32 +14,29 @@ DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
 """Used only when TAPEDECK_ENV=development and JWT_SECRET is unset."""
 
 OUTPUT_FORMATS = ("webm", "mp4")
+Number = TypeVar("Number", int, float)
+
+
+def _number(env: Mapping[str, str], name: str, default: Number, minimum: Number = 0, cast: type = int) -> Number:
+    """A numeric variable; unset or empty means the default, anything unparsable or too small fails naming it."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = cast(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be {'an integer' if cast is int else 'a number'}, got {raw!r}") from None
+    if value < minimum:
+        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
+    return value
 
 
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return _number(env, name, default, minimum, int)
 
 
 def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
-    return value
+    return _number(env, name, default, minimum, float)
 
 
 def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
