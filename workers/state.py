@@ -6,7 +6,6 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from enum import Enum
-from typing import Iterator
 
 import redis
 
@@ -209,16 +208,6 @@ class RecordingStore:
     def chunks(self, recording_id: str, participant_id: str, kind: str) -> dict[int, ChunkRecord]:
         raw = self.redis.hgetall(keys.stream_chunks(recording_id, participant_id, kind))
         return {int(k): ChunkRecord.decode(v.decode()) for k, v in raw.items()}
-
-    def chunk(self, recording_id: str, participant_id: str, kind: str, sequence: int) -> ChunkRecord | None:
-        raw = self.redis.hget(keys.stream_chunks(recording_id, participant_id, kind), sequence)
-        return ChunkRecord.decode(raw.decode()) if raw else None
-
-    def iter_recordings(self) -> Iterator[str]:
-        for key in self.redis.scan_iter(match=keys.recording("*"), count=500):
-            rid = key.decode().rsplit(":", 1)[-1]
-            if ":" not in key.decode()[len(keys.recording("")):]:
-                yield rid
 
     def delete(self, recording_id: str) -> None:
         """Forget a recording's chunk records (after its staging files are gone); the status hash stays."""
