@@ -24,6 +24,9 @@ STATUS_BY_ERROR: dict[type[e.TapedeckError], int] = {
     e.Unavailable: 503,
 }
 
+RETRY_AFTER_SECONDS = "2"
+"""Sent with every 503 so clients (the browser module honours it) back off before retrying."""
+
 CODE_BY_HTTP_STATUS = {
     400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
     405: "method_not_allowed", 413: "payload_too_large", 415: "unsupported_media", 429: "rate_limited",
@@ -51,7 +54,10 @@ def init_app(app: Flask) -> None:
         status = status_for(error)
         if status >= 500:
             log.error("request failed: %s", error.message)
-        return error_response(status, error.code, error.message, **error.extra)
+        response = error_response(status, error.code, error.message, **error.extra)
+        if status == 503:
+            response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
 
     @app.errorhandler(HTTPException)
     def _http(error: HTTPException):
@@ -62,7 +68,9 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(redis.RedisError)
     def _redis(error: redis.RedisError):
         log.error("redis unavailable: %s", type(error).__name__)
-        return error_response(503, "unavailable", "state store is unavailable; retry later")
+        response = error_response(503, "unavailable", "state store is unavailable; retry later")
+        response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        return response
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception):

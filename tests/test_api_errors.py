@@ -265,3 +265,28 @@ def test_readiness_is_503_when_redis_is_down(stack_env):
     assert response.status_code == 503
     assert response.get_json()["checks"]["redis"] == "unavailable"
     assert broken.get("/video-calls/recordings/rec_x", headers={}).status_code == 401
+
+
+def test_staging_failure_is_503_with_retry_after_and_leaves_no_record(stack_env, api, tmp_path):
+    from app import create_app
+
+    blocker = tmp_path / "file"
+    blocker.write_text("paths under a regular file fail with ENOTDIR, even for root")
+    broken = create_app({**stack_env, "STAGING_DIR": str(blocker / "staging")})
+    rec = api.start().get_json()["recordingId"]
+    response = broken.test_client().post("/video-calls/chunks/upload", json=chunk_body(rec),
+                                         headers=api.auth("alice", "participant"))
+    error(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "2"
+    assert api.status(rec).get_json()["participants"] == {}
+
+
+def test_redis_outage_is_503_with_retry_after(stack_env, api):
+    from app import create_app
+
+    from tests.services import free_port
+
+    broken = create_app({**stack_env, "REDIS_URL": f"redis://127.0.0.1:{free_port()}/0"}).test_client()
+    response = broken.post(f"/video-calls/{api.room}/recording/start", headers=api.auth())
+    error(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "2"

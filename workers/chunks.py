@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from workers.access import Principal
 from workers.container import SUPPORTED_CONTAINERS, describe, sniff
-from workers.errors import NotFound, NotRecording, PayloadTooLarge, SequenceConflict, UnsupportedMedia
+from workers.errors import NotFound, NotRecording, PayloadTooLarge, SequenceConflict, Unavailable, UnsupportedMedia
 from workers.staging import ChunkStaging
 from workers.state import ChunkRecord, RecordingStore
 
@@ -57,7 +57,10 @@ class ChunkIntake:
             raise NotFound("no such recording", recordingId=upload.recording_id)
         principal.require_uploader(recording["room"], upload.participant_id)
         container_problem = self._container_problem(upload)
-        staged = self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence, upload.data)
+        try:
+            staged = self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence, upload.data)
+        except OSError as exc:  # disk full or unmounted: the client should retry, not drop the chunk
+            raise Unavailable(f"chunk staging failed ({exc.strerror or type(exc).__name__}); retry later") from None
         record = ChunkRecord(digest=staged.digest, size=staged.size, timestamp=upload.timestamp, name=staged.name)
         try:
             outcome, state = self.store.accept_chunk(
