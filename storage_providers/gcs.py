@@ -1,4 +1,4 @@
-"""Google Cloud Storage via google-cloud-storage: resumable uploads that survive a worker restart."""
+"""Google Cloud Storage via google-cloud-storage; large files go through gcs_resumable, which resumes them."""
 from __future__ import annotations
 
 import base64
@@ -8,7 +8,7 @@ import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
 from storage_providers.base import (
@@ -27,15 +27,13 @@ from storage_providers.base import (
     require_setting,
     scrub_secrets,
 )
+from storage_providers.gcs_resumable import SDK_RETRY_SECONDS, ResumableUploader, sdk_retry
 
 CHUNK_ALIGN = 256 * 1024
 """GCS resumable chunks must be multiples of 256 KiB."""
 
 MAX_SIGNED_SECONDS = 7 * 24 * 3600
 """V4 signed URLs cannot outlive a week."""
-
-SDK_RETRY_SECONDS = 30.0
-"""How long the SDK itself retries one request; the task's own retries with backoff take over after."""
 
 EMULATOR_PROJECT = "tapedeck-emulator"
 
@@ -132,12 +130,6 @@ class GcsStorage(StorageProvider):
                 self.settings.credentials_file, scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
         return self._file_credentials
 
-    def _retry(self) -> Any:
-        """The SDK's own retry policy, bounded so the caller's backoff decides what happens next."""
-        from google.cloud.storage.retry import DEFAULT_RETRY
-
-        return DEFAULT_RETRY.with_timeout(SDK_RETRY_SECONDS)
-
     @contextmanager
     def _translating(self, action: str, key: str) -> Iterator[None]:
         """Turn google-api-core, media and transport failures into the storage errors."""
@@ -192,79 +184,20 @@ class GcsStorage(StorageProvider):
             blob.metadata = meta
             if total <= self.settings.chunk_size:
                 blob.upload_from_filename(str(path), content_type=content_type, checksum="crc32c",
-                                          retry=self._retry())
+                                          retry=sdk_retry())
                 if progress:
                     progress(total, total)
             else:
-                stored = self._resumable(blob, path, total, content_type, digests, progress, checkpoint)
+                stored = self._uploader().upload(blob, path, total, content_type, digests.sha256,
+                                                 progress, checkpoint)
                 if stored.get("md5Hash", digests.md5) != digests.md5 or \
                         stored.get("crc32c", digests.crc32c) != digests.crc32c:
                     raise ChecksumMismatchError(f"gcs stored different bytes for {key!r}")
         return ObjectInfo(key=key, size=total, content_type=content_type, metadata=meta)
 
-    def _resumable(self, blob: Any, path: Path, total: int, content_type: str, digests: _Digests,
-                   progress: ProgressCallback | None, checkpoint: UploadCheckpoint | None) -> dict:
-        """Send the file through a resumable session, saving the confirmed offset after each chunk."""
-        from google.cloud.storage.exceptions import InvalidResponse
-
-        state = checkpoint.load() if checkpoint else None
-        wanted = {"provider": self.name, "bucket": self.settings.bucket, "key": blob.name,
-                  "size": total, "sha256": digests.sha256}
-        if not state or any(state.get(name) != value for name, value in wanted.items()):
-            state = self._open_session(blob, wanted, content_type, checkpoint)
-        transport = self.client._http
-        with open(path, "rb") as stream:
-            upload = self._attach(state["session_url"], stream, total, content_type)
-            if state["confirmed"]:  # ask the server: its confirmed offset wins over ours
-                try:
-                    upload.recover(transport)
-                except InvalidResponse as exc:
-                    status = getattr(exc.response, "status_code", 0)
-                    if status in (200, 201):  # finished before the checkpoint was cleared
-                        if checkpoint:
-                            checkpoint.clear()
-                        return exc.response.json()
-                    if status not in (404, 410):
-                        raise
-                    state = self._open_session(blob, wanted, content_type, checkpoint)  # expired
-                    upload = self._attach(state["session_url"], stream, total, content_type)
-            if progress and upload.bytes_uploaded:
-                progress(upload.bytes_uploaded, total)
-            response = None
-            while not upload.finished:
-                response = upload.transmit_next_chunk(transport, timeout=SDK_RETRY_SECONDS * 2)
-                state["confirmed"] = upload.bytes_uploaded
-                if checkpoint:
-                    checkpoint.save(state)
-                if progress:
-                    progress(upload.bytes_uploaded, total)
-        if checkpoint:
-            checkpoint.clear()
-        return response.json() if response is not None else {}
-
-    def _open_session(self, blob: Any, wanted: dict, content_type: str,
-                      checkpoint: UploadCheckpoint | None) -> dict:
-        """Start a resumable session (metadata travels with it) and remember its URL at once."""
-        url = blob.create_resumable_upload_session(content_type=content_type, size=wanted["size"],
-                                                   checksum=None, retry=self._retry())
-        state = {**wanted, "session_url": url, "confirmed": 0}
-        if checkpoint:
-            checkpoint.save(state)
-        return state
-
-    def _attach(self, session_url: str, stream: BinaryIO, total: int, content_type: str) -> Any:
-        """A ResumableUpload bound to a saved session URL, so another process can continue it."""
-        from google.cloud.storage._media.requests import ResumableUpload
-
-        # The library has no public way to adopt an existing session: set the fields initiate()
-        # would. No streaming checksum: a resumed upload never sees the bytes sent before the
-        # restart, so upload_file() compares MD5/CRC32C of the whole file instead.
-        upload = ResumableUpload(session_url, self.settings.chunk_size, checksum=None, retry=self._retry())
-        upload._resumable_url = session_url
-        upload._stream = stream
-        upload._total_bytes = total
-        upload._content_type = content_type
-        return upload
+    def _uploader(self) -> ResumableUploader:
+        """The resumable-session machinery, bound to this process's client."""
+        return ResumableUploader(self.client._http, self.settings.bucket, self.settings.chunk_size, self.name)
 
     def abort_upload(self, key: str, checkpoint: UploadCheckpoint) -> None:
         """Cancel the session (GCS keeps unfinished bytes for a week otherwise); best effort."""
@@ -279,7 +212,7 @@ class GcsStorage(StorageProvider):
     def head(self, key: str) -> ObjectInfo:
         check_key(key)
         with self._translating("head", key):
-            blob = self.client.bucket(self.settings.bucket).get_blob(key, retry=self._retry())
+            blob = self.client.bucket(self.settings.bucket).get_blob(key, retry=sdk_retry())
         if blob is None:
             raise ObjectNotFoundError(key)
         return ObjectInfo(key=key, size=int(blob.size or 0), content_type=blob.content_type,
@@ -289,14 +222,14 @@ class GcsStorage(StorageProvider):
         check_key(key)
         try:
             with self._translating("delete", key):
-                self.client.bucket(self.settings.bucket).blob(key).delete(retry=self._retry())
+                self.client.bucket(self.settings.bucket).blob(key).delete(retry=sdk_retry())
         except ObjectNotFoundError:
             pass
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         with self._translating("list", prefix):
             for blob in self.client.list_blobs(self.settings.bucket, prefix=prefix or None,
-                                               retry=self._retry()):
+                                               retry=sdk_retry()):
                 yield ObjectInfo(key=blob.name, size=int(blob.size or 0), content_type=blob.content_type,
                                  metadata=dict(blob.metadata or {}))
 
@@ -328,7 +261,7 @@ class GcsStorage(StorageProvider):
 
     def check(self) -> None:
         with self._translating("check", self.settings.bucket):
-            if self.client.lookup_bucket(self.settings.bucket, retry=self._retry()) is None:
+            if self.client.lookup_bucket(self.settings.bucket, retry=sdk_retry()) is None:
                 raise StorageError(f"GCS_BUCKET {self.settings.bucket!r} does not exist")
 
 

@@ -1,4 +1,5 @@
-"""One contract for every storage provider against real servers, plus each backend's resume story."""
+"""One contract for every storage provider against real servers, plus configuration, laziness and secrets.
+Each backend's own resume story is in test_storage_s3.py, test_storage_gcs.py and test_storage_vercel_blob.py."""
 from __future__ import annotations
 
 import hashlib
@@ -6,59 +7,14 @@ import os
 import subprocess
 import sys
 import traceback
-import urllib.request
-import uuid
 from pathlib import Path
-from typing import Callable
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
 
 from storage_providers import ObjectNotFoundError, StorageError, StorageProvider, StorageUnavailableError
-from storage_providers.local import DOWNLOAD_ROUTE, LocalStorage
-from tests.fault_proxy import FaultProxy
-from tests.storage_servers import BUCKET, TEST_PART_SIZE, MemoryCheckpoint, free_port, s3_client
-from tests.vercel_blob_double import VercelBlobDouble
-
-LARGE_SIZE = 12 * 1024 * 1024
-"""Three parts at the 5 MiB test part size; the last one short."""
-META = {"recording-id": "rec_abc123", "room": "room123", "participant": "alice", "duration": "12.5"}
-
-MakeProvider = Callable[..., StorageProvider]
-
-
-@pytest.fixture(scope="session")
-def large_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("media") / "large.webm"
-    path.write_bytes(os.urandom(LARGE_SIZE))
-    return path
-
-
-@pytest.fixture
-def small_file(tmp_path: Path) -> Path:
-    path = tmp_path / "small.webm"
-    path.write_bytes(os.urandom(100 * 1024))
-    return path
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A fresh key prefix: the servers live for the whole session."""
-    return f"recordings/room-{uuid.uuid4().hex[:8]}/"
-
-
-def fetch(provider: StorageProvider, key: str) -> bytes:
-    """Download through download_url with plain HTTP (local: through its signature check)."""
-    url = provider.download_url(key, 300)
-    if isinstance(provider, LocalStorage):
-        split = urlsplit(url)
-        assert split.path == DOWNLOAD_ROUTE + key
-        query = {k: v[0] for k, v in parse_qs(split.query).items()}
-        path = provider.verify_download(unquote(split.path.removeprefix(DOWNLOAD_ROUTE)),
-                                        int(query["expires"]), query["sig"])
-        return path.read_bytes()
-    with urllib.request.urlopen(url, timeout=30) as response:
-        return response.read()
+from tests.storage_fixtures import LARGE_SIZE, META, MakeProvider, fetch
+from tests.storage_fixtures import large_file, prefix, small_file  # noqa: F401 - fixtures, found by name
+from tests.storage_servers import MemoryCheckpoint, free_port
 
 
 # The contract, once per provider -------------------------------------------------------
@@ -131,185 +87,6 @@ def test_unsafe_keys_are_rejected(storage_provider: StorageProvider, small_file:
     with pytest.raises(StorageError):
         storage_provider.upload_file(key, small_file, content_type="video/webm")
 
-
-# S3 ------------------------------------------------------------------------------------
-
-
-def _proxied_s3(make_provider: MakeProvider, proxy: FaultProxy) -> StorageProvider:
-    # One attempt per request, so the injected failure reaches the provider instead of
-    # being absorbed by botocore's own retries.
-    return make_provider("s3", S3_ENDPOINT_URL=proxy.url, AWS_MAX_ATTEMPTS="1")
-
-
-@pytest.mark.parametrize("mode", ["status", "drop"])
-def test_s3_retry_resumes_multipart_from_checkpoint(make_provider: MakeProvider, s3_fault_proxy: FaultProxy,
-                                                    large_file: Path, prefix: str, mode: str) -> None:
-    provider = _proxied_s3(make_provider, s3_fault_proxy)
-    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
-    s3_fault_proxy.fail_part(3, mode=mode)  # type: ignore[arg-type]
-
-    with pytest.raises(StorageUnavailableError):
-        provider.upload_file(key, large_file, content_type="video/webm", metadata=META, checkpoint=checkpoint)
-    assert checkpoint.state is not None and len(checkpoint.state["parts"]) == 2
-
-    seen: list[tuple[int, int]] = []
-    provider.upload_file(key, large_file, content_type="video/webm", metadata=META, checkpoint=checkpoint,
-                         progress=lambda sent, total: seen.append((sent, total)))
-
-    assert [len(s3_fault_proxy.part_uploads(n)) for n in (1, 2, 3)] == [1, 1, 2], "parts 1-2 not re-sent"
-    assert any(r.method == "GET" and "uploadId" in r.query for r in s3_fault_proxy.log), "verified by ListParts"
-    assert seen[0] == (2 * TEST_PART_SIZE, LARGE_SIZE) and seen[-1] == (LARGE_SIZE, LARGE_SIZE)
-    assert checkpoint.state is None
-    assert fetch(provider, key) == large_file.read_bytes()
-    assert provider.head(key).metadata["room"] == "room123"
-
-
-def test_s3_abort_leaves_no_incomplete_upload(make_provider: MakeProvider, s3_fault_proxy: FaultProxy,
-                                              moto_server: dict[str, str], large_file: Path, prefix: str) -> None:
-    provider = _proxied_s3(make_provider, s3_fault_proxy)
-    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
-    s3_fault_proxy.fail_part(2)
-    with pytest.raises(StorageUnavailableError):
-        provider.upload_file(key, large_file, content_type="video/webm", checkpoint=checkpoint)
-    client = s3_client(moto_server)
-    pending = client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", [])
-    assert [u["UploadId"] for u in pending] == [checkpoint.state["upload_id"]]
-
-    provider.abort_upload(key, checkpoint)
-
-    assert client.list_multipart_uploads(Bucket=BUCKET, Prefix=prefix).get("Uploads", []) == []
-    assert checkpoint.state is None
-    assert not provider.exists(key)
-    provider.abort_upload(key, checkpoint)  # nothing left: fine
-
-
-def test_s3_stale_checkpoint_restarts_cleanly(make_provider: MakeProvider, moto_server: dict[str, str],
-                                              large_file: Path, prefix: str) -> None:
-    provider = make_provider("s3")
-    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
-    client = s3_client(moto_server)
-    upload_id = client.create_multipart_upload(Bucket=BUCKET, Key=key)["UploadId"]
-    client.abort_multipart_upload(Bucket=BUCKET, Key=key, UploadId=upload_id)
-    checkpoint.save({"provider": "s3", "bucket": BUCKET, "key": key, "upload_id": upload_id,
-                     "size": LARGE_SIZE, "part_size": TEST_PART_SIZE, "parts": [],
-                     "sha256": hashlib.sha256(large_file.read_bytes()).hexdigest()})
-    provider.upload_file(key, large_file, content_type="video/webm", checkpoint=checkpoint)
-    assert fetch(provider, key) == large_file.read_bytes()
-
-
-def test_s3_download_url_is_presigned(make_provider: MakeProvider, small_file: Path, prefix: str) -> None:
-    provider = make_provider("s3")
-    provider.upload_file(prefix + "a.webm", small_file, content_type="video/webm")
-    url = provider.download_url(prefix + "a.webm", 600)
-    query = parse_qs(urlsplit(url).query)
-    assert query["X-Amz-Expires"] == ["600"] and "X-Amz-Signature" in query
-    assert fetch(provider, prefix + "a.webm") == small_file.read_bytes()
-
-
-def test_s3_prefix_is_applied_and_hidden(make_provider: MakeProvider, moto_server: dict[str, str],
-                                         small_file: Path, prefix: str) -> None:
-    provider = make_provider("s3", S3_PREFIX="tenant-a/")
-    provider.upload_file(prefix + "a.webm", small_file, content_type="video/webm")
-    stored = s3_client(moto_server).list_objects_v2(Bucket=BUCKET, Prefix="tenant-a/" + prefix)
-    assert [o["Key"] for o in stored["Contents"]] == ["tenant-a/" + prefix + "a.webm"]
-    assert [o.key for o in provider.list(prefix)] == [prefix + "a.webm"]
-
-
-# GCS -----------------------------------------------------------------------------------
-
-
-class Interrupted(Exception):
-    """Stands in for a worker dying between two chunks."""
-
-
-def test_gcs_resumable_upload_resumes_from_checkpoint(make_provider: MakeProvider, gcs_emulator: dict[str, str],
-                                                      large_file: Path, prefix: str) -> None:
-    proxy = FaultProxy(upstream_port=urlsplit(gcs_emulator["STORAGE_EMULATOR_HOST"]).port or 80).start()
-    try:
-        provider = make_provider("gcs", STORAGE_EMULATOR_HOST=proxy.url)
-        key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
-
-        def die_after_first_chunk(sent: int, total: int) -> None:
-            raise Interrupted
-
-        with pytest.raises(Interrupted):
-            provider.upload_file(key, large_file, content_type="video/webm", metadata=META,
-                                 progress=die_after_first_chunk, checkpoint=checkpoint)
-        assert checkpoint.state is not None and checkpoint.state["confirmed"] == TEST_PART_SIZE
-        session_url = checkpoint.state["session_url"]
-
-        seen: list[tuple[int, int]] = []
-        provider.upload_file(key, large_file, content_type="video/webm", metadata=META, checkpoint=checkpoint,
-                             progress=lambda sent, total: seen.append((sent, total)))
-
-        chunks = [r.headers.get("content-range", "") for r in proxy.log
-                  if r.method == "PUT" and r.body_size > 0]
-        starts = (0, TEST_PART_SIZE, 2 * TEST_PART_SIZE, LARGE_SIZE)
-        assert chunks == [f"bytes {a}-{b - 1}/{LARGE_SIZE}" for a, b in zip(starts, starts[1:])], "none sent twice"
-        assert sum(1 for r in proxy.log if r.method == "POST" and "uploadType" in r.query) == 1, "one session"
-        assert session_url.startswith(proxy.url)
-        assert seen[0] == (TEST_PART_SIZE, LARGE_SIZE) and seen[-1] == (LARGE_SIZE, LARGE_SIZE)
-        assert checkpoint.state is None
-        head = provider.head(key)
-        assert head.size == LARGE_SIZE and META.items() <= dict(head.metadata).items()
-        assert fetch(provider, key) == large_file.read_bytes()
-    finally:
-        proxy.stop()
-
-
-def test_gcs_retry_after_finishing_but_before_clearing_succeeds(make_provider: MakeProvider, large_file: Path,
-                                                                prefix: str) -> None:
-    provider = make_provider("gcs")
-    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
-    provider.upload_file(key, large_file, content_type="video/webm", checkpoint=checkpoint)
-    checkpoint.state = checkpoint.saves[-1]  # as if the worker died right before clear()
-    assert checkpoint.state["confirmed"] == LARGE_SIZE
-    provider.upload_file(key, large_file, content_type="video/webm", checkpoint=checkpoint)
-    assert checkpoint.state is None
-    assert fetch(provider, key) == large_file.read_bytes()
-
-
-def test_gcs_lists_nested_keys_and_deletes(make_provider: MakeProvider, small_file: Path, prefix: str) -> None:
-    provider = make_provider("gcs")
-    keys = [prefix + "alice.webm", prefix + "deep/er/bob.webm", prefix + "manifest.json"]
-    for key in keys:
-        provider.upload_file(key, small_file, content_type="video/webm", metadata={"room": "room123"})
-    listed = {o.key: o for o in provider.list(prefix)}
-    assert set(listed) == set(keys)
-    assert listed[keys[1]].metadata["room"] == "room123"
-    for key in keys:
-        provider.delete(key)
-    assert list(provider.list(prefix)) == []
-
-
-def test_gcs_signed_url_and_emulator_fallback(make_provider: MakeProvider, small_file: Path, prefix: str) -> None:
-    signed = make_provider("gcs")
-    signed.upload_file(prefix + "a.webm", small_file, content_type="video/webm")
-    assert "X-Goog-Signature=" in signed.download_url(prefix + "a.webm", 60)
-    unsigned = make_provider("gcs", GCS_CREDENTIALS_FILE="")
-    assert "alt=media" in unsigned.download_url(prefix + "a.webm", 60)
-    assert fetch(unsigned, prefix + "a.webm") == small_file.read_bytes()
-
-
-# Vercel Blob ---------------------------------------------------------------------------
-
-
-def test_vercel_large_upload_uses_sdk_multipart(make_provider: MakeProvider, vercel_blob_store: VercelBlobDouble,
-                                                large_file: Path, prefix: str) -> None:
-    provider = make_provider("vercel-blob")
-    vercel_blob_store.log.clear()
-    provider.upload_file(prefix + "a.webm", large_file, content_type="video/webm", checkpoint=MemoryCheckpoint())
-    actions = [entry for _, entry in vercel_blob_store.log]
-    assert actions == ["/api/blob/mpu:create:", "/api/blob/mpu:upload:1", "/api/blob/mpu:upload:2",
-                       "/api/blob/mpu:upload:3", "/api/blob/mpu:complete:"]
-
-
-def test_vercel_503_is_retryable(make_provider: MakeProvider, vercel_blob_store: VercelBlobDouble,
-                                 prefix: str) -> None:
-    provider = make_provider("vercel-blob")
-    vercel_blob_store.fail_next.append(503)
-    with pytest.raises(StorageUnavailableError):
-        provider.head(prefix + "a.webm")
 
 
 # Configuration, laziness and secrets ---------------------------------------------------
