@@ -52,10 +52,10 @@ class ChunkIntake:
 
     def accept(self, upload: ChunkUpload, principal: Principal) -> ChunkReceipt:
         self.check_size(len(upload.data))
-        recording = self.store.get(upload.recording_id)
-        if recording is None:
+        room = self.store.room_of(upload.recording_id)
+        if room is None:
             raise NotFound("no such recording", recordingId=upload.recording_id)
-        principal.require_uploader(recording["room"], upload.participant_id)
+        principal.require_uploader(room, upload.participant_id)
         container_problem = self._container_problem(upload)
         try:
             staged = self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence, upload.data)

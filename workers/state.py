@@ -157,6 +157,11 @@ class RecordingStore:
             return None
         return {k.decode(): v.decode() for k, v in raw.items()}
 
+    def room_of(self, recording_id: str) -> str | None:
+        """The recording's room, or None when it does not exist (one field: the chunk upload hot path)."""
+        room = self.redis.hget(keys.recording(recording_id), "room")
+        return room.decode() if room else None
+
     def update(self, recording_id: str, **fields: object) -> None:
         fields["updatedAt"] = repr(time.time())
         self.redis.hset(keys.recording(recording_id), mapping={k: _encode(v) for k, v in fields.items()})

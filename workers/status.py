@@ -46,9 +46,11 @@ def _json(raw: str | None, default):
     return json.loads(raw) if raw else default
 
 
-def build_status(store: RecordingStore, recording_id: str, url_for: Callable[[str], str | None] | None = None) -> dict | None:
-    """The full status body, or None for an unknown recording. url_for refreshes download URLs."""
-    rec = store.get(recording_id)
+def build_status(store: RecordingStore, recording_id: str, url_for: Callable[[str], str | None] | None = None,
+                 rec: dict[str, str] | None = None) -> dict | None:
+    """The full status body, or None for an unknown recording. url_for refreshes download URLs; pass rec
+    when the caller has just read the recording hash."""
+    rec = rec if rec is not None else store.get(recording_id)
     if rec is None:
         return None
     errors: dict = _json(rec.get("participantErrors"), {})

@@ -71,4 +71,4 @@ def status(recording_id: str):
     if recording is None:
         raise NotFound("no such recording", recordingId=recording_id)
     principal.require_room(recording["room"])
-    return jsonify(build_status(svc.store, recording_id, url_for=svc.download_url))
+    return jsonify(build_status(svc.store, recording_id, url_for=svc.download_url, rec=recording))
