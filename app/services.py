@@ -4,46 +4,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping
 
-import redis
 from flask import current_app
 
-from storage_providers import StorageProvider, create_provider
 from workers.chunks import ChunkIntake
-from workers.events import EventPublisher
+from workers.resources import Resources
 from workers.settings import Settings
-from workers.staging import ChunkStaging
-from workers.state import RecordingStore
 
 EXTENSION_KEY = "tapedeck"
+SOCKET_TIMEOUT_SECONDS = 10
+"""Above the SSE route's XREAD block time, so a blocked read is never cut short."""
 
 
-@dataclass
-class Services:
-    settings: Settings
-    redis: redis.Redis
-    store: RecordingStore
-    staging: ChunkStaging
-    intake: ChunkIntake
-    provider: StorageProvider
-    events: EventPublisher
+@dataclass(frozen=True)
+class Services(Resources):
+    intake: ChunkIntake | None = None
 
     @classmethod
-    def build(cls, settings: Settings, env: Mapping[str, str] | None = None) -> "Services":
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=10)
-        store = RecordingStore(client)
-        staging = ChunkStaging(settings.staging_dir)
-        return cls(
-            settings=settings,
-            redis=client,
-            store=store,
-            staging=staging,
-            intake=ChunkIntake(store, staging, settings.max_chunk_bytes),
-            provider=create_provider(settings.storage_provider, env),
-            events=EventPublisher(client, settings.event_stream_maxlen),
-        )
-
-    def download_url(self, key: str) -> str | None:
-        return self.provider.download_url(key, self.settings.download_url_ttl_seconds)
+    def build(cls, settings: Settings, env: Mapping[str, str] | None = None, socket_timeout: float = SOCKET_TIMEOUT_SECONDS) -> "Services":
+        base = Resources.build(settings, env, socket_timeout)
+        return cls(**base.__dict__, intake=ChunkIntake(base.store, base.staging, settings.max_chunk_bytes))
 
 
 def services() -> Services:

@@ -1,0 +1,39 @@
+"""The shared resources of one process (web or worker), built in one place so both edges wire them alike."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import redis
+
+from storage_providers import StorageProvider, create_provider
+from workers.events import EventPublisher
+from workers.settings import Settings
+from workers.staging import ChunkStaging
+from workers.state import RecordingStore
+
+
+@dataclass(frozen=True)
+class Resources:
+    settings: Settings
+    redis: redis.Redis
+    store: RecordingStore
+    staging: ChunkStaging
+    provider: StorageProvider
+    events: EventPublisher
+
+    @classmethod
+    def build(cls, settings: Settings, env: Mapping[str, str] | None = None, socket_timeout: float = 30) -> "Resources":
+        """Nothing connects here: the Redis pool and the storage SDK client open on first use (prefork-safe)."""
+        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=socket_timeout)
+        return cls(
+            settings=settings,
+            redis=client,
+            store=RecordingStore(client),
+            staging=ChunkStaging(settings.staging_dir),
+            provider=create_provider(settings.storage_provider, env),
+            events=EventPublisher(client, settings.event_stream_maxlen),
+        )
+
+    def download_url(self, key: str) -> str | None:
+        return self.provider.download_url(key, self.settings.download_url_ttl_seconds)
