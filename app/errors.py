@@ -21,6 +21,7 @@ STATUS_BY_ERROR: dict[type[e.TapedeckError], int] = {
     e.AlreadyRecording: 409,
     e.SequenceConflict: 409,
     e.UnsupportedMedia: 415,
+    e.RateLimited: 429,
     e.Unavailable: 503,
 }
 
@@ -57,6 +58,8 @@ def init_app(app: Flask) -> None:
         response = error_response(status, error.code, error.message, **error.extra)
         if status == 503:
             response.headers["Retry-After"] = RETRY_AFTER_SECONDS
+        if isinstance(error, e.RateLimited):
+            response.headers["Retry-After"] = str(error.retry_after)
         return response
 
     @app.errorhandler(HTTPException)

@@ -85,6 +85,16 @@ class UnsupportedMedia(TapedeckError):
     code = "unsupported_media"
 
 
+class RateLimited(TapedeckError):
+    """Raised when a caller is over a rate or concurrency limit (429, with Retry-After)."""
+
+    code = "rate_limited"
+
+    def __init__(self, message: str, retry_after: int = 1, **extra: object) -> None:
+        super().__init__(message, **extra)
+        self.retry_after = max(1, int(retry_after))
+
+
 class Unavailable(TapedeckError):
     """Raised when Redis or the storage provider cannot be reached."""
 
