@@ -57,3 +57,13 @@ def pending_finalize() -> str:
 def completed_index() -> str:
     """Sorted set: completed recordings scored by completion time, for staging cleanup."""
     return f"{PREFIX}:completed"
+
+
+def event_stream_leases(recording_id: str) -> str:
+    """Sorted set: lease id -> expiry (epoch seconds) of each open event stream of a recording."""
+    return f"{PREFIX}:rec:{recording_id}:stream-leases"
+
+
+def token_stream_leases(token_digest: str) -> str:
+    """Sorted set: lease id -> expiry of each open event stream of one token (by digest, never the token)."""
+    return f"{PREFIX}:token:{token_digest}:stream-leases"

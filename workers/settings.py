@@ -64,6 +64,8 @@ class Settings:
     download_url_ttl_seconds: int = 7 * 24 * 3600
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     event_stream_maxlen: int = 1000
+    max_event_streams_per_recording: int = 64
+    max_event_streams_per_token: int = 4
     thumbnail_offset_seconds: float = 1.0
     thumbnail_width: int = 640
     mp4: Mp4Settings = field(default_factory=Mp4Settings)
@@ -106,6 +108,8 @@ class Settings:
             public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or f"http://localhost:{port}").rstrip("/"),
             download_url_ttl_seconds=_int(env, "DOWNLOAD_URL_TTL_SECONDS", 7 * 24 * 3600, 1),
             cors_origins=_csv(env, "CORS_ORIGINS"),
+            max_event_streams_per_recording=_int(env, "MAX_EVENT_STREAMS_PER_RECORDING", 64, 1),
+            max_event_streams_per_token=_int(env, "MAX_EVENT_STREAMS_PER_TOKEN", 4, 1),
             thumbnail_offset_seconds=_float(env, "THUMBNAIL_OFFSET_SECONDS", 1.0),
             thumbnail_width=_int(env, "THUMBNAIL_WIDTH", 640, 0),
             mp4=Mp4Settings(
