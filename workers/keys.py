@@ -67,3 +67,8 @@ def event_stream_leases(recording_id: str) -> str:
 def token_stream_leases(token_digest: str) -> str:
     """Sorted set: lease id -> expiry of each open event stream of one token (by digest, never the token)."""
     return f"{PREFIX}:token:{token_digest}:stream-leases"
+
+
+def rate_limits() -> str:
+    """Prefix of flask-limiter's counters (the limits library appends ':LIMITER/<room>/<sub>/<scope>/…')."""
+    return f"{PREFIX}:limits"

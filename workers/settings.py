@@ -1,6 +1,7 @@
 """One typed settings object, parsed once from the environment, shared by app, tasks and workers."""
 from __future__ import annotations
 
+import ipaddress
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -15,6 +16,7 @@ DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
 
 OUTPUT_FORMATS = ("webm", "mp4")
 Number = TypeVar("Number", int, float)
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
 def _number(env: Mapping[str, str], name: str, default: Number, minimum: Number = 0, cast: type = int) -> Number:
@@ -43,6 +45,28 @@ def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
 
 
+def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
+    """Comma-separated CIDRs (a bare address is a /32 or /128); a typo fails start-up rather than widening access."""
+    try:
+        return tuple(ipaddress.ip_network(part) for part in _csv(env, name))
+    except ValueError as exc:
+        raise ConfigurationError(f"{name} must be comma-separated CIDRs such as 10.0.0.0/8: {exc}") from None
+
+
+def _rate(env: Mapping[str, str], name: str, default: str) -> str:
+    """A flask-limiter rate string ("50/second", "50/second;2000/minute"), checked here so a typo fails start-up."""
+    from limits import parse_many
+
+    raw = env.get(name, "").strip() or default
+    try:
+        rates = parse_many(raw)
+    except ValueError:
+        rates = []
+    if not rates or any(rate.amount < 1 for rate in rates):
+        raise ConfigurationError(f"{name} must be a rate such as 50/second, got {raw!r}")
+    return raw
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything tapedeck reads from the environment (storage backends parse their own)."""
@@ -66,6 +90,9 @@ class Settings:
     event_stream_maxlen: int = 1000
     max_event_streams_per_recording: int = 64
     max_event_streams_per_token: int = 4
+    chunk_rate_limit: str = "50/second"
+    control_allowed_ips: tuple[Network, ...] = field(default_factory=tuple)
+    trusted_proxies: tuple[Network, ...] = field(default_factory=tuple)
     thumbnail_offset_seconds: float = 1.0
     thumbnail_width: int = 640
     mp4: Mp4Settings = field(default_factory=Mp4Settings)
@@ -110,6 +137,9 @@ class Settings:
             cors_origins=_csv(env, "CORS_ORIGINS"),
             max_event_streams_per_recording=_int(env, "MAX_EVENT_STREAMS_PER_RECORDING", 64, 1),
             max_event_streams_per_token=_int(env, "MAX_EVENT_STREAMS_PER_TOKEN", 4, 1),
+            chunk_rate_limit=_rate(env, "CHUNK_RATE_LIMIT", "50/second"),
+            control_allowed_ips=_networks(env, "CONTROL_ALLOWED_IPS"),
+            trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
             thumbnail_offset_seconds=_float(env, "THUMBNAIL_OFFSET_SECONDS", 1.0),
             thumbnail_width=_int(env, "THUMBNAIL_WIDTH", 640, 0),
             mp4=Mp4Settings(
