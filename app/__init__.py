@@ -33,4 +33,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     for module in (recordings, chunks, events, health, files, demo):
         app.register_blueprint(module.bp)
     cli.init_app(app)
+    from app import limits
+
+    limits.init_app(app, settings)  # after the blueprints: it wraps the views they marked
     return app

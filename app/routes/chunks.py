@@ -4,6 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from app.auth import authenticate
+from app.limits import CHUNKS, limited
 from app.schemas import ChunkBody, decode_chunk, decoded_size, parse_json, parse_timestamp_header, strip_data_url
 from app.services import services
 from workers.chunks import ChunkUpload
@@ -14,6 +15,7 @@ bp = Blueprint("chunks", __name__, url_prefix="/video-calls")
 
 
 @bp.post("/chunks/upload")
+@limited(CHUNKS)
 def upload_json():
     principal = authenticate()
     body = parse_json(request, ChunkBody)
@@ -28,6 +30,7 @@ def upload_json():
 
 
 @bp.put("/recordings/<recording_id>/participants/<participant_id>/<kind>/chunks/<sequence>")
+@limited(CHUNKS)
 def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str):
     principal = authenticate()
     check_id(recording_id, "recordingId")
