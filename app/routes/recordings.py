@@ -6,6 +6,7 @@ import uuid
 from flask import Blueprint, jsonify, request
 
 from app.auth import authenticate
+from app.control import require_control_address
 from app.schemas import parse_start
 from app.services import services
 from tasks.finalize import enqueue_finalize
@@ -20,6 +21,7 @@ bp = Blueprint("recordings", __name__, url_prefix="/video-calls")
 def start(room: str):
     principal = authenticate()
     check_id(room, "room")
+    require_control_address(principal, room)
     body = parse_start(request)
     principal.require_host(room)
     svc = services()
@@ -48,6 +50,7 @@ def current(room: str):
 def stop(room: str):
     principal = authenticate()
     check_id(room, "room")
+    require_control_address(principal, room)
     svc = services()
     if svc.store.current(room) is None:
         raise NoRecording("this room has never recorded")
