@@ -35,17 +35,30 @@ def decode_token(token: str, secret: str) -> Principal:
     return Principal(sub=sub, room=room, role=role)
 
 
+QUERY_TOKEN_METHODS = frozenset({"GET", "HEAD"})
+"""Where ?token= is accepted: EventSource and the WebSocket handshake are GETs; any other method sends the header."""
+
+
 def bearer_token() -> str | None:
+    """The request's token: the Authorization header, or ?token= on GET routes only (DESIGN §3)."""
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, value = header.partition(" ")
         return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+    if request.method not in QUERY_TOKEN_METHODS:
+        return None
     return request.args.get("token") or None
+
+
+def token_expiry(token: str) -> float:
+    """The exp claim of a token authenticate() has already verified, so long-lived responses can end on time."""
+    claims = jwt.decode(token, options={"verify_signature": False})
+    return float(claims["exp"])
 
 
 def authenticate() -> Principal:
     """The caller's verified claims; the first check of every protected route (401)."""
     token = bearer_token()
     if not token:
-        raise Unauthorized("missing bearer token")
+        raise Unauthorized("missing bearer token: send Authorization: Bearer <token> (?token= only on GET)")
     return decode_token(token, services().settings.jwt_secret)

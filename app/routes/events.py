@@ -1,23 +1,59 @@
-"""Server-sent events of a recording's progress, resumable with Last-Event-ID (ids are Redis Stream ids)."""
+"""Server-sent events of a recording's progress, resumable with Last-Event-ID (ids are Redis Stream ids).
+
+A stream costs a greenlet and one pooled Redis connection while it waits (web runs gunicorn's gevent worker),
+holds a lease counted against MAX_EVENT_STREAMS_PER_RECORDING and MAX_EVENT_STREAMS_PER_TOKEN, and ends
+when the recording ends, when its token expires, or within a keep-alive or two of its client going away.
+"""
 from __future__ import annotations
 
 import json
 import re
+import time
+from dataclasses import dataclass
 from typing import Iterator
 
-from flask import Blueprint, Response, request, stream_with_context
+import redis
+from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask.blueprints import BlueprintSetupState
 
-from app.auth import authenticate
-from app.services import services
+from app.auth import authenticate, bearer_token, token_expiry
+from app.services import EXTENSION_KEY, SOCKET_TIMEOUT_SECONDS, services
 from workers.errors import InvalidRequest, NotFound
+from workers.events import EventPublisher
 from workers.ids import check_id
-from workers.state import FINAL_STATES
+from workers.state import FINAL_STATES, RecordingStore
+from workers.stream_leases import StreamLease, StreamLimiter
 
 bp = Blueprint("events", __name__, url_prefix="/video-calls")
 
 BLOCK_MS = 5_000
-"""How long one XREAD waits before a keep-alive comment (proxies drop idle connections); under the socket timeout."""
+"""How long one XREAD waits before a keep-alive comment (proxies drop idle connections, and the write is how a
+closed client is noticed); under the socket timeout and well under the lease's lifetime."""
+STREAM_POOL_CONNECTIONS = 1000
+"""Redis connections for blocked stream reads per process: one per connection gevent accepts
+(--worker-connections); redis-py's default pool stops at 100 and then fails instead of waiting."""
 STREAM_ID = r"^\d{1,20}-\d{1,20}$"
+STREAMS_EXTENSION_KEY = "tapedeck.event_streams"
+
+
+@dataclass(frozen=True)
+class EventStreams:
+    """What the streams of one app share: a reader on its own connection pool, and the stream caps."""
+
+    reader: EventPublisher
+    limiter: StreamLimiter
+
+
+@bp.record_once
+def _init(state: BlueprintSetupState) -> None:
+    """Builds the streams' own Redis pool (connects lazily), so blocked reads never starve the API's pool."""
+    settings = state.app.extensions[EXTENSION_KEY].settings
+    pool = redis.BlockingConnectionPool.from_url(
+        settings.redis_url, max_connections=STREAM_POOL_CONNECTIONS, timeout=BLOCK_MS / 1000,
+        socket_timeout=SOCKET_TIMEOUT_SECONDS, health_check_interval=30)
+    client = redis.Redis(connection_pool=pool)
+    limiter = StreamLimiter(client, settings.max_event_streams_per_recording, settings.max_event_streams_per_token)
+    state.app.extensions[STREAMS_EXTENSION_KEY] = EventStreams(EventPublisher(client), limiter)
 
 
 def _resume_from() -> str:
@@ -32,6 +68,10 @@ def _frame(event_id: str | None, event: dict) -> str:
     return f"{head}event: {event.get('type', 'progress')}\ndata: {json.dumps(event)}\n\n"
 
 
+def _error(code: str, message: str) -> str:
+    return _frame(None, {"type": "error", "code": code, "message": message})
+
+
 @bp.get("/recordings/<recording_id>/events")
 def stream(recording_id: str):
     principal = authenticate()
@@ -42,21 +82,38 @@ def stream(recording_id: str):
     if recording is None:
         raise NotFound("no such recording", recordingId=recording_id)
     principal.require_room(recording["room"])
+    # The caps are checked after the room, so a token of another room cannot use up this recording's slots.
+    token = bearer_token() or ""
+    streams: EventStreams = current_app.extensions[STREAMS_EXTENSION_KEY]
+    lease = streams.limiter.acquire(recording_id, token)
+    body = _follow(streams.reader, svc.store, lease, recording_id, after, token_expiry(token))
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    response = Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
+    response.call_on_close(lease.release)  # the server closes every response, however it ended
+    return response
 
-    def generate() -> Iterator[str]:
-        last = after
-        yield "retry: 2000\n\n"
+
+def _follow(reader: EventPublisher, store: RecordingStore, lease: StreamLease, recording_id: str, after: str,
+            expires_at: float) -> Iterator[str]:
+    """Events after `after` until a final state, the token's expiry or a Redis failure (then an error event)."""
+    last = after
+    yield "retry: 2000\n\n"
+    try:
         while True:
-            for event_id, event in svc.events.read(recording_id, after=last, block_ms=BLOCK_MS):
+            remaining_ms = int((expires_at - time.time()) * 1000)
+            if remaining_ms <= 0:
+                yield _error("token_expired", "the token has expired; reconnect with a fresh one")
+                return
+            for event_id, event in reader.read(recording_id, after=last, block_ms=min(BLOCK_MS, remaining_ms)):
                 last = event_id
                 yield _frame(event_id, event)
                 if event.get("type") == "state" and event.get("state") in FINAL_STATES:
                     return
-            state = (svc.store.get(recording_id) or {}).get("state")
+            lease.refresh()
+            state = (store.get(recording_id) or {}).get("state")
             if state in FINAL_STATES:  # final event trimmed away or never written: say so and end
                 yield _frame(None, {"type": "state", "state": state, "recordingId": recording_id})
                 return
             yield ": keep-alive\n\n"
-
-    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    return Response(stream_with_context(generate()), mimetype="text/event-stream", headers=headers)
+    except redis.RedisError:
+        yield _error("unavailable", "state store is unavailable; the browser reconnects on its own")

@@ -1,0 +1,63 @@
+"""gunicorn settings for the Procfile's `web` line: an access log that never shows a token.
+
+The worker class and counts stay on the Procfile line where operators see them. This file imports nothing
+from the app: it is loaded in gunicorn's master, before the gevent worker patches the standard library, and
+the app must be imported only after that patching (never set preload_app here; if it ever is, import aiortc
+at module level first — see README "Serving").
+"""
+from __future__ import annotations
+
+import re
+from urllib.parse import unquote_plus
+
+from gunicorn.glogging import Logger
+
+REDACTED = "[redacted]"
+JWT_SHAPE = re.compile(r"eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+"""Any JWT (base64url of '{"'), wherever it appears: a second net under the query-parameter rule."""
+SECRET_HEADERS = ("{authorization}i", "{cookie}i", "{proxy-authorization}i")
+
+
+def redact_query(query: str) -> str:
+    """Replaces the value of every parameter whose (decoded) name mentions a token; keeps the rest readable."""
+    parts = re.split(r"([&;])", query)
+    for index, part in enumerate(parts):
+        name, sep, _value = part.partition("=")
+        if sep and "token" in unquote_plus(name).lower():
+            parts[index] = f"{name}={REDACTED}"
+    return "".join(parts)
+
+
+def redact(text: str) -> str:
+    """A request line, URI or query string with every token removed."""
+    path, sep, query = text.partition("?")
+    return JWT_SHAPE.sub(REDACTED, path + sep + redact_query(query) if sep else text)
+
+
+def redact_uri_in_line(line: str) -> str:
+    """'GET /x?token=… HTTP/1.1' → 'GET /x?token=[redacted] HTTP/1.1' (the URI is the middle word)."""
+    method, _, rest = line.partition(" ")
+    uri, _, protocol = rest.rpartition(" ")
+    return f"{method} {redact(uri)} {protocol}" if uri else redact(line)
+
+
+class RedactingLogger(Logger):
+    """gunicorn's logger whose access-log atoms (request line, query, referer, headers) carry no token."""
+
+    def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        atoms = super().atoms(resp, req, environ, request_time)
+        atoms["r"] = redact_uri_in_line(atoms["r"])
+        for name in ("q", "f", "{raw_uri}e", "{query_string}e", "{http_referer}e", "{request_uri}e"):
+            if isinstance(atoms.get(name), str):
+                atoms[name] = redact(atoms[name])
+        for name in SECRET_HEADERS + ("{http_authorization}e", "{http_cookie}e"):
+            if atoms.get(name):
+                atoms[name] = REDACTED
+        for name, value in atoms.items():
+            if isinstance(value, str) and "eyJ" in value:
+                atoms[name] = JWT_SHAPE.sub(REDACTED, value)
+        return atoms
+
+
+logger_class = RedactingLogger
+accesslog = "-"
