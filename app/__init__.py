@@ -8,6 +8,7 @@ from typing import Mapping
 from flask import Flask
 
 from app.services import EXTENSION_KEY, Services
+from workers.redis_persistence import verify_at_startup
 from workers.settings import Settings
 
 CHUNK_BODY_OVERHEAD = 64 * 1024
@@ -24,6 +25,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.extensions[EXTENSION_KEY] = Services.build(settings, env)
     logging.basicConfig(level=logging.DEBUG if settings.development else logging.INFO)
     logging.getLogger("redis").setLevel(logging.WARNING)
+    verify_at_startup(settings, logging.getLogger("tapedeck.startup"))  # production refuses a Redis that persists nothing
 
     from app import cli, cors, errors
     from app.routes import chunks, demo, events, files, health, recordings

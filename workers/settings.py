@@ -96,6 +96,7 @@ class Settings:
     thumbnail_offset_seconds: float = 1.0
     thumbnail_width: int = 640
     mp4: Mp4Settings = field(default_factory=Mp4Settings)
+    redis_allow_no_persistence: bool = False
 
     @property
     def development(self) -> bool:
@@ -149,6 +150,7 @@ class Settings:
                 audio_codec=env.get("MP4_AUDIO_CODEC", "").strip() or "aac",
                 audio_bit_rate=_int(env, "MP4_AUDIO_BITRATE", 128_000, 8_000),
             ),
+            redis_allow_no_persistence=env.get("REDIS_ALLOW_NO_PERSISTENCE", "").strip().lower() in ("1", "true", "yes"),
         )
 
 

@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from app.services import services
+from app.services import Services, services
 from storage_providers import StorageError
+from workers.redis_persistence import Persistence, check_persistence
 
 bp = Blueprint("health", __name__)
 
@@ -16,19 +17,34 @@ def healthz():
 
 @bp.get("/readyz")
 def readyz():
-    """Ready when Redis answers and the storage provider is reachable; 503 names what is down."""
+    """Ready when Redis answers (and, in production, persists) and storage is reachable; 503 names what is not."""
     svc = services()
     checks = {"redis": "ok", "storage": "ok"}
+    warnings: list[str] = []
     try:
         svc.redis.ping()
     except Exception:  # noqa: BLE001 - any failure means not ready
         checks["redis"] = "unavailable"
+    else:
+        checks["redis"] = _persistence(svc, warnings)
     try:
         svc.provider.check()
     except (StorageError, OSError):
         checks["storage"] = "unavailable"
+    extra = {"warnings": warnings} if warnings else {}
     if all(v == "ok" for v in checks.values()):
-        return jsonify(status="ok", checks=checks)
-    down = ", ".join(k for k, v in checks.items() if v != "ok")
-    body = {"error": {"code": "unavailable", "message": f"not ready: {down} unavailable"}, "checks": checks}
+        return jsonify(status="ok", checks=checks, **extra)
+    down = ", ".join(f"{k} {v.replace('_', ' ')}" for k, v in checks.items() if v != "ok")
+    body = {"error": {"code": "unavailable", "message": f"not ready: {down}"}, "checks": checks, **extra}
     return jsonify(body), 503
+
+
+def _persistence(svc: Services, warnings: list[str]) -> str:
+    """The redis check: not_persistent when production must refuse; a tolerated risk only adds a warning."""
+    verdict = check_persistence(svc.redis)
+    if verdict.refused(svc.settings):
+        warnings.append(verdict.detail)
+        return "not_persistent"
+    if verdict.persistence is not Persistence.PERSISTENT:
+        warnings.append(verdict.detail)
+    return "ok"
