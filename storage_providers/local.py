@@ -28,6 +28,8 @@ META_DIR = ".tapedeck-meta"
 
 DOWNLOAD_ROUTE = "/files/"
 """The app route (app/routes/files.py) that serves signed local downloads."""
+DEFAULT_PUBLIC_BASE_URL = "http://localhost:8000"
+"""Where `make run` serves the web process; set PUBLIC_BASE_URL for anything else."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +40,11 @@ class LocalSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> "LocalSettings":
-        port = env.get("PORT", "").strip() or "8000"
+        """PUBLIC_BASE_URL is the one base of download links, for every process: never a process's own PORT
+        (under honcho the worker's PORT is not the web's, so links minted from it point where nothing listens)."""
         return cls(
             root=Path(env.get("LOCAL_STORAGE_DIR", "").strip() or "./var/recordings").resolve(),
-            public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or f"http://localhost:{port}").rstrip("/"),
+            public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or DEFAULT_PUBLIC_BASE_URL).rstrip("/"),
             url_secret=env.get("LOCAL_URL_SECRET", "").strip() or None,
         )
 

@@ -133,7 +133,7 @@ class Settings:
             finalize_lock_seconds=_int(env, "FINALIZE_LOCK_SECONDS", 60, 5),
             upload_max_retries=_int(env, "UPLOAD_MAX_RETRIES", 5, 0),
             upload_retry_base_seconds=_float(env, "UPLOAD_RETRY_BASE_SECONDS", 1.0),
-            public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or f"http://localhost:{port}").rstrip("/"),
+            public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or "http://localhost:8000").rstrip("/"),
             download_url_ttl_seconds=_int(env, "DOWNLOAD_URL_TTL_SECONDS", 7 * 24 * 3600, 1),
             cors_origins=_csv(env, "CORS_ORIGINS"),
             max_event_streams_per_recording=_int(env, "MAX_EVENT_STREAMS_PER_RECORDING", 64, 1),
