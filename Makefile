@@ -39,5 +39,10 @@ test: setup-dev
 bench: setup-dev
 	$(BIN)/python -m bench.finalize_bench
 
+## bench-load: 50 participants PUT 64 KB chunks at the Procfile's web vs a bare fsync+HSET floor (BENCH_ARGS="--seconds 20")
+.PHONY: bench-load
+bench-load: setup-dev
+	$(BIN)/python -m bench.load_bench $(BENCH_ARGS)
+
 clean:
 	rm -rf var .pytest_cache
