@@ -24,12 +24,11 @@ setup: $(VENV)/.runtime
 setup-dev: $(VENV)/.dev
 	@bash scripts/system-deps.sh
 
-## run: web (:8000), worker, beat and flower (:5555), starting Redis if none answers on REDIS_URL
+## run: web (:8000), worker, beat and flower (:5555) on 127.0.0.1 in development, starting Redis if none answers
+## on REDIS_URL. Shell variables win over .env (ENV_FILE=other.env picks another file); see scripts/run.py.
 run: setup
 	@mkdir -p var
-	$(BIN)/python -m scripts.ensure_redis
-	TAPEDECK_ENV=$${TAPEDECK_ENV:-development} STORAGE_PROVIDER=$${STORAGE_PROVIDER:-local} \
-	  FLOWER_UNAUTHENTICATED_API=$${FLOWER_UNAUTHENTICATED_API:-true} $(BIN)/honcho start
+	$(BIN)/python -m scripts.run
 
 ## test: the whole suite against its own Redis, Celery worker and storage servers
 test: setup-dev

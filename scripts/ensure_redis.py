@@ -32,7 +32,11 @@ def redis_server_binary() -> str:
 
 
 def main() -> None:
-    url = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+    ensure(os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0")
+
+
+def ensure(url: str) -> None:
+    """Return once something answers on url, starting a persistent local server if need be (exits if it cannot)."""
     if answers(url):
         print(f"redis: answering on {url}")
         return
