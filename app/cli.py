@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app app token|status|requeue`."""
+"""Operator commands: `flask --app app token|status|requeue|rebuild`."""
 from __future__ import annotations
 
 import json
@@ -12,7 +12,7 @@ from flask.cli import with_appcontext
 from app.auth import DEFAULT_TTL_SECONDS, mint_token
 from app.services import services
 from workers.access import ROLES
-from workers.errors import InvalidRequest
+from workers.errors import InvalidRequest, NotFound
 from workers.ids import check_id
 from workers.state import State
 from workers.status import build_status
@@ -22,6 +22,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(token)
     app.cli.add_command(status)
     app.cli.add_command(requeue)
+    app.cli.add_command(rebuild)
 
 
 def _id(value: str, field: str) -> str:
@@ -87,3 +88,22 @@ def requeue(recording_id: str) -> None:
     svc.store.requeue(recording_id, task_id)
     enqueue_finalize(recording_id, task_id)
     click.echo(f"requeued {recording_id} as task {task_id}")
+
+
+@click.command()
+@click.argument("recording_id")
+@with_appcontext
+def rebuild(recording_id: str) -> None:
+    """Rebuild a recording's chunk index from staging (after Redis lost it); then `requeue` finalizes it."""
+    from workers.rebuild import rebuild as rebuild_from_staging
+
+    svc = services()
+    try:
+        report = rebuild_from_staging(svc.store, svc.staging, _id(recording_id, "recordingId"))
+    except NotFound as exc:
+        raise click.ClickException(exc.message) from None
+    if report.recreated:
+        click.echo(f"{recording_id}: recreated from staging as failed (requeue it to finalize)")
+    click.echo(f"{recording_id}: {report.restored} chunks restored, {report.already_indexed} already indexed")
+    for path in report.corrupt:
+        click.echo(f"left out (bytes do not match the hash in the name): {path}", err=True)

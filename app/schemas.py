@@ -7,8 +7,9 @@ import json
 from typing import Any, Literal, Optional, TypeVar
 
 from flask import Request
-from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, ValidationError, field_validator
 
+from workers.clock import LATEST_TIMESTAMP_MS, is_client_time
 from workers.errors import InvalidBase64, InvalidRequest
 from workers.ids import ID_PATTERN, MAX_SEQUENCE
 from workers.settings import OUTPUT_FORMATS
@@ -18,6 +19,8 @@ MAX_METADATA_BYTES = 16 * 1024
 """Recording metadata is echoed in status and manifest; keep it small."""
 
 Model = TypeVar("Model", bound=BaseModel)
+TIMESTAMP_RULE = (f"timestamp must be the client's Unix epoch time in milliseconds (seconds are accepted): "
+                  f"a finite number from 0 to {LATEST_TIMESTAMP_MS} (the year 2100)")
 
 
 class ChunkBody(BaseModel):
@@ -28,7 +31,17 @@ class ChunkBody(BaseModel):
     chunk: str = Field(min_length=1)
     type: Literal["video", "audio"]
     sequence: StrictInt = Field(ge=0, le=MAX_SEQUENCE)
-    timestamp: Optional[float] = Field(default=None, ge=0)
+    timestamp: Optional[float] = None
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _client_time(cls, value: object) -> object:
+        """Any number that can be a time (skewed clocks, seconds, hours-late chunks) — never one that cannot."""
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(TIMESTAMP_RULE)
+        return client_timestamp(value)
 
 
 class StartBody(BaseModel):
@@ -52,13 +65,13 @@ def parse_json(request: Request, model: type[Model], *, optional: bool = False) 
             return model()
         raise InvalidRequest("request body must be a JSON object")
     try:
-        payload = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        raise InvalidRequest("request body is not valid JSON") from None
+        payload = json.loads(raw, parse_constant=_no_constant)
+    except RecursionError:
+        raise InvalidRequest("request body is nested too deeply") from None
+    except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError, and NaN/Infinity (not JSON)
+        raise InvalidRequest("request body is not valid JSON (NaN and Infinity are not JSON numbers)") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("request body must be a JSON object")
-    if "timestamp" in payload and isinstance(payload["timestamp"], int) and not isinstance(payload["timestamp"], bool):
-        payload["timestamp"] = float(payload["timestamp"])
     try:
         return model.model_validate(payload)
     except ValidationError as exc:
@@ -96,13 +109,24 @@ def decode_chunk(text: str) -> bytes:
     return data
 
 
+def _no_constant(name: str) -> float:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def client_timestamp(value: int | float) -> float:
+    """A client timestamp as a float, or ValueError naming the rule (big integers never reach float())."""
+    if isinstance(value, int) and not 0 <= value <= LATEST_TIMESTAMP_MS:
+        raise ValueError(TIMESTAMP_RULE)
+    number = float(value)
+    if not is_client_time(number):
+        raise ValueError(TIMESTAMP_RULE)
+    return number
+
+
 def parse_timestamp_header(value: str | None) -> float | None:
     if value is None or value == "":
         return None
     try:
-        ts = float(value)
+        return client_timestamp(float(value.strip()))
     except ValueError:
-        raise InvalidRequest("Tapedeck-Timestamp must be Unix epoch milliseconds", field="Tapedeck-Timestamp") from None
-    if not 0 <= ts < 1e15:
-        raise InvalidRequest("Tapedeck-Timestamp must be Unix epoch milliseconds", field="Tapedeck-Timestamp")
-    return ts
+        raise InvalidRequest(f"Tapedeck-Timestamp: {TIMESTAMP_RULE}", field="Tapedeck-Timestamp") from None

@@ -22,7 +22,8 @@ class Services(Resources):
     @classmethod
     def build(cls, settings: Settings, env: Mapping[str, str] | None = None, socket_timeout: float = SOCKET_TIMEOUT_SECONDS) -> "Services":
         base = Resources.build(settings, env, socket_timeout)
-        return cls(**base.__dict__, intake=ChunkIntake(base.store, base.staging, settings.max_chunk_bytes))
+        return cls(**base.__dict__, intake=ChunkIntake(base.store, base.staging, settings.max_chunk_bytes,
+                                                          settings.max_participants))
 
 
 def services() -> Services:

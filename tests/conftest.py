@@ -40,6 +40,7 @@ def stack_env(redis_server, tmp_root) -> dict[str, str]:
         "LOCAL_STORAGE_DIR": str(tmp_root / "recordings"),
         "STORAGE_PROVIDER": "local",
         "FINALIZE_GRACE_SECONDS": GRACE_SECONDS,
+        "STAGING_MIN_FREE_BYTES": str(16 * 1024 * 1024),
         "UPLOAD_RETRY_BASE_SECONDS": "0.05",
         "FINALIZE_LOCK_SECONDS": "5",
         "RECOVER_EVERY_SECONDS": "1",

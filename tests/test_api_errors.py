@@ -40,10 +40,11 @@ def post(api, body, sub="alice", role="participant", **kw):
 
 
 def staged_files(stack_env, rec) -> list:
+    """Chunk files and temp files of a recording (its recording.json sidecar is written at start)."""
     from pathlib import Path
 
     root = Path(stack_env["STAGING_DIR"]) / rec
-    return sorted(p for p in root.rglob("*") if p.is_file()) if root.exists() else []
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.name != "recording.json") if root.exists() else []
 
 
 # 401 ---------------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from workers.clock import iso
 from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
 
 CHUNKS = 6
@@ -198,7 +199,7 @@ def test_two_participants_with_separate_audio_and_video(api, worker, split_media
         assert sorted(got.codecs) == [("audio", "opus"), ("video", "vp8")]
         assert abs(got.frames["video"] - split_media["video"][1].frames["video"]) <= FRAME_TOLERANCE
         assert abs(got.frames["audio"] - split_media["audio"][1].frames["audio"]) <= FRAME_TOLERANCE
-        assert set(body["participants"][participant]) == {"error", "video", "audio"}
+        assert set(body["participants"][participant]) == {"error", "clockOffsetSeconds", "video", "audio"}
 
 
 def test_stop_twice_starts_finalize_once(api, worker, av_media):
@@ -230,15 +231,36 @@ def test_chunks_in_grace_period_are_kept_then_refused(api, worker, av_media):
     assert too_late.status_code == 409 and too_late.get_json()["error"]["code"] == "not_recording"
 
 
-def test_manifest_lines_participants_up_by_client_clock(api, worker, av_media):
+def test_manifest_lines_participants_up_by_client_clock(api, worker, av_media, now_ms):
     pieces, _ = av_media
     recording_id = start(api)
-    upload_all(api, recording_id, "alice", pieces, t0=1_700_000_000_000.0)
-    upload_all(api, recording_id, "bob", pieces, t0=1_700_000_002_500.0)  # joined 2.5 s later
+    t0 = round(now_ms)
+    upload_all(api, recording_id, "alice", pieces, t0=t0)
+    upload_all(api, recording_id, "bob", pieces, t0=t0 + 2500)  # joined 2.5 s later
     body = stop_and_wait(api, recording_id)
     offsets = {o["participantId"]: o["startOffsetSeconds"] for o in body["outputs"]}
     assert offsets == {"alice": 0.0, "bob": 2.5}
     manifest = manifest_of(api, body)
     assert manifest["participants"]["bob"]["startOffsetSeconds"] == 2.5
-    assert manifest["participants"]["bob"]["clientStartTimestamp"] == "2023-11-14T22:13:22.500Z"
+    assert manifest["participants"]["bob"]["clientStartTimestamp"] == iso((t0 + 2500) / 1000)
     assert manifest["participants"]["alice"]["mediaStartSeconds"] == 0.0
+    assert all("url" not in o for o in manifest["outputs"]), "the manifest keeps keys, never expiring URLs"
+    for participant in ("alice", "bob"):  # the server's estimate of each client clock's offset is near zero
+        assert abs(body["participants"][participant]["clockOffsetSeconds"]) < 60
+
+
+def test_a_clock_far_off_is_corrected_by_its_estimated_offset(api, worker, av_media, now_ms):
+    """Bob's clock is a day behind (or he sends seconds): alignment uses the server's estimate of his offset."""
+    pieces, _ = av_media
+    recording_id = start(api)
+    upload_all(api, recording_id, "alice", pieces, t0=round(now_ms))
+    upload_all(api, recording_id, "bob", pieces, t0=round(now_ms) - 86_400_000)
+    for sequence, piece in enumerate(pieces):  # carol's client sends seconds, as the product brief's example does
+        response = api.post_chunk(recording_id, "carol", "video", sequence, piece, timestamp=now_ms / 1000 + 0.5 * sequence)
+        assert response.status_code == 202, response.get_json()
+    body = stop_and_wait(api, recording_id)
+    assert body["state"] == "completed", body
+    offsets = {o["participantId"]: o["startOffsetSeconds"] for o in body["outputs"]}
+    assert offsets["alice"] == 0.0 or offsets["bob"] == 0.0 or offsets["carol"] == 0.0
+    assert max(offsets.values()) < 30, offsets  # not a day apart
+    assert 86_000 < body["participants"]["bob"]["clockOffsetSeconds"] < 86_800

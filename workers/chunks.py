@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workers.access import Principal
-from workers.container import SUPPORTED_CONTAINERS, describe, sniff
-from workers.errors import NotFound, NotRecording, PayloadTooLarge, SequenceConflict, Unavailable, UnsupportedMedia
-from workers.staging import ChunkStaging
+from workers.chunk_stream import HEADER_PROBE_BYTES
+from workers.container import SUPPORTED_CONTAINERS, describe, sniff, starts_header
+from workers.errors import (NotFound, NotRecording, ParticipantLimit, PayloadTooLarge, SequenceConflict, Unavailable,
+                            UnsupportedMedia)
+from workers.staging import ChunkStaging, StagedChunk
 from workers.state import ChunkRecord, RecordingStore
 
 
@@ -26,8 +28,10 @@ class ChunkUpload:
 class ChunkReceipt:
     upload: ChunkUpload
     duplicate: bool
+    paused: bool = False
 
     def body(self) -> dict:
+        extra = {"paused": True} if self.paused else {}
         return {
             "recordingId": self.upload.recording_id,
             "participantId": self.upload.participant_id,
@@ -35,16 +39,19 @@ class ChunkReceipt:
             "sequence": self.upload.sequence,
             "bytes": len(self.upload.data),
             "duplicate": self.duplicate,
+            **extra,
         }
 
 
 class ChunkIntake:
-    """Stages a chunk file first, then commits its record; anything but 'stored' deletes the staged file."""
+    """Stages a chunk file first, then commits its record. A staged file is deleted only when the index
+    certainly does not name it; when the commit's outcome is unknown (a lost Redis reply) it stays."""
 
-    def __init__(self, store: RecordingStore, staging: ChunkStaging, max_chunk_bytes: int) -> None:
+    def __init__(self, store: RecordingStore, staging: ChunkStaging, max_chunk_bytes: int, max_participants: int = 0) -> None:
         self.store = store
         self.staging = staging
         self.max_chunk_bytes = max_chunk_bytes
+        self.max_participants = max_participants
 
     def check_size(self, size: int) -> None:
         if size > self.max_chunk_bytes:
@@ -57,33 +64,54 @@ class ChunkIntake:
             raise NotFound("no such recording", recordingId=upload.recording_id)
         principal.require_uploader(room, upload.participant_id)
         container_problem = self._container_problem(upload)
-        try:
-            staged = self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence, upload.data)
-        except OSError as exc:  # disk full or unmounted: the client should retry, not drop the chunk
-            raise Unavailable(f"chunk staging failed ({exc.strerror or type(exc).__name__}); retry later") from None
+        staged = self._stage(upload)
         record = ChunkRecord(digest=staged.digest, size=staged.size, timestamp=upload.timestamp, name=staged.name)
         try:
             outcome, state = self.store.accept_chunk(
                 upload.recording_id, upload.participant_id, upload.kind, upload.sequence, record,
-                container_ok=container_problem is None,
+                container_ok=container_problem is None, header=starts_header(upload.data[:HEADER_PROBE_BYTES]),
+                max_participants=self.max_participants,
             )
         except BaseException:
-            staged.path.unlink(missing_ok=True)
+            self._settle_unknown(upload, staged)
             raise
-        if outcome != "stored":
+        if outcome not in ("stored", "duplicate"):
+            staged.path.unlink(missing_ok=True)  # a rejection: the index names no file of these bytes
+        return self._receipt(upload, outcome, state, container_problem)
+
+    def _stage(self, upload: ChunkUpload) -> StagedChunk:
+        self.staging.check_space()
+        try:
+            return self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence, upload.data)
+        except OSError as exc:  # disk full or unmounted: the client should retry, not drop the chunk
+            raise Unavailable(f"chunk staging failed ({exc.strerror or type(exc).__name__}); retry later") from None
+
+    def _settle_unknown(self, upload: ChunkUpload, staged: StagedChunk) -> None:
+        """The commit may have happened: keep the file unless one more read proves the index does not name it."""
+        try:
+            held = self.store.chunk_record(upload.recording_id, upload.participant_id, upload.kind, upload.sequence)
+        except Exception:  # noqa: BLE001 - still unknown: keeping an orphan is cheap, losing a chunk is not
+            return
+        if held is None or held.digest != staged.digest:
             staged.path.unlink(missing_ok=True)
+
+    @staticmethod
+    def _receipt(upload: ChunkUpload, outcome: str, state: str | None, container_problem: str | None) -> ChunkReceipt:
         if outcome in ("stored", "duplicate"):
-            return ChunkReceipt(upload=upload, duplicate=outcome == "duplicate")
+            return ChunkReceipt(upload=upload, duplicate=outcome == "duplicate", paused=state == "paused")
         if outcome == "not_found":
             raise NotFound("no such recording", recordingId=upload.recording_id)
         if outcome == "not_recording":
             raise NotRecording(f"the recording is {state} and no longer accepts chunks",
-                               recordingId=upload.recording_id, state=state)
+                                  recordingId=upload.recording_id, state=state)
         if outcome == "conflict":
             raise SequenceConflict(
                 f"sequence {upload.sequence} was already received with different bytes",
                 recordingId=upload.recording_id, sequence=upload.sequence,
             )
+        if outcome == "participant_limit":
+            raise ParticipantLimit("the recording has as many participants as it allows",
+                                   recordingId=upload.recording_id)
         raise UnsupportedMedia(container_problem or "unsupported media")
 
     @staticmethod

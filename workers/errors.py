@@ -79,6 +79,12 @@ class SequenceConflict(TapedeckError):
     code = "sequence_conflict"
 
 
+class ParticipantLimit(TapedeckError):
+    """Raised when a new participant would exceed the recording's MAX_PARTICIPANTS."""
+
+    code = "participant_limit"
+
+
 class UnsupportedMedia(TapedeckError):
     """Raised when a header chunk is not a container tapedeck can read."""
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import redis
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from storage_providers import StorageError, StorageProvider, StorageUnavailableError
@@ -20,6 +21,7 @@ from workers.checkpoints import RedisCheckpoint
 from workers.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
 from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, start_offsets
+from workers.status import participant_entries
 from workers.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
 from workers.settings import Settings
@@ -63,12 +65,13 @@ class Finalizer:
         prepared = self._mux_all(rec, plan, done, errors, reporter)
         try:
             self._upload_all(rec, prepared, done, reporter)
-            for pid, offset in start_offsets(plan, done).items():
+            entries = participant_entries(self.store, recording_id, errors)
+            clock_offsets = {pid: entry.get("clockOffsetSeconds") for pid, entry in entries.items()}
+            for pid, offset in start_offsets(plan, done, clock_offsets).items():
                 if pid in done:
                     done[pid]["startOffsetSeconds"] = offset
             self.store.update(recording_id, outputs=[done[p] for p in sorted(done)])
-            manifest = build_manifest(rec, plan, done, errors)
-            self._upload_manifest(rec, manifest)
+            self._upload_manifest(rec, build_manifest(rec, plan, done, entries))
         except UploadFailed as exc:
             return self._fail(recording_id, str(exc), reporter)
         if not done:
@@ -93,11 +96,19 @@ class Finalizer:
         return plan
 
     def _inputs(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]) -> list[StreamInput]:
+        """Each stream's readable chunk files in sequence order; one the index names but staging cannot give
+        back whole (gone, or another size) is marked unreadable, so status and manifest list it as missing."""
         inputs = []
         for kind in sorted(streams, key=lambda k: 0 if k == "audio" else 1):
-            chunks = streams[kind]
-            paths = [(seq, self.staging.chunk_path(recording_id, participant_id, kind, chunks[seq].name)) for seq in sorted(chunks)]
-            inputs.append(StreamInput(kind=kind, chunks=[(seq, p) for seq, p in paths if p.exists()]))
+            present = []
+            for seq, record in sorted(streams[kind].items()):
+                path = self.staging.chunk_path(recording_id, participant_id, kind, record.name)
+                if _intact(path, record.size):
+                    present.append((seq, path))
+                else:
+                    log.warning("recording %s: staged chunk %s/%s/%d is unreadable", recording_id, participant_id, kind, seq)
+                    self.store.index.mark_unreadable(recording_id, participant_id, kind, seq, record.size)
+            inputs.append(StreamInput(kind=kind, chunks=present))
         return inputs
 
     def _mux_all(self, rec: dict, plan: Plan, done: dict, errors: dict, reporter: ProgressReporter) -> dict[str, PreparedOutput]:
@@ -123,6 +134,11 @@ class Finalizer:
             except MediaError as exc:
                 log.warning("recording %s participant %s: %s", recording_id, pid, exc.message)
                 errors[pid] = exc.message
+            except (redis.RedisError, StorageError):
+                raise  # an outage, not this participant's data: the task retries the whole finalize
+            except Exception as exc:  # noqa: BLE001 - one participant's data must not fail the others
+                log.exception("recording %s participant %s: unexpected error while muxing", recording_id, pid)
+                errors[pid] = f"this participant's media could not be processed ({type(exc).__name__})"
             consumed += size
             self.store.update(recording_id, participantErrors=errors)
         reporter.report(State.MUXING.value, 1.0)
@@ -158,10 +174,10 @@ class Finalizer:
             done[pid] = {
                 "participantId": pid, "format": output.format, "bytes": output.bytes,
                 "durationSeconds": round(output.duration_seconds, 3), "provider": self.provider.name,
-                "key": key, "url": self._url(key), "sha256": checksum, "method": output.method,
+                "key": key, "sha256": checksum, "method": output.method,
                 "tracks": output.tracks, "segments": output.segments, "mediaStartSeconds": output.start_seconds,
                 "timestampRepairs": output.timestamp_repairs, "droppedPackets": output.dropped_packets,
-                "thumbnailKey": thumbnail_key, "thumbnailUrl": self._url(thumbnail_key) if thumbnail_key else None,
+                "thumbnailKey": thumbnail_key,
                 "thumbnail": {"width": output.thumbnail.width, "height": output.thumbnail.height,
                               "atSeconds": output.thumbnail.seconds} if output.thumbnail else None,
             }
@@ -199,15 +215,17 @@ class Finalizer:
         path.write_text(json.dumps(manifest, indent=2))
         self._upload(rec["recordingId"], key, path, "application/json", {"recording-id": rec["recordingId"]}, lambda *_: None)
 
-    def _url(self, key: str) -> str | None:
-        try:
-            return self.provider.download_url(key, self.settings.download_url_ttl_seconds)
-        except StorageError:
-            return None
-
     def _fail(self, recording_id: str, reason: str, reporter: ProgressReporter) -> str:
         log.error("recording %s failed: %s", recording_id, reason)
         self.store.finish(recording_id, State.FAILED, error=reason)
         reporter.state(State.FAILED.value, error=reason)
         return State.FAILED.value
 
+
+
+def _intact(path: Path, size: int) -> bool:
+    """The staged file is there with the size the index recorded (its bytes were fsynced before the index)."""
+    try:
+        return path.stat().st_size == size
+    except OSError:
+        return False

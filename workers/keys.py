@@ -19,14 +19,30 @@ def streams(recording_id: str) -> str:
     return f"{PREFIX}:rec:{recording_id}:streams"
 
 
+def participants(recording_id: str) -> str:
+    """Set of participant ids that have sent a chunk (counted against MAX_PARTICIPANTS)."""
+    return f"{PREFIX}:rec:{recording_id}:participants"
+
+
 def stream_chunks(recording_id: str, participant_id: str, kind: str) -> str:
-    """Hash: sequence -> "<sha256>:<bytes>:<timestamp>" for one stream."""
+    """Hash: sequence -> "<sha256> <bytes> <timestamp> <file name>" for one stream (read whole only by finalize)."""
     return f"{PREFIX}:rec:{recording_id}:chunks:{participant_id}:{kind}"
 
 
 def stream_stats(recording_id: str, participant_id: str, kind: str) -> str:
-    """Hash: running chunks/bytes counters and min/max sequence of one stream."""
+    """Hash: chunks, bytes, min/max sequence, whether the lowest holds a header, and the least clock skew of one
+    stream, kept at intake so a status read costs the same at 10 or 200,000 chunks."""
     return f"{PREFIX}:rec:{recording_id}:stats:{participant_id}:{kind}"
+
+
+def stream_holes(recording_id: str, participant_id: str, kind: str) -> str:
+    """Sorted set: one "<first>-<last>" member per run of missing sequences between min and max, scored by first."""
+    return f"{PREFIX}:rec:{recording_id}:holes:{participant_id}:{kind}"
+
+
+def stream_unreadable(recording_id: str, participant_id: str, kind: str) -> str:
+    """Sorted set: sequences the index holds but finalize could not read from staging (reported as missing)."""
+    return f"{PREFIX}:rec:{recording_id}:unreadable:{participant_id}:{kind}"
 
 
 def events(recording_id: str) -> str:

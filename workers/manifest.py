@@ -1,14 +1,24 @@
-"""manifest.json: everything a player or an archive needs to line participants up and trust the files."""
+"""manifest.json: everything a player or an archive needs to line participants up and trust the files.
+
+It stores object keys, never URLs (URLs expire; the status and webhooks mint them when read or sent). Every
+time in it comes from a client clock through workers.clock, so no participant's clock can make it fail.
+"""
 from __future__ import annotations
 
 import json
 import time
 
-from workers.state import ChunkRecord, iso
-from workers.status import stream_summary
+from workers.chunk_index import ChunkRecord
+from workers.clock import iso, normalize_ms
 
 CONTENT_TYPES = {"webm": "video/webm", "mkv": "video/x-matroska", "mp4": "video/mp4"}
 MANIFEST_NAME = "manifest.json"
+CLOCK_TRUST_SECONDS = 300.0
+"""A client clock whose estimated offset from the server's is within this is trusted as it is (it is more
+precise than arrival times); beyond it — a wrong clock, or seconds sent as milliseconds — the offset is applied."""
+URL_FIELDS = ("url", "thumbnailUrl")
+
+Plan = dict[str, dict[str, dict[int, ChunkRecord]]]
 
 
 def object_prefix(room: str, recording_id: str) -> str:
@@ -18,40 +28,52 @@ def object_prefix(room: str, recording_id: str) -> str:
 def media_origin_ms(streams: dict[str, dict[int, ChunkRecord]]) -> float | None:
     """Client clock (epoch ms) at the participant's container time 0: each stream's first chunk holds the
     header and the media from 0, and its timestamp says when that media began; the earliest stream wins."""
-    stamps = [chunks[min(chunks)].timestamp for chunks in streams.values() if chunks]
+    stamps = [normalize_ms(chunks[min(chunks)].timestamp) for chunks in streams.values() if chunks]
     known = [ts for ts in stamps if ts is not None]
     return min(known) if known else None
 
 
-def start_offsets(plan: dict[str, dict[str, dict[int, ChunkRecord]]], outputs: dict[str, dict]) -> dict[str, float | None]:
+def start_offsets(plan: Plan, outputs: dict[str, dict], clock_offsets: dict[str, float | None]) -> dict[str, float | None]:
     """Seconds from the recording's first frame (any participant) to each output's first frame.
 
-    An output starts at its own first frame, which was `mediaStartSeconds` into its container; add that to
-    the client clock of container time 0, and the earliest of those is the recording's start.
+    An output starts at its own first frame, `mediaStartSeconds` into its container; add that to the client
+    clock of container time 0 (corrected by the clock's estimated offset when it is far off), and the earliest
+    of those is the recording's start.
     """
     first_frames: dict[str, float | None] = {}
     for pid, streams in plan.items():
         origin = media_origin_ms(streams)
-        media_start = (outputs.get(pid) or {}).get("mediaStartSeconds", 0.0)
+        offset = clock_offsets.get(pid)
+        if origin is not None and offset is not None and abs(offset) > CLOCK_TRUST_SECONDS:
+            origin += offset * 1000.0
+        media_start = (outputs.get(pid) or {}).get("mediaStartSeconds") or 0.0
         first_frames[pid] = None if origin is None else origin + media_start * 1000.0
     known = [ms for ms in first_frames.values() if ms is not None]
     start = min(known) if known else None
     return {pid: None if ms is None or start is None else round((ms - start) / 1000.0, 3) for pid, ms in first_frames.items()}
 
 
-def build_manifest(rec: dict[str, str], plan: dict[str, dict[str, dict[int, ChunkRecord]]],
-                   outputs: dict[str, dict], errors: dict[str, str]) -> dict:
-    offsets = start_offsets(plan, outputs)
+def stored_output(output: dict) -> dict:
+    """An output as kept in Redis and the manifest: keys only, no URL (minted when read)."""
+    return {k: v for k, v in output.items() if k not in URL_FIELDS}
+
+
+def build_manifest(rec: dict[str, str], plan: Plan, outputs: dict[str, dict], entries: dict[str, dict]) -> dict:
+    """entries: the status' participants.<pid> (error, clockOffsetSeconds, one summary per stream type)."""
+    offsets = start_offsets(plan, outputs, {pid: e.get("clockOffsetSeconds") for pid, e in entries.items()})
     participants = {}
-    for pid, streams in sorted(plan.items()):
-        origin = media_origin_ms(streams)
+    for pid in sorted(set(plan) | set(entries)):
+        entry = entries.get(pid, {})
+        origin = media_origin_ms(plan.get(pid, {}))
+        output = outputs.get(pid)
         participants[pid] = {
-            "error": errors.get(pid),
+            "error": entry.get("error"),
             "clientStartTimestamp": iso(origin / 1000.0) if origin is not None else None,
-            "mediaStartSeconds": (outputs.get(pid) or {}).get("mediaStartSeconds"),
-            "startOffsetSeconds": offsets[pid],
-            "streams": {kind: stream_summary(chunks) for kind, chunks in sorted(streams.items())},
-            "output": outputs.get(pid),
+            "clockOffsetSeconds": entry.get("clockOffsetSeconds"),
+            "mediaStartSeconds": (output or {}).get("mediaStartSeconds"),
+            "startOffsetSeconds": offsets.get(pid),
+            "streams": {kind: entry[kind] for kind in ("audio", "video") if kind in entry},
+            "output": stored_output(output) if output else None,
         }
     return {
         "version": 1,
@@ -59,10 +81,17 @@ def build_manifest(rec: dict[str, str], plan: dict[str, dict[str, dict[int, Chun
         "room": rec["room"],
         "format": rec.get("format", "webm"),
         "metadata": json.loads(rec.get("metadata") or "{}"),
-        "startedAt": iso(float(rec["startedAt"])) if rec.get("startedAt") else None,
-        "stoppedAt": iso(float(rec["stoppedAt"])) if rec.get("stoppedAt") else None,
+        "startedAt": iso(_float(rec.get("startedAt"))),
+        "stoppedAt": iso(_float(rec.get("stoppedAt"))),
         "finalizedAt": iso(time.time()),
         "alignment": "play each output starting startOffsetSeconds after the recording's first frame",
         "participants": participants,
-        "outputs": [outputs[pid] for pid in sorted(outputs)],
+        "outputs": [stored_output(outputs[pid]) for pid in sorted(outputs)],
     }
+
+
+def _float(raw: str | None) -> float | None:
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None

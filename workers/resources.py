@@ -6,7 +6,7 @@ from typing import Mapping
 
 import redis
 
-from storage_providers import StorageProvider, create_provider
+from storage_providers import StorageError, StorageProvider, create_provider
 from workers.events import EventPublisher
 from workers.settings import Settings
 from workers.staging import ChunkStaging
@@ -30,10 +30,14 @@ class Resources:
             settings=settings,
             redis=client,
             store=RecordingStore(client),
-            staging=ChunkStaging(settings.staging_dir),
+            staging=ChunkStaging(settings.staging_dir, settings.staging_min_free_bytes),
             provider=create_provider(settings.storage_provider, env),
             events=EventPublisher(client, settings.event_stream_maxlen),
         )
 
     def download_url(self, key: str) -> str | None:
-        return self.provider.download_url(key, self.settings.download_url_ttl_seconds)
+        """A fresh link for a stored object; None while the provider cannot mint one (status must not fail)."""
+        try:
+            return self.provider.download_url(key, self.settings.download_url_ttl_seconds)
+        except StorageError:
+            return None

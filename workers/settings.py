@@ -80,6 +80,8 @@ class Settings:
     recording_format: str = "webm"
     finalize_grace_seconds: float = 5.0
     max_chunk_bytes: int = 8 * 1024 * 1024
+    max_participants: int = 100
+    staging_min_free_bytes: int = 256 * 1024 * 1024
     staging_retention_seconds: int = 7 * 24 * 3600
     finalize_lock_seconds: int = 60
     upload_max_retries: int = 5
@@ -129,6 +131,8 @@ class Settings:
             recording_format=fmt,
             finalize_grace_seconds=_float(env, "FINALIZE_GRACE_SECONDS", 5.0),
             max_chunk_bytes=_int(env, "MAX_CHUNK_BYTES", 8 * 1024 * 1024, 1),
+            max_participants=_int(env, "MAX_PARTICIPANTS", 100, 1),
+            staging_min_free_bytes=_int(env, "STAGING_MIN_FREE_BYTES", 256 * 1024 * 1024, 0),
             staging_retention_seconds=_int(env, "STAGING_RETENTION_SECONDS", 7 * 24 * 3600, 0),
             finalize_lock_seconds=_int(env, "FINALIZE_LOCK_SECONDS", 60, 5),
             upload_max_retries=_int(env, "UPLOAD_MAX_RETRIES", 5, 0),

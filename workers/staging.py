@@ -1,15 +1,30 @@
-"""Chunk files on disk. Each upload is written to a temp file, fsynced, and renamed to a name of its own,
-so an accepted chunk is always a complete file and a rejected upload can only delete what it wrote."""
+"""Chunk files on disk, named by content: <sequence>-<sha256>.chunk. Each upload is written to a temp file of its
+own, fsynced and renamed onto that name, so an accepted chunk is always a complete file, a retry of the same
+bytes rewrites the same file, and no request ever deletes a file the index may name (the index names a file by
+sequence and digest, and only different bytes have a different name)."""
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import json
+import logging
 import os
+import re
 import secrets
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
+from workers.errors import Unavailable
 from workers.ids import check_id, check_stream_type
+
+log = logging.getLogger(__name__)
+
+CHUNK_NAME = re.compile(r"(\d{8})-([0-9a-f]{16,64})(?:-[0-9a-f]+)?\.chunk")
+"""A staged chunk's file name: sequence, then its SHA-256 (older releases: 16 hex digits and a nonce)."""
+RECORDING_FILE = "recording.json"
+"""Beside the chunks: what `rebuild` needs to bring back a recording Redis forgot (room, format, metadata)."""
 
 
 @dataclass(frozen=True)
@@ -25,11 +40,22 @@ class StagedChunk:
         return self.path.name
 
 
-class ChunkStaging:
-    """Layout: <root>/<recordingId>/<participantId>/<type>/<sequence>-<digest>-<nonce>.chunk"""
+@dataclass(frozen=True)
+class FoundChunk:
+    """A chunk file found by scanning staging (rebuild)."""
 
-    def __init__(self, root: Path) -> None:
+    participant_id: str
+    kind: str
+    sequence: int
+    path: Path
+
+
+class ChunkStaging:
+    """Layout: <root>/<recordingId>/<participantId>/<type>/<sequence>-<sha256>.chunk"""
+
+    def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
         self.root = Path(root)
+        self.min_free_bytes = min_free_bytes
 
     def recording_dir(self, recording_id: str) -> Path:
         return self.root / check_id(recording_id, "recordingId")
@@ -41,12 +67,34 @@ class ChunkStaging:
         """Where finalize writes outputs before upload (kept until the recording is cleaned up)."""
         return self.recording_dir(recording_id) / "_outputs"
 
+    @staticmethod
+    def chunk_name(sequence: int, digest: str) -> str:
+        return f"{sequence:08d}-{digest}.chunk"
+
+    def free_bytes(self) -> int:
+        """Free space where chunks land (the nearest existing ancestor of the root, before the first chunk)."""
+        probe = self.root
+        while not probe.exists() and probe != probe.parent:
+            probe = probe.parent
+        return shutil.disk_usage(probe).free
+
+    def check_space(self) -> None:
+        """Below the floor, refuse new chunks with 503 (the client retries) instead of half-writing them."""
+        if self.min_free_bytes <= 0:
+            return
+        try:
+            free = self.free_bytes()
+        except OSError as exc:
+            raise Unavailable(f"chunk staging is unavailable ({exc.strerror or type(exc).__name__}); retry later") from None
+        if free < self.min_free_bytes:
+            raise Unavailable("chunk staging is low on disk space; retry later", reason="staging_full")
+
     def stage(self, recording_id: str, participant_id: str, kind: str, sequence: int, data: bytes) -> StagedChunk:
         directory = self.stream_dir(recording_id, participant_id, kind)
         directory.mkdir(parents=True, exist_ok=True)
         digest = hashlib.sha256(data).hexdigest()
-        final = directory / f"{sequence:08d}-{digest[:16]}-{secrets.token_hex(4)}.chunk"
-        tmp = final.with_suffix(".tmp")
+        final = directory / self.chunk_name(sequence, digest)
+        tmp = directory / f".{final.name}.{secrets.token_hex(4)}.tmp"
         try:
             with open(tmp, "wb") as handle:
                 handle.write(data)
@@ -59,6 +107,36 @@ class ChunkStaging:
 
     def chunk_path(self, recording_id: str, participant_id: str, kind: str, name: str) -> Path:
         return self.stream_dir(recording_id, participant_id, kind) / name
+
+    def remember(self, recording_id: str, facts: dict) -> None:
+        """Write the recording's sidecar (at start) for a rebuild to read back. Best effort: staging that cannot
+        take it will refuse the chunks too, with 503, which the clients retry."""
+        path = self.recording_dir(recording_id) / RECORDING_FILE
+        tmp = path.with_name(f".{RECORDING_FILE}.{secrets.token_hex(4)}.tmp")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(facts))
+            os.replace(tmp, path)
+        except OSError as exc:
+            log.warning("could not write %s: %s", path, exc.strerror or type(exc).__name__)
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+
+    def recall(self, recording_id: str) -> dict | None:
+        path = self.recording_dir(recording_id) / RECORDING_FILE
+        try:
+            return json.loads(path.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def scan(self, recording_id: str) -> Iterator[FoundChunk]:
+        """Every chunk file staged for a recording, in participant, type and sequence order."""
+        root = self.recording_dir(recording_id)
+        for path in sorted(root.glob("*/*/*.chunk")):
+            match = CHUNK_NAME.fullmatch(path.name)
+            participant_id, kind = path.parent.parent.name, path.parent.name
+            if match and kind in ("video", "audio") and not participant_id.startswith("_"):
+                yield FoundChunk(participant_id, kind, int(match.group(1)), path)
 
     def remove_recording(self, recording_id: str) -> None:
         shutil.rmtree(self.recording_dir(recording_id), ignore_errors=True)

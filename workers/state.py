@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from enum import Enum
 
 import redis
 
 from workers import keys
+from workers.chunk_index import ChunkIndex, ChunkRecord
+from workers.clock import iso
+
+__all__ = ["ACTIVE_STATES", "FINAL_STATES", "ChunkRecord", "RecordingStore", "State", "iso"]
 
 
 class State(str, Enum):
@@ -25,32 +27,6 @@ class State(str, Enum):
 ACTIVE_STATES = (State.RECORDING, State.PAUSED)
 """A room with a recording in one of these cannot start another."""
 FINAL_STATES = (State.COMPLETED, State.FAILED)
-
-
-def iso(ts: float | None) -> str | None:
-    """Epoch seconds → ISO 8601 UTC, the only time format clients see."""
-    if ts is None:
-        return None
-    return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True)
-class ChunkRecord:
-    """What Redis remembers of one accepted chunk: its content hash, size, client timestamp and file."""
-
-    digest: str
-    size: int
-    timestamp: float | None
-    name: str
-
-    def encode(self) -> str:
-        ts = "" if self.timestamp is None else repr(self.timestamp)
-        return f"{self.digest} {self.size} {ts} {self.name}"
-
-    @classmethod
-    def decode(cls, raw: str) -> "ChunkRecord":
-        digest, size, ts, name = raw.split(" ")
-        return cls(digest=digest, size=int(size), timestamp=float(ts) if ts else None, name=name)
 
 
 _START = """
@@ -78,24 +54,6 @@ end
 return {current, state, redis.call('HGET', rec, 'taskId') or '', 0}
 """
 
-_ACCEPT_CHUNK = """
-local state = redis.call('HGET', KEYS[1], 'state')
-if not state then return {'not_found'} end
-local now = tonumber(ARGV[3])
-local open = state == 'recording'
-if state == 'finalizing' then open = now <= tonumber(redis.call('HGET', KEYS[1], 'acceptUntil')) end
-if not open then return {'not_recording', state} end
-local existing = redis.call('HGET', KEYS[2], ARGV[1])
-if existing then
-  if string.sub(existing, 1, 64) == string.sub(ARGV[2], 1, 64) then return {'duplicate'} end
-  return {'conflict'}
-end
-if ARGV[5] ~= '1' then return {'unsupported'} end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('SADD', KEYS[3], ARGV[4])
-return {'stored'}
-"""
-
 _BEGIN_MUX = """
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'not_found'} end
@@ -116,7 +74,7 @@ class RecordingStore:
         self.redis = client
         self._start = client.register_script(_START)
         self._stop = client.register_script(_STOP)
-        self._accept = client.register_script(_ACCEPT_CHUNK)
+        self.index = ChunkIndex(client)
         self._begin_mux = client.register_script(_BEGIN_MUX)
 
     # Lifecycle -------------------------------------------------------------
@@ -179,6 +137,18 @@ class RecordingStore:
                     progress="0", completedAt="", bytesSent="", bytesTotal="")
         self.redis.zadd(keys.pending_finalize(), {recording_id: now})
 
+    def restore(self, recording_id: str, room: str, fmt: str, metadata: dict, started_at: float | None) -> bool:
+        """Recreate a forgotten recording as failed (so an operator can requeue it); False if Redis has it."""
+        now = time.time()
+        fields = {"recordingId": recording_id, "room": room, "state": State.FAILED.value, "format": fmt,
+                  "metadata": json.dumps(metadata), "startedAt": repr(started_at or now), "stoppedAt": repr(now),
+                  "updatedAt": repr(now), "progress": "0",
+                  "error": "rebuilt from staging after Redis lost it; requeue to finalize"}
+        if not self.redis.hsetnx(keys.recording(recording_id), "recordingId", recording_id):
+            return False
+        self.redis.hset(keys.recording(recording_id), mapping=fields)
+        return True
+
     def finish(self, recording_id: str, state: State, error: str | None = None) -> None:
         now = time.time()
         fields: dict[str, object] = {"state": state.value, "error": error or ""}
@@ -194,28 +164,28 @@ class RecordingStore:
 
     # Chunks ----------------------------------------------------------------
 
-    def accept_chunk(self, recording_id: str, participant_id: str, kind: str, sequence: int,
-                     record: ChunkRecord, container_ok: bool, now: float | None = None) -> tuple[str, str | None]:
-        """Record a staged chunk unless the state, an existing sequence or the container forbids it."""
-        now = time.time() if now is None else now
-        out = self._accept(
-            keys=[keys.recording(recording_id), keys.stream_chunks(recording_id, participant_id, kind), keys.streams(recording_id)],
-            args=[sequence, record.encode(), repr(now), f"{participant_id}/{kind}", "1" if container_ok else "0"],
-        )
-        out = [v.decode() if isinstance(v, bytes) else v for v in out]
-        return out[0], out[1] if len(out) > 1 else None
+    def accept_chunk(self, recording_id: str, participant_id: str, kind: str, sequence: int, record: ChunkRecord,
+                     container_ok: bool, header: bool = False, max_participants: int = 0,
+                     now: float | None = None) -> tuple[str, str | None]:
+        """Record a staged chunk unless the state, an existing sequence, the participant limit or the container
+        forbids it; returns (outcome, recording state)."""
+        return self.index.accept(recording_id, participant_id, kind, sequence, record,
+                                 now=time.time() if now is None else now, container_ok=container_ok,
+                                 header=header, max_participants=max_participants)
 
     def streams(self, recording_id: str) -> list[tuple[str, str]]:
         """(participantId, type) of every stream with at least one chunk, sorted."""
         members = sorted(m.decode() for m in self.redis.smembers(keys.streams(recording_id)))
         return [tuple(m.split("/", 1)) for m in members]  # type: ignore[misc]
 
+    def chunk_record(self, recording_id: str, participant_id: str, kind: str, sequence: int) -> ChunkRecord | None:
+        return self.index.record(recording_id, participant_id, kind, sequence)
+
     def chunks(self, recording_id: str, participant_id: str, kind: str) -> dict[int, ChunkRecord]:
-        raw = self.redis.hgetall(keys.stream_chunks(recording_id, participant_id, kind))
-        return {int(k): ChunkRecord.decode(v.decode()) for k, v in raw.items()}
+        return self.index.records(recording_id, participant_id, kind)
 
     def delete(self, recording_id: str) -> None:
-        """Forget a recording's chunk records (after its staging files are gone); the status hash stays."""
+        """Forget a recording's chunk index (after its staging files are gone); status hash and stream facts stay."""
         pipe = self.redis.pipeline()
         for participant_id, kind in self.streams(recording_id):
             pipe.delete(keys.stream_chunks(recording_id, participant_id, kind))

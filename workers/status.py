@@ -1,71 +1,65 @@
-"""The status body of DESIGN.md §4, built from Redis."""
+"""The status body of DESIGN.md §4, built from Redis with bounded reads (its cost does not grow with chunks)."""
 from __future__ import annotations
 
 import json
-from typing import Callable, Iterable
+from typing import Callable
 
-from workers.state import ChunkRecord, RecordingStore, iso
+from workers.chunk_index import StreamFacts
+from workers.state import RecordingStore, iso
 
-MAX_LISTED_MISSING = 1000
-"""The status lists at most this many missing sequences (the lowest); missingCount has the total."""
-
-
-def missing_sequences(present: Iterable[int], limit: int = MAX_LISTED_MISSING) -> tuple[list[int], int]:
-    """Holes in 0..max(present): the lowest `limit` of them and how many there are in all."""
-    listed: list[int] = []
-    count = 0
-    expected = 0
-    for seq in sorted(present):
-        if seq > expected:
-            gap = seq - expected
-            count += gap
-            listed.extend(range(expected, min(seq, expected + limit - len(listed))))
-        expected = seq + 1
-    return listed[:limit], count
-
-
-def stream_summary(chunks: dict[int, ChunkRecord]) -> dict:
-    if not chunks:
-        return {"chunks": 0, "bytes": 0, "firstSequence": None, "lastSequence": None, "missing": [], "missingCount": 0}
-    missing, count = missing_sequences(chunks)
-    return {
-        "chunks": len(chunks),
-        "bytes": sum(c.size for c in chunks.values()),
-        "firstSequence": min(chunks),
-        "lastSequence": max(chunks),
-        "missing": missing,
-        "missingCount": count,
-    }
+UrlFor = Callable[[str], "str | None"]
 
 
 def _float(raw: str | None) -> float | None:
-    return float(raw) if raw else None
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None
 
 
 def _json(raw: str | None, default):
     return json.loads(raw) if raw else default
 
 
-def build_status(store: RecordingStore, recording_id: str, url_for: Callable[[str], str | None] | None = None,
-                 rec: dict[str, str] | None = None) -> dict | None:
-    """The full status body, or None for an unknown recording. url_for refreshes download URLs; pass rec
-    when the caller has just read the recording hash."""
+def clock_offset_seconds(facts: list[StreamFacts]) -> float | None:
+    """A participant's estimated client clock offset: server arrival minus client timestamp, least over its
+    streams (a chunk is posted after its media, so this includes the shortest delay: an upper bound)."""
+    skews = [f.skew_ms for f in facts if f.skew_ms is not None]
+    return round(min(skews) / 1000.0, 3) if skews else None
+
+
+def participant_entries(store: RecordingStore, recording_id: str, errors: dict[str, str],
+                        only: str | None = None) -> dict[str, dict]:
+    """participants.<pid>: error, clockOffsetSeconds and one summary per stream type."""
+    streams = [s for s in store.streams(recording_id) if only is None or s[0] == only]
+    facts = store.index.facts(recording_id, streams)
+    entries: dict[str, dict] = {}
+    for (participant_id, kind), fact in facts.items():
+        entry = entries.setdefault(participant_id, {"error": errors.get(participant_id)})
+        entry[kind] = fact.body()
+    for participant_id in entries:
+        mine = [f for (pid, _kind), f in facts.items() if pid == participant_id]
+        entries[participant_id]["clockOffsetSeconds"] = clock_offset_seconds(mine)
+    for participant_id, message in errors.items():
+        if only is None or participant_id == only:
+            entries.setdefault(participant_id, {"error": message})
+    return entries
+
+
+def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | None = None,
+                 rec: dict[str, str] | None = None, only: str | None = None) -> dict | None:
+    """The full status body, or None for an unknown recording. url_for mints download URLs (never stored);
+    pass rec when the caller has just read the recording hash; `only` limits participants and outputs to one
+    participant (what a participant's own token may see)."""
     rec = rec if rec is not None else store.get(recording_id)
     if rec is None:
         return None
     errors: dict = _json(rec.get("participantErrors"), {})
-    participants: dict[str, dict] = {}
-    for participant_id, kind in store.streams(recording_id):
-        entry = participants.setdefault(participant_id, {"error": errors.get(participant_id)})
-        entry[kind] = stream_summary(store.chunks(recording_id, participant_id, kind))
-    for participant_id, message in errors.items():
-        participants.setdefault(participant_id, {"error": message})
-    outputs = _json(rec.get("outputs"), [])
-    if url_for:
-        for output in outputs:
-            output["url"] = url_for(output["key"]) or output.get("url")
-            if output.get("thumbnailKey"):
-                output["thumbnailUrl"] = url_for(output["thumbnailKey"]) or output.get("thumbnailUrl")
+    outputs = [o for o in _json(rec.get("outputs"), []) if only is None or o["participantId"] == only]
+    for output in outputs:
+        output["url"] = url_for(output["key"]) if url_for else None
+        thumbnail = output.get("thumbnailKey")
+        output["thumbnailUrl"] = url_for(thumbnail) if url_for and thumbnail else None
     return {
         "recordingId": recording_id,
         "room": rec["room"],
@@ -79,6 +73,6 @@ def build_status(store: RecordingStore, recording_id: str, url_for: Callable[[st
         "upload": {"bytesSent": int(rec["bytesSent"]), "bytesTotal": int(rec["bytesTotal"])} if rec.get("bytesTotal") else None,
         "metadata": _json(rec.get("metadata"), {}),
         "taskId": rec.get("taskId") or None,
-        "participants": participants,
+        "participants": participant_entries(store, recording_id, errors, only),
         "outputs": outputs,
     }

@@ -1,6 +1,7 @@
 """Start, stop and inspect a room's recording."""
 from __future__ import annotations
 
+import time
 import uuid
 
 from flask import Blueprint, jsonify, request
@@ -29,6 +30,8 @@ def start(room: str):
     created, recording_id = svc.store.start(room, new_recording_id(), fmt, body.metadata)
     if not created:
         raise AlreadyRecording("this room is already recording", recordingId=recording_id)
+    svc.staging.remember(recording_id, {"recordingId": recording_id, "room": room, "format": fmt,
+                                        "metadata": body.metadata, "startedAt": time.time()})
     svc.events.publish(recording_id, {"type": "state", "state": "recording"})
     return jsonify(recordingId=recording_id, room=room, state="recording", format=fmt), 201
 
@@ -74,4 +77,5 @@ def status(recording_id: str):
     if recording is None:
         raise NotFound("no such recording", recordingId=recording_id)
     principal.require_room(recording["room"])
-    return jsonify(build_status(svc.store, recording_id, url_for=svc.download_url, rec=recording))
+    only = None if principal.is_host else principal.sub  # a participant sees the state and only itself
+    return jsonify(build_status(svc.store, recording_id, url_for=svc.download_url, rec=recording, only=only))

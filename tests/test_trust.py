@@ -1,0 +1,360 @@
+"""Issue 9's demonstrated trust bugs, each as a test that failed before its fix: no participant's data, no
+client clock and no lost Redis reply can fail a recording, hide a hole or lose an acknowledged chunk."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import redis
+
+from tests.media import Recording, encode_webm, probe, slice_timeslice
+from tests.services import wait_until
+
+YEAR_2100_MS = 4_102_444_800_000
+
+
+@pytest.fixture(scope="module")
+def pieces() -> list[bytes]:
+    return slice_timeslice(encode_webm(Recording(seconds=2.0)), 4)
+
+
+def start(api) -> str:
+    response = api.start()
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()["recordingId"]
+
+
+def post_raw(api, text: str, sub: str = "alice"):
+    headers = {**api.auth(sub, "participant"), "Content-Type": "application/json"}
+    return api.client.post("/video-calls/chunks/upload", data=text, headers=headers)
+
+
+def chunk_json(recording_id: str, data: bytes, timestamp: str, sequence: int = 0) -> str:
+    import base64
+
+    chunk = base64.b64encode(data).decode()
+    return (f'{{"recordingId": "{recording_id}", "participantId": "alice", "type": "video", '
+            f'"sequence": {sequence}, "chunk": "{chunk}", "timestamp": {timestamp}}}')
+
+
+def assert_error(response, status: int, code: str) -> None:
+    body = response.get_json()
+    assert response.status_code == status, (response.status_code, body)
+    assert body["error"]["code"] == code and body["error"]["message"], body
+
+
+def held_chunks(api, recording_id: str) -> int:
+    participants = api.status(recording_id).get_json()["participants"]
+    return sum(s["chunks"] for p in participants.values() for k, s in p.items() if k in ("video", "audio"))
+
+
+# 1. Timestamps: reject what cannot be a time, accept every clock that can ----------------------------
+
+@pytest.mark.parametrize("timestamp", ["Infinity", "-Infinity", "NaN", "1e400", "1" + "0" * 400, "-1",
+                                       str(YEAR_2100_MS + 1), "999999999999999", '"soon"', "true"])
+def test_json_timestamp_that_cannot_be_a_time_is_400_and_stores_nothing(api, pieces, timestamp):
+    recording_id = start(api)
+    response = post_raw(api, chunk_json(recording_id, pieces[0], timestamp))
+    assert_error(response, 400, "invalid_request")
+    message = response.get_json()["error"]["message"]
+    assert "timestamp" in message or ("NaN and Infinity" in message and timestamp.lstrip("-") in ("Infinity", "NaN"))
+    assert held_chunks(api, recording_id) == 0
+
+
+@pytest.mark.parametrize("header", ["999999999999999", "inf", "nan", "-5", "1e400", str(YEAR_2100_MS + 1), "12abc"])
+def test_header_timestamp_that_cannot_be_a_time_is_400(api, pieces, header):
+    recording_id = start(api)
+    url = f"/video-calls/recordings/{recording_id}/participants/alice/video/chunks/0"
+    headers = {**api.auth("alice", "participant"), "Tapedeck-Timestamp": header}
+    response = api.client.put(url, data=pieces[0], headers=headers)
+    assert_error(response, 400, "invalid_request")
+    assert held_chunks(api, recording_id) == 0
+
+
+@pytest.mark.parametrize("timestamp", ["1234567890", "0", "1234567890.5", str(YEAR_2100_MS), "1700000000000"])
+def test_skewed_and_seconds_clocks_are_accepted(api, pieces, timestamp):
+    recording_id = start(api)
+    response = post_raw(api, chunk_json(recording_id, pieces[0], timestamp))
+    assert response.status_code == 202, response.get_json()
+
+
+def test_deeply_nested_json_is_400(api):
+    response = post_raw(api, "[" * 100_000 + "]" * 100_000)
+    assert_error(response, 400, "invalid_request")
+    response = post_raw(api, '{"a":' * 100_000 + "1" + "}" * 100_000)
+    assert_error(response, 400, "invalid_request")
+
+
+def test_a_stored_absurd_clock_fails_no_one(api, app, worker, pieces):
+    """A record written before the edge checked clocks (or by any future path): finalize completes, both
+    participants get outputs, and the absurd clock only loses that participant's alignment."""
+    from app.services import services
+    from workers.state import ChunkRecord
+
+    recording_id = start(api)
+    for sequence, piece in enumerate(pieces):
+        assert api.put_chunk(recording_id, "alice", "video", sequence, piece, timestamp=1.7e12 + 500 * sequence).status_code == 202
+    with app.app_context():
+        svc = services()
+        for sequence, piece in enumerate(pieces):
+            staged = svc.staging.stage(recording_id, "bob", "video", sequence, piece)
+            record = ChunkRecord(digest=staged.digest, size=staged.size, timestamp=999999999999999.0 * 1e280, name=staged.name)
+            outcome, _ = svc.store.accept_chunk(recording_id, "bob", "video", sequence, record, container_ok=True,
+                                                header=sequence == 0)
+            assert outcome == "stored"
+    assert api.stop().status_code == 202
+    body = api.wait_final(recording_id)
+    assert body["state"] == "completed", body
+    assert sorted(o["participantId"] for o in body["outputs"]) == ["alice", "bob"]
+    for participant in ("alice", "bob"):
+        assert probe(api.output_path(body, participant)).frames["video"] > 0
+    manifest = json.loads(api.output_path(body, "alice").with_name("manifest.json").read_text())
+    assert manifest["participants"]["alice"]["startOffsetSeconds"] == 0.0
+    assert manifest["participants"]["bob"]["clientStartTimestamp"] is None
+
+
+# 3. An acknowledged chunk never vanishes ----------------------------------------------------------------
+
+def test_commit_whose_reply_is_lost_keeps_the_chunk(api, app, worker, pieces, monkeypatch):
+    """Redis commits the chunk but the reply times out: the client sees 503, retries, gets duplicate: true,
+    and the chunk is in the output (before: the staged file had been deleted and finalize skipped it)."""
+    from app.services import services
+
+    recording_id = start(api)
+    with app.app_context():
+        intake_store = services().intake.store
+    real = intake_store.accept_chunk
+    lost = {"count": 0}
+
+    def commit_then_lose_reply(*args, **kwargs):
+        result = real(*args, **kwargs)
+        if args[3] == 2 and lost["count"] == 0:
+            lost["count"] += 1
+            raise redis.TimeoutError("Timeout reading from socket")
+        return result
+
+    monkeypatch.setattr(intake_store, "accept_chunk", commit_then_lose_reply)
+    for sequence, piece in enumerate(pieces):
+        response = api.put_chunk(recording_id, "alice", "video", sequence, piece)
+        if sequence == 2:
+            assert_error(response, 503, "unavailable")
+            assert response.headers.get("Retry-After")
+            response = api.put_chunk(recording_id, "alice", "video", sequence, piece)
+            assert response.status_code == 202 and response.get_json()["duplicate"] is True
+        else:
+            assert response.status_code == 202
+    monkeypatch.undo()
+    assert api.stop().status_code == 202
+    body = api.wait_final(recording_id)
+    video = body["participants"]["alice"]["video"]
+    assert (video["chunks"], video["missing"], video["missingCount"]) == (4, [], 0), video
+    whole = probe_whole(pieces, api.output_path(body, "alice").parent)
+    assert probe(api.output_path(body, "alice")).frames["video"] >= whole - 1
+
+
+def probe_whole(pieces: list[bytes], directory: Path) -> int:
+    reference = directory / "reference-input.webm"
+    reference.write_bytes(b"".join(pieces))
+    try:
+        return probe(reference).frames["video"]
+    finally:
+        reference.unlink()
+
+
+def test_unreadable_staged_chunk_is_reported_missing(api, app, worker, pieces, stack_env):
+    recording_id = start(api)
+    for sequence, piece in enumerate(pieces):
+        assert api.put_chunk(recording_id, "alice", "video", sequence, piece).status_code == 202
+    staged = sorted((Path(stack_env["STAGING_DIR"]) / recording_id / "alice" / "video").glob("00000002-*.chunk"))
+    assert len(staged) == 1
+    staged[0].unlink()  # a lost disk block, an operator's rm: the index still names it
+    assert api.stop().status_code == 202
+    body = api.wait_final(recording_id)
+    assert body["state"] == "completed", body
+    video = body["participants"]["alice"]["video"]
+    assert video["missing"] == [2] and video["missingCount"] == 1, video
+    manifest = json.loads(api.output_path(body, "alice").with_name("manifest.json").read_text())
+    assert manifest["participants"]["alice"]["streams"]["video"]["missing"] == [2]
+
+
+# 12. A participant sees only itself ---------------------------------------------------------------------
+
+def test_participant_token_sees_only_its_own_entry_and_output(api, worker, pieces):
+    recording_id = start(api)
+    for participant in ("alice", "bob"):
+        for sequence, piece in enumerate(pieces):
+            assert api.put_chunk(recording_id, participant, "video", sequence, piece).status_code == 202
+    assert api.stop().status_code == 202
+    host_view = api.wait_final(recording_id)
+    assert sorted(host_view["participants"]) == ["alice", "bob"] and len(host_view["outputs"]) == 2
+    bob = api.client.get(f"/video-calls/recordings/{recording_id}", headers=api.auth("bob", "participant")).get_json()
+    assert bob["state"] == "completed"
+    assert list(bob["participants"]) == ["bob"]
+    assert [o["participantId"] for o in bob["outputs"]] == ["bob"]
+    carol = api.client.get(f"/video-calls/recordings/{recording_id}", headers=api.auth("carol", "participant")).get_json()
+    assert carol["participants"] == {} and carol["outputs"] == []
+
+
+# 13. A client that counts from 1 -------------------------------------------------------------------------
+
+def test_stream_counted_from_one_has_no_false_hole(api, worker, pieces):
+    recording_id = start(api)
+    for sequence, piece in enumerate(pieces, start=1):
+        assert api.post_chunk(recording_id, "alice", "video", sequence, piece, timestamp=1234567890 + sequence).status_code == 202
+    live = api.status(recording_id).get_json()["participants"]["alice"]["video"]
+    assert (live["firstSequence"], live["missing"], live["missingCount"]) == (1, [], 0), live
+    assert api.stop().status_code == 202
+    body = api.wait_final(recording_id)
+    assert body["state"] == "completed", body
+    video = body["participants"]["alice"]["video"]
+    assert (video["firstSequence"], video["lastSequence"], video["missing"], video["missingCount"]) == (1, 4, [], 0)
+
+
+def test_lost_first_chunks_below_a_headerless_lowest_are_missing(api, pieces):
+    recording_id = start(api)
+    for sequence in (2, 3):
+        assert api.put_chunk(recording_id, "alice", "video", sequence, pieces[sequence]).status_code == 202
+    video = api.status(recording_id).get_json()["participants"]["alice"]["video"]
+    assert (video["missing"], video["missingCount"], video["chunks"]) == ([0, 1], 2, 2), video
+    assert api.put_chunk(recording_id, "alice", "video", 0, pieces[0]).status_code == 202
+    video = api.status(recording_id).get_json()["participants"]["alice"]["video"]
+    assert (video["firstSequence"], video["missing"], video["missingCount"]) == (0, [1], 1), video
+
+
+def test_holes_are_tracked_as_chunks_arrive_in_any_order(api, pieces):
+    recording_id = start(api)
+    order = [0, 9, 5, 3, 7, 4, 20, 8]
+    for sequence in order:
+        data = pieces[0] if sequence == 0 else b"mid-stream bytes %d" % sequence
+        assert api.put_chunk(recording_id, "alice", "video", sequence, data).status_code == 202
+    video = api.status(recording_id).get_json()["participants"]["alice"]["video"]
+    expected = sorted(set(range(21)) - set(order))
+    assert video["missing"] == expected and video["missingCount"] == len(expected), video
+    assert (video["firstSequence"], video["lastSequence"], video["chunks"]) == (0, 20, len(order))
+
+
+def test_missing_list_is_capped_but_counted(api, pieces):
+    recording_id = start(api)
+    for sequence in (0, 5000):
+        data = pieces[0] if sequence == 0 else b"late"
+        assert api.put_chunk(recording_id, "alice", "video", sequence, data).status_code == 202
+    video = api.status(recording_id).get_json()["participants"]["alice"]["video"]
+    assert video["missing"] == list(range(1, 1001)) and video["missingCount"] == 4999
+
+
+# 7. Status cost does not grow with the chunk count --------------------------------------------------------
+
+def test_status_reads_no_per_chunk_structure(api, app, pieces):
+    """Redis' own MONITOR: a status read never touches the chunk index (whose size is the chunk count)."""
+    from app.services import services
+    from workers import keys
+
+    from workers.state import ChunkRecord
+
+    recording_id = start(api)
+    with app.app_context():  # 300 chunks through the intake's own commit (HTTP would meet the rate limit)
+        store = services().store
+        for sequence in range(300):
+            if sequence != 150:
+                record = ChunkRecord(digest=f"{sequence:064x}", size=10, timestamp=None, name=f"{sequence}.chunk")
+                assert store.accept_chunk(recording_id, "alice", "video", sequence, record, container_ok=True,
+                                          header=sequence == 0)[0] == "stored"
+    with app.app_context():
+        client = services().redis
+    seen = monitored(client, lambda: api.status(recording_id).get_json())
+    body, commands = seen
+    assert body["participants"]["alice"]["video"]["missing"] == [150]
+    assert body["participants"]["alice"]["video"]["chunks"] == 299
+    index_key = keys.stream_chunks(recording_id, "alice", "video")
+    assert commands and not [c for c in commands if index_key in c], commands
+
+
+def monitored(client: redis.Redis, action):
+    """(action's result, every command Redis ran meanwhile), from Redis' own MONITOR."""
+    import threading
+
+    commands: list[str] = []
+    ready, done = threading.Event(), threading.Event()
+
+    def watch() -> None:
+        with client.monitor() as monitor:
+            ready.set()
+            for entry in monitor.listen():
+                if "tapedeck-monitor-end" in entry["command"]:
+                    break
+                commands.append(entry["command"])
+        done.set()
+
+    threading.Thread(target=watch, daemon=True).start()
+    ready.wait(5)
+    result = action()
+    client.echo("tapedeck-monitor-end")
+    done.wait(10)
+    return result, commands
+
+
+# Participant limit ------------------------------------------------------------------------------------------
+
+def test_participant_beyond_the_limit_is_409_and_existing_ones_continue(stack_env, room, pieces):
+    from app import create_app
+    from tests.conftest import Api
+
+    limited = create_app({**stack_env, "MAX_PARTICIPANTS": "2"})
+    api = Api(limited.test_client(), limited, room)
+    recording_id = start(api)
+    for participant in ("alice", "bob"):
+        assert api.put_chunk(recording_id, participant, "video", 0, pieces[0]).status_code == 202
+    response = api.put_chunk(recording_id, "carol", "video", 0, pieces[0])
+    assert_error(response, 409, "participant_limit")
+    assert api.put_chunk(recording_id, "alice", "audio", 0, pieces[0]).status_code == 202  # a second stream is fine
+    assert api.put_chunk(recording_id, "bob", "video", 1, pieces[1]).status_code == 202
+    assert "carol" not in api.status(recording_id).get_json()["participants"]
+
+
+# 15. Staging below its free-space floor -----------------------------------------------------------------------
+
+def test_chunks_below_the_free_space_floor_get_503_and_nothing_is_stored(stack_env, room, pieces):
+    from app import create_app
+    from tests.conftest import Api
+
+    full = create_app({**stack_env, "STAGING_MIN_FREE_BYTES": str(2**62)})
+    api = Api(full.test_client(), full, room)
+    recording_id = start(api)
+    response = api.put_chunk(recording_id, "alice", "video", 0, pieces[0])
+    assert_error(response, 503, "unavailable")
+    assert response.headers["Retry-After"]
+    assert "space" in response.get_json()["error"]["message"]
+    assert held_chunks(api, recording_id) == 0
+    assert not (Path(stack_env["STAGING_DIR"]) / recording_id).exists() or not any(
+        p.is_file() for p in (Path(stack_env["STAGING_DIR"]) / recording_id).rglob("*.chunk"))
+
+
+# 8. Rebuild the index from staging --------------------------------------------------------------------------
+
+def test_rebuild_restores_a_forgotten_recording_from_staging(api, app, worker, pieces):
+    from app.services import services
+    from workers import keys
+
+    recording_id = start(api)
+    for sequence, piece in enumerate(pieces):
+        assert api.put_chunk(recording_id, "alice", "video", sequence, piece, timestamp=1.7e12 + sequence).status_code == 202
+    assert api.stop().status_code == 202
+    with app.app_context():
+        client = services().redis
+    wait_until(lambda: api.status(recording_id).get_json()["state"] in ("completed", "failed"), 60)
+    doomed = [k for k in client.scan_iter(match=keys.recording(recording_id) + "*")]
+    client.delete(*doomed)  # Redis restarted without persistence: the recording is forgotten
+    assert api.status(recording_id).status_code == 404
+
+    result = app.test_cli_runner().invoke(args=["rebuild", recording_id])
+    assert result.exit_code == 0, result.output
+    assert "4 chunks" in result.output
+    body = api.status(recording_id).get_json()
+    assert body["room"] == api.room and body["state"] == "failed"
+    assert body["participants"]["alice"]["video"]["chunks"] == 4
+    result = app.test_cli_runner().invoke(args=["requeue", recording_id])
+    assert result.exit_code == 0, result.output
+    body = api.wait_final(recording_id)
+    assert body["state"] == "completed", body
+    assert probe(api.output_path(body, "alice")).frames["video"] > 0

@@ -1,0 +1,53 @@
+"""Bring a recording back from its staged chunks after Redis lost it (a restart without persistence, a flush).
+
+Staging holds everything that matters: each chunk file is named by sequence and content hash, and a sidecar
+written at start names the room. Client timestamps are not on disk, so a rebuilt recording's participants
+align by media alone.
+"""
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass, field
+
+from workers.chunk_index import ChunkRecord
+from workers.chunk_stream import HEADER_PROBE_BYTES
+from workers.container import starts_header
+from workers.errors import NotFound
+from workers.staging import CHUNK_NAME, ChunkStaging
+from workers.state import RecordingStore
+
+
+@dataclass
+class RebuildReport:
+    recreated: bool = False
+    restored: int = 0
+    already_indexed: int = 0
+    corrupt: list[str] = field(default_factory=list)
+    """Files whose bytes no longer match the hash in their name: left out, reported."""
+
+
+def rebuild(store: RecordingStore, staging: ChunkStaging, recording_id: str) -> RebuildReport:
+    """Recreate the recording (as failed, ready to requeue) if Redis forgot it, and index every staged chunk."""
+    report = RebuildReport()
+    if store.get(recording_id) is None:
+        facts = staging.recall(recording_id)
+        if not facts or not facts.get("room"):
+            raise NotFound(f"no recording {recording_id} in Redis, and staging has no record of its room")
+        report.recreated = store.restore(recording_id, facts["room"], facts.get("format") or "webm",
+                                         facts.get("metadata") or {}, facts.get("startedAt"))
+    for found in staging.scan(recording_id):
+        data = found.path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        named = CHUNK_NAME.fullmatch(found.path.name).group(2)  # type: ignore[union-attr]
+        if not digest.startswith(named):
+            report.corrupt.append(str(found.path))
+            continue
+        record = ChunkRecord(digest=digest, size=len(data), timestamp=None, name=found.path.name)
+        fresh = store.index.restore(recording_id, found.participant_id, found.kind, found.sequence, record,
+                                    header=starts_header(data[:HEADER_PROBE_BYTES]), now=time.time())
+        if fresh:
+            report.restored += 1
+        else:
+            report.already_indexed += 1
+    return report
