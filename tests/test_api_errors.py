@@ -253,7 +253,7 @@ def test_later_chunks_are_not_sniffed(api, rec):
 def test_health_and_readiness(client):
     assert client.get("/healthz").status_code == 200
     ready = client.get("/readyz")
-    assert ready.status_code == 200 and ready.get_json()["checks"] == {"redis": "ok", "storage": "ok"}
+    assert ready.status_code == 200 and ready.get_json()["checks"] == {"redis": "ok", "storage": "ok", "staging": "ok"}
 
 
 def test_readiness_is_503_when_redis_is_down(stack_env):

@@ -326,8 +326,9 @@ def test_chunks_below_the_free_space_floor_get_503_and_nothing_is_stored(stack_e
     assert response.headers["Retry-After"]
     assert "space" in response.get_json()["error"]["message"]
     assert held_chunks(api, recording_id) == 0
-    assert not (Path(stack_env["STAGING_DIR"]) / recording_id).exists() or not any(
-        p.is_file() for p in (Path(stack_env["STAGING_DIR"]) / recording_id).rglob("*.chunk"))
+    assert not list((Path(stack_env["STAGING_DIR"]) / recording_id).rglob("*.chunk"))
+    ready = api.client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["staging"] == "low_space"
 
 
 # 8. Rebuild the index from staging --------------------------------------------------------------------------

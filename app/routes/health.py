@@ -5,6 +5,7 @@ from flask import Blueprint, jsonify
 
 from app.services import Services, services
 from storage_providers import StorageError
+from workers.errors import Unavailable
 from workers.redis_persistence import Persistence, check_persistence
 
 bp = Blueprint("health", __name__)
@@ -19,7 +20,7 @@ def healthz():
 def readyz():
     """Ready when Redis answers (and, in production, persists) and storage is reachable; 503 names what is not."""
     svc = services()
-    checks = {"redis": "ok", "storage": "ok"}
+    checks = {"redis": "ok", "storage": "ok", "staging": _staging(svc)}
     warnings: list[str] = []
     try:
         svc.redis.ping()
@@ -37,6 +38,15 @@ def readyz():
     down = ", ".join(f"{k} {v.replace('_', ' ')}" for k, v in checks.items() if v != "ok")
     body = {"error": {"code": "unavailable", "message": f"not ready: {down}"}, "checks": checks, **extra}
     return jsonify(body), 503
+
+
+def _staging(svc: Services) -> str:
+    """low_space below STAGING_MIN_FREE_BYTES (chunk uploads answer 503 then), unavailable when unreadable."""
+    try:
+        svc.staging.check_space()
+    except Unavailable as exc:
+        return "low_space" if exc.extra.get("reason") == "staging_full" else "unavailable"
+    return "ok"
 
 
 def _persistence(svc: Services, warnings: list[str]) -> str:
