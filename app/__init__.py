@@ -27,12 +27,12 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     logging.getLogger("redis").setLevel(logging.WARNING)
     verify_at_startup(settings, logging.getLogger("tapedeck.startup"))  # production refuses a Redis that persists nothing
 
-    from app import cli, cors, errors
+    from app import cli, cors, errors, openapi
     from app.routes import chunks, demo, events, files, health, recordings
 
     errors.init_app(app)
     cors.init_app(app, settings.cors_origins)
-    for module in (recordings, chunks, events, health, files, demo):
+    for module in (recordings, chunks, events, health, files, demo, openapi):
         app.register_blueprint(module.bp)
     cli.init_app(app)
     from app import limits

@@ -67,7 +67,11 @@ def init_app(app: Flask) -> None:
     def _http(error: HTTPException):
         status = error.code or 500
         code = CODE_BY_HTTP_STATUS.get(status, "http_error")
-        return error_response(status, code, error.description or error.name)
+        response = error_response(status, code, error.description or error.name)
+        for name, value in error.get_headers():  # keep Allow (405) and Content-Range (416): RFC 9110 requires them
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
 
     @app.errorhandler(redis.RedisError)
     def _redis(error: redis.RedisError):

@@ -32,7 +32,9 @@ closed client is noticed); under the socket timeout and well under the lease's l
 STREAM_POOL_CONNECTIONS = 1000
 """Redis connections for blocked stream reads per process: one per connection gevent accepts
 (--worker-connections); redis-py's default pool stops at 100 and then fails instead of waiting."""
-STREAM_ID = r"^\d{1,20}-\d{1,20}$"
+STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"
+"""ASCII digits only: \\d also matches other scripts' digits, which Redis rejects (as it does parts above 2**64-1)."""
+MAX_STREAM_ID_PART = 2**64 - 1
 STREAMS_EXTENSION_KEY = "tapedeck.event_streams"
 
 
@@ -58,7 +60,7 @@ def _init(state: BlueprintSetupState) -> None:
 
 def _resume_from() -> str:
     raw = request.headers.get("Last-Event-ID") or request.args.get("lastEventId") or "0-0"
-    if not re.fullmatch(STREAM_ID, raw):
+    if not re.fullmatch(STREAM_ID, raw) or any(int(part) > MAX_STREAM_ID_PART for part in raw.split("-")):
         raise InvalidRequest("Last-Event-ID must be an id this stream sent", field="Last-Event-ID")
     return raw
 

@@ -18,7 +18,10 @@ def download(key: str):
         raise NotFound("no such file")
     try:
         expires = int(request.args.get("expires", ""))
-        path = provider.verify_download(key, expires, request.args.get("sig", ""))
+        signature = request.args.get("sig", "")
+        if not signature.isascii():  # hmac.compare_digest raises TypeError on non-ASCII text
+            raise ValueError("signature is not ASCII")
+        path = provider.verify_download(key, expires, signature)
     except (ValueError, ObjectNotFoundError, StorageError):
         raise NotFound("no such file, or the link has expired") from None
     info = provider.head(key)
