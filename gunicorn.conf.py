@@ -59,5 +59,24 @@ class RedactingLogger(Logger):
         return atoms
 
 
+def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
+    """gevent makes sockets cooperative but not disk flushes: run fsync in gevent's thread pool, so one
+    chunk's flush to disk no longer stalls every other request and stream of the worker while it waits."""
+    from gevent import monkey
+
+    if not monkey.is_module_patched("socket"):
+        return  # not the gevent worker: threads already overlap their fsyncs
+    import os
+
+    from gevent import get_hub
+
+    blocking_fsync = monkey.get_original("os", "fsync")
+
+    def cooperative_fsync(fd: int) -> None:
+        get_hub().threadpool.apply(blocking_fsync, (fd,))
+
+    os.fsync = cooperative_fsync
+
+
 logger_class = RedactingLogger
 accesslog = "-"

@@ -18,12 +18,6 @@ def events_path(recording_id: str, token: str) -> str:
     return f"/video-calls/recordings/{recording_id}/events?token={token}"
 
 
-def start_in(api, room: str) -> str:
-    response = api.client.post(f"/video-calls/{room}/recording/start", headers=api.auth(room=room))
-    assert response.status_code == 201, response.get_json()
-    return response.get_json()["recordingId"]
-
-
 def limiter(stack_env, lease_seconds: int | None = None):
     from workers.stream_leases import LEASE_SECONDS, StreamLimiter
 
@@ -41,36 +35,57 @@ def open_many(live, recording_id: str, tokens: list[str], per_token: int) -> lis
     return streams
 
 
-def test_eighty_idle_streams_leave_the_api_answering_and_the_caps_hold(live_gunicorn, api, stack_env):
-    room_b = f"{api.room}-b"
-    rec_a, rec_b = api.start().get_json()["recordingId"], start_in(api, room_b)
-    viewers_a = [api.token(f"viewer{i}", "participant") for i in range(16)]
-    viewers_b = [api.token(f"viewer{i}", "participant", room=room_b) for i in range(4)]
-    streams = open_many(live_gunicorn, rec_a, viewers_a, 4) + open_many(live_gunicorn, rec_b, viewers_b, 4)
+def test_eighty_idle_streams_leave_the_api_answering(live_gunicorn, api, stack_env):
+    recording_id = api.start().get_json()["recordingId"]
+    viewers = [api.token(f"viewer{i}", "participant") for i in range(20)]
+    streams = open_many(live_gunicorn, recording_id, viewers, 4)
     assert len(streams) == 80
     try:
         assert live_gunicorn.request("GET", "/healthz", timeout=30).status == 200
         header_chunk = slice_timeslice(encode_webm(Recording(seconds=1.0)), 2)[0]
         upload = live_gunicorn.request(
-            "PUT", f"/video-calls/recordings/{rec_a}/participants/alice/video/chunks/0", body=header_chunk,
+            "PUT", f"/video-calls/recordings/{recording_id}/participants/alice/video/chunks/0", body=header_chunk,
             headers={**api.auth("alice", "participant"), "Content-Type": "application/octet-stream"}, timeout=30)
         assert upload.status == 202, upload.body
+        assert limiter(stack_env).open_streams(recording_id) == 80
 
-        over_recording = live_gunicorn.request("GET", events_path(rec_a, api.token("late", "participant")))
-        over_token = live_gunicorn.request("GET", events_path(rec_b, viewers_b[0]))
-        for reply in (over_recording, over_token):
-            assert reply.status == 429 and reply.headers["content-type"] == "application/json"
-            assert reply.json()["error"]["code"] == "rate_limited" and int(reply.headers["retry-after"]) >= 1
-        assert limiter(stack_env).open_streams(rec_a) == 64
+        over_token = live_gunicorn.request("GET", events_path(recording_id, viewers[0]))
+        assert over_token.status == 429 and over_token.headers["content-type"] == "application/json"
+        assert over_token.json()["error"]["code"] == "rate_limited" and int(over_token.headers["retry-after"]) >= 1
     finally:
         for stream in streams:
             stream.close()
     # Closed clients are noticed at the next keep-alive write: every slot comes back within seconds.
-    wait_until(lambda: limiter(stack_env).open_streams(rec_a) + limiter(stack_env).open_streams(rec_b) == 0,
-               60, interval=0.5, what="closed streams to free their leases")
-    again = live_gunicorn.open_stream(events_path(rec_a, viewers_a[0]))
+    wait_until(lambda: limiter(stack_env).open_streams(recording_id) == 0, 60, interval=0.5,
+               what="closed streams to free their leases")
+    again = live_gunicorn.open_stream(events_path(recording_id, viewers[0]))
     assert again.status == 200
     again.close()
+
+
+def test_streams_are_capped_per_recording_before_any_stream_starts(api, stack_env):
+    from app import create_app
+
+    capped = create_app({**stack_env, "MAX_EVENT_STREAMS_PER_RECORDING": "3"}).test_client()
+    recording_id = api.start().get_json()["recordingId"]
+    open_ = [capped.get(events_path(recording_id, api.token(f"v{i}", "participant"))) for i in range(3)]
+    assert [r.status_code for r in open_] == [200, 200, 200]
+    refused = capped.get(events_path(recording_id, api.token("v9", "participant")))
+    assert refused.status_code == 429 and refused.mimetype == "application/json"
+    assert refused.get_json()["error"]["code"] == "rate_limited" and refused.headers["Retry-After"]
+    other_room = capped.get(events_path(recording_id, api.token("v9", "host", room=f"{api.room}-x")))
+    assert other_room.status_code == 403  # a token of another room is refused before it could take a slot
+    open_[0].close()  # the server closes a response when its client goes: the slot is free again
+    assert capped.get(events_path(recording_id, api.token("v9", "participant"))).status_code == 200
+
+
+def test_default_recording_cap_leaves_room_for_every_participant_and_hosts():
+    from workers.settings import Settings
+
+    defaults = Settings.from_env({"TAPEDECK_ENV": "development"})
+    assert defaults.max_event_streams_per_recording > defaults.max_participants
+    raised = Settings.from_env({"TAPEDECK_ENV": "development", "MAX_PARTICIPANTS": "300"})
+    assert raised.max_event_streams_per_recording > 300
 
 
 def test_stream_ends_when_its_token_expires(live_gunicorn, api, stack_env):

@@ -15,6 +15,8 @@ DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
 """Used only when TAPEDECK_ENV=development and JWT_SECRET is unset."""
 
 OUTPUT_FORMATS = ("webm", "mp4")
+STREAM_HOSTS_ALLOWANCE = 16
+"""Event streams allowed per recording beyond MAX_PARTICIPANTS by default: its hosts and dashboards."""
 Number = TypeVar("Number", int, float)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -90,7 +92,7 @@ class Settings:
     download_url_ttl_seconds: int = 7 * 24 * 3600
     cors_origins: tuple[str, ...] = field(default_factory=tuple)
     event_stream_maxlen: int = 1000
-    max_event_streams_per_recording: int = 64
+    max_event_streams_per_recording: int = 100 + STREAM_HOSTS_ALLOWANCE
     max_event_streams_per_token: int = 4
     chunk_rate_limit: str = "50/second"
     control_allowed_ips: tuple[Network, ...] = field(default_factory=tuple)
@@ -140,7 +142,8 @@ class Settings:
             public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or "http://localhost:8000").rstrip("/"),
             download_url_ttl_seconds=_int(env, "DOWNLOAD_URL_TTL_SECONDS", 7 * 24 * 3600, 1),
             cors_origins=_csv(env, "CORS_ORIGINS"),
-            max_event_streams_per_recording=_int(env, "MAX_EVENT_STREAMS_PER_RECORDING", 64, 1),
+            max_event_streams_per_recording=_int(env, "MAX_EVENT_STREAMS_PER_RECORDING",
+                                                 _int(env, "MAX_PARTICIPANTS", 100, 1) + STREAM_HOSTS_ALLOWANCE, 1),
             max_event_streams_per_token=_int(env, "MAX_EVENT_STREAMS_PER_TOKEN", 4, 1),
             chunk_rate_limit=_rate(env, "CHUNK_RATE_LIMIT", "50/second"),
             control_allowed_ips=_networks(env, "CONTROL_ALLOWED_IPS"),

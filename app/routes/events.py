@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Iterator
 
 import redis
-from flask import Blueprint, Response, current_app, request, stream_with_context
+from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 
 from app.auth import authenticate, bearer_token, token_expiry
@@ -90,7 +90,7 @@ def stream(recording_id: str):
     lease = streams.limiter.acquire(recording_id, token)
     body = _follow(streams.reader, svc.store, lease, recording_id, after, token_expiry(token))
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-    response = Response(stream_with_context(body), mimetype="text/event-stream", headers=headers)
+    response = Response(body, mimetype="text/event-stream", headers=headers)  # needs no request context
     response.call_on_close(lease.release)  # the server closes every response, however it ended
     return response
 
