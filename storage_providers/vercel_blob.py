@@ -2,12 +2,20 @@
 
 Vercel Blob keeps no user metadata, so head() returns none (stores_metadata is False): the
 recording's ids, durations and checksums live in manifest.json beside the media. Its multipart
-API has no resume and no abort, so a retried upload starts again (FIELD-NOTES). Blob URLs are
-public and do not expire: download_url() ignores expires_in.
+API has no resume and no abort, so a retried upload starts again.
+
+Blob URLs are public and never expire (download_url() cannot honour expires_in), so a URL must not
+be guessable: each logical key (recordings/<room>/<id>/<pid>.webm) is stored under a pathname with
+an HMAC-SHA256 suffix (recordings/<room>/<id>/<pid>-<32 hex>.webm) keyed with VERCEL_BLOB_KEY_SECRET,
+or the token's secret part when that is unset. The suffix is deterministic, so a retry overwrites the
+same blob; every method takes and returns logical keys. Deleting the recording revokes its links.
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,16 +41,20 @@ TOKEN_PREFIX = "vercel_blob_rw_"
 
 ACCESS = "public"
 """Recordings are stored as public blobs: the unguessable URL is the download link."""
+SUFFIX_HEX = 32
+"""128 bits of HMAC in each stored name: not guessable, short enough for a readable URL."""
+STORED_NAME = re.compile(rf"^(?P<stem>.+)-(?P<suffix>[0-9a-f]{{{SUFFIX_HEX}}})(?P<ext>\.[^./]*)?$")
 
 
 @dataclass(frozen=True)
 class VercelBlobSettings:
-    """The store's read-write token (never in repr) and an optional API base URL."""
+    """The store's read-write token and the key-suffix secret (never in repr), and an optional API base URL."""
 
     token: str = field(repr=False)
     store_id: str
     api_url: str | None = None
     part_size: int = 8 * 1024 * 1024
+    key_secret: str = field(default="", repr=False)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> VercelBlobSettings:
@@ -57,6 +69,7 @@ class VercelBlobSettings:
             store_id=store_id,
             api_url=env.get("VERCEL_BLOB_API_URL", "").strip().rstrip("/") or None,
             part_size=part_size_from_env(env),
+            key_secret=env.get("VERCEL_BLOB_KEY_SECRET", "").strip() or secret,
         )
 
 
@@ -68,6 +81,27 @@ class VercelBlobStorage(StorageProvider):
 
     def __init__(self, settings: VercelBlobSettings) -> None:
         self.settings = settings
+
+    def _suffix(self, key: str) -> str:
+        digest = hmac.new(self.settings.key_secret.encode(), key.encode(), hashlib.sha256).hexdigest()
+        return digest[:SUFFIX_HEX]
+
+    def pathname(self, key: str) -> str:
+        """Where a logical key is stored: its name with a keyed suffix before the extension."""
+        folder, slash, name = check_key(key).rpartition("/")
+        stem, dot, ext = name.rpartition(".")
+        if not stem:  # no extension (or a dotfile): append the suffix
+            stem, dot, ext = name, "", ""
+        return f"{folder}{slash}{stem}-{self._suffix(key)}{dot}{ext}"
+
+    def logical_key(self, pathname: str) -> str | None:
+        """The logical key a stored pathname holds, or None for a blob this scheme did not name."""
+        folder, slash, name = pathname.rpartition("/")
+        found = STORED_NAME.match(name)
+        if not found:
+            return None
+        key = f"{folder}{slash}{found['stem']}{found['ext'] or ''}"
+        return key if hmac.compare_digest(self._suffix(key), found["suffix"]) else None
 
     def _credentials(self) -> Any:
         from vercel.blob.sync import BlobCredentials, CredentialKind
@@ -93,7 +127,8 @@ class VercelBlobStorage(StorageProvider):
         except blob.BlobError as exc:
             status = exc.status_code
             message = scrub_secrets(
-                f"vercel-blob {action} of {key!r} failed: {exc} (HTTP {status or '?'})", (self.settings.token,)
+                f"vercel-blob {action} of {key!r} failed: {exc} (HTTP {status or '?'})",
+                (self.settings.token, self.settings.key_secret)
             )
             retryable = (blob.BlobServiceNotAvailable, blob.BlobServiceRateLimited, blob.BlobUnknownError)
             if isinstance(exc, retryable) or (status or 0) >= 500:
@@ -110,17 +145,17 @@ class VercelBlobStorage(StorageProvider):
         progress: ProgressCallback | None = None,
         checkpoint: UploadCheckpoint | None = None,
     ) -> ObjectInfo:
-        check_key(key)
+        stored = self.pathname(key)
         total = os.path.getsize(path)
         options = {"access": ACCESS, "content_type": content_type, "allow_overwrite": True}
         with self._sdk("upload", key) as blob, open(path, "rb") as source:
             if total <= self.settings.part_size:
-                blob.put_blob(key, source, content_length=total, **options)
+                blob.put_blob(stored, source, content_length=total, **options)
                 if progress:
                     progress(total, total)
             else:
                 sent = 0
-                with blob.multipart_upload_blob(key, **options) as upload:
+                with blob.multipart_upload_blob(stored, **options) as upload:
                     while chunk := source.read(self.settings.part_size):
                         upload.upload_part(chunk)
                         sent += len(chunk)
@@ -131,28 +166,33 @@ class VercelBlobStorage(StorageProvider):
         return ObjectInfo(key=key, size=total, content_type=content_type, metadata={})
 
     def head(self, key: str) -> ObjectInfo:
-        check_key(key)
+        stored = self.pathname(key)
         with self._sdk("head", key) as blob:
-            found = blob.head_blob(key)
+            found = blob.head_blob(stored)
         return ObjectInfo(key=key, size=found.size, content_type=found.content_type, metadata={})
 
     def delete(self, key: str) -> None:
-        check_key(key)
+        stored = self.pathname(key)
         with self._sdk("delete", key) as blob:
-            blob.delete_blob(key)
+            blob.delete_blob(stored)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Read every page inside the session: a generator suspended within it would leak the
         # SDK's context-bound session into the caller between items.
+        # Stored names differ from keys after the last "/", so list the prefix's folder and match keys.
+        folder = prefix[:prefix.rfind("/") + 1]
         with self._sdk("list", prefix) as blob:
-            found = [ObjectInfo(key=item.pathname, size=item.size)
-                     for item in blob.query_blobs(prefix=prefix or None)]
-        yield from found
+            stored = [(item.pathname, item.size) for item in blob.query_blobs(prefix=folder or None)]
+        for pathname, size in stored:
+            key = self.logical_key(pathname)
+            if key is not None and key.startswith(prefix):
+                yield ObjectInfo(key=key, size=size)
 
     def download_url(self, key: str, expires_in: int) -> str:
-        check_key(key)
+        """The blob's public URL: unguessable by its suffix, but it never expires (expires_in cannot apply)."""
+        stored = self.pathname(key)
         with self._sdk("head", key) as blob:
-            return blob.head_blob(key).url
+            return blob.head_blob(stored).url
 
 
 def create(env: Mapping[str, str]) -> VercelBlobStorage:
