@@ -24,7 +24,7 @@ def tmp_root(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def redis_server(tmp_root):
-    server = RedisServer(tmp_root / "redis")
+    server = RedisServer(tmp_root / "redis", appendonly=True)  # production refuses a Redis that persists nothing
     yield server
     server.stop()
 

@@ -112,12 +112,20 @@ def persistent_redis(tmp_path):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def volatile_redis(tmp_path_factory):
+    """A Redis that persists nothing (the session's own one runs with appendonly, as production must)."""
+    server = RedisServer(tmp_path_factory.mktemp("volatile-redis"))
+    yield server
+    server.stop()
+
+
 def _production(stack_env, redis_url: str, **extra: str) -> dict[str, str]:
     return {**stack_env, "TAPEDECK_ENV": "production", "REDIS_URL": redis_url, **extra}
 
 
-def test_persistence_verdicts(redis_server, persistent_redis):
-    assert check_persistence(redis.Redis.from_url(redis_server.url)).persistence is Persistence.NONE
+def test_persistence_verdicts(volatile_redis, persistent_redis):
+    assert check_persistence(redis.Redis.from_url(volatile_redis.url)).persistence is Persistence.NONE
     client = redis.Redis.from_url(persistent_redis.url)
     assert check_persistence(client).persistence is Persistence.PERSISTENT
     client.config_set("appendonly", "no")
@@ -127,21 +135,21 @@ def test_persistence_verdicts(redis_server, persistent_redis):
     assert check_persistence(client).persistence is Persistence.NONE
 
 
-def test_production_web_refuses_a_redis_that_persists_nothing(stack_env, redis_server):
+def test_production_web_refuses_a_redis_that_persists_nothing(stack_env, volatile_redis):
     from app import create_app
 
     with pytest.raises(ConfigurationError, match="REDIS_ALLOW_NO_PERSISTENCE"):
-        create_app(_production(stack_env, redis_server.url))
-    allowed = create_app(_production(stack_env, redis_server.url, REDIS_ALLOW_NO_PERSISTENCE="true")).test_client()
+        create_app(_production(stack_env, volatile_redis.url))
+    allowed = create_app(_production(stack_env, volatile_redis.url, REDIS_ALLOW_NO_PERSISTENCE="true")).test_client()
     ready = allowed.get("/readyz")
     assert ready.status_code == 200 and "persists nothing" in ready.get_json()["warnings"][0]
 
 
-def test_development_only_warns(stack_env, redis_server, caplog):
+def test_development_only_warns(stack_env, volatile_redis, caplog):
     from app import create_app
 
     with caplog.at_level(logging.WARNING, logger="tapedeck.startup"):
-        app = create_app({**stack_env, "REDIS_URL": redis_server.url})
+        app = create_app({**stack_env, "REDIS_URL": volatile_redis.url})
     assert "persists nothing" in caplog.text
     assert app.test_client().get("/readyz").status_code == 200
 

@@ -33,3 +33,11 @@ def iso(ts: float | None) -> str | None:
         return datetime.fromtimestamp(ts, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     except (OverflowError, OSError, ValueError):
         return None
+
+
+def epoch(raw: str | None) -> float | None:
+    """A stored epoch-seconds field (Redis strings) as a float; None when empty or unreadable."""
+    try:
+        return float(raw) if raw else None
+    except ValueError:
+        return None

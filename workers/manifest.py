@@ -9,7 +9,7 @@ import json
 import time
 
 from workers.chunk_index import ChunkRecord
-from workers.clock import iso, normalize_ms
+from workers.clock import epoch, iso, normalize_ms
 
 CONTENT_TYPES = {"webm": "video/webm", "mkv": "video/x-matroska", "mp4": "video/mp4"}
 MANIFEST_NAME = "manifest.json"
@@ -81,17 +81,10 @@ def build_manifest(rec: dict[str, str], plan: Plan, outputs: dict[str, dict], en
         "room": rec["room"],
         "format": rec.get("format", "webm"),
         "metadata": json.loads(rec.get("metadata") or "{}"),
-        "startedAt": iso(_float(rec.get("startedAt"))),
-        "stoppedAt": iso(_float(rec.get("stoppedAt"))),
+        "startedAt": iso(epoch(rec.get("startedAt"))),
+        "stoppedAt": iso(epoch(rec.get("stoppedAt"))),
         "finalizedAt": iso(time.time()),
         "alignment": "play each output starting startOffsetSeconds after the recording's first frame",
         "participants": participants,
         "outputs": [stored_output(outputs[pid]) for pid in sorted(outputs)],
     }
-
-
-def _float(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw else None
-    except ValueError:
-        return None

@@ -5,16 +5,11 @@ import json
 from typing import Callable
 
 from workers.chunk_index import StreamFacts
+from workers.clock import epoch
 from workers.state import RecordingStore, iso
 
 UrlFor = Callable[[str], "str | None"]
 
-
-def _float(raw: str | None) -> float | None:
-    try:
-        return float(raw) if raw else None
-    except ValueError:
-        return None
 
 
 def _json(raw: str | None, default):
@@ -66,9 +61,9 @@ def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | Non
         "state": rec["state"],
         "progress": float(rec.get("progress") or 0),
         "format": rec.get("format", "webm"),
-        "startedAt": iso(_float(rec.get("startedAt"))),
-        "stoppedAt": iso(_float(rec.get("stoppedAt"))),
-        "completedAt": iso(_float(rec.get("completedAt"))),
+        "startedAt": iso(epoch(rec.get("startedAt"))),
+        "stoppedAt": iso(epoch(rec.get("stoppedAt"))),
+        "completedAt": iso(epoch(rec.get("completedAt"))),
         "error": rec.get("error") or None,
         "upload": {"bytesSent": int(rec["bytesSent"]), "bytesTotal": int(rec["bytesTotal"])} if rec.get("bytesTotal") else None,
         "metadata": _json(rec.get("metadata"), {}),
