@@ -32,6 +32,8 @@ closed client is noticed); under the socket timeout and well under the lease's l
 STREAM_POOL_CONNECTIONS = 1000
 """Redis connections for blocked stream reads per process: one per connection gevent accepts
 (--worker-connections); redis-py's default pool stops at 100 and then fails instead of waiting."""
+FINAL_EVENT_WAIT_MS = 1_000
+"""After the state turns final, how long to wait for its event (published right after the state is written)."""
 STREAM_ID = r"^[0-9]{1,20}-[0-9]{1,20}$"
 """ASCII digits only: \\d also matches other scripts' digits, which Redis rejects (as it does parts above 2**64-1)."""
 MAX_STREAM_ID_PART = 2**64 - 1
@@ -113,8 +115,14 @@ def _follow(reader: EventPublisher, store: RecordingStore, lease: StreamLease, r
                     return
             lease.refresh()
             state = (store.get(recording_id) or {}).get("state")
-            if state in FINAL_STATES:  # final event trimmed away or never written: say so and end
-                yield _frame(None, {"type": "state", "state": state, "recordingId": recording_id})
+            if state in FINAL_STATES:
+                # The state is written just before its event is published: read once more, so a client sees
+                # the real event (with an id to resume from); only a trimmed or lost one is synthesized.
+                late = reader.read(recording_id, after=last, block_ms=FINAL_EVENT_WAIT_MS)
+                for event_id, event in late:
+                    yield _frame(event_id, event)
+                if not any(e.get("type") == "state" and e.get("state") in FINAL_STATES for _i, e in late):
+                    yield _frame(None, {"type": "state", "state": state, "recordingId": recording_id})
                 return
             yield ": keep-alive\n\n"
     except redis.RedisError:
