@@ -199,6 +199,7 @@ def run_worker(name: str, line: str, redis_url: str, args: argparse.Namespace, h
     web = Web(line, redis_url, OUT)
     results = []
     try:
+        measure(web, 20, header, f"{name}-warmup-{int(time.time())}", start_recording(web, f"{name}-warmup"))
         for count in args.streams:
             run = f"{name}{count}-{int(time.time())}"
             upload_to = start_recording(web, f"{run}-upload"), start_recording(web, f"{run}-many")
@@ -277,6 +278,7 @@ def main() -> None:
         redis_server.stop()
         shutil.rmtree(OUT, ignore_errors=True)
     print_table(results, args.clients)
+    print(f"\nload average at the end: {os.getloadavg()[0]:.1f} (2 cores: above 2, other jobs share the machine)")
 
 
 if __name__ == "__main__":
