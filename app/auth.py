@@ -4,7 +4,7 @@ from __future__ import annotations
 import time
 
 import jwt
-from flask import request
+from flask import g, request
 
 from app.services import services
 from workers.access import ROLES, Principal
@@ -58,7 +58,11 @@ def token_expiry(token: str) -> float:
 
 def authenticate() -> Principal:
     """The caller's verified claims; the first check of every protected route (401)."""
+    known = g.get("principal")
+    if known is not None:  # already verified for this request (the rate limit needs it before the view)
+        return known
     token = bearer_token()
     if not token:
         raise Unauthorized("missing bearer token: send Authorization: Bearer <token> (?token= only on GET)")
-    return decode_token(token, services().settings.jwt_secret)
+    g.principal = decode_token(token, services().settings.jwt_secret)
+    return g.principal
