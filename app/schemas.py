@@ -17,6 +17,8 @@ from workers.settings import OUTPUT_FORMATS
 Id = Field(pattern=f"^{ID_PATTERN.pattern}$", min_length=1, max_length=64)
 MAX_METADATA_BYTES = 16 * 1024
 """Recording metadata is echoed in status and manifest; keep it small."""
+MAX_METADATA_DEPTH = 16
+"""...and shallow: the manifest's pretty-printing recurses per level, so a deep value would fail finalize."""
 
 Model = TypeVar("Model", bound=BaseModel)
 TIMESTAMP_RULE = (f"timestamp must be the client's Unix epoch time in milliseconds (seconds are accepted): "
@@ -80,9 +82,19 @@ def parse_json(request: Request, model: type[Model], *, optional: bool = False) 
 
 def parse_start(request: Request) -> StartBody:
     body = parse_json(request, StartBody, optional=True)
+    if _depth(body.metadata) > MAX_METADATA_DEPTH:
+        raise InvalidRequest(f"metadata must nest at most {MAX_METADATA_DEPTH} levels deep", field="metadata")
     if len(json.dumps(body.metadata)) > MAX_METADATA_BYTES:
         raise InvalidRequest(f"metadata must be at most {MAX_METADATA_BYTES} bytes of JSON", field="metadata")
     return body
+
+
+def _depth(value: object, limit: int = 64) -> int:
+    """Nesting depth of a JSON value, counted no deeper than `limit` (so it never recurses far)."""
+    if limit <= 0 or not isinstance(value, (dict, list)):
+        return 0
+    children = value.values() if isinstance(value, dict) else value
+    return 1 + max((_depth(child, limit - 1) for child in children), default=0)
 
 
 def decoded_size(b64: str) -> int:

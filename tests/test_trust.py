@@ -359,3 +359,15 @@ def test_rebuild_restores_a_forgotten_recording_from_staging(api, app, worker, p
     body = api.wait_final(recording_id)
     assert body["state"] == "completed", body
     assert probe(api.output_path(body, "alice")).frames["video"] > 0
+
+
+def test_deeply_nested_metadata_is_400_so_it_cannot_fail_finalize(api):
+    """Nested 900 deep it parses, but pretty-printing the manifest would recurse past Python's limit."""
+    deep = '{"metadata": ' + '{"a":' * 900 + "1" + "}" * 900 + "}"
+    response = api.client.post(f"/video-calls/{api.room}/recording/start", data=deep,
+                               headers={**api.auth(), "Content-Type": "application/json"})
+    assert_error(response, 400, "invalid_request")
+    assert "metadata" in response.get_json()["error"]["message"]
+    shallow = api.client.post(f"/video-calls/{api.room}/recording/start",
+                              json={"metadata": {"call": {"topic": "weekly", "tags": ["a", "b"]}}}, headers=api.auth())
+    assert shallow.status_code == 201, shallow.get_json()
