@@ -18,6 +18,7 @@ from typing import Any
 from tests.fault_proxy import FaultProxy
 from tests.media import Probe, probe
 from tests.redis_proxy import RedisReplyProxy
+from tests.procfile import procfile_command
 from tests.services import ROOT, VENV_BIN, CeleryProcess, RedisServer, free_port, wait_until
 
 JWT_SECRET = "fault-stack-secret-0123456789abcdef0123456789abcdef"
@@ -25,13 +26,6 @@ RETRY_AFTER_CAP_SECONDS = 0.5
 """The client honours Retry-After, capped so the tests stay quick."""
 RETRY_FOR_SECONDS = 30.0
 
-
-def procfile_command(name: str) -> str:
-    """The Procfile line of process `name`, to run with bash -c as honcho does."""
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"Procfile has no {name} process")
 
 
 @dataclass

@@ -19,14 +19,9 @@ from typing import Iterator
 
 import pytest
 
+from tests.procfile import procfile_command
 from tests.services import ROOT, VENV_BIN, free_port, wait_until
 
-
-def procfile_line(name: str) -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return line.split(":", 1)[1].strip()
-    raise LookupError(f"no {name} line in the Procfile")
 
 
 @dataclass
@@ -114,7 +109,7 @@ def live_gunicorn(stack_env, tmp_root) -> Iterator[LiveGunicorn]:
            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "GUNICORN_CMD_ARGS": "--no-control-socket"}
     log_path = tmp_root / f"gunicorn-{port}.log"
     with open(log_path, "ab") as log:
-        process = subprocess.Popen(["bash", "-c", procfile_line("web")], cwd=ROOT, env=env, stdout=log,
+        process = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
     server = LiveGunicorn(port, log_path, process)
     try:

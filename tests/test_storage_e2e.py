@@ -13,17 +13,12 @@ import pytest
 
 from tests.conftest import JWT_SECRET
 from tests.media import Recording, encode_webm, probe, slice_timeslice
+from tests.procfile import procfile_command
 from tests.services import ROOT, VENV_BIN, CeleryProcess, free_port, wait_until
 
 PROVIDER_DB = {"s3": 3, "gcs": 4, "vercel-blob": 5}
 """Each stack gets its own Redis database: its own broker queue, state and events."""
 
-
-def procfile_command(name: str) -> str:
-    for line in (ROOT / "Procfile").read_text().splitlines():
-        if line.startswith(f"{name}:"):
-            return line.split(":", 1)[1].strip()
-    raise AssertionError(f"Procfile has no {name} process")
 
 
 def http(method: str, url: str, token: str, data: bytes | None = None, headers: dict | None = None):
