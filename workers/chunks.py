@@ -103,7 +103,7 @@ class ChunkIntake:
             raise NotFound("no such recording", recordingId=upload.recording_id)
         if outcome == "not_recording":
             raise NotRecording(f"the recording is {state} and no longer accepts chunks",
-                                  recordingId=upload.recording_id, state=state)
+                               recordingId=upload.recording_id, state=state)
         if outcome == "conflict":
             raise SequenceConflict(
                 f"sequence {upload.sequence} was already received with different bytes",

@@ -21,12 +21,12 @@ from workers.checkpoints import RedisCheckpoint
 from workers.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
 from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, start_offsets
-from workers.status import participant_entries
 from workers.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
 from workers.settings import Settings
 from workers.staging import ChunkStaging
 from workers.state import ChunkRecord, RecordingStore, State
+from workers.status import participant_entries
 
 log = logging.getLogger(__name__)
 
@@ -220,7 +220,6 @@ class Finalizer:
         self.store.finish(recording_id, State.FAILED, error=reason)
         reporter.state(State.FAILED.value, error=reason)
         return State.FAILED.value
-
 
 
 def _intact(path: Path, size: int) -> bool:
