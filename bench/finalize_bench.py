@@ -146,7 +146,7 @@ def best(runs: list[Run]) -> Run:
 
 def child(chunk_dir: Path, out_dir: Path) -> None:
     """The measured side: list chunk files, mux them, print a JSON line."""
-    from workers.muxer import StreamInput, mux_participant
+    from workers.media.muxer import StreamInput, mux_participant
 
     baseline = _status_mb("/proc/self/status", "VmRSS")
     chunks = [(int(p.stem), p) for p in sorted(chunk_dir.glob("*.chunk"))]
@@ -213,7 +213,7 @@ def print_table(rows: list[Row]) -> None:
 
 def remuxed(clip: Path, seconds: float, work: Path) -> Path:
     """A finalized (remuxed, seekable) VP8/Opus WebM of about `seconds`: what the MP4 transcode starts from."""
-    from workers.muxer import StreamInput, mux_participant
+    from workers.media.muxer import StreamInput, mux_participant
 
     work.mkdir(parents=True, exist_ok=True)
     live = work / "recording.webm"

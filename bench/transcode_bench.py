@@ -1,4 +1,4 @@
-"""The MP4 path's transcode (VP8/Opus → H.264/AAC with workers.convert.to_mp4) as a real-time factor: media
+"""The MP4 path's transcode (VP8/Opus → H.264/AAC with workers.media.convert.to_mp4) as a real-time factor: media
 seconds per wall second. Below 1 a worker falls behind the recordings it is given."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 
 import av
 
-from workers.convert import Mp4Settings, to_mp4
+from workers.media.convert import Mp4Settings, to_mp4
 
 
 @dataclass(frozen=True)
@@ -59,5 +59,5 @@ def print_transcode(run: TranscodeRun) -> None:
     name = f"{run.width}x{run.height} VP8/Opus → MP4"
     print(f"{name:<28}{run.media_seconds:>7.1f}s{run.wall_seconds:>8.2f}{run.realtime_factor:>6.2f}x"
           f"{run.cpu_seconds:>8.1f}{run.cores:>7.2f}{run.output_bytes / 1e6:>8.1f}")
-    print(f"workers.convert.to_mp4 with {settings.video_codec} preset {settings.video_preset} crf {settings.video_crf}, "
+    print(f"workers.media.convert.to_mp4 with {settings.video_codec} preset {settings.video_preset} crf {settings.video_crf}, "
           f"{settings.audio_codec} {settings.audio_bit_rate // 1000} kbit/s (the MP4_* defaults), fastest run.")

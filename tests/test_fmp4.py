@@ -10,10 +10,10 @@ import pytest
 
 from tests.media import Recording, encode_fmp4, encode_webm, probe, seek_and_decode, slice_timeslice, write_chunks
 from tests.media_layout import header_length, slice_fragments
-from workers.chunk_stream import ChunkStream
-from workers.errors import MediaError
-from workers.fmp4 import FragmentView, FragmentWalker
-from workers.muxer import StreamInput, mux_participant
+from workers.media.chunk_stream import ChunkStream
+from workers.media.errors import MediaError
+from workers.media.fmp4 import FragmentView, FragmentWalker
+from workers.media.muxer import StreamInput, mux_participant
 
 TEN_SECONDS = Recording(seconds=10)
 FPS = TEN_SECONDS.fps

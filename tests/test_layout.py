@@ -34,6 +34,19 @@ def test_no_import_points_up(package):
     assert offenders == {}
 
 
+def test_media_package_knows_no_recording():
+    """workers/media is paths and packets in, files and facts out: no Redis, staging or recording module."""
+    offenders = {}
+    for path in (ROOT / "workers" / "media").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        modules = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        modules |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        bad = sorted(m for m in modules if m == "redis" or (m.startswith("workers.") and not m.startswith("workers.media")))
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = bad
+    assert offenders == {}
+
+
 def test_keys_are_exact():
     from workers import keys
 

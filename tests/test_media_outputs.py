@@ -52,7 +52,7 @@ def test_mp4_output_transcodes_webm_with_faststart_and_poster(api, worker):
 
 
 def test_thumbnail_scales_to_width_and_uses_offset(tmp_path):
-    from workers.thumbnail import make_thumbnail
+    from workers.media.thumbnail import make_thumbnail
 
     source = tmp_path / "in.webm"
     source.write_bytes(encode_webm(Recording(seconds=3.0, width=640, height=480)))
@@ -73,7 +73,7 @@ def test_mp4_copies_h264_and_transcodes_only_the_audio(tmp_path):
     """Chromium's `video/webm;codecs=h264` gives H.264 + Opus in Matroska: copy the video, re-encode the audio."""
     import av
 
-    from workers.convert import Mp4Settings, to_mp4
+    from workers.media.convert import Mp4Settings, to_mp4
 
     source = tmp_path / "src.webm"
     source.write_bytes(encode_webm(Recording(seconds=2.0)))

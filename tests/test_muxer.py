@@ -10,10 +10,10 @@ import pytest
 
 from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice, write_chunks
 from tests.media_layout import block_timecodes, segment_children
-from workers.chunk_stream import ChunkStream, split_segments
-from workers.container import EBML_MAGIC
-from workers.errors import MediaError
-from workers.muxer import StreamInput, mux_participant, output_format_for
+from workers.media.chunk_stream import ChunkStream, split_segments
+from workers.media.container import EBML_MAGIC
+from workers.media.errors import MediaError
+from workers.media.muxer import StreamInput, mux_participant, output_format_for
 
 TEN_SECONDS = Recording(seconds=10)
 

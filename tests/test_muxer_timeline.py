@@ -8,7 +8,7 @@ import pytest
 
 from tests.media import Recording, encode_webm, probe, slice_timeslice, write_chunks
 from tests.media_layout import header_length
-from workers.muxer import StreamInput, mux_participant
+from workers.media.muxer import StreamInput, mux_participant
 
 
 def test_a_paused_client_plays_on_without_a_frozen_gap(tmp_path: Path) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from workers.access import Principal
-from workers.chunk_stream import HEADER_PROBE_BYTES
-from workers.container import SUPPORTED_CONTAINERS, describe, sniff, starts_header
+from workers.media.chunk_stream import HEADER_PROBE_BYTES
+from workers.media.container import SUPPORTED_CONTAINERS, describe, sniff, starts_header
 from workers.errors import (NotFound, NotRecording, ParticipantLimit, PayloadTooLarge, SequenceConflict, Unavailable,
                             UnsupportedMedia)
 from workers.staging import ChunkStaging, StagedChunk

@@ -105,9 +105,3 @@ class Unavailable(TapedeckError):
     """Raised when Redis or the storage provider cannot be reached."""
 
     code = "unavailable"
-
-
-class MediaError(TapedeckError):
-    """Raised when a participant's media cannot be read or written; fails that participant only."""
-
-    code = "media_error"

@@ -18,10 +18,10 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 from storage_providers import StorageError, StorageProvider, StorageUnavailableError
 from storage_providers.base import sha256_file
 from workers.checkpoints import RedisCheckpoint
-from workers.errors import MediaError
+from workers.media.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
 from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, start_offsets
-from workers.muxer import StreamInput
+from workers.media.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
 from workers.settings import Settings
 from workers.staging import ChunkStaging

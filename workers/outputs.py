@@ -6,10 +6,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from workers.convert import Mp4Settings, to_mp4
-from workers.errors import MediaError
-from workers.muxer import StreamInput, mux_participant
-from workers.thumbnail import Thumbnail, make_thumbnail
+from workers.media.convert import Mp4Settings, to_mp4
+from workers.media.errors import MediaError
+from workers.media.muxer import StreamInput, mux_participant
+from workers.media.thumbnail import Thumbnail, make_thumbnail
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ import time
 from dataclasses import dataclass, field
 
 from workers.chunk_index import ChunkRecord
-from workers.chunk_stream import HEADER_PROBE_BYTES
-from workers.container import starts_header
+from workers.media.chunk_stream import HEADER_PROBE_BYTES
+from workers.media.container import starts_header
 from workers.errors import NotFound
 from workers.staging import CHUNK_NAME, ChunkStaging
 from workers.state import RecordingStore

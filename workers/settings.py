@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Mapping, TypeVar
 
-from workers.convert import Mp4Settings
+from workers.media.convert import Mp4Settings
 from workers.errors import ConfigurationError
 
 DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"

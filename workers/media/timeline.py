@@ -6,12 +6,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 import av
 
-if TYPE_CHECKING:
-    from workers.demux import Track
+from workers.media.track import Track
 
 LEAP_SECONDS = 1.0
 """A packet this far ahead of or behind its track's previous one is held until the next packet shows whether

@@ -8,8 +8,8 @@ import io
 import logging
 from dataclasses import dataclass, field
 
-from workers.chunk_stream import ChunkStream
-from workers.errors import MediaError
+from workers.media.chunk_stream import ChunkStream
+from workers.media.errors import MediaError
 
 log = logging.getLogger(__name__)
 

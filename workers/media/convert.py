@@ -12,7 +12,7 @@ from typing import Callable
 
 import av
 
-from workers.errors import MediaError
+from workers.media.errors import MediaError
 
 MP4_COPY_CODECS = {"video": frozenset({"h264", "hevc"}), "audio": frozenset({"aac", "mp3"})}
 """Codecs copied into MP4 as they are: what plays everywhere (Safari included). Others are transcoded."""

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from workers.container import starts_header
+from workers.media.container import starts_header
 
 HEADER_PROBE_BYTES = 16
 """Enough of a chunk's first bytes to recognize a container header (EBML magic, or an ftyp box header)."""

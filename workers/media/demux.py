@@ -10,11 +10,12 @@ from pathlib import Path
 
 import av
 
-from workers.chunk_stream import Chunk, ChunkStream, split_segments
-from workers.container import Container, sniff
-from workers.errors import MediaError
-from workers.fmp4 import FragmentView, FragmentWalker
-from workers.timeline import LEAP_SECONDS, Lane, SegmentClock, Spans
+from workers.media.chunk_stream import Chunk, ChunkStream, split_segments
+from workers.media.container import Container, sniff
+from workers.media.errors import MediaError
+from workers.media.fmp4 import FragmentView, FragmentWalker
+from workers.media.track import Track, codec_name
+from workers.media.timeline import LEAP_SECONDS, Lane, SegmentClock, Spans
 
 log = logging.getLogger(__name__)
 
@@ -35,33 +36,6 @@ def describe_av_error(exc: Exception) -> str:
     return type(exc).__name__
 
 
-@dataclass(eq=False)
-class Track:
-    """One audio or video track of a stream; the muxer fills `output` and counts what it writes."""
-
-    source: str
-    """The client's stream type ("video" or "audio") the track came from."""
-    position: int
-    kind: str
-    codec: str
-    key: tuple[str, str, int]
-    template: av.stream.Stream | None
-    """Only valid while the first segment is open: PyAV segfaults on a stream of a closed container."""
-    width: int | None = None
-    height: int | None = None
-    output: av.stream.Stream | None = None
-    packets: int = 0
-    last_dts: float = float("-inf")
-
-    @classmethod
-    def of(cls, source: str, position: int, stream: av.stream.Stream, key: tuple[str, str, int]) -> Track:
-        """Copy what the result needs out of the stream now, while its container is open."""
-        video = stream.type == "video"
-        context = stream.codec_context
-        return cls(source=source, position=position, kind=stream.type, codec=_codec(stream), key=key, template=stream,
-                   width=context.width if video else None, height=context.height if video else None)
-
-
 class ChunkDemuxer:
     """Packets of one stream across its segments, each later segment shifted to start where the last ended."""
 
@@ -76,7 +50,7 @@ class ChunkDemuxer:
         self.spikes = 0
         """Packets dropped because their timestamp leapt ahead alone (a corrupt timecode)."""
         self.repairs = 0
-        """Pauses collapsed and restarts joined inside segments (see workers/timeline.py)."""
+        """Pauses collapsed and restarts joined inside segments (see workers/media/timeline.py)."""
         self.cuts = 0
         """Places in fMP4 segments where a hole or corrupt data cost whole fragments."""
         self._pending = list(plan.segments)
@@ -228,14 +202,9 @@ def _media_streams(container: av.container.InputContainer) -> list[av.stream.Str
     return [stream for stream in container.streams if stream.type in ("audio", "video")]
 
 
-def _codec(stream: av.stream.Stream) -> str:
-    """The codec's own name ("av1"), not its decoder's ("libdav1d"): what decides WebM and what players read."""
-    return stream.codec_context.codec.canonical_name
-
-
 def _track_key(stream: av.stream.Stream, counts: dict[tuple[str, str], int]) -> tuple[str, str, int]:
     """(kind, codec, how many such tracks came before): how a restarted recorder's tracks are matched."""
-    base = (stream.type, _codec(stream))
+    base = (stream.type, codec_name(stream))
     counts[base] = counts.get(base, 0) + 1
     return (*base, counts[base])
 

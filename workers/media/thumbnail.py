@@ -8,7 +8,7 @@ from pathlib import Path
 
 import av
 
-from workers.errors import MediaError
+from workers.media.errors import MediaError
 
 
 @dataclass(frozen=True)

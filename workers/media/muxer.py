@@ -13,8 +13,9 @@ from pathlib import Path
 
 import av
 
-from workers.demux import ChunkDemuxer, Track, describe_av_error
-from workers.errors import MediaError
+from workers.media.demux import ChunkDemuxer, describe_av_error
+from workers.media.track import Track
+from workers.media.errors import MediaError
 
 log = logging.getLogger(__name__)
 
