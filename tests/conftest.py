@@ -11,7 +11,7 @@ import pytest
 
 from tests.services import CeleryProcess, RedisServer, wait_until
 
-pytest_plugins = ["tests.storage_servers", "tests.live_server", "tests.live_gunicorn"]
+pytest_plugins = ["tests.storage_servers", "tests.live_server", "tests.live_gunicorn", "tests.browser"]
 
 GRACE_SECONDS = "1"
 JWT_SECRET = "test-secret-for-tapedeck-tests-0123456789abcdef"

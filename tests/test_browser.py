@@ -15,12 +15,6 @@ import pytest
 from tests.media import probe
 from tests.services import wait_until
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
-    "--use-fake-ui-for-media-stream", "--disable-quic", "--no-first-run", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--disable-features=WebRtcHideLocalIpsWithMdns",
-]
 RECORD_SECONDS = 8.0
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 PAGE_SUMMARY = """() => ({
@@ -28,30 +22,6 @@ PAGE_SUMMARY = """() => ({
   errors: tapedeck.errors, summary: tapedeck.summary, mimeType: tapedeck.recorder && tapedeck.recorder.mimeType,
   recordedSeconds: (tapedeck.recorder.stoppedAt - tapedeck.recorder.startedAt) / 1000,
 })"""
-
-
-@pytest.fixture(scope="session")
-def browser():
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    sync_api = pytest.importorskip("playwright.sync_api")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
-        yield browser
-        browser.close()
-
-
-@pytest.fixture
-def page(browser):
-    """A fresh page; its console and errors are printed when a test fails."""
-    context = browser.new_context(viewport={"width": 1280, "height": 860})
-    page = context.new_page()
-    messages: list[str] = []
-    page.on("console", lambda m: messages.append(f"console.{m.type}: {m.text}"))
-    page.on("pageerror", lambda e: messages.append(f"pageerror: {e}"))
-    yield page
-    print("\n".join(messages))
-    context.close()
 
 
 def record_for(page, seconds: float) -> None:
