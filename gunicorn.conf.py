@@ -60,8 +60,14 @@ class RedactingLogger(Logger):
 
 
 def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
-    """gevent makes sockets cooperative but not disk flushes: run fsync in gevent's thread pool, so one
-    chunk's flush to disk no longer stalls every other request and stream of the worker while it waits."""
+    """The app is loaded by now: freeze its objects out of the garbage collector's sight (full collections
+    walked every module, class and compiled template on the chunk path). Then, under gevent, which makes
+    sockets cooperative but not disk flushes: run fsync in gevent's thread pool, so one chunk's flush to disk
+    no longer stalls every other request and stream of the worker while it waits."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
     from gevent import monkey
 
     if not monkey.is_module_patched("socket"):
