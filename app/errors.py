@@ -17,7 +17,7 @@ STATUS_BY_ERROR: dict[type[e.TapedeckError], int] = {
     e.PayloadTooLarge: 413,
     e.NotFound: 404,
     e.Forbidden: 403,
-    e.NotRecording: 409,
+    e.RecordingNotAccepting: 409,
     e.AlreadyRecording: 409,
     e.SequenceConflict: 409,
     e.ParticipantLimit: 409,

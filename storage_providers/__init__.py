@@ -2,6 +2,7 @@
 from storage_providers.base import (
     ObjectInfo,
     ObjectNotFoundError,
+    PermanentStorageError,
     StorageError,
     StorageProvider,
     StorageUnavailableError,
@@ -13,6 +14,7 @@ __all__ = [
     "ObjectInfo",
     "ObjectNotFoundError",
     "PROVIDERS",
+    "PermanentStorageError",
     "StorageError",
     "StorageProvider",
     "StorageUnavailableError",

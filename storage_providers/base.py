@@ -21,10 +21,14 @@ DEFAULT_PART_SIZE = 8 * 1024 * 1024
 
 
 class StorageError(Exception):
-    """Raised when a storage operation fails for a reason retrying will not fix."""
+    """Root of every storage failure; catch a subclass to know whether a retry can help."""
 
 
-class ObjectNotFoundError(StorageError, FileNotFoundError):
+class PermanentStorageError(StorageError):
+    """Raised when the backend gave a definite answer (bad key, denied, no bucket): retrying will not fix it."""
+
+
+class ObjectNotFoundError(PermanentStorageError, FileNotFoundError):
     """Raised when a key does not exist in the backend."""
 
 
@@ -36,7 +40,7 @@ class ChecksumMismatchError(StorageError):
     """Raised when the backend stored bytes whose checksum differs from what was sent."""
 
 
-class StorageConfigError(StorageError, ValueError):
+class StorageConfigError(PermanentStorageError, ValueError):
     """Raised at start-up when a provider's environment settings are missing or invalid."""
 
 
@@ -107,7 +111,7 @@ def check_key(key: str) -> str:
     """Reject keys that could escape a prefix or a root directory."""
     parts = key.split("/")
     if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts) or "\\" in key:
-        raise StorageError(f"invalid object key {key!r}")
+        raise PermanentStorageError(f"invalid object key {key!r}")
     return key
 
 

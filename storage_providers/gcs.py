@@ -18,6 +18,7 @@ from storage_providers.base import (
     ObjectNotFoundError,
     ProgressCallback,
     StorageConfigError,
+    PermanentStorageError,
     StorageError,
     StorageProvider,
     StorageUnavailableError,
@@ -154,13 +155,13 @@ class GcsStorage(StorageProvider):
         except (requests.ConnectionError, requests.Timeout, TransportError, api.RetryError) as exc:
             raise StorageUnavailableError(self._message(action, key, str(exc))) from None
         except GoogleAuthError as exc:
-            raise StorageError(self._message(action, key, str(exc))) from None
+            raise PermanentStorageError(self._message(action, key, str(exc))) from None
 
     def _raise_for_status(self, action: str, key: str, status: int, detail: str) -> None:
         message = self._message(action, key, f"{detail} (HTTP {status or '?'})")
         if status >= 500 or status in (408, 429):
             raise StorageUnavailableError(message) from None
-        raise StorageError(message) from None
+        raise PermanentStorageError(message) from None
 
     def _message(self, action: str, key: str, detail: str) -> str:
         return scrub_secrets(f"gcs {action} of {key!r} failed: {detail}", ())
@@ -262,7 +263,7 @@ class GcsStorage(StorageProvider):
     def check(self) -> None:
         with self._translating("check", self.settings.bucket):
             if self.client.lookup_bucket(self.settings.bucket, retry=sdk_retry()) is None:
-                raise StorageError(f"GCS_BUCKET {self.settings.bucket!r} does not exist")
+                raise PermanentStorageError(f"GCS_BUCKET {self.settings.bucket!r} does not exist")
 
 
 def create(env: Mapping[str, str]) -> GcsStorage:

@@ -16,6 +16,7 @@ from storage_providers.base import (
     ObjectInfo,
     ObjectNotFoundError,
     ProgressCallback,
+    PermanentStorageError,
     StorageError,
     StorageProvider,
     UploadCheckpoint,
@@ -61,7 +62,7 @@ class LocalStorage(StorageProvider):
     def path_for(self, key: str) -> Path:
         check_key(key)
         if key.split("/", 1)[0] == META_DIR:
-            raise StorageError(f"invalid object key {key!r}")
+            raise PermanentStorageError(f"invalid object key {key!r}")
         return self.root / key
 
     def _meta_path(self, key: str) -> Path:
@@ -99,7 +100,7 @@ class LocalStorage(StorageProvider):
             os.replace(meta_tmp, meta_path)
             os.replace(tmp, target)
         except OSError as exc:
-            raise StorageError(f"local write of {key!r} failed: {exc.strerror}") from exc
+            raise PermanentStorageError(f"local write of {key!r} failed: {exc.strerror}") from exc
         finally:
             tmp.unlink(missing_ok=True)
         if progress and total == 0:

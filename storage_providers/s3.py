@@ -14,6 +14,7 @@ from storage_providers.base import (
     ObjectNotFoundError,
     ProgressCallback,
     StorageConfigError,
+    PermanentStorageError,
     StorageError,
     StorageProvider,
     StorageUnavailableError,
@@ -134,11 +135,11 @@ class S3Storage(StorageProvider):
                 raise ChecksumMismatchError(message) from None
             if status >= 500 or status == 429 or code in RETRYABLE_CODES:
                 raise StorageUnavailableError(message) from None
-            raise StorageError(message) from None
+            raise PermanentStorageError(message) from None
         except (ConnectionError, HTTPClientError) as exc:
             raise StorageUnavailableError(self._message(action, key, str(exc))) from None
         except BotoCoreError as exc:
-            raise StorageError(self._message(action, key, str(exc))) from None
+            raise PermanentStorageError(self._message(action, key, str(exc))) from None
 
     def _message(self, action: str, key: str, detail: str) -> str:
         return scrub_secrets(f"s3 {action} of {key!r} failed: {detail}", self.settings.secrets())
@@ -216,7 +217,7 @@ class S3Storage(StorageProvider):
             with self._translating("check", self.settings.bucket):
                 self.client.head_bucket(Bucket=self.settings.bucket)
         except ObjectNotFoundError:
-            raise StorageError(f"S3_BUCKET {self.settings.bucket!r} does not exist") from None
+            raise PermanentStorageError(f"S3_BUCKET {self.settings.bucket!r} does not exist") from None
 
 
 def create(env: Mapping[str, str]) -> S3Storage:

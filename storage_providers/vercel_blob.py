@@ -26,6 +26,7 @@ from storage_providers.base import (
     ObjectNotFoundError,
     ProgressCallback,
     StorageConfigError,
+    PermanentStorageError,
     StorageError,
     StorageProvider,
     StorageUnavailableError,
@@ -133,7 +134,7 @@ class VercelBlobStorage(StorageProvider):
             retryable = (blob.BlobServiceNotAvailable, blob.BlobServiceRateLimited, blob.BlobUnknownError)
             if isinstance(exc, retryable) or (status or 0) >= 500:
                 raise StorageUnavailableError(message) from None
-            raise StorageError(message) from None
+            raise PermanentStorageError(message) from None
 
     def upload_file(
         self,

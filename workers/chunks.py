@@ -6,8 +6,8 @@ from dataclasses import dataclass
 from workers.access import Principal
 from workers.media.chunk_stream import HEADER_PROBE_BYTES
 from workers.media.container import SUPPORTED_CONTAINERS, describe, sniff, starts_header
-from workers.errors import (NotFound, NotRecording, ParticipantLimit, PayloadTooLarge, SequenceConflict, Unavailable,
-                            UnsupportedMedia)
+from workers.errors import (NotFound, ParticipantLimit, PayloadTooLarge, RecordingNotAccepting, SequenceConflict,
+                            Unavailable, UnsupportedMedia)
 from workers.staging import ChunkStaging, StagedChunk
 from workers.state import ChunkRecord, RecordingStore
 
@@ -102,8 +102,8 @@ class ChunkIntake:
         if outcome == "not_found":
             raise NotFound("no such recording", recordingId=upload.recording_id)
         if outcome == "not_recording":
-            raise NotRecording(f"the recording is {state} and no longer accepts chunks",
-                               recordingId=upload.recording_id, state=state)
+            raise RecordingNotAccepting(f"the recording is {state} and no longer accepts chunks",
+                                        recordingId=upload.recording_id, state=state)
         if outcome == "conflict":
             raise SequenceConflict(
                 f"sequence {upload.sequence} was already received with different bytes",

@@ -49,7 +49,7 @@ class NotFound(TapedeckError):
     code = "not_found"
 
 
-class NoRecording(NotFound):
+class RoomNeverRecorded(NotFound):
     """Raised when a room has never recorded (404, code not_recording)."""
 
     code = "not_recording"
@@ -61,8 +61,8 @@ class Forbidden(TapedeckError):
     code = "forbidden"
 
 
-class NotRecording(TapedeckError):
-    """Raised when the room has no recording, or the recording no longer accepts chunks."""
+class RecordingNotAccepting(TapedeckError):
+    """Raised when a recording has stopped and no longer accepts chunks (409, code not_recording)."""
 
     code = "not_recording"
 
@@ -105,3 +105,9 @@ class Unavailable(TapedeckError):
     """Raised when Redis or the storage provider cannot be reached."""
 
     code = "unavailable"
+
+
+class UploadFailed(TapedeckError):
+    """Raised when an output could not be stored after every retry; the recording fails, chunks are kept."""
+
+    code = "upload_failed"

@@ -18,6 +18,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 from storage_providers import StorageError, StorageProvider, StorageUnavailableError
 from storage_providers.base import sha256_file
 from workers.checkpoints import RedisCheckpoint
+from workers.errors import UploadFailed
 from workers.media.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
 from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, start_offsets
@@ -37,10 +38,6 @@ Plan = dict[str, dict[str, dict[int, ChunkRecord]]]
 def _retryable(exc: BaseException) -> bool:
     """Unreachable backends and local I/O hiccups are retried; a definite answer (not found, bad key) is not."""
     return isinstance(exc, StorageUnavailableError) or (isinstance(exc, OSError) and not isinstance(exc, StorageError))
-
-
-class UploadFailed(Exception):
-    """Raised when an output could not be stored after every retry; the recording fails, chunks are kept."""
 
 
 @dataclass

@@ -11,7 +11,7 @@ from app.control import require_control_address
 from app.schemas import parse_start
 from app.services import services
 from tasks.finalize import enqueue_finalize
-from workers.errors import AlreadyRecording, NoRecording, NotFound
+from workers.errors import AlreadyRecording, NotFound, RoomNeverRecorded
 from workers.ids import check_id, new_recording_id
 from workers.status import build_status
 
@@ -44,7 +44,7 @@ def current(room: str):
     recording_id = svc.store.current(room)
     recording = svc.store.get(recording_id) if recording_id else None
     if recording is None:
-        raise NoRecording("this room has no recording")
+        raise RoomNeverRecorded("this room has no recording")
     principal.require_room(room)
     return jsonify(recordingId=recording_id, state=recording["state"])
 
@@ -56,11 +56,11 @@ def stop(room: str):
     require_control_address(principal, room)
     svc = services()
     if svc.store.current(room) is None:
-        raise NoRecording("this room has never recorded")
+        raise RoomNeverRecorded("this room has never recorded")
     principal.require_host(room)
     outcome = svc.store.stop(room, svc.settings.finalize_grace_seconds, task_id=str(uuid.uuid4()))
     if outcome is None:
-        raise NoRecording("this room has never recorded")
+        raise RoomNeverRecorded("this room has never recorded")
     recording_id, state, task_id, newly_stopped = outcome
     if newly_stopped:
         svc.events.publish(recording_id, {"type": "state", "state": state})
