@@ -5,7 +5,7 @@ import importlib
 import os
 from typing import Mapping
 
-from storage_providers.base import StorageError, StorageProvider
+from storage_providers.base import StorageConfigError, StorageProvider
 
 PROVIDERS: dict[str, str] = {
     "local": "storage_providers.local",
@@ -16,7 +16,7 @@ PROVIDERS: dict[str, str] = {
 """Each module exposes create(env) -> StorageProvider and imports its SDK lazily."""
 
 
-class UnknownProviderError(StorageError, ValueError):
+class UnknownProviderError(StorageConfigError):
     """Raised when STORAGE_PROVIDER names no registered backend."""
 
 

@@ -69,6 +69,17 @@ def test_unknown_storage_provider_fails_naming_the_variable():
         Settings.from_env({"TAPEDECK_ENV": "development", "STORAGE_PROVIDER": "ftp"})
 
 
+def test_a_provider_misconfiguration_is_the_one_configuration_error(tmp_path):
+    from workers.errors import ConfigurationError
+    from workers.resources import Resources
+    from workers.settings import Settings
+
+    env = {"TAPEDECK_ENV": "development", "STORAGE_PROVIDER": "s3", "S3_BUCKET": "b", "AWS_MAX_ATTEMPTS": "zero",
+           "STAGING_DIR": str(tmp_path)}
+    with pytest.raises(ConfigurationError, match="AWS_MAX_ATTEMPTS"):
+        Resources.build(Settings.from_env(env), env)
+
+
 def test_production_requires_jwt_secret():
     from workers.errors import ConfigurationError
     from workers.settings import Settings

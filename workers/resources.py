@@ -7,6 +7,8 @@ from typing import Mapping
 import redis
 
 from storage_providers import StorageError, StorageProvider, create_provider
+from storage_providers.base import StorageConfigError
+from workers.errors import ConfigurationError
 from workers.events import EventPublisher
 from workers.settings import Settings
 from workers.staging import ChunkStaging
@@ -26,12 +28,16 @@ class Resources:
     def build(cls, settings: Settings, env: Mapping[str, str] | None = None, socket_timeout: float = 30) -> "Resources":
         """Nothing connects here: the Redis pool and the storage SDK client open on first use (prefork-safe)."""
         client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=socket_timeout)
+        try:
+            provider = create_provider(settings.storage_provider, env)
+        except StorageConfigError as exc:  # one configuration error past this edge, naming the variable
+            raise ConfigurationError(str(exc)) from exc
         return cls(
             settings=settings,
             redis=client,
             store=RecordingStore(client),
             staging=ChunkStaging(settings.staging_dir, settings.staging_min_free_bytes),
-            provider=create_provider(settings.storage_provider, env),
+            provider=provider,
             events=EventPublisher(client, settings.event_stream_maxlen),
         )
 
