@@ -7,7 +7,7 @@ from typing import Mapping
 
 from flask import Flask
 
-from app.services import EXTENSION_KEY, Services
+from app.services import EXTENSION_KEY, build_services
 from workers.redis_persistence import verify_at_startup
 from workers.settings import Settings
 
@@ -22,7 +22,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app = Flask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_chunk_bytes * 4 // 3 + CHUNK_BODY_OVERHEAD
     app.json.sort_keys = False
-    app.extensions[EXTENSION_KEY] = Services.build(settings, env)
+    app.extensions[EXTENSION_KEY] = build_services(settings, env)
     logging.basicConfig(level=logging.DEBUG if settings.development else logging.INFO)
     logging.getLogger("redis").setLevel(logging.WARNING)
     verify_at_startup(settings, logging.getLogger("tapedeck.startup"))  # production refuses a Redis that persists nothing

@@ -1,12 +1,10 @@
-"""The shared resources one app instance uses, built once in create_app and kept in app.extensions."""
+"""The app's process resources, built once in create_app and kept in app.extensions."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping
 
 from flask import current_app
 
-from workers.chunks import ChunkIntake
 from workers.resources import Resources
 from workers.settings import Settings
 
@@ -15,16 +13,10 @@ SOCKET_TIMEOUT_SECONDS = 10
 """Above the SSE route's XREAD block time, so a blocked read is never cut short."""
 
 
-@dataclass(frozen=True)
-class Services(Resources):
-    intake: ChunkIntake | None = None
-
-    @classmethod
-    def build(cls, settings: Settings, env: Mapping[str, str] | None = None, socket_timeout: float = SOCKET_TIMEOUT_SECONDS) -> "Services":
-        base = Resources.build(settings, env, socket_timeout)
-        return cls(**base.__dict__, intake=ChunkIntake(base.store, base.staging, settings.max_chunk_bytes,
-                                                          settings.max_participants))
+def build_services(settings: Settings, env: Mapping[str, str] | None = None) -> Resources:
+    """The web process's Resources: a Redis socket timeout that suits request handling."""
+    return Resources.build(settings, env, SOCKET_TIMEOUT_SECONDS)
 
 
-def services() -> Services:
+def services() -> Resources:
     return current_app.extensions[EXTENSION_KEY]

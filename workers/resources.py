@@ -8,8 +8,10 @@ import redis
 
 from storage_providers import StorageError, StorageProvider, create_provider
 from storage_providers.base import StorageConfigError
+from workers.chunks import ChunkIntake
 from workers.errors import ConfigurationError
 from workers.events import EventPublisher
+from workers.finalize import Finalizer
 from workers.settings import Settings
 from workers.staging import ChunkStaging
 from workers.state import RecordingStore
@@ -17,12 +19,16 @@ from workers.state import RecordingStore
 
 @dataclass(frozen=True)
 class Resources:
+    """Everything a web or worker process shares: one name, every field present (intake and finalizer are cheap)."""
+
     settings: Settings
     redis: redis.Redis
     store: RecordingStore
     staging: ChunkStaging
     provider: StorageProvider
     events: EventPublisher
+    intake: ChunkIntake
+    finalizer: Finalizer
 
     @classmethod
     def build(cls, settings: Settings, env: Mapping[str, str] | None = None, socket_timeout: float = 30) -> "Resources":
@@ -32,13 +38,13 @@ class Resources:
             provider = create_provider(settings.storage_provider, env)
         except StorageConfigError as exc:  # one configuration error past this edge, naming the variable
             raise ConfigurationError(str(exc)) from exc
+        store = RecordingStore(client)
+        staging = ChunkStaging(settings.staging_dir, settings.staging_min_free_bytes)
+        events = EventPublisher(client, settings.event_stream_maxlen)
         return cls(
-            settings=settings,
-            redis=client,
-            store=RecordingStore(client),
-            staging=ChunkStaging(settings.staging_dir, settings.staging_min_free_bytes),
-            provider=provider,
-            events=EventPublisher(client, settings.event_stream_maxlen),
+            settings=settings, redis=client, store=store, staging=staging, provider=provider, events=events,
+            intake=ChunkIntake(store, staging, settings.max_chunk_bytes, settings.max_participants),
+            finalizer=Finalizer(store=store, staging=staging, provider=provider, publisher=events, settings=settings),
         )
 
     def download_url(self, key: str) -> str | None:

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
-from app.services import Services, services
+from app.services import services
 from storage_providers import StorageError
 from workers.errors import Unavailable
 from workers.redis_persistence import Persistence, check_persistence
+from workers.resources import Resources
 
 bp = Blueprint("health", __name__)
 
@@ -40,7 +41,7 @@ def readyz():
     return jsonify(body), 503
 
 
-def _staging(svc: Services) -> str:
+def _staging(svc: Resources) -> str:
     """low_space below STAGING_MIN_FREE_BYTES (chunk uploads answer 503 then), unavailable when unreadable."""
     try:
         svc.staging.check_space()
@@ -49,7 +50,7 @@ def _staging(svc: Services) -> str:
     return "ok"
 
 
-def _persistence(svc: Services, warnings: list[str]) -> str:
+def _persistence(svc: Resources, warnings: list[str]) -> str:
     """The redis check: not_persistent when production must refuse; a tolerated risk only adds a warning."""
     verdict = check_persistence(svc.redis)
     if verdict.refused(svc.settings):
