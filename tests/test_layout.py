@@ -59,6 +59,15 @@ def test_keys_are_exact():
     assert keys.finalize_lock("rec_1") == "tapedeck:lock:finalize:rec_1"
     assert keys.upload_session("rec_1", "recordings/r/rec_1/a.webm") == "tapedeck:upload:rec_1:recordings/r/rec_1/a.webm"
     assert keys.pending_finalize() == "tapedeck:pending-finalize"
+    assert keys.recording_prefix() == "tapedeck:rec:"  # the Lua scripts append the room's current id to it
+    assert keys.participants("rec_1") == "tapedeck:rec:rec_1:participants"
+    assert keys.stream_stats("rec_1", "alice", "video") == "tapedeck:rec:rec_1:stats:alice:video"
+    assert keys.stream_holes("rec_1", "alice", "video") == "tapedeck:rec:rec_1:holes:alice:video"
+    assert keys.stream_unreadable("rec_1", "alice", "video") == "tapedeck:rec:rec_1:unreadable:alice:video"
+    assert keys.completed_index() == "tapedeck:completed"
+    assert keys.event_stream_leases("rec_1") == "tapedeck:rec:rec_1:stream-leases"
+    assert keys.token_stream_leases("d1g") == "tapedeck:token:d1g:stream-leases"
+    assert keys.rate_limits() == "tapedeck:limits"
 
 
 def test_unknown_storage_provider_fails_naming_the_variable():

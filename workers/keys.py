@@ -4,9 +4,14 @@ from __future__ import annotations
 PREFIX = "tapedeck"
 
 
+def recording_prefix() -> str:
+    """What recording(id) starts with: Lua scripts append an id they read from Redis (the room's current one)."""
+    return f"{PREFIX}:rec:"
+
+
 def recording(recording_id: str) -> str:
     """Hash: the recording's state, timestamps, progress and JSON fields."""
-    return f"{PREFIX}:rec:{recording_id}"
+    return f"{recording_prefix()}{recording_id}"
 
 
 def room_current(room: str) -> str:
@@ -61,7 +66,7 @@ def finalize_lock(recording_id: str) -> str:
 
 
 def upload_session(recording_id: str, object_key: str) -> str:
-    """Hash: a resumable/multipart upload's id and completed parts, so a retry resumes."""
+    """String with expiry: JSON of a resumable/multipart upload's id and completed parts, so a retry resumes."""
     return f"{PREFIX}:upload:{recording_id}:{object_key}"
 
 

@@ -88,7 +88,7 @@ class RecordingStore:
         }
         flat = [item for pair in fields.items() for item in pair]
         created, rid = self._start(
-            keys=[keys.room_current(room), keys.recording(recording_id), keys.recording("")],
+            keys=[keys.room_current(room), keys.recording(recording_id), keys.recording_prefix()],
             args=[recording_id, *flat],
         )
         return bool(created), rid.decode() if isinstance(rid, bytes) else rid
@@ -97,7 +97,7 @@ class RecordingStore:
         """Move the room's recording to finalizing once; returns (id, state, taskId, newly stopped)."""
         now = time.time() if now is None else now
         out = self._stop(
-            keys=[keys.room_current(room), keys.recording(""), keys.pending_finalize()],
+            keys=[keys.room_current(room), keys.recording_prefix(), keys.pending_finalize()],
             args=[repr(now), repr(now + grace_seconds), task_id],
         )
         if out is None:
