@@ -65,12 +65,9 @@ class ObjectInfo:
 
 
 def sha256_file(path: Path) -> str:
-    """Hex SHA-256 of a file, read in blocks (outputs can be gigabytes)."""
-    digest = hashlib.sha256()
+    """Hex SHA-256 of a file; hashlib.file_digest streams it (outputs can be gigabytes)."""
     with open(path, "rb") as handle:
-        while block := handle.read(HASH_BLOCK):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def require_setting(env: Mapping[str, str], *names: str) -> str:
