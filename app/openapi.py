@@ -85,6 +85,16 @@ def _chunk_paths() -> dict[str, Schema]:
                          "description": "client wall clock in Unix epoch milliseconds"}],
             requestBody={"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary", "minLength": 1}}}})},
+        "/video-calls/recordings/{recordingId}/participants/{participantId}/{type}/chunks": {"get": _op(
+            "Which sequences of a stream the server holds, as runs (that participant or a host)",
+            {"200": json_ok("Held runs, ascending; next pages on with ?after=", "HeldChunks"),
+             **errors(400, 401, 403, 404, 503)}, HEADER_OR_QUERY,
+            parameters=[RECORDING, PARTICIPANT, TYPE,
+                        {"name": "after", "in": "query", "required": False, "schema": ref("Sequence"),
+                         "description": "list only sequences above this (the previous answer's next)"},
+                        {"name": "limit", "in": "query", "required": False,
+                         "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                         "description": "most runs in one answer (default 1000)"}])},
     }
 
 

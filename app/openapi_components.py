@@ -104,6 +104,11 @@ SCHEMAS: dict[str, Schema] = {
             "error": NULLABLE_STRING, "video": ref("Stream"), "audio": ref("Stream")})},
         "outputs": {"type": "array", "items": ref("Output")},
     }),
+    "HeldChunks": _obj(["ranges", "chunks", "bytes", "next"], {
+        "ranges": {"type": "array", "maxItems": 1000, "items": {
+            "type": "array", "items": ref("Sequence"), "minItems": 2, "maxItems": 2}},
+        "chunks": {"type": "integer", "minimum": 0}, "bytes": {"type": "integer", "minimum": 0},
+        "next": {"type": ["integer", "null"]}}),
     "Health": _obj(["status"], {"status": {"type": "string", "enum": ["ok"]}}),
     "Checks": {"type": "object", "additionalProperties": {"type": "string", "enum": ["ok", "unavailable"]}},
     "Ready": _obj(["status", "checks"], {"status": {"type": "string", "enum": ["ok"]}, "checks": ref("Checks")}),

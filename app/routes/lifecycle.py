@@ -1,0 +1,41 @@
+"""Recording lifecycle routes beyond start/stop: which chunks the server holds (what a reloaded client asks)."""
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from app.auth import authenticate
+from app.services import services
+from workers.errors import Forbidden, InvalidRequest, NotFound
+from workers.ids import MAX_SEQUENCE, check_id, check_stream_type
+from workers.lifecycle_ranges import MAX_RANGES, held_ranges
+
+bp = Blueprint("lifecycle", __name__, url_prefix="/video-calls")
+
+
+def _bounded_int(name: str, low: int, high: int, default: int) -> int:
+    """A query integer in [low, high]; anything else is 400 naming the parameter."""
+    raw = request.args.get(name)
+    if raw is None:
+        return default
+    if not (raw.isascii() and raw.isdigit() and len(raw) <= 8 and low <= int(raw) <= high):
+        raise InvalidRequest(f"{name} must be an integer from {low} to {high}", field=name)
+    return int(raw)
+
+
+@bp.get("/recordings/<recording_id>/participants/<participant_id>/<kind>/chunks")
+def held_chunks(recording_id: str, participant_id: str, kind: str):
+    principal = authenticate()
+    check_id(recording_id, "recordingId")
+    check_id(participant_id, "participantId")
+    check_stream_type(kind)
+    after = _bounded_int("after", 0, MAX_SEQUENCE, -1)
+    limit = _bounded_int("limit", 1, MAX_RANGES, MAX_RANGES)
+    svc = services()
+    recording = svc.store.get(recording_id)
+    if recording is None:
+        raise NotFound("no such recording", recordingId=recording_id)
+    principal.require_room(recording["room"])
+    if not principal.is_host and participant_id != principal.sub:
+        raise Forbidden("only that participant or a host can see its chunks")
+    page = held_ranges(svc.redis, recording_id, participant_id, kind, after=after, limit=limit)
+    return jsonify(page.body())
