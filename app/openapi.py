@@ -82,7 +82,10 @@ def _chunk_paths() -> dict[str, Schema]:
             parameters=[RECORDING, PARTICIPANT, TYPE, SEQUENCE,
                         {"name": "Tapedeck-Timestamp", "in": "header", "required": False,
                          "schema": {"type": "number", "minimum": 0, "maximum": MAX_TIMESTAMP_MS},
-                         "description": "client wall clock in Unix epoch milliseconds"}],
+                         "description": "client wall clock in Unix epoch milliseconds"},
+                        {"name": "Repr-Digest", "in": "header", "required": False, "schema": {"type": "string"},
+                         "example": "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+                         "description": "RFC 9530; a sha-256 the bytes do not match is 400 checksum_mismatch"}],
             requestBody={"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary", "minLength": 1}}}})},
         "/video-calls/recordings/{recordingId}/participants/{participantId}/{type}/chunks": {"get": _op(

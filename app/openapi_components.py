@@ -78,6 +78,8 @@ SCHEMAS: dict[str, Schema] = {
         "chunk": {"type": "string", "pattern": BASE64, "description": "base64 (a data: URL prefix is accepted)"},
         "type": ref("StreamType"), "sequence": ref("Sequence"),
         "timestamp": {"anyOf": [ref("Timestamp"), {"type": "null"}]},
+        "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-fA-F]{64}$",
+                   "description": "hex SHA-256 of the decoded bytes; a mismatch is 400 checksum_mismatch"},
     }),
     "ChunkAccepted": _obj(["recordingId", "participantId", "type", "sequence", "bytes", "duplicate"], {
         "recordingId": ref("Id"), "participantId": ref("Id"), "type": ref("StreamType"),

@@ -1,12 +1,13 @@
 """Accepting one chunk: the checks of DESIGN.md §4 in their order, staging on disk, one atomic Redis commit."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 
 from workers.access import Principal
 from workers.media.chunk_stream import HEADER_PROBE_BYTES
 from workers.media.container import SUPPORTED_CONTAINERS, describe, sniff, starts_header
-from workers.errors import (NotFound, ParticipantLimit, PayloadTooLarge, RecordingNotAccepting, SequenceConflict,
+from workers.errors import (ChecksumMismatch, NotFound, ParticipantLimit, PayloadTooLarge, RecordingNotAccepting, SequenceConflict,
                             Unavailable, UnsupportedMedia)
 from workers.staging import ChunkStaging, StagedChunk
 from workers.state import ChunkRecord, RecordingStore
@@ -22,6 +23,8 @@ class ChunkUpload:
     sequence: int
     data: bytes
     timestamp: float | None = None
+    sha256: str | None = None
+    """The SHA-256 (lowercase hex) the client says the bytes have, if it sent one."""
 
 
 @dataclass(frozen=True)
@@ -59,12 +62,13 @@ class ChunkIntake:
 
     def accept(self, upload: ChunkUpload, principal: Principal) -> ChunkReceipt:
         self.check_size(len(upload.data))
+        digest = verified_digest(upload)
         room = self.store.room_of(upload.recording_id)
         if room is None:
             raise NotFound("no such recording", recordingId=upload.recording_id)
         principal.require_uploader(room, upload.participant_id)
         container_problem = self._container_problem(upload)
-        staged = self._stage(upload)
+        staged = self._stage(upload, digest)
         record = ChunkRecord(digest=staged.digest, size=staged.size, timestamp=upload.timestamp, name=staged.name)
         try:
             outcome, state = self.store.accept_chunk(
@@ -79,10 +83,11 @@ class ChunkIntake:
             staged.path.unlink(missing_ok=True)  # a rejection: the index names no file of these bytes
         return self._receipt(upload, outcome, state, container_problem)
 
-    def _stage(self, upload: ChunkUpload) -> StagedChunk:
+    def _stage(self, upload: ChunkUpload, digest: str | None) -> StagedChunk:
         self.staging.check_space()
         try:
-            return self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence, upload.data)
+            return self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence,
+                                      upload.data, digest)
         except OSError as exc:  # disk full or unmounted: the client should retry, not drop the chunk
             raise Unavailable(f"chunk staging failed ({exc.strerror or type(exc).__name__}); retry later") from None
 
@@ -121,3 +126,14 @@ class ChunkIntake:
             return None
         container = sniff(upload.data)
         return None if container in SUPPORTED_CONTAINERS else describe(container, upload.data)
+
+
+def verified_digest(upload: ChunkUpload) -> str | None:
+    """The chunk's SHA-256 when the client sent one and it matches (staging reuses it: one hash per chunk)."""
+    if upload.sha256 is None:
+        return None
+    digest = hashlib.sha256(upload.data).hexdigest()
+    if digest != upload.sha256:
+        raise ChecksumMismatch("the chunk's bytes do not match its sha256; nothing was stored",
+                               expected=upload.sha256, received=digest)
+    return digest

@@ -37,6 +37,12 @@ class InvalidBase64(InvalidRequest):
     code = "invalid_base64"
 
 
+class ChecksumMismatch(InvalidRequest):
+    """Raised when a chunk's bytes do not hash to the SHA-256 its client sent: corrupted on the way, nothing kept."""
+
+    code = "checksum_mismatch"
+
+
 class PayloadTooLarge(TapedeckError):
     """Raised when a chunk is larger than MAX_CHUNK_BYTES."""
 

@@ -89,10 +89,12 @@ class ChunkStaging:
         if free < self.min_free_bytes:
             raise Unavailable("chunk staging is low on disk space; retry later", reason="staging_full")
 
-    def stage(self, recording_id: str, participant_id: str, kind: str, sequence: int, data: bytes) -> StagedChunk:
+    def stage(self, recording_id: str, participant_id: str, kind: str, sequence: int, data: bytes,
+              digest: str | None = None) -> StagedChunk:
+        """Write the chunk under its content name; `digest` is its SHA-256 when intake already verified it."""
         directory = self.stream_dir(recording_id, participant_id, kind)
         directory.mkdir(parents=True, exist_ok=True)
-        digest = hashlib.sha256(data).hexdigest()
+        digest = digest or hashlib.sha256(data).hexdigest()
         final = directory / self.chunk_name(sequence, digest)
         tmp = directory / f".{final.name}.{secrets.token_hex(4)}.tmp"
         try:

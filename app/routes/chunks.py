@@ -4,6 +4,8 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from app.auth import authenticate
+from app.digests import HEADER as REPR_DIGEST
+from app.digests import sha256_from_repr_digest
 from app.limits import CHUNKS, limited
 from app.schemas import ChunkBody, decode_chunk, decoded_size, parse_json, parse_timestamp_header, strip_data_url
 from app.services import services
@@ -25,6 +27,7 @@ def upload_json():
     upload = ChunkUpload(
         recording_id=body.recordingId, participant_id=body.participantId, kind=body.type,
         sequence=body.sequence, data=decode_chunk(text), timestamp=body.timestamp,
+        sha256=body.sha256.lower() if body.sha256 else None,
     )
     return jsonify(intake.accept(upload, principal).body()), 202
 
@@ -38,6 +41,7 @@ def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str)
     check_stream_type(kind)
     seq = check_sequence(sequence)
     timestamp = parse_timestamp_header(request.headers.get("Tapedeck-Timestamp"))
+    sha256 = sha256_from_repr_digest(request.headers.get(REPR_DIGEST))
     intake = services().intake
     if request.content_length is not None:
         intake.check_size(request.content_length)
@@ -46,5 +50,6 @@ def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str)
         raise InvalidRequest("chunk body must not be empty", field="body")
     upload = ChunkUpload(
         recording_id=recording_id, participant_id=participant_id, kind=kind, sequence=seq, data=data, timestamp=timestamp,
+        sha256=sha256,
     )
     return jsonify(intake.accept(upload, principal).body()), 202
