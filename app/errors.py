@@ -20,6 +20,7 @@ STATUS_BY_ERROR: dict[type[e.TapedeckError], int] = {
     e.RecordingNotAccepting: 409,
     e.AlreadyRecording: 409,
     e.SequenceConflict: 409,
+    e.InvalidState: 409,
     e.ParticipantLimit: 409,
     e.UnsupportedMedia: 415,
     e.RateLimited: 429,

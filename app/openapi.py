@@ -52,6 +52,14 @@ def _recording_paths() -> dict[str, Schema]:
             "Stop recording and queue finalize (host only; repeating it is harmless)",
             {"202": json_ok("Stopping, or already stopped", "Stopped"), **errors(400, 401, 403, 404, 503)},
             HEADER_ONLY, parameters=[ROOM])},
+        "/video-calls/{room}/recording/pause": {"post": _op(
+            "Pause the room's recording (host only); chunks sent while paused are still accepted",
+            {"200": json_ok("Paused", "Current"), **errors(400, 401, 403, 404, 409, 503)},
+            HEADER_ONLY, parameters=[ROOM], description="409 invalid_state unless the recording is recording.")},
+        "/video-calls/{room}/recording/resume": {"post": _op(
+            "Resume the room's paused recording (host only)",
+            {"200": json_ok("Recording again", "Current"), **errors(400, 401, 403, 404, 409, 503)},
+            HEADER_ONLY, parameters=[ROOM], description="409 invalid_state unless the recording is paused.")},
         "/video-calls/recordings/{recordingId}": {"get": _op(
             "A recording's status: state, progress, per-participant streams, outputs with download URLs",
             {"200": json_ok("Status", "Status"), **errors(400, 401, 403, 404, 503)},

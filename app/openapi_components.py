@@ -105,6 +105,8 @@ SCHEMAS: dict[str, Schema] = {
         "participants": {"type": "object", "additionalProperties": _obj([], {
             "error": NULLABLE_STRING, "video": ref("Stream"), "audio": ref("Stream")})},
         "outputs": {"type": "array", "items": ref("Output")},
+        "pauses": {"type": "array", "maxItems": 1000, "items": _obj(["pausedAt", "resumedAt"], {
+            "pausedAt": ISO_TIME, "resumedAt": ISO_TIME})},
     }),
     "HeldChunks": _obj(["ranges", "chunks", "bytes", "next"], {
         "ranges": {"type": "array", "maxItems": 1000, "items": {

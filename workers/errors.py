@@ -79,6 +79,13 @@ class AlreadyRecording(TapedeckError):
     code = "already_recording"
 
 
+class InvalidState(TapedeckError):
+    """Raised when a lifecycle action does not fit the recording's state (pause when not recording, resume when not
+    paused, delete before it ended)."""
+
+    code = "invalid_state"
+
+
 class SequenceConflict(TapedeckError):
     """Raised when a sequence number arrives again with different bytes."""
 

@@ -46,6 +46,9 @@ if not current then return nil end
 local rec = KEYS[2] .. current
 local state = redis.call('HGET', rec, 'state')
 if state == 'recording' or state == 'paused' then
+  if state == 'paused' then  -- stop closes the open pause (workers/pause.py keeps "<pausedAt>:<resumedAt>;...")
+    redis.call('HSET', rec, 'pauses', (redis.call('HGET', rec, 'pauses') or '') .. ARGV[1])
+  end
   redis.call('HSET', rec, 'state', 'finalizing', 'stoppedAt', ARGV[1], 'acceptUntil', ARGV[2],
              'taskId', ARGV[3], 'updatedAt', ARGV[1], 'progress', '0')
   redis.call('ZADD', KEYS[3], ARGV[2], current)

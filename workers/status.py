@@ -6,6 +6,7 @@ from typing import Callable
 
 from workers.chunk_index import StreamFacts
 from workers.clock import epoch
+from workers.pause import parse_pauses
 from workers.state import RecordingStore, iso
 
 UrlFor = Callable[[str], "str | None"]
@@ -68,6 +69,7 @@ def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | Non
         "upload": {"bytesSent": int(rec["bytesSent"]), "bytesTotal": int(rec["bytesTotal"])} if rec.get("bytesTotal") else None,
         "metadata": _json(rec.get("metadata"), {}),
         "taskId": rec.get("taskId") or None,
+        "pauses": [p.body() for p in parse_pauses(rec.get("pauses"))],
         "participants": participant_entries(store, recording_id, errors, only),
         "outputs": outputs,
     }

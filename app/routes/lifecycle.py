@@ -1,13 +1,15 @@
-"""Recording lifecycle routes beyond start/stop: which chunks the server holds (what a reloaded client asks)."""
+"""Recording lifecycle routes beyond start/stop: pause, resume, and which chunks the server holds."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
 from app.auth import authenticate
+from app.control import require_control_address
 from app.services import services
-from workers.errors import Forbidden, InvalidRequest, NotFound
+from workers.errors import Forbidden, InvalidRequest, InvalidState, NotFound, RoomNeverRecorded
 from workers.ids import MAX_SEQUENCE, check_id, check_stream_type
 from workers.lifecycle_ranges import MAX_RANGES, held_ranges
+from workers.pause import MAX_PAUSES, PauseControl
 
 bp = Blueprint("lifecycle", __name__, url_prefix="/video-calls")
 
@@ -39,3 +41,36 @@ def held_chunks(recording_id: str, participant_id: str, kind: str):
         raise Forbidden("only that participant or a host can see its chunks")
     page = held_ranges(svc.redis, recording_id, participant_id, kind, after=after, limit=limit)
     return jsonify(page.body())
+
+
+def _pause_or_resume(room: str, action: str):
+    """Pause and resume share DESIGN's order: token, path, control address, recording (404), host (403), state (409)."""
+    principal = authenticate()
+    check_id(room, "room")
+    require_control_address(principal, room)
+    svc = services()
+    recording_id = svc.store.current(room)
+    if recording_id is None:
+        raise RoomNeverRecorded("this room has never recorded")
+    principal.require_host(room)
+    control = PauseControl(svc.redis)
+    outcome, state = control.pause(recording_id) if action == "pause" else control.resume(recording_id)
+    if outcome == "not_found":
+        raise RoomNeverRecorded("this room has never recorded")
+    if outcome == "too_many":
+        raise InvalidState(f"a recording may pause at most {MAX_PAUSES} times", recordingId=recording_id,
+                           state=state)
+    if outcome == "invalid_state":
+        raise InvalidState(f"cannot {action} a recording that is {state}", recordingId=recording_id, state=state)
+    svc.events.publish(recording_id, {"type": "state", "state": state})
+    return jsonify(recordingId=recording_id, state=state)
+
+
+@bp.post("/<room>/recording/pause")
+def pause(room: str):
+    return _pause_or_resume(room, "pause")
+
+
+@bp.post("/<room>/recording/resume")
+def resume(room: str):
+    return _pause_or_resume(room, "resume")
