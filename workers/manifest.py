@@ -10,6 +10,7 @@ import time
 
 from workers.chunk_index import ChunkRecord
 from workers.clock import epoch, iso, normalize_ms
+from workers.pause import parse_pauses
 
 CONTENT_TYPES = {"webm": "video/webm", "mkv": "video/x-matroska", "mp4": "video/mp4"}
 MANIFEST_NAME = "manifest.json"
@@ -83,6 +84,7 @@ def build_manifest(rec: dict[str, str], plan: Plan, outputs: dict[str, dict], en
         "metadata": json.loads(rec.get("metadata") or "{}"),
         "startedAt": iso(epoch(rec.get("startedAt"))),
         "stoppedAt": iso(epoch(rec.get("stoppedAt"))),
+        "pauses": [p.body() for p in parse_pauses(rec.get("pauses"))],
         "finalizedAt": iso(time.time()),
         "alignment": "play each output starting startOffsetSeconds after the recording's first frame",
         "participants": participants,
