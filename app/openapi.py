@@ -60,6 +60,16 @@ def _recording_paths() -> dict[str, Schema]:
             "Resume the room's paused recording (host only)",
             {"200": json_ok("Recording again", "Current"), **errors(400, 401, 403, 404, 409, 503)},
             HEADER_ONLY, parameters=[ROOM], description="409 invalid_state unless the recording is paused.")},
+        "/video-calls/{room}/recordings": {"get": _op(
+            "The room's recordings, newest first, paginated (any token of the room)",
+            {"200": json_ok("One page; next is the cursor of the following page, or null", "Listing"),
+             **errors(400, 401, 403, 503)}, HEADER_OR_QUERY, parameters=[
+                ROOM,
+                {"name": "limit", "in": "query", "required": False,
+                 "schema": {"type": "integer", "minimum": 1, "maximum": 100}, "description": "default 20"},
+                {"name": "cursor", "in": "query", "required": False, "schema": ref("Id"),
+                 "description": "the previous page's next"},
+                {"name": "state", "in": "query", "required": False, "schema": ref("State")}])},
         "/video-calls/recordings/{recordingId}": {"get": _op(
             "A recording's status: state, progress, per-participant streams, outputs with download URLs",
             {"200": json_ok("Status", "Status"), **errors(400, 401, 403, 404, 503)},

@@ -113,6 +113,12 @@ SCHEMAS: dict[str, Schema] = {
             "type": "array", "items": ref("Sequence"), "minItems": 2, "maxItems": 2}},
         "chunks": {"type": "integer", "minimum": 0}, "bytes": {"type": "integer", "minimum": 0},
         "next": {"type": ["integer", "null"]}}),
+    "Listing": _obj(["recordings", "next"], {
+        "recordings": {"type": "array", "maxItems": 100, "items": _obj(
+            ["recordingId", "state", "startedAt", "stoppedAt", "completedAt", "format"], {
+                "recordingId": ref("Id"), "state": ref("State"), "startedAt": ISO_TIME, "stoppedAt": ISO_TIME,
+                "completedAt": ISO_TIME, "format": NULLABLE_STRING})},
+        "next": {"anyOf": [ref("Id"), {"type": "null"}]}}),
     "Health": _obj(["status"], {"status": {"type": "string", "enum": ["ok"]}}),
     "Checks": {"type": "object", "additionalProperties": {"type": "string", "enum": ["ok", "unavailable"]}},
     "Ready": _obj(["status", "checks"], {"status": {"type": "string", "enum": ["ok"]}, "checks": ref("Checks")}),

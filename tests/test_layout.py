@@ -52,6 +52,7 @@ def test_keys_are_exact():
 
     assert keys.recording("rec_1") == "tapedeck:rec:rec_1"
     assert keys.room_current("r") == "tapedeck:room:r:current"
+    assert keys.room_recordings("r") == "tapedeck:room:r:recordings"
     assert keys.streams("rec_1") == "tapedeck:rec:rec_1:streams"
     assert keys.stream_chunks("rec_1", "alice", "video") == "tapedeck:rec:rec_1:chunks:alice:video"
     assert keys.events("rec_1") == "tapedeck:rec:rec_1:events"

@@ -19,6 +19,11 @@ def room_current(room: str) -> str:
     return f"{PREFIX}:room:{room}:current"
 
 
+def room_recordings(room: str) -> str:
+    """Sorted set: every recording id of a room, scored by its start time (the listing, newest first)."""
+    return f"{PREFIX}:room:{room}:recordings"
+
+
 def streams(recording_id: str) -> str:
     """Set of "<participantId>/<type>" streams that have received chunks."""
     return f"{PREFIX}:rec:{recording_id}:streams"

@@ -37,6 +37,7 @@ if current then
 end
 redis.call('HSET', KEYS[2], unpack(ARGV, 2))
 redis.call('SET', KEYS[1], ARGV[1])
+if KEYS[4] then redis.call('ZADD', KEYS[4], redis.call('HGET', KEYS[2], 'startedAt'), ARGV[1]) end
 return {1, ARGV[1]}
 """
 
@@ -91,7 +92,8 @@ class RecordingStore:
         }
         flat = [item for pair in fields.items() for item in pair]
         created, rid = self._start(
-            keys=[keys.room_current(room), keys.recording(recording_id), keys.recording_prefix()],
+            keys=[keys.room_current(room), keys.recording(recording_id), keys.recording_prefix(),
+                  keys.room_recordings(room)],
             args=[recording_id, *flat],
         )
         return bool(created), rid.decode() if isinstance(rid, bytes) else rid
@@ -150,6 +152,7 @@ class RecordingStore:
         if not self.redis.hsetnx(keys.recording(recording_id), "recordingId", recording_id):
             return False
         self.redis.hset(keys.recording(recording_id), mapping=fields)
+        self.redis.zadd(keys.room_recordings(room), {recording_id: float(fields["startedAt"])})
         return True
 
     def finish(self, recording_id: str, state: State, error: str | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Recording lifecycle routes beyond start/stop: pause, resume, and which chunks the server holds."""
+"""Recording lifecycle routes beyond start/stop: pause, resume, a room's listing, and which chunks are held."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -8,8 +8,12 @@ from app.control import require_control_address
 from app.services import services
 from workers.errors import Forbidden, InvalidRequest, InvalidState, NotFound, RoomNeverRecorded
 from workers.ids import MAX_SEQUENCE, check_id, check_stream_type
+from workers.lifecycle_listing import DEFAULT_LIMIT, MAX_LIMIT, CursorGone, list_recordings
 from workers.lifecycle_ranges import MAX_RANGES, held_ranges
 from workers.pause import MAX_PAUSES, PauseControl
+from workers.state import State
+
+STATES = tuple(s.value for s in State)
 
 bp = Blueprint("lifecycle", __name__, url_prefix="/video-calls")
 
@@ -74,3 +78,23 @@ def pause(room: str):
 @bp.post("/<room>/recording/resume")
 def resume(room: str):
     return _pause_or_resume(room, "resume")
+
+
+@bp.get("/<room>/recordings")
+def listing(room: str):
+    principal = authenticate()
+    check_id(room, "room")
+    limit = _bounded_int("limit", 1, MAX_LIMIT, DEFAULT_LIMIT)
+    cursor = request.args.get("cursor")
+    if cursor is not None:
+        check_id(cursor, "cursor")
+    state = request.args.get("state")
+    if state is not None and state not in STATES:
+        raise InvalidRequest(f"state must be one of {', '.join(STATES)}", field="state")
+    principal.require_room(room)
+    try:
+        page = list_recordings(services().redis, room, limit=limit, cursor=cursor, state=state)
+    except CursorGone:
+        raise InvalidRequest("cursor names no recording of this room; list again from the start",
+                             field="cursor") from None
+    return jsonify(page.body())
