@@ -9,6 +9,7 @@ from celery import shared_task
 
 from tasks.runtime import runtime
 from workers import keys
+from workers.errors import LockLost
 from workers.lock import heartbeat_lock
 from workers.state import State
 
@@ -32,7 +33,10 @@ def finalize_recording(self, recording_id: str) -> dict:
             log.info("finalize %s already running elsewhere; this delivery exits", recording_id)
             return {"recordingId": recording_id, "skipped": "already running"}
         try:
-            state = rt.finalizer.run(recording_id, listener=lambda event: _celery_progress(self, event))
+            state = rt.finalizer.run(recording_id, listener=lambda event: _celery_progress(self, event), guard=held.check)
+        except LockLost:
+            log.warning("finalize %s lost its lock; stopped before writing, the holder finishes it", recording_id)
+            return {"recordingId": recording_id, "skipped": "lock lost"}
         except redis.ConnectionError as exc:
             raise self.retry(exc=exc, countdown=backoff_with_jitter(self.request.retries))
         except Exception as exc:

@@ -124,3 +124,9 @@ class UploadFailed(TapedeckError):
     """Raised when an output could not be stored after every retry; the recording fails, chunks are kept."""
 
     code = "upload_failed"
+
+
+class LockLost(TapedeckError):
+    """Raised in a finalize whose lock expired or was taken: another run may be writing, so this one stops."""
+
+    code = "lock_lost"

@@ -35,6 +35,14 @@ Plan = dict[str, dict[str, dict[int, ChunkRecord]]]
 """participantId → stream type → sequence → chunk record."""
 
 
+Guard = Callable[[], None]
+"""Raises (LockLost) when this run may no longer write; called before each write past muxing."""
+
+
+def _no_guard() -> None:
+    """Runs without a lock (tests, CLI) have nothing to lose."""
+
+
 def _retryable(exc: BaseException) -> bool:
     """Unreachable backends and local I/O hiccups are retried; a definite answer (not found, bad key) is not."""
     return isinstance(exc, StorageUnavailableError) or (isinstance(exc, OSError) and not isinstance(exc, StorageError))
@@ -49,8 +57,10 @@ class Finalizer:
     settings: Settings
     sleep: Callable[[float], None] = time.sleep
 
-    def run(self, recording_id: str, listener: Listener | None = None) -> str:
-        """Finalize once; returns the recording's final (or current, if not ours to finish) state."""
+    def run(self, recording_id: str, listener: Listener | None = None, guard: Guard = _no_guard) -> str:
+        """Finalize once; returns the recording's final (or current, if not ours to finish) state. guard()
+        runs before every write past muxing (uploads, outputs, manifest, final state) and raises LockLost
+        when this run no longer holds the finalize lock."""
         state = self._close_grace_window(recording_id)
         if state not in (State.MUXING, State.UPLOADING):
             return state
@@ -61,19 +71,21 @@ class Finalizer:
         errors: dict[str, str] = json.loads(rec.get("participantErrors") or "{}")
         prepared = self._mux_all(rec, plan, done, errors, reporter)
         try:
-            self._upload_all(rec, prepared, done, reporter)
+            self._upload_all(rec, prepared, done, reporter, guard)
             entries = participant_entries(self.store, recording_id, errors)
             clock_offsets = {pid: entry.get("clockOffsetSeconds") for pid, entry in entries.items()}
             for pid, offset in start_offsets(plan, done, clock_offsets).items():
                 if pid in done:
                     done[pid]["startOffsetSeconds"] = offset
+            guard()
             self.store.update(recording_id, outputs=[done[p] for p in sorted(done)])
-            self._upload_manifest(rec, build_manifest(rec, plan, done, entries))
+            self._upload_manifest(rec, build_manifest(rec, plan, done, entries), guard)
         except UploadFailed as exc:
             return self._fail(recording_id, str(exc), reporter)
         if not done:
             reason = "no participant produced an output" + (f": {'; '.join(f'{p}: {m}' for p, m in sorted(errors.items()))}" if errors else "")
             return self._fail(recording_id, reason, reporter)
+        guard()
         self.store.finish(recording_id, State.COMPLETED)
         reporter.state(State.COMPLETED.value, progress=1.0, outputs=len(done))
         return State.COMPLETED.value
@@ -141,9 +153,11 @@ class Finalizer:
         reporter.report(State.MUXING.value, 1.0)
         return results
 
-    def _upload_all(self, rec: dict, prepared: dict[str, PreparedOutput], done: dict, reporter: ProgressReporter) -> None:
+    def _upload_all(self, rec: dict, prepared: dict[str, PreparedOutput], done: dict, reporter: ProgressReporter,
+                    guard: Guard) -> None:
         recording_id = rec["recordingId"]
         prefix = object_prefix(rec["room"], recording_id)
+        guard()
         self.store.update(recording_id, state=State.UPLOADING.value)
         total = sum(p.bytes + (p.thumbnail.path.stat().st_size if p.thumbnail else 0) for p in prepared.values()) or 1
         sent = 0
@@ -160,13 +174,13 @@ class Finalizer:
                 "duration-seconds": f"{output.duration_seconds:.3f}", "sha256": checksum,
             }
             self._upload(recording_id, key, output.path, CONTENT_TYPES.get(output.extension, "application/octet-stream"),
-                         metadata, on_progress)
+                         metadata, on_progress, guard)
             sent += output.bytes
             thumbnail_key = None
             if output.thumbnail:
                 thumbnail_key = f"{prefix}{pid}.jpg"
                 self._upload(recording_id, thumbnail_key, output.thumbnail.path, "image/jpeg",
-                             {"recording-id": recording_id, "participant": pid}, on_progress)
+                             {"recording-id": recording_id, "participant": pid}, on_progress, guard)
                 sent += output.thumbnail.path.stat().st_size
             done[pid] = {
                 "participantId": pid, "format": output.format, "bytes": output.bytes,
@@ -178,10 +192,12 @@ class Finalizer:
                 "thumbnail": {"width": output.thumbnail.width, "height": output.thumbnail.height,
                               "atSeconds": output.thumbnail.seconds} if output.thumbnail else None,
             }
+            guard()
             self.store.update(recording_id, outputs=[done[p] for p in sorted(done)])
 
     def _upload(self, recording_id: str, key: str, path: Path, content_type: str,
-                metadata: dict[str, str], progress: Callable[[int, int], None]) -> None:
+                metadata: dict[str, str], progress: Callable[[int, int], None], guard: Guard) -> None:
+        guard()
         checkpoint = RedisCheckpoint(self.store.redis, recording_id, key)
         attempts = self.settings.upload_max_retries + 1
         try:
@@ -205,12 +221,12 @@ class Finalizer:
             raise UploadFailed(f"upload of {key} to {self.provider.name} failed after {attempts} attempts: {exc}") from exc
         checkpoint.clear()
 
-    def _upload_manifest(self, rec: dict, manifest: dict) -> None:
+    def _upload_manifest(self, rec: dict, manifest: dict, guard: Guard) -> None:
         key = object_prefix(rec["room"], rec["recordingId"]) + MANIFEST_NAME
         path = self.staging.output_dir(rec["recordingId"]) / MANIFEST_NAME
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(manifest, indent=2))
-        self._upload(rec["recordingId"], key, path, "application/json", {"recording-id": rec["recordingId"]}, lambda *_: None)
+        self._upload(rec["recordingId"], key, path, "application/json", {"recording-id": rec["recordingId"]}, lambda *_: None, guard)
 
     def _fail(self, recording_id: str, reason: str, reporter: ProgressReporter) -> str:
         log.error("recording %s failed: %s", recording_id, reason)
