@@ -35,6 +35,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     for module in (recordings, chunks, lifecycle, events, health, files, demo, openapi):
         app.register_blueprint(module.bp)
     cli.init_app(app)
+    from app import metrics
+
+    metrics.init_app(app)
     from app import limits
 
     limits.init_app(app, settings)  # after the blueprints: it wraps the views they marked

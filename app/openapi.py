@@ -128,6 +128,9 @@ def _open_paths() -> dict[str, Schema]:
             "503": {"description": "Not ready; checks names what is down", "content": {"application/json": {
                 "schema": {"allOf": [ref("Error"), {"required": ["checks"], "properties": {"checks": ref("Checks")}}]}}}},
         }, OPEN)},
+        "/metrics": {"get": _op("Prometheus metrics of this node (every web process summed)", {
+            "200": {"description": "Prometheus text exposition", "content": {"text/plain": {"schema": {"type": "string"}}}}},
+            OPEN)},
         "/openapi.json": {"get": _op("This description", {
             "200": {"description": "OpenAPI 3.1", "content": {"application/json": {"schema": {"type": "object"}}}}},
             OPEN)},

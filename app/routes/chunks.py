@@ -7,6 +7,7 @@ from app.auth import authenticate
 from app.digests import HEADER as REPR_DIGEST
 from app.digests import sha256_from_repr_digest
 from app.limits import CHUNKS, limited
+from app.metrics import count_accepted
 from app.schemas import ChunkBody, decode_chunk, decoded_size, parse_json, parse_timestamp_header, strip_data_url
 from app.services import services
 from workers.chunks import ChunkUpload
@@ -29,7 +30,7 @@ def upload_json():
         sequence=body.sequence, data=decode_chunk(text), timestamp=body.timestamp,
         sha256=body.sha256.lower() if body.sha256 else None,
     )
-    return jsonify(intake.accept(upload, principal).body()), 202
+    return jsonify(count_accepted(intake.accept(upload, principal)).body()), 202
 
 
 @bp.put("/recordings/<recording_id>/participants/<participant_id>/<kind>/chunks/<sequence>")
@@ -52,4 +53,4 @@ def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str)
         recording_id=recording_id, participant_id=participant_id, kind=kind, sequence=seq, data=data, timestamp=timestamp,
         sha256=sha256,
     )
-    return jsonify(intake.accept(upload, principal).body()), 202
+    return jsonify(count_accepted(intake.accept(upload, principal)).body()), 202

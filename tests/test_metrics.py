@@ -1,0 +1,52 @@
+"""GET /metrics: open, parseable by prometheus-client, and its chunk counters match what was uploaded."""
+from __future__ import annotations
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+WEBM_HEADER = b"\x1a\x45\xdf\xa3" + b"\x00" * 28
+
+
+def scrape(client) -> dict[tuple[str, tuple], float]:
+    """Every sample of /metrics by (name, sorted labels)."""
+    response = client.get("/metrics")
+    assert response.status_code == 200
+    assert response.mimetype == "text/plain"
+    return {(s.name, tuple(sorted(s.labels.items()))): s.value
+            for family in text_string_to_metric_families(response.get_data(as_text=True)) for s in family.samples}
+
+
+def delta(before: dict, after: dict, name: str, **labels: str) -> float:
+    key = (name, tuple(sorted(labels.items())))
+    return after.get(key, 0.0) - before.get(key, 0.0)
+
+
+@pytest.fixture
+def rec(api) -> str:
+    response = api.start()
+    assert response.status_code == 201
+    return response.get_json()["recordingId"]
+
+
+def test_metrics_declares_every_metric(client) -> None:
+    text = client.get("/metrics").get_data(as_text=True)
+    families = {family.name for family in text_string_to_metric_families(text)}
+    assert {"tapedeck_chunks_received", "tapedeck_bytes_received", "tapedeck_upload_latency_seconds",
+            "tapedeck_failed_uploads", "tapedeck_webhook_deliveries", "tapedeck_finalize_duration_seconds",
+            "tapedeck_stop_to_completed_seconds", "tapedeck_recording_duration_seconds",
+            "tapedeck_storage_bytes_written", "tapedeck_task_failures"} <= families
+
+
+def test_chunk_counts_match_what_was_sent(api, client, rec) -> None:
+    before = scrape(client)
+    assert api.put_chunk(rec, "alice", "video", 0, WEBM_HEADER).status_code == 202
+    assert api.post_chunk(rec, "alice", "video", 1, b"\x01" * 40).status_code == 202
+    assert api.post_chunk(rec, "alice", "audio", 0, WEBM_HEADER).status_code == 202
+    assert api.put_chunk(rec, "alice", "video", 0, WEBM_HEADER).status_code == 202  # a duplicate counts once
+    assert api.put_chunk(rec, "alice", "video", 2, b"").status_code == 400
+    after = scrape(client)
+    assert delta(before, after, "tapedeck_chunks_received_total", type="video") == 2
+    assert delta(before, after, "tapedeck_chunks_received_total", type="audio") == 1
+    assert delta(before, after, "tapedeck_bytes_received_total") == 2 * len(WEBM_HEADER) + 40
+    assert delta(before, after, "tapedeck_upload_latency_seconds_count") == 3
+    assert delta(before, after, "tapedeck_failed_uploads_total", status="400") == 1

@@ -1,0 +1,38 @@
+"""The metrics every tapedeck process may update, defined once so web, worker and webhook code share names.
+
+prometheus-client picks its value store at import: with PROMETHEUS_MULTIPROC_DIR set, each process writes
+its own mmap file and the exporter sums them, so several gunicorn workers or Celery processes on one node
+report one total. Updating a metric is an in-process operation: no Redis round trip on the chunk path.
+"""
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+NAMESPACE = "tapedeck"
+
+CHUNKS_RECEIVED = Counter("chunks_received", "Chunks accepted by the intake (stored or duplicate)",
+                          ["type"], namespace=NAMESPACE)
+BYTES_RECEIVED = Counter("bytes_received", "Decoded chunk bytes accepted by the intake", namespace=NAMESPACE)
+FAILED_UPLOADS = Counter("failed_uploads", "Chunk uploads answered with an error status", ["status"],
+                         namespace=NAMESPACE)
+UPLOAD_LATENCY = Histogram("upload_latency_seconds", "Time to accept one chunk upload", namespace=NAMESPACE,
+                           buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0))
+STORAGE_BYTES_WRITTEN = Counter("storage_bytes_written", "Output bytes uploaded to the storage provider",
+                                namespace=NAMESPACE)
+RECORDING_DURATION = Histogram("recording_duration_seconds", "Media duration of finalized recordings",
+                               namespace=NAMESPACE, buckets=(60, 300, 900, 1800, 3600, 7200, 14400, 28800))
+FINALIZE_DURATION = Histogram("finalize_duration_seconds", "Wall time of one finalize task", namespace=NAMESPACE,
+                              buckets=(1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600))
+STOP_TO_COMPLETED = Histogram("stop_to_completed_seconds", "Time from stop to the recording being completed",
+                              namespace=NAMESPACE, buckets=(5, 10, 30, 60, 120, 300, 600, 1800, 3600))
+TASK_FAILURES = Counter("task_failures", "Celery tasks that raised", ["task"], namespace=NAMESPACE)
+WEBHOOK_DELIVERIES = Counter("webhook_deliveries", "Webhook delivery attempts by outcome", ["outcome"],
+                             namespace=NAMESPACE)
+"""outcome: delivered, retry (receiver down or non-2xx, tried again later) or failed (gave up)."""
+
+
+def chunk_accepted(kind: str, size: int, seconds: float) -> None:
+    """Counts one accepted chunk: three in-process updates, the whole cost on the hot path."""
+    CHUNKS_RECEIVED.labels(kind).inc()
+    BYTES_RECEIVED.inc(size)
+    UPLOAD_LATENCY.observe(seconds)
