@@ -7,7 +7,9 @@ at module level first — see README "Serving").
 """
 from __future__ import annotations
 
+import os
 import re
+from pathlib import Path
 from urllib.parse import unquote_plus
 
 from gunicorn.glogging import Logger
@@ -82,6 +84,30 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
         get_hub().threadpool.apply(blocking_fsync, (fd,))
 
     os.fsync = cooperative_fsync
+
+
+def _metrics_dir() -> Path:
+    """One folder per exporter: PROMETHEUS_MULTIPROC_DIR, else ./var/metrics/web-<PORT> (two web servers on one
+    node never mix)."""
+    raw = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    return Path(raw or f"./var/metrics/web-{os.environ.get('PORT', '').strip() or '8000'}").resolve()
+
+
+def on_starting(server) -> None:  # type: ignore[no-untyped-def]
+    """In the master, before any fork: every worker's prometheus-client then writes its own files in one folder,
+    and /metrics sums them. Emptied first: a previous run's files would be summed into this run's counters."""
+    path = _metrics_dir()
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink(missing_ok=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
+
+
+def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """A worker that exited: its live gauges leave the sums (its counters stay, as Prometheus expects)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid, os.environ["PROMETHEUS_MULTIPROC_DIR"])
 
 
 logger_class = RedactingLogger
