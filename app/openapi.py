@@ -70,7 +70,11 @@ def _recording_paths() -> dict[str, Schema]:
                 {"name": "cursor", "in": "query", "required": False, "schema": ref("Id"),
                  "description": "the previous page's next"},
                 {"name": "state", "in": "query", "required": False, "schema": ref("State")}])},
-        "/video-calls/recordings/{recordingId}": {"get": _op(
+        "/video-calls/recordings/{recordingId}": {"delete": _op(
+            "Delete an ended recording: outputs, posters, manifest, staged chunks and state (host only)",
+            {"202": json_ok("Deleting (also while a purge runs)", "Current"), **errors(400, 401, 403, 404, 409, 503)},
+            HEADER_ONLY, parameters=[RECORDING],
+            description="409 invalid_state unless completed or failed; 404 once the purge finished."), "get": _op(
             "A recording's status: state, progress, per-participant streams, outputs with download URLs",
             {"200": json_ok("Status", "Status"), **errors(400, 401, 403, 404, 503)},
             HEADER_OR_QUERY, parameters=[RECORDING])},

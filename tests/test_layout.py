@@ -53,6 +53,8 @@ def test_keys_are_exact():
     assert keys.recording("rec_1") == "tapedeck:rec:rec_1"
     assert keys.room_current("r") == "tapedeck:room:r:current"
     assert keys.room_recordings("r") == "tapedeck:room:r:recordings"
+    assert keys.recording_keys_pattern("rec_1") == "tapedeck:rec:rec_1:*"
+    assert keys.upload_sessions_pattern("rec_1") == "tapedeck:upload:rec_1:*"
     assert keys.streams("rec_1") == "tapedeck:rec:rec_1:streams"
     assert keys.stream_chunks("rec_1", "alice", "video") == "tapedeck:rec:rec_1:chunks:alice:video"
     assert keys.events("rec_1") == "tapedeck:rec:rec_1:events"

@@ -14,6 +14,16 @@ def recording(recording_id: str) -> str:
     return f"{recording_prefix()}{recording_id}"
 
 
+def recording_keys_pattern(recording_id: str) -> str:
+    """SCAN pattern of every per-recording key under recording(id) (streams, chunks, stats, events, leases…)."""
+    return f"{recording(recording_id)}:*"
+
+
+def upload_sessions_pattern(recording_id: str) -> str:
+    """SCAN pattern of the recording's resumable-upload sessions (see upload_session)."""
+    return f"{PREFIX}:upload:{recording_id}:*"
+
+
 def room_current(room: str) -> str:
     """String: the id of the room's latest recording."""
     return f"{PREFIX}:room:{room}:current"

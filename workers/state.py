@@ -22,6 +22,7 @@ class State(str, Enum):
     UPLOADING = "uploading"
     COMPLETED = "completed"
     FAILED = "failed"
+    DELETING = "deleting"
 
 
 ACTIVE_STATES = (State.RECORDING, State.PAUSED)

@@ -1,4 +1,4 @@
-"""Recording lifecycle routes beyond start/stop: pause, resume, a room's listing, and which chunks are held."""
+"""Recording lifecycle routes beyond start/stop: pause, resume, listing, deletion, and which chunks are held."""
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
@@ -6,11 +6,13 @@ from flask import Blueprint, jsonify, request
 from app.auth import authenticate
 from app.control import require_control_address
 from app.services import services
+from tasks.lifecycle import enqueue_purge
 from workers.errors import Forbidden, InvalidRequest, InvalidState, NotFound, RoomNeverRecorded
 from workers.ids import MAX_SEQUENCE, check_id, check_stream_type
 from workers.lifecycle_listing import DEFAULT_LIMIT, MAX_LIMIT, CursorGone, list_recordings
 from workers.lifecycle_ranges import MAX_RANGES, held_ranges
 from workers.pause import MAX_PAUSES, PauseControl
+from workers.purge import mark_deleting
 from workers.state import State
 
 STATES = tuple(s.value for s in State)
@@ -98,3 +100,25 @@ def listing(room: str):
         raise InvalidRequest("cursor names no recording of this room; list again from the start",
                              field="cursor") from None
     return jsonify(page.body())
+
+
+@bp.delete("/recordings/<recording_id>")
+def delete(recording_id: str):
+    """202 deleting; only completed or failed recordings; a lost purge is re-queued by a repeat after a while."""
+    principal = authenticate()
+    check_id(recording_id, "recordingId")
+    svc = services()
+    room = svc.store.room_of(recording_id)
+    if room is None:
+        raise NotFound("no such recording", recordingId=recording_id)
+    require_control_address(principal, room)
+    principal.require_host(room)
+    outcome, state = mark_deleting(svc.redis, recording_id)
+    if outcome == "not_found":
+        raise NotFound("no such recording", recordingId=recording_id)
+    if outcome == "invalid_state":
+        raise InvalidState(f"only a completed or failed recording can be deleted; this one is {state}",
+                           recordingId=recording_id, state=state)
+    if outcome == "queued":
+        enqueue_purge(recording_id)
+    return jsonify(recordingId=recording_id, state="deleting"), 202

@@ -1,0 +1,37 @@
+"""Thin lifecycle tasks: purge a deleted recording (the work is in workers/purge.py)."""
+from __future__ import annotations
+
+import logging
+
+import redis
+from celery import shared_task
+
+from storage_providers.base import StorageUnavailableError
+from tasks.finalize import backoff_with_jitter
+from tasks.runtime import runtime
+from workers.purge import purge
+
+log = logging.getLogger(__name__)
+
+
+def send_recording_deleted(recording_id: str) -> None:
+    """The one place the recording.deleted webhook is sent from, once the purge finished (webhook delivery plugs
+    in here; until then the audit log line of workers/purge.py is the record)."""
+    log.info("recording.deleted: %s", recording_id, extra={"event": "recording.deleted", "recordingId": recording_id})
+
+
+@shared_task(name="tapedeck.purge_recording", bind=True, max_retries=8, acks_late=True)
+def purge_recording(self, recording_id: str) -> bool:
+    """Remove a recording everywhere; retried with backoff while Redis or storage is unreachable."""
+    rt = runtime()
+    try:
+        removed = purge(rt.redis, rt.provider, rt.staging, recording_id)
+    except (redis.ConnectionError, StorageUnavailableError, OSError) as exc:
+        raise self.retry(exc=exc, countdown=backoff_with_jitter(self.request.retries))
+    if removed:
+        send_recording_deleted(recording_id)
+    return removed
+
+
+def enqueue_purge(recording_id: str) -> None:
+    purge_recording.apply_async(args=[recording_id])
