@@ -88,23 +88,41 @@ def test_pubsub_channel_carries_live_events(api, app, worker):
 
 
 def test_a_second_delivery_produces_the_output_once(api, app, worker):
+    """Deliveries while one holds the lock skip; a delivery after completion rewrites nothing."""
+    from celery.result import AsyncResult
+
+    from app.services import services
+    from tasks import celery_app
     from tasks.finalize import enqueue_finalize
+    from workers import keys
+
+    def delivery(task_id: str) -> dict:
+        enqueue_finalize(recording_id, task_id)
+        return AsyncResult(task_id, app=celery_app).get(timeout=30)
 
     recording_id = api.start().get_json()["recordingId"]
     for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=2.0)), 4)):
-        api.put_chunk(recording_id, "alice", "video", sequence, piece)
-    api.stop()
-    enqueue_finalize(recording_id, f"duplicate-{recording_id}", countdown=1)  # as if redelivered
-    body = api.wait_final(recording_id)
-    from celery.result import AsyncResult
-
-    from tasks import celery_app
-
-    duplicate = AsyncResult(f"duplicate-{recording_id}", app=celery_app).get(timeout=30)
-    original = AsyncResult(body["taskId"], app=celery_app).get(timeout=30)
+        assert api.put_chunk(recording_id, "alice", "video", sequence, piece).status_code == 202
+    with app.app_context():
+        client = services().redis
+    lock = keys.finalize_lock(recording_id)
+    client.set(lock, "a-running-delivery", ex=60)  # as if the first delivery were still at work
+    try:
+        task_id = api.stop().get_json()["taskId"]
+        assert AsyncResult(task_id, app=celery_app).get(timeout=30) == {"recordingId": recording_id, "skipped": "already running"}
+        assert delivery(f"duplicate-{recording_id}") == {"recordingId": recording_id, "skipped": "already running"}
+        assert api.status(recording_id).get_json()["state"] not in ("completed", "failed")
+    finally:
+        client.delete(lock)
+    assert delivery(f"redelivered-{recording_id}") == {"recordingId": recording_id, "state": "completed"}
+    body = api.status(recording_id).get_json()
     assert body["state"] == "completed" and len(body["outputs"]) == 1
-    assert sorted([original.get("skipped", original.get("state")), duplicate.get("skipped", duplicate.get("state"))]) in (
-        ["already running", "completed"], ["completed", "completed"])
+    output = api.output_path(body, "alice")
+    written = (output.stat().st_mtime_ns, output.read_bytes())
+    assert delivery(f"late-{recording_id}") == {"recordingId": recording_id, "state": "completed"}
+    assert (output.stat().st_mtime_ns, output.read_bytes()) == written  # the late delivery uploaded nothing
+    unsigned = lambda outputs: [{k: v for k, v in o.items() if k not in ("url", "thumbnailUrl")} for o in outputs]  # noqa: E731
+    assert unsigned(api.status(recording_id).get_json()["outputs"]) == unsigned(body["outputs"])
     events = read_sse(api.client.get(f"/video-calls/recordings/{recording_id}/events?token={api.token()}"))
     assert [e["state"] for e in events if e["event"] == "state"].count("completed") == 1
     assert [e["state"] for e in events].count("muxing") >= 1
