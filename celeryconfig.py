@@ -56,6 +56,7 @@ CLEANUP_EVERY_SECONDS = _env_number("CLEANUP_EVERY_SECONDS", 3600)
 beat_schedule = {
     "recover-stalled-finalizes": {"task": "tapedeck.recover_stalled", "schedule": schedule(RECOVER_EVERY_SECONDS)},
     "cleanup-staging": {"task": "tapedeck.cleanup_staging", "schedule": schedule(CLEANUP_EVERY_SECONDS)},
+    "purge-expired": {"task": "tapedeck.purge_expired", "schedule": schedule(CLEANUP_EVERY_SECONDS)},  # RETENTION_DAYS
 }
 beat_schedule_filename = os.environ.get("CELERY_BEAT_SCHEDULE_FILE", "").strip() or "./var/celerybeat-schedule"
 os.makedirs(os.path.dirname(os.path.abspath(beat_schedule_filename)), exist_ok=True)

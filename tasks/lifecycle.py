@@ -9,7 +9,8 @@ from celery import shared_task
 from storage_providers.base import StorageUnavailableError
 from tasks.finalize import backoff_with_jitter
 from tasks.runtime import runtime
-from workers.purge import purge
+from workers import keys
+from workers.purge import expired, mark_deleting, purge
 
 log = logging.getLogger(__name__)
 
@@ -35,3 +36,20 @@ def purge_recording(self, recording_id: str) -> bool:
 
 def enqueue_purge(recording_id: str) -> None:
     purge_recording.apply_async(args=[recording_id])
+
+
+@shared_task(name="tapedeck.purge_expired")
+def purge_expired(now: float | None = None) -> list[str]:
+    """Beat: delete completed and failed recordings past RETENTION_DAYS (unset: keep forever)."""
+    rt = runtime()
+    if rt.settings.retention_days is None:
+        return []
+    removed = []
+    for recording_id in expired(rt.redis, rt.settings.retention_days, now):
+        outcome, _state = mark_deleting(rt.redis, recording_id, now)
+        if outcome == "not_found":
+            rt.redis.zrem(keys.ended_index(), recording_id)
+        elif outcome == "queued" and purge(rt.redis, rt.provider, rt.staging, recording_id):
+            send_recording_deleted(recording_id)
+            removed.append(recording_id)
+    return removed

@@ -68,6 +68,7 @@ def test_keys_are_exact():
     assert keys.stream_holes("rec_1", "alice", "video") == "tapedeck:rec:rec_1:holes:alice:video"
     assert keys.stream_unreadable("rec_1", "alice", "video") == "tapedeck:rec:rec_1:unreadable:alice:video"
     assert keys.completed_index() == "tapedeck:completed"
+    assert keys.ended_index() == "tapedeck:ended"
     assert keys.event_stream_leases("rec_1") == "tapedeck:rec:rec_1:stream-leases"
     assert keys.token_stream_leases("d1g") == "tapedeck:token:d1g:stream-leases"
     assert keys.rate_limits() == "tapedeck:limits"

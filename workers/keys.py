@@ -90,6 +90,11 @@ def pending_finalize() -> str:
     return f"{PREFIX}:pending-finalize"
 
 
+def ended_index() -> str:
+    """Sorted set: completed and failed recordings scored by when they ended, for RETENTION_DAYS."""
+    return f"{PREFIX}:ended"
+
+
 def completed_index() -> str:
     """Sorted set: completed recordings scored by completion time, for staging cleanup."""
     return f"{PREFIX}:completed"

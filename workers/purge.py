@@ -77,6 +77,7 @@ def purge(client: redis.Redis, provider: StorageProvider, staging: ChunkStaging,
         pipe.delete(key)
     pipe.zrem(keys.pending_finalize(), recording_id)
     pipe.zrem(keys.completed_index(), recording_id)
+    pipe.zrem(keys.ended_index(), recording_id)
     pipe.zrem(keys.room_recordings(rec["room"]), recording_id)
     pipe.execute()
     client.register_script(_FORGET_CURRENT)(keys=[keys.room_current(rec["room"])], args=[recording_id])
@@ -84,3 +85,10 @@ def purge(client: redis.Redis, provider: StorageProvider, staging: ChunkStaging,
     log.info("recording deleted: recording=%s room=%s", recording_id, rec["room"],
              extra={"event": "recording_deleted", "recordingId": recording_id, "room": rec["room"]})
     return True
+
+
+def expired(client: redis.Redis, retention_days: float, now: float | None = None, limit: int = 100) -> list[str]:
+    """Ended recordings past RETENTION_DAYS, oldest first, at most `limit` per beat run."""
+    now = time.time() if now is None else now
+    cutoff = now - retention_days * 86400.0
+    return [m.decode() for m in client.zrangebyscore(keys.ended_index(), "-inf", cutoff, start=0, num=limit)]

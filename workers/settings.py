@@ -85,6 +85,8 @@ class Settings:
     max_participants: int = 100
     staging_min_free_bytes: int = 256 * 1024 * 1024
     staging_retention_seconds: int = 7 * 24 * 3600
+    retention_days: float | None = None
+    """Completed and failed recordings older than this are deleted by beat; None keeps them forever."""
     finalize_lock_seconds: int = 60
     upload_max_retries: int = 5
     upload_retry_base_seconds: float = 1.0
@@ -136,6 +138,7 @@ class Settings:
             max_participants=_int(env, "MAX_PARTICIPANTS", 100, 1),
             staging_min_free_bytes=_int(env, "STAGING_MIN_FREE_BYTES", 256 * 1024 * 1024, 0),
             staging_retention_seconds=_int(env, "STAGING_RETENTION_SECONDS", 7 * 24 * 3600, 0),
+            retention_days=_float(env, "RETENTION_DAYS", 0.0) if env.get("RETENTION_DAYS", "").strip() else None,
             finalize_lock_seconds=_int(env, "FINALIZE_LOCK_SECONDS", 60, 5),
             upload_max_retries=_int(env, "UPLOAD_MAX_RETRIES", 5, 0),
             upload_retry_base_seconds=_float(env, "UPLOAD_RETRY_BASE_SECONDS", 1.0),

@@ -162,6 +162,8 @@ class RecordingStore:
         if state is State.COMPLETED:
             fields.update(completedAt=repr(now), progress="1")
             self.redis.zadd(keys.completed_index(), {recording_id: now})
+        if state in FINAL_STATES:
+            self.redis.zadd(keys.ended_index(), {recording_id: now})  # RETENTION_DAYS counts from here
         self.update(recording_id, **fields)
         self.redis.zrem(keys.pending_finalize(), recording_id)
 
