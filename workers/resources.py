@@ -6,9 +6,10 @@ from typing import Mapping
 
 import redis
 
-from storage_providers import StorageError, StorageProvider, create_provider
+from storage_providers import StorageProvider, create_provider
 from storage_providers.base import StorageConfigError
 from workers.chunks import ChunkIntake
+from workers.download_urls import DownloadUrls
 from workers.errors import ConfigurationError
 from workers.events import EventPublisher
 from workers.finalize import Finalizer
@@ -29,6 +30,7 @@ class Resources:
     events: EventPublisher
     intake: ChunkIntake
     finalizer: Finalizer
+    urls: DownloadUrls
 
     @classmethod
     def build(cls, settings: Settings, env: Mapping[str, str] | None = None, socket_timeout: float = 30) -> "Resources":
@@ -45,11 +47,9 @@ class Resources:
             settings=settings, redis=client, store=store, staging=staging, provider=provider, events=events,
             intake=ChunkIntake(store, staging, settings.max_chunk_bytes, settings.max_participants),
             finalizer=Finalizer(store=store, staging=staging, provider=provider, publisher=events, settings=settings),
+            urls=DownloadUrls(provider.download_url, settings.download_url_ttl_seconds),
         )
 
     def download_url(self, key: str) -> str | None:
-        """A fresh link for a stored object; None while the provider cannot mint one (status must not fail)."""
-        try:
-            return self.provider.download_url(key, self.settings.download_url_ttl_seconds)
-        except StorageError:
-            return None
+        """A link for a stored object (reused while young); None while the provider cannot mint one."""
+        return self.urls.url(key)
