@@ -87,10 +87,9 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
 
 
 def _metrics_dir() -> Path:
-    """One folder per exporter: PROMETHEUS_MULTIPROC_DIR, else ./var/metrics/web-<PORT> (two web servers on one
-    node never mix)."""
-    raw = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
-    return Path(raw or f"./var/metrics/web-{os.environ.get('PORT', '').strip() or '8000'}").resolve()
+    """One folder per exporter: $METRICS_DIR/web-<PORT> (default ./var/metrics), apart from the worker's."""
+    base = os.environ.get("METRICS_DIR", "").strip() or "./var/metrics"
+    return Path(base, f"web-{os.environ.get('PORT', '').strip() or '8000'}").resolve()
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]

@@ -6,7 +6,13 @@ report one total. Updating a metric is an in-process operation: no Redis round t
 """
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+import os
+
+_FOLDER = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+if _FOLDER:  # prometheus-client opens its files there as soon as a metric is defined below
+    os.makedirs(_FOLDER, exist_ok=True)
+
+from prometheus_client import Counter, Histogram  # noqa: E402 - after the folder exists
 
 NAMESPACE = "tapedeck"
 

@@ -103,6 +103,7 @@ class Settings:
     thumbnail_width: int = 640
     mp4: Mp4Settings = field(default_factory=Mp4Settings)
     redis_allow_no_persistence: bool = False
+    worker_metrics_port: int = 9191
 
     @property
     def development(self) -> bool:
@@ -161,6 +162,7 @@ class Settings:
                 audio_bit_rate=_int(env, "MP4_AUDIO_BITRATE", 128_000, 8_000),
             ),
             redis_allow_no_persistence=env.get("REDIS_ALLOW_NO_PERSISTENCE", "").strip().lower() in ("1", "true", "yes"),
+            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9191, 0),
         )
 
 
