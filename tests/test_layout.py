@@ -72,6 +72,8 @@ def test_keys_are_exact():
     assert keys.event_stream_leases("rec_1") == "tapedeck:rec:rec_1:stream-leases"
     assert keys.token_stream_leases("d1g") == "tapedeck:token:d1g:stream-leases"
     assert keys.rate_limits() == "tapedeck:limits"
+    assert keys.webhook_outbox("rec_1") == "tapedeck:webhooks:rec_1"
+    assert keys.webhook_sender("rec_1") == "tapedeck:webhooks:rec_1:sender"
 
 
 def test_unknown_storage_provider_fails_naming_the_variable():

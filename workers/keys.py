@@ -113,3 +113,13 @@ def token_stream_leases(token_digest: str) -> str:
 def rate_limits() -> str:
     """Prefix of flask-limiter's counters (the limits library appends ':LIMITER/<room>/<sub>/<scope>/…')."""
     return f"{PREFIX}:limits"
+
+
+def webhook_outbox(recording_id: str) -> str:
+    """List: the recording's webhook deliveries (JSON), oldest first; outside recording(id):* so a purge keeps it."""
+    return f"{PREFIX}:webhooks:{recording_id}"
+
+
+def webhook_sender(recording_id: str) -> str:
+    """String with TTL: held by the one sender delivering this recording's outbox, so order holds."""
+    return f"{PREFIX}:webhooks:{recording_id}:sender"

@@ -1,0 +1,116 @@
+"""Webhook outbox against real Redis and a loopback HTTP receiver: down, then 503, then 200 — all arrive once, in order."""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+import redis
+
+from workers.webhooks import deliver_due, enqueue_webhook, list_deliveries, verify
+
+SECRET = "whsec_test"
+
+
+class Receiver:
+    """A real socket that answers each POST with the next scripted status and records what arrived."""
+
+    def __init__(self, port: int, statuses: list[int], location: str = "") -> None:
+        self.received: list[tuple[bytes, str]] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                receiver.received.append((body, self.headers["Tapedeck-Signature"]))
+                self.send_response(statuses.pop(0) if statuses else 200)
+                if location:
+                    self.send_header("Location", location)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def rdb(stack_env):
+    client = redis.Redis.from_url(stack_env["REDIS_URL"])
+    yield client
+    client.close()
+
+
+def test_down_then_503_then_200_delivers_everything_once_in_order(rdb):
+    rec, port = f"rec_wh_{free_port()}", free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    for event in ("recording.started", "recording.completed"):
+        enqueue_webhook(rdb, rec, event, "roomA", {"n": event}, now=1000.0)
+    wait = deliver_due(rdb, rec, url, SECRET, now=1000.0, timeout=2)  # nothing listens: refused
+    first = list_deliveries(rdb, rec)[0]
+    assert wait and wait > 0 and first.attempts == 1 and first.lastStatus is None and first.state == "pending"
+    assert list_deliveries(rdb, rec)[1].attempts == 0  # the second waits for the first
+    receiver = Receiver(port, [503])
+    try:
+        assert deliver_due(rdb, rec, url, SECRET, now=1000.0, timeout=2) == pytest.approx(wait)  # not due yet
+        wait = deliver_due(rdb, rec, url, SECRET, now=1000.0 + wait, timeout=2)
+        assert list_deliveries(rdb, rec)[0].lastStatus == 503 and wait > 0
+        assert deliver_due(rdb, rec, url, SECRET, now=5000.0, timeout=2) is None
+    finally:
+        receiver.close()
+    events = [json.loads(body)["type"] for body, _ in receiver.received]
+    assert events == ["recording.started", "recording.started", "recording.completed"]
+    assert all(verify(SECRET, body, sig) for body, sig in receiver.received)
+    assert not verify("other", *receiver.received[-1])
+    done = list_deliveries(rdb, rec)
+    assert [(d.state, d.attempts, d.lastStatus) for d in done] == [("delivered", 3, 200), ("delivered", 1, 200)]
+    body = json.loads(receiver.received[-1][0])
+    assert body["recordingId"] == rec and body["room"] == "roomA" and body["data"] == {"n": "recording.completed"}
+
+
+def test_a_redirect_is_not_followed(rdb):
+    rec, port, target_port = f"rec_wh_{free_port()}", free_port(), free_port()
+    target = Receiver(target_port, [])
+    receiver = Receiver(port, [302], location=f"http://127.0.0.1:{target_port}/elsewhere")
+    try:
+        enqueue_webhook(rdb, rec, "recording.started", "roomB", {}, now=0.0)
+        assert deliver_due(rdb, rec, f"http://127.0.0.1:{port}/", SECRET, now=0.0, timeout=2) > 0
+    finally:
+        receiver.close()
+        target.close()
+    assert len(receiver.received) == 1 and target.received == []
+    assert list_deliveries(rdb, rec)[0].lastStatus == 302
+
+
+def test_no_url_configured_sends_nothing(rdb):
+    rec = f"rec_wh_{free_port()}"
+    enqueue_webhook(rdb, rec, "recording.started", "roomC", {}, now=0.0)
+    assert deliver_due(rdb, rec, None, SECRET, now=0.0) is None
+    assert list_deliveries(rdb, rec)[0].attempts == 0
+
+
+def test_gives_up_after_the_window(rdb):
+    rec, port = f"rec_wh_{free_port()}", free_port()
+    enqueue_webhook(rdb, rec, "recording.failed", "roomD", {}, now=0.0)
+    enqueue_webhook(rdb, rec, "recording.deleted", "roomD", {}, now=0.0)
+    receiver = Receiver(port, [500])
+    try:
+        deliver_due(rdb, rec, f"http://127.0.0.1:{port}/", SECRET, now=100.0, timeout=2, give_up_after=50)
+    finally:
+        receiver.close()
+    assert [d.state for d in list_deliveries(rdb, rec)] == ["given_up", "delivered"]
