@@ -27,11 +27,37 @@ def test_vercel_large_upload_uses_sdk_multipart(make_provider: MakeProvider, ver
 
 
 def test_vercel_503_is_retryable(make_provider: MakeProvider, vercel_blob_store: VercelBlobDouble,
-                                 prefix: str) -> None:
+                                 prefix: str, api, app) -> None:
+    """A 503 is classed retryable, and finalize does retry it: the output is stored after the failed attempt."""
+    from app.services import services
+    from tests.media import Recording, encode_webm, slice_timeslice
+    from workers.finalize import Finalizer
+
     provider = make_provider("vercel-blob")
     vercel_blob_store.fail_next.append(503)
     with pytest.raises(StorageUnavailableError):
         provider.head(prefix + "a.webm")
+
+    recording_id = api.start().get_json()["recordingId"]
+    for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=1.0)), 2)):
+        assert api.put_chunk(recording_id, "alice", "video", sequence, piece).status_code == 202
+    with app.app_context():
+        svc = services()
+        svc.store.stop(api.room, grace_seconds=0, task_id="manual")  # stopped, no task: this test finalizes
+        finalizer = Finalizer(store=svc.store, staging=svc.staging, provider=provider, publisher=svc.events,
+                              settings=svc.settings, sleep=lambda _s: None)
+        with vercel_blob_store.lock:
+            vercel_blob_store.log.clear()
+            vercel_blob_store.fail_next.append(503)  # the first upload request meets an outage
+        assert finalizer.run(recording_id) == "completed"
+    assert not vercel_blob_store.fail_next  # the 503 was served
+    [output] = api.status(recording_id).get_json()["outputs"]
+    stored_objects = [n for n in vercel_blob_store.blobs if n.startswith(f"recordings/{api.room}/{recording_id}/")]
+    puts = [entry for method, entry in vercel_blob_store.log if method == "PUT"]
+    assert len(puts) == len(stored_objects) + 1, "the upload that met the 503 was not attempted again"
+    stored = provider.pathname(output["key"])
+    assert vercel_blob_store.blobs[stored].data == fetch(provider, output["key"])
+    assert len(vercel_blob_store.blobs[stored].data) == output["bytes"]
 
 
 # Unguessable, deterministic pathnames (Vercel Blob URLs are public and never expire).
