@@ -50,3 +50,28 @@ def test_chunk_counts_match_what_was_sent(api, client, rec) -> None:
     assert delta(before, after, "tapedeck_bytes_received_total") == 2 * len(WEBM_HEADER) + 40
     assert delta(before, after, "tapedeck_upload_latency_seconds_count") == 3
     assert delta(before, after, "tapedeck_failed_uploads_total", status="400") == 1
+
+
+def test_finalize_feeds_storage_bytes_and_durations(api, app, client) -> None:
+    """A finalize run here (stopped with no task queued): bytes written equal the outputs', one duration each."""
+    from app.services import services
+    from tests.media import Recording, encode_webm, slice_timeslice
+    from workers.finalize import Finalizer
+
+    recording_id = api.start().get_json()["recordingId"]
+    for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=2.0)), 4)):
+        assert api.put_chunk(recording_id, "alice", "video", sequence, piece).status_code == 202
+    before = scrape(client)
+    with app.app_context():
+        svc = services()
+        svc.store.stop(api.room, grace_seconds=0, task_id="manual")
+        finalizer = Finalizer(store=svc.store, staging=svc.staging, provider=svc.provider, publisher=svc.events,
+                              settings=svc.settings, sleep=lambda _s: None)
+        assert finalizer.run(recording_id) == "completed"
+    after = scrape(client)
+    [output] = api.status(recording_id).get_json()["outputs"]
+    written = delta(before, after, "tapedeck_storage_bytes_written_total")
+    assert written > output["bytes"]  # the output, its poster and the manifest
+    assert delta(before, after, "tapedeck_recording_duration_seconds_count") == 1
+    assert delta(before, after, "tapedeck_recording_duration_seconds_sum") == pytest.approx(output["durationSeconds"])
+    assert delta(before, after, "tapedeck_stop_to_completed_seconds_count") == 1

@@ -17,6 +17,7 @@ from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_rand
 
 from storage_providers import StorageError, StorageProvider, StorageUnavailableError
 from storage_providers.base import sha256_file
+from workers import metrics
 from workers.checkpoints import RedisCheckpoint
 from workers.errors import UploadFailed
 from workers.media.errors import MediaError
@@ -87,6 +88,8 @@ class Finalizer:
             return self._fail(recording_id, reason, reporter)
         guard()
         self.store.finish(recording_id, State.COMPLETED)
+        metrics.recording_completed(rec.get("stoppedAt"), [o.get("durationSeconds") or 0.0 for o in done.values()],
+                                    time.time())
         reporter.state(State.COMPLETED.value, progress=1.0, outputs=len(done))
         return State.COMPLETED.value
 
@@ -220,6 +223,7 @@ class Finalizer:
             checkpoint.clear()
             raise UploadFailed(f"upload of {key} to {self.provider.name} failed after {attempts} attempts: {exc}") from exc
         checkpoint.clear()
+        metrics.STORAGE_BYTES_WRITTEN.inc(path.stat().st_size)
 
     def _upload_manifest(self, rec: dict, manifest: dict, guard: Guard) -> None:
         key = object_prefix(rec["room"], rec["recordingId"]) + MANIFEST_NAME

@@ -42,3 +42,11 @@ def chunk_accepted(kind: str, size: int, seconds: float) -> None:
     CHUNKS_RECEIVED.labels(kind).inc()
     BYTES_RECEIVED.inc(size)
     UPLOAD_LATENCY.observe(seconds)
+
+
+def recording_completed(stopped_at: str | None, durations: list[float], now: float) -> None:
+    """One completed recording: its longest output's media length, and how long after stop it became final."""
+    if durations:
+        RECORDING_DURATION.observe(max(durations))
+    if stopped_at:
+        STOP_TO_COMPLETED.observe(max(0.0, now - float(stopped_at)))
