@@ -1,30 +1,26 @@
 """An upload that keeps failing leaves the recording failed with a clear error and its chunks kept; requeue completes it."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.media import Recording, encode_webm, probe, slice_timeslice
 
 
-def test_failed_upload_keeps_chunks_and_requeue_completes(api, app, worker, stack_env, tmp_path):
-    from app.services import services
-    from storage_providers.local import LocalSettings, LocalStorage
-    from workers.finalize import Finalizer
-
+def test_failed_upload_keeps_chunks_and_requeue_completes(api, app, worker, stack_env):
+    """Through the real worker: stop queues finalize, every upload attempt fails, the recording fails with its
+    chunks kept; `flask requeue` queues it again and, with storage back, it completes."""
     recording_id = api.start().get_json()["recordingId"]
     for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=2.0)), 4)):
         assert api.put_chunk(recording_id, "alice", "video", sequence, piece).status_code == 202
-    with app.app_context():
-        svc = services()
-        svc.store.stop(api.room, grace_seconds=0, task_id="manual")  # stopped, but no task queued
-        blocker = tmp_path / "not-a-directory"
-        blocker.write_text("a regular file: paths under it fail with ENOTDIR, even for root")
-        broken = LocalStorage(LocalSettings(root=blocker / "root", public_base_url="http://x", url_secret="s"))
-        finalizer = Finalizer(store=svc.store, staging=svc.staging, provider=broken, publisher=svc.events,
-                              settings=svc.settings, sleep=lambda _s: None)
-        assert finalizer.run(recording_id) == "failed"
-
-    body = api.status(recording_id).get_json()
+    blocker = Path(os.environ["LOCAL_STORAGE_DIR"]) / "recordings" / api.room
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a regular file where the room's folder goes: every upload under it fails (ENOTDIR, even for root)")
+    try:
+        assert api.stop().status_code == 202
+        body = api.wait_final(recording_id)
+    finally:
+        blocker.unlink()
     assert body["state"] == "failed" and body["outputs"] == []
     assert "upload of recordings/" in body["error"] and "failed" in body["error"]
     staged = Path(stack_env["STAGING_DIR"]) / recording_id / "alice" / "video"
