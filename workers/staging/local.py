@@ -9,48 +9,21 @@ import hashlib
 import json
 import logging
 import os
-import re
 import secrets
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import BinaryIO, Iterator
 
 from workers.errors import Unavailable
 from workers.ids import check_id, check_stream_type
+from workers.staging.base import CHUNK_NAME, RECORDING_FILE, FoundChunk, StagedChunk, Staging
 
 log = logging.getLogger(__name__)
 
-CHUNK_NAME = re.compile(r"(\d{8})-([0-9a-f]{16,64})(?:-[0-9a-f]+)?\.chunk")
-"""A staged chunk's file name: sequence, then its SHA-256 (older releases: 16 hex digits and a nonce)."""
-RECORDING_FILE = "recording.json"
-"""Beside the chunks: what `rebuild` needs to bring back a recording Redis forgot (room, format, metadata)."""
+__all__ = ["CHUNK_NAME", "RECORDING_FILE", "ChunkStaging", "FoundChunk", "StagedChunk"]
 
 
-@dataclass(frozen=True)
-class StagedChunk:
-    """One uploaded chunk on disk, not yet accepted."""
-
-    path: Path
-    digest: str
-    size: int
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-@dataclass(frozen=True)
-class FoundChunk:
-    """A chunk file found by scanning staging (rebuild)."""
-
-    participant_id: str
-    kind: str
-    sequence: int
-    path: Path
-
-
-class ChunkStaging:
+class ChunkStaging(Staging):
     """Layout: <root>/<recordingId>/<participantId>/<type>/<sequence>-<sha256>.chunk"""
 
     def __init__(self, root: Path, min_free_bytes: int = 0) -> None:
@@ -66,10 +39,6 @@ class ChunkStaging:
     def output_dir(self, recording_id: str) -> Path:
         """Where finalize writes outputs before upload (kept until the recording is cleaned up)."""
         return self.recording_dir(recording_id) / "_outputs"
-
-    @staticmethod
-    def chunk_name(sequence: int, digest: str) -> str:
-        return f"{sequence:08d}-{digest}.chunk"
 
     def free_bytes(self) -> int:
         """Free space where chunks land (the nearest existing ancestor of the root, before the first chunk)."""
@@ -109,6 +78,12 @@ class ChunkStaging:
 
     def chunk_path(self, recording_id: str, participant_id: str, kind: str, name: str) -> Path:
         return self.stream_dir(recording_id, participant_id, kind) / name
+
+    def open_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> BinaryIO:
+        return open(self.chunk_path(recording_id, participant_id, kind, name), "rb")
+
+    def delete_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> None:
+        self.chunk_path(recording_id, participant_id, kind, name).unlink(missing_ok=True)
 
     def remember(self, recording_id: str, facts: dict) -> None:
         """Write the recording's sidecar (at start) for a rebuild to read back. Best effort: staging that cannot

@@ -1,0 +1,79 @@
+"""What intake, finalize, rebuild and cleanup need from chunk staging, whatever holds the chunks: one interface so
+a deployment can move staging off the web node's disk (STAGING_BACKEND) without touching those callers. Chunks are
+named by content, <sequence>-<sha256>.chunk, so a lost reply or a twin upload rewrites the same name."""
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+CHUNK_NAME = re.compile(r"(\d{8})-([0-9a-f]{16,64})(?:-[0-9a-f]+)?\.chunk")
+"""A staged chunk's file name: sequence, then its SHA-256 (older releases: 16 hex digits and a nonce)."""
+RECORDING_FILE = "recording.json"
+"""Beside the chunks: what `rebuild` needs to bring back a recording Redis forgot (room, format, metadata)."""
+
+
+@dataclass(frozen=True)
+class StagedChunk:
+    """One uploaded chunk on disk, not yet accepted."""
+
+    path: Path
+    digest: str
+    size: int
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+@dataclass(frozen=True)
+class FoundChunk:
+    """A chunk file found by scanning staging (rebuild)."""
+
+    participant_id: str
+    kind: str
+    sequence: int
+    path: Path
+
+
+class Staging(ABC):
+    """The staging primitives: put a chunk durably, read it back, list a recording's chunks, delete, descriptor."""
+
+    @staticmethod
+    def chunk_name(sequence: int, digest: str) -> str:
+        return f"{sequence:08d}-{digest}.chunk"
+
+    @abstractmethod
+    def check_space(self) -> None:
+        """Raise Unavailable (503, retried by clients) when a chunk could not be stored durably now."""
+
+    @abstractmethod
+    def stage(self, recording_id: str, participant_id: str, kind: str, sequence: int, data: bytes,
+              digest: str | None = None) -> StagedChunk:
+        """Store the chunk durably under its content name before intake acknowledges it."""
+
+    @abstractmethod
+    def open_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> BinaryIO:
+        """A binary stream of one staged chunk (read in pieces, never a recording at once)."""
+
+    @abstractmethod
+    def delete_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> None:
+        """Remove one staged chunk; a missing one is not an error."""
+
+    @abstractmethod
+    def scan(self, recording_id: str) -> Iterator[FoundChunk]:
+        """Every chunk staged for a recording, in participant, type and sequence order."""
+
+    @abstractmethod
+    def remember(self, recording_id: str, facts: dict) -> None:
+        """Write the recording descriptor (recording.json) that rebuild reads back."""
+
+    @abstractmethod
+    def recall(self, recording_id: str) -> dict | None:
+        """The recording descriptor, or None when staging holds none."""
+
+    @abstractmethod
+    def remove_recording(self, recording_id: str) -> None:
+        """Delete everything staged for a recording (after its output and manifest are stored, or on purge)."""
