@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 
 from celery.schedules import schedule
+from kombu import Exchange, Queue
 
 
 def _env_number(name: str, default: float) -> float:
@@ -50,6 +51,15 @@ broker_transport_options = {
     "visibility_timeout": int(_env_number("BROKER_VISIBILITY_TIMEOUT_SECONDS", task_time_limit + 600)),
 }
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+
+task_default_queue = "celery"
+task_queues = (
+    Queue("celery", Exchange("celery"), routing_key="celery"),
+    Queue("webhooks", Exchange("webhooks"), routing_key="webhooks"),
+)
+"""Each queue bound to its own exchange and routing key: with kombu's Redis transport a shared binding would copy a
+message into every queue. A worker without -Q consumes both; `-Q webhooks` runs a webhook-only worker."""
+task_routes = {"tapedeck.deliver_webhooks": {"queue": "webhooks", "exchange": "webhooks", "routing_key": "webhooks"}}
 
 RECOVER_EVERY_SECONDS = _env_number("RECOVER_EVERY_SECONDS", 20)
 CLEANUP_EVERY_SECONDS = _env_number("CLEANUP_EVERY_SECONDS", 3600)

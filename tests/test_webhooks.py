@@ -114,3 +114,18 @@ def test_gives_up_after_the_window(rdb):
     finally:
         receiver.close()
     assert [d.state for d in list_deliveries(rdb, rec)] == ["given_up", "delivered"]
+
+
+def test_webhook_settings_defaults_and_bounds():
+    from workers.errors import ConfigurationError
+    from workers.settings import Settings
+
+    base = {"TAPEDECK_ENV": "development"}
+    s = Settings.from_env(base)
+    assert s.webhook_url is None and s.webhook_give_up_seconds == 86400
+    s = Settings.from_env({**base, "WEBHOOK_URL": " https://hooks.example/x ", "WEBHOOK_SECRET": "k"})
+    assert s.webhook_url == "https://hooks.example/x" and s.webhook_secret == "k"
+    with pytest.raises(ConfigurationError):
+        Settings.from_env({**base, "WEBHOOK_GIVE_UP_SECONDS": "5"})
+    with pytest.raises(ConfigurationError):
+        Settings.from_env({**base, "WEBHOOK_TIMEOUT_SECONDS": "0"})

@@ -104,6 +104,11 @@ class Settings:
     mp4: Mp4Settings = field(default_factory=Mp4Settings)
     redis_allow_no_persistence: bool = False
     worker_metrics_port: int = 9191
+    webhook_url: str | None = None
+    """Where recording events are POSTed (the only URL webhooks ever go to); None sends nothing."""
+    webhook_secret: str = ""
+    webhook_give_up_seconds: int = 24 * 3600
+    webhook_timeout_seconds: float = 10.0
 
     @property
     def development(self) -> bool:
@@ -163,6 +168,10 @@ class Settings:
             ),
             redis_allow_no_persistence=env.get("REDIS_ALLOW_NO_PERSISTENCE", "").strip().lower() in ("1", "true", "yes"),
             worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9191, 0),
+            webhook_url=env.get("WEBHOOK_URL", "").strip() or None,
+            webhook_secret=env.get("WEBHOOK_SECRET", ""),
+            webhook_give_up_seconds=_int(env, "WEBHOOK_GIVE_UP_SECONDS", 24 * 3600, 60),
+            webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.5),
         )
 
 

@@ -1,0 +1,33 @@
+"""Thin webhook task on its own `webhooks` queue: deliver a recording's outbox, come back when the next try is due."""
+from __future__ import annotations
+
+import time
+
+from celery import shared_task
+
+from tasks.runtime import runtime
+from workers.webhooks import deliver_due
+from workers.webhooks import enqueue_webhook as _append
+
+QUEUE = "webhooks"
+
+
+@shared_task(name="tapedeck.deliver_webhooks", acks_late=True)
+def deliver_webhooks(recording_id: str) -> float | None:
+    """Send what is due in order; schedule itself again for the first delivery that must wait."""
+    rt = runtime()
+    s = rt.settings
+    wait = deliver_due(rt.redis, recording_id, s.webhook_url, s.webhook_secret, time.time(),
+                       timeout=s.webhook_timeout_seconds, give_up_after=s.webhook_give_up_seconds)
+    if wait is not None:
+        deliver_webhooks.apply_async(args=[recording_id], countdown=max(1.0, wait))
+    return wait
+
+
+def enqueue_webhook(recording_id: str, event: str, room: str, data: dict) -> None:
+    """Record the event in the outbox and wake the sender (nothing is kept or sent without WEBHOOK_URL)."""
+    rt = runtime()
+    if not rt.settings.webhook_url:
+        return
+    _append(rt.redis, recording_id, event, room, data, time.time())
+    deliver_webhooks.apply_async(args=[recording_id])
