@@ -1,4 +1,5 @@
-"""Repr-Digest (RFC 9530) on raw chunk uploads: the client's SHA-256 of the bytes, checked before anything is kept."""
+"""Headers of raw chunk uploads beyond the timestamp: Repr-Digest (RFC 9530), checked before anything is kept,
+and Tapedeck-Final (end of stream)."""
 from __future__ import annotations
 
 import base64
@@ -39,3 +40,12 @@ def sha256_from_repr_digest(value: str | None) -> str | None:
             raise _bad("sha-256 must be 32 bytes")
         found = raw.hex()
     return found
+
+
+def parse_final_header(value: str | None) -> bool:
+    """Tapedeck-Final: "true" marks the stream's last chunk; absent or "false" does not; anything else is 400."""
+    if value is None or value.strip().lower() in ("", "false"):
+        return False
+    if value.strip().lower() == "true":
+        return True
+    raise InvalidRequest("Tapedeck-Final must be true or false", field="Tapedeck-Final")

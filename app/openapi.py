@@ -107,7 +107,10 @@ def _chunk_paths() -> dict[str, Schema]:
                          "description": "client wall clock in Unix epoch milliseconds"},
                         {"name": "Repr-Digest", "in": "header", "required": False, "schema": {"type": "string"},
                          "example": "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
-                         "description": "RFC 9530; a sha-256 the bytes do not match is 400 checksum_mismatch"}],
+                         "description": "RFC 9530; a sha-256 the bytes do not match is 400 checksum_mismatch"},
+                        {"name": "Tapedeck-Final", "in": "header", "required": False,
+                         "schema": {"type": "string", "enum": ["true", "false"]},
+                         "description": "true: this is the stream's last chunk"}],
             requestBody={"required": True, "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary", "minLength": 1}}}})},
         "/video-calls/recordings/{recordingId}/participants/{participantId}/{type}/chunks": {"get": _op(

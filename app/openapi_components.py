@@ -80,6 +80,7 @@ SCHEMAS: dict[str, Schema] = {
         "timestamp": {"anyOf": [ref("Timestamp"), {"type": "null"}]},
         "sha256": {"type": ["string", "null"], "pattern": "^[0-9a-fA-F]{64}$",
                    "description": "hex SHA-256 of the decoded bytes; a mismatch is 400 checksum_mismatch"},
+        "final": {"type": ["boolean", "null"], "description": "this is the stream's last chunk"},
     }),
     "ChunkAccepted": _obj(["recordingId", "participantId", "type", "sequence", "bytes", "duplicate"], {
         "recordingId": ref("Id"), "participantId": ref("Id"), "type": ref("StreamType"),
@@ -91,6 +92,7 @@ SCHEMAS: dict[str, Schema] = {
         "firstSequence": {"type": ["integer", "null"]}, "lastSequence": {"type": ["integer", "null"]},
         "missing": {"type": "array", "items": {"type": "integer"}, "maxItems": 1000},
         "missingCount": {"type": "integer"},
+        "finalSequence": {"type": "integer", "description": "the chunk the client declared last, once it did"},
     }),
     "Output": _obj(["participantId", "key"], {
         "participantId": ref("Id"), "format": {"type": "string"}, "bytes": {"type": "integer"},

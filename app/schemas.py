@@ -35,6 +35,7 @@ class ChunkBody(BaseModel):
     sequence: StrictInt = Field(ge=0, le=MAX_SEQUENCE)
     timestamp: Optional[float] = None
     sha256: Optional[str] = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    final: Optional[bool] = None
 
     @field_validator("timestamp", mode="before")
     @classmethod

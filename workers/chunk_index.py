@@ -87,12 +87,19 @@ end
 local open = state == 'recording' or state == 'paused'
 if state == 'finalizing' then open = tonumber(ARGV[3]) <= tonumber(redis.call('HGET', KEYS[1], 'acceptUntil')) end
 if not open then return {'not_recording', state} end
+local final = redis.call('HGET', KEYS[4], 'final')
+if final and tonumber(ARGV[1]) > tonumber(final) then return {'after_final', state, final} end
+if ARGV[11] == '1' then
+  local high = redis.call('HGET', KEYS[4], 'max')
+  if final or (high and tonumber(high) > tonumber(ARGV[1])) then return {'after_final', state, final or high} end
+end
 local limit = tonumber(ARGV[9])
 if limit > 0 and redis.call('SISMEMBER', KEYS[6], ARGV[8]) == 0 and redis.call('SCARD', KEYS[6]) >= limit then
   return {'participant_limit', state}
 end
 if ARGV[5] ~= '1' then return {'unsupported', state} end
 index_chunk(ARGV[1], ARGV[2], ARGV[7], ARGV[6], ARGV[4], ARGV[8], ARGV[10])
+if ARGV[11] == '1' then redis.call('HSET', KEYS[4], 'final', ARGV[1]) end
 return {'stored', state}
 """
 
@@ -109,7 +116,7 @@ if redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1]) == 1 then
 end
 """
 
-STAT_FIELDS = ("chunks", "bytes", "min", "max", "minHeader", "skewMs")
+STAT_FIELDS = ("chunks", "bytes", "min", "max", "minHeader", "skewMs", "final")
 
 
 @dataclass(frozen=True)
@@ -124,10 +131,13 @@ class StreamFacts:
     missing_count: int
     skew_ms: float | None
     """Least (server arrival − client timestamp) over the stream's chunks: its clock offset plus the least delay."""
+    final: int | None = None
+    """The sequence the client declared its stream's last (final: true), if it did."""
 
     def body(self) -> dict:
+        declared = {"finalSequence": self.final} if self.final is not None else {}
         return {"chunks": self.chunks, "bytes": self.bytes, "firstSequence": self.first, "lastSequence": self.last,
-                "missing": self.missing, "missingCount": self.missing_count}
+                "missing": self.missing, "missingCount": self.missing_count, **declared}
 
 
 class ChunkIndex:
@@ -147,19 +157,21 @@ class ChunkIndex:
 
     @staticmethod
     def _args(participant_id: str, kind: str, sequence: int, record: ChunkRecord, now: float, container_ok: bool,
-              header: bool, max_participants: int) -> list[object]:
+              header: bool, max_participants: int, final: bool = False) -> list[object]:
         stamp = normalize_ms(record.timestamp)
         skew = "" if stamp is None else repr(round(now * 1000.0 - stamp, 3))
         return [sequence, record.encode(), repr(now), f"{participant_id}/{kind}", "1" if container_ok else "0",
-                "1" if header else "0", record.size, participant_id, max_participants, skew]
+                "1" if header else "0", record.size, participant_id, max_participants, skew, "1" if final else "0"]
 
     def accept(self, recording_id: str, participant_id: str, kind: str, sequence: int, record: ChunkRecord, *,
-               now: float, container_ok: bool, header: bool, max_participants: int = 0) -> tuple[str, str | None]:
-        """(outcome, recording state): stored, duplicate, conflict, not_found, not_recording, participant_limit
-        or unsupported; duplicates are recognized in any state, so retries are always safe."""
+               now: float, container_ok: bool, header: bool, max_participants: int = 0,
+               final: bool = False) -> tuple[str, str | None]:
+        """(outcome, recording state): stored, duplicate, conflict, after_final (above a declared final chunk, or
+        a final chunk below a held one), not_found, not_recording, participant_limit or unsupported; duplicates
+        are recognized in any state, so retries are always safe."""
         out = self._accept(keys=self._keys(recording_id, participant_id, kind),
                            args=self._args(participant_id, kind, sequence, record, now, container_ok, header,
-                                           max_participants))
+                                           max_participants, final))
         out = [v.decode() if isinstance(v, bytes) else v for v in out]
         return out[0], out[1] if len(out) > 1 else None
 
@@ -199,7 +211,7 @@ class ChunkIndex:
 
 
 def _facts(stats: list[bytes | None], holes: list[bytes], unreadable: list[bytes]) -> StreamFacts:
-    chunks, size, low, high, min_header, skew = stats
+    chunks, size, low, high, min_header, skew, final = stats
     if low is None:
         return StreamFacts(0, 0, None, None, [], 0, None)
     low_i, high_i, held = int(low), int(high), int(chunks or 0)
@@ -215,4 +227,5 @@ def _facts(stats: list[bytes | None], holes: list[bytes], unreadable: list[bytes
             break
     listed = sorted(set(gaps) | {int(s) for s in unreadable})[:MAX_LISTED_MISSING]
     return StreamFacts(chunks=held, bytes=int(size or 0), first=low_i, last=high_i, missing=listed,
-                       missing_count=(high_i - base + 1) - held, skew_ms=float(skew) if skew is not None else None)
+                       missing_count=(high_i - base + 1) - held, skew_ms=float(skew) if skew is not None else None,
+                       final=int(final) if final is not None else None)

@@ -25,6 +25,8 @@ class ChunkUpload:
     timestamp: float | None = None
     sha256: str | None = None
     """The SHA-256 (lowercase hex) the client says the bytes have, if it sent one."""
+    final: bool = False
+    """The client declares this chunk its stream's last (end of stream)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +76,7 @@ class ChunkIntake:
             outcome, state = self.store.accept_chunk(
                 upload.recording_id, upload.participant_id, upload.kind, upload.sequence, record,
                 container_ok=container_problem is None, header=starts_header(upload.data[:HEADER_PROBE_BYTES]),
-                max_participants=self.max_participants,
+                max_participants=self.max_participants, final=upload.final,
             )
         except BaseException:
             self._settle_unknown(upload, staged)
@@ -112,6 +114,11 @@ class ChunkIntake:
         if outcome == "conflict":
             raise SequenceConflict(
                 f"sequence {upload.sequence} was already received with different bytes",
+                recordingId=upload.recording_id, sequence=upload.sequence,
+            )
+        if outcome == "after_final":
+            raise SequenceConflict(
+                f"sequence {upload.sequence} does not fit the stream's final chunk (none may follow it)",
                 recordingId=upload.recording_id, sequence=upload.sequence,
             )
         if outcome == "participant_limit":

@@ -5,7 +5,7 @@ from flask import Blueprint, jsonify, request
 
 from app.auth import authenticate
 from app.digests import HEADER as REPR_DIGEST
-from app.digests import sha256_from_repr_digest
+from app.digests import parse_final_header, sha256_from_repr_digest
 from app.limits import CHUNKS, limited
 from app.metrics import count_accepted
 from app.schemas import ChunkBody, decode_chunk, decoded_size, parse_json, parse_timestamp_header, strip_data_url
@@ -28,7 +28,7 @@ def upload_json():
     upload = ChunkUpload(
         recording_id=body.recordingId, participant_id=body.participantId, kind=body.type,
         sequence=body.sequence, data=decode_chunk(text), timestamp=body.timestamp,
-        sha256=body.sha256.lower() if body.sha256 else None,
+        sha256=body.sha256.lower() if body.sha256 else None, final=bool(body.final),
     )
     return jsonify(count_accepted(intake.accept(upload, principal)).body()), 202
 
@@ -43,6 +43,7 @@ def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str)
     seq = check_sequence(sequence)
     timestamp = parse_timestamp_header(request.headers.get("Tapedeck-Timestamp"))
     sha256 = sha256_from_repr_digest(request.headers.get(REPR_DIGEST))
+    final = parse_final_header(request.headers.get("Tapedeck-Final"))
     intake = services().intake
     if request.content_length is not None:
         intake.check_size(request.content_length)
@@ -51,6 +52,6 @@ def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str)
         raise InvalidRequest("chunk body must not be empty", field="body")
     upload = ChunkUpload(
         recording_id=recording_id, participant_id=participant_id, kind=kind, sequence=seq, data=data, timestamp=timestamp,
-        sha256=sha256,
+        sha256=sha256, final=final,
     )
     return jsonify(count_accepted(intake.accept(upload, principal)).body()), 202
