@@ -92,3 +92,20 @@ def test_s3_prefix_is_applied_and_hidden(make_provider: MakeProvider, moto_serve
     stored = s3_client(moto_server).list_objects_v2(Bucket=BUCKET, Prefix="tenant-a/" + prefix)
     assert [o["Key"] for o in stored["Contents"]] == ["tenant-a/" + prefix + "a.webm"]
     assert [o.key for o in provider.list(prefix)] == [prefix + "a.webm"]
+
+
+def test_s3_uses_the_callers_digest_instead_of_reading_the_file_again(make_provider: MakeProvider, small_file: Path,
+                                                                      prefix: str) -> None:
+    """Finalize hashes each output once and passes the digest: the provider takes it as given (a second read of
+    a gigabyte output would only repeat it; real S3 still verifies it on a single PUT, moto does not)."""
+    import hashlib
+
+    provider = make_provider("s3")
+    right = hashlib.sha256(small_file.read_bytes()).hexdigest()
+    info = provider.upload_file(prefix + "a.webm", small_file, content_type="video/webm", metadata={"sha256": right})
+    assert info.metadata["sha256"] == right and fetch(provider, prefix + "a.webm") == small_file.read_bytes()
+    given = hashlib.sha256(b"not these bytes").hexdigest()  # only a provider that did not rehash keeps this one
+    assert provider.upload_file(prefix + "b.webm", small_file, content_type="video/webm",
+                                metadata={"sha256": given}).metadata["sha256"] == given
+    assert provider.upload_file(prefix + "c.webm", small_file, content_type="video/webm",
+                                metadata={"sha256": "not-hex"}).metadata["sha256"] == right  # not a digest: hashed
