@@ -8,8 +8,10 @@ from flask import Blueprint, Flask, Response, g, request
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 from prometheus_client import multiprocess
 
+from app.services import services
 from workers.chunks import ChunkReceipt
 from workers.metrics import FAILED_UPLOADS, chunk_accepted
+from workers.metrics_redis import RedisCollector
 
 bp = Blueprint("metrics", __name__)
 CHUNK_ENDPOINTS = frozenset({"chunks.upload_json", "chunks.upload_raw"})
@@ -18,7 +20,18 @@ CHUNK_ENDPOINTS = frozenset({"chunks.upload_json", "chunks.upload_raw"})
 @bp.get("/metrics")
 def metrics() -> Response:
     """The exposition text; open like /healthz (scrape it from the private network, not the internet)."""
-    return Response(generate_latest(_registry()), mimetype=CONTENT_TYPE_LATEST)
+    return Response(generate_latest(_registry()) + generate_latest(_redis_registry()), mimetype=CONTENT_TYPE_LATEST)
+
+
+def _redis_registry() -> CollectorRegistry:
+    """Redis facts read now, through this process's client (never summed across processes: one reading)."""
+    from tasks import celery_app
+
+    conf = celery_app.conf
+    queues = [conf.task_default_queue] + [q.name for q in (conf.task_queues or ()) if q.name != conf.task_default_queue]
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(RedisCollector(services().redis, queues))
+    return registry
 
 
 def _registry() -> CollectorRegistry:

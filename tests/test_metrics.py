@@ -1,6 +1,8 @@
 """GET /metrics: open, parseable by prometheus-client, and its chunk counters match what was uploaded."""
 from __future__ import annotations
 
+import time
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -75,3 +77,17 @@ def test_finalize_feeds_storage_bytes_and_durations(api, app, client) -> None:
     assert delta(before, after, "tapedeck_recording_duration_seconds_count") == 1
     assert delta(before, after, "tapedeck_recording_duration_seconds_sum") == pytest.approx(output["durationSeconds"])
     assert delta(before, after, "tapedeck_stop_to_completed_seconds_count") == 1
+
+
+def test_redis_facts_are_read_at_scrape_time(api, app, client) -> None:
+    """A stopped recording with no finalize queued shows as pending, with its age; Redis answers, queues listed."""
+    from app.services import services
+
+    assert api.start().status_code == 201
+    with app.app_context():
+        services().store.stop(api.room, grace_seconds=0, task_id="manual", now=time.time() - 30)
+    samples = scrape(client)
+    assert samples[("tapedeck_redis_up", ())] == 1
+    assert samples[("tapedeck_pending_finalizes", ())] >= 1
+    assert samples[("tapedeck_oldest_pending_finalize_seconds", ())] >= 30
+    assert ("tapedeck_queue_depth", (("queue", "celery"),)) in samples
