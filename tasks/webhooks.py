@@ -1,15 +1,18 @@
 """Thin webhook task on its own `webhooks` queue: deliver a recording's outbox, come back when the next try is due."""
 from __future__ import annotations
 
+import logging
 import time
 
 from celery import shared_task
 
 from tasks.runtime import runtime
+from workers.status import build_status
 from workers.webhooks import deliver_due
 from workers.webhooks import enqueue_webhook as _append
 
 QUEUE = "webhooks"
+log = logging.getLogger(__name__)
 
 
 @shared_task(name="tapedeck.deliver_webhooks", acks_late=True)
@@ -29,5 +32,17 @@ def enqueue_webhook(recording_id: str, event: str, room: str, data: dict) -> Non
     rt = runtime()
     if not rt.settings.webhook_url:
         return
-    _append(rt.redis, recording_id, event, room, data, time.time())
-    deliver_webhooks.apply_async(args=[recording_id])
+    if _append(rt.redis, recording_id, event, room, data, time.time()) is not None:
+        deliver_webhooks.apply_async(args=[recording_id])
+
+
+def send_final_state(recording_id: str) -> None:
+    """recording.completed (data = the status body, download URLs minted now) or recording.failed, once each;
+    a webhook problem is logged and never fails the finalize that called it."""
+    try:
+        rt = runtime()
+        body = build_status(rt.store, recording_id, url_for=rt.download_url)
+        if body and body["state"] in ("completed", "failed"):
+            enqueue_webhook(recording_id, f"recording.{body['state']}", body["room"], body)
+    except Exception:  # noqa: BLE001 - the recording's outcome stands whatever the webhook does
+        log.exception("could not queue the final-state webhook of %s", recording_id)

@@ -74,6 +74,7 @@ def test_keys_are_exact():
     assert keys.rate_limits() == "tapedeck:limits"
     assert keys.webhook_outbox("rec_1") == "tapedeck:webhooks:rec_1"
     assert keys.webhook_sender("rec_1") == "tapedeck:webhooks:rec_1:sender"
+    assert keys.webhook_events("rec_1") == "tapedeck:webhooks:rec_1:events"
 
 
 def test_unknown_storage_provider_fails_naming_the_variable():

@@ -129,3 +129,10 @@ def test_webhook_settings_defaults_and_bounds():
         Settings.from_env({**base, "WEBHOOK_GIVE_UP_SECONDS": "5"})
     with pytest.raises(ConfigurationError):
         Settings.from_env({**base, "WEBHOOK_TIMEOUT_SECONDS": "0"})
+
+
+def test_an_event_enters_the_outbox_once(rdb):
+    rec = f"rec_wh_{free_port()}"
+    assert enqueue_webhook(rdb, rec, "recording.completed", "roomE", {}, now=0.0) is not None
+    assert enqueue_webhook(rdb, rec, "recording.completed", "roomE", {}, now=1.0) is None  # a redelivered finalize
+    assert [d.event for d in list_deliveries(rdb, rec)] == ["recording.completed"]

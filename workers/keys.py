@@ -123,3 +123,8 @@ def webhook_outbox(recording_id: str) -> str:
 def webhook_sender(recording_id: str) -> str:
     """String with TTL: held by the one sender delivering this recording's outbox, so order holds."""
     return f"{PREFIX}:webhooks:{recording_id}:sender"
+
+
+def webhook_events(recording_id: str) -> str:
+    """Hash: event type → 1 once that event entered the outbox, so a redelivered task never sends it twice."""
+    return f"{PREFIX}:webhooks:{recording_id}:events"

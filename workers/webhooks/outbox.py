@@ -32,8 +32,12 @@ class Delivery:
         return data
 
 
-def enqueue_webhook(client: redis.Redis, recording_id: str, event: str, room: str, data: dict, now: float) -> Delivery:
-    """Append an event to the recording's outbox; the sender delivers it after every earlier one."""
+def enqueue_webhook(client: redis.Redis, recording_id: str, event: str, room: str, data: dict,
+                    now: float) -> Delivery | None:
+    """Append an event to the recording's outbox (once per event type: None if it is already there); the sender
+    delivers it after every earlier one."""
+    if not client.hsetnx(keys.webhook_events(recording_id), event, 1):
+        return None
     occurred = datetime.fromtimestamp(now, timezone.utc).isoformat().replace("+00:00", "Z")
     body = json.dumps({"type": event, "recordingId": recording_id, "room": room, "occurredAt": occurred,
                        "data": data}, separators=(",", ":"))
