@@ -63,7 +63,7 @@ def _recording_paths() -> dict[str, Schema]:
         "/video-calls/{room}/recordings": {"get": _op(
             "The room's recordings, newest first, paginated (any token of the room)",
             {"200": json_ok("One page; next is the cursor of the following page, or null", "Listing"),
-             **errors(400, 401, 403, 503)}, HEADER_OR_QUERY, parameters=[
+             **errors(400, 401, 403, 404, 503)}, HEADER_OR_QUERY, parameters=[
                 ROOM,
                 {"name": "limit", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 1, "maximum": 100}, "description": "default 20"},

@@ -97,8 +97,7 @@ def listing(room: str):
     try:
         page = list_recordings(services().redis, room, limit=limit, cursor=cursor, state=state)
     except CursorGone:
-        raise InvalidRequest("cursor names no recording of this room; list again from the start",
-                             field="cursor") from None
+        raise NotFound("cursor names no recording of this room; list again from the start", cursor=cursor) from None
     return jsonify(page.body())
 
 
