@@ -8,6 +8,7 @@ from typing import Mapping
 from flask import Flask
 
 from app.services import EXTENSION_KEY, build_services
+from workers import logs
 from workers.redis_persistence import verify_at_startup
 from workers.settings import Settings
 
@@ -23,7 +24,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     app.config["MAX_CONTENT_LENGTH"] = settings.max_chunk_bytes * 4 // 3 + CHUNK_BODY_OVERHEAD
     app.json.sort_keys = False
     app.extensions[EXTENSION_KEY] = build_services(settings, env)
-    logging.basicConfig(level=logging.DEBUG if settings.development else logging.INFO)
+    logs.configure(settings.log_format, logging.DEBUG if settings.development else logging.INFO)
     logging.getLogger("redis").setLevel(logging.WARNING)
     verify_at_startup(settings, logging.getLogger("tapedeck.startup"))  # production refuses a Redis that persists nothing
 
@@ -38,6 +39,9 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     from app import metrics
 
     metrics.init_app(app)
+    from app import observability
+
+    observability.init_app(app)
     from app import limits
 
     limits.init_app(app, settings)  # after the blueprints: it wraps the views they marked

@@ -104,6 +104,7 @@ class Settings:
     mp4: Mp4Settings = field(default_factory=Mp4Settings)
     redis_allow_no_persistence: bool = False
     worker_metrics_port: int = 9191
+    log_format: str = "json"
     webhook_url: str | None = None
     """Where recording events are POSTed (the only URL webhooks ever go to); None sends nothing."""
     webhook_secret: str = ""
@@ -168,11 +169,20 @@ class Settings:
             ),
             redis_allow_no_persistence=env.get("REDIS_ALLOW_NO_PERSISTENCE", "").strip().lower() in ("1", "true", "yes"),
             worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9191, 0),
+            log_format=_log_format(env, mode),
             webhook_url=env.get("WEBHOOK_URL", "").strip() or None,
             webhook_secret=env.get("WEBHOOK_SECRET", ""),
             webhook_give_up_seconds=_int(env, "WEBHOOK_GIVE_UP_SECONDS", 24 * 3600, 60),
             webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.5),
         )
+
+
+def _log_format(env: Mapping[str, str], mode: str) -> str:
+    """LOG_FORMAT: json or text; unset means json in production, text in development."""
+    value = env.get("LOG_FORMAT", "").strip().lower() or ("text" if mode == "development" else "json")
+    if value not in ("json", "text"):
+        raise ConfigurationError(f"LOG_FORMAT must be json or text, got {value!r}")
+    return value
 
 
 @lru_cache(maxsize=1)

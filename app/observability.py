@@ -1,0 +1,38 @@
+"""Request ids: a caller's X-Request-Id is kept when it is short and plain, else one is made; it is echoed on
+the response and bound, with the recording, room and participant of the URL, to every log line of the request."""
+from __future__ import annotations
+
+import re
+import secrets
+
+from flask import Flask, Response, g, request
+
+from workers import logs
+
+HEADER = "X-Request-Id"
+VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+"""Bounded length and charset: nothing a log search or a terminal could misread."""
+URL_IDS = {"recording_id": "recording_id", "room": "room", "participant_id": "participant_id"}
+
+
+def _bind() -> None:
+    supplied = request.headers.get(HEADER, "")
+    g.request_id = supplied if VALID.match(supplied) else secrets.token_hex(8)
+    args = request.view_args or {}
+    logs.bind(request_id=g.request_id, **{field: args.get(arg) for field, arg in URL_IDS.items()})
+
+
+def _echo(response: Response) -> Response:
+    response.headers[HEADER] = g.get("request_id", "")
+    return response
+
+
+def _unbind(_exc: BaseException | None) -> None:
+    logs.clear()
+
+
+def init_app(app: Flask) -> None:
+    """First hook of every request: later hooks and views already log with the ids."""
+    app.before_request_funcs.setdefault(None, []).insert(0, _bind)
+    app.after_request(_echo)
+    app.teardown_request(_unbind)
