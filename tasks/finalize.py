@@ -8,6 +8,7 @@ import redis
 from celery import shared_task
 
 from tasks.runtime import runtime
+from tasks.webhooks import send_final_state
 from workers import keys
 from workers.errors import LockLost
 from workers.lock import heartbeat_lock
@@ -42,7 +43,9 @@ def finalize_recording(self, recording_id: str) -> dict:
         except Exception as exc:
             log.exception("finalize %s crashed", recording_id)
             rt.store.finish(recording_id, State.FAILED, error=f"internal error during finalize ({type(exc).__name__})")
+            send_final_state(recording_id)
             raise
+    send_final_state(recording_id)
     return {"recordingId": recording_id, "state": state}
 
 

@@ -7,6 +7,7 @@ import time
 from celery import shared_task
 
 from tasks.runtime import runtime
+from workers.resources import Resources
 from workers.status import build_status
 from workers.webhooks import deliver_due
 from workers.webhooks import enqueue_webhook as _append
@@ -27,9 +28,10 @@ def deliver_webhooks(recording_id: str) -> float | None:
     return wait
 
 
-def enqueue_webhook(recording_id: str, event: str, room: str, data: dict) -> None:
-    """Record the event in the outbox and wake the sender (nothing is kept or sent without WEBHOOK_URL)."""
-    rt = runtime()
+def enqueue_webhook(recording_id: str, event: str, room: str, data: dict, resources: Resources | None = None) -> None:
+    """Record the event in the outbox and wake the sender (nothing is kept or sent without WEBHOOK_URL); pass the
+    caller's resources where it has them (the web process) so no new connections are built."""
+    rt = resources or runtime()
     if not rt.settings.webhook_url:
         return
     if _append(rt.redis, recording_id, event, room, data, time.time()) is not None:

@@ -136,3 +136,31 @@ def test_an_event_enters_the_outbox_once(rdb):
     assert enqueue_webhook(rdb, rec, "recording.completed", "roomE", {}, now=0.0) is not None
     assert enqueue_webhook(rdb, rec, "recording.completed", "roomE", {}, now=1.0) is None  # a redelivered finalize
     assert [d.event for d in list_deliveries(rdb, rec)] == ["recording.completed"]
+
+
+def test_start_puts_recording_started_in_the_outbox_and_it_arrives_signed(stack_env, rdb, room):
+    from app import create_app
+    from tests.conftest import Api
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    hooked = create_app({**stack_env, "WEBHOOK_URL": url, "WEBHOOK_SECRET": SECRET})
+    api = Api(hooked.test_client(), hooked, room)
+    response = api.client.post(f"/video-calls/{room}/recording/start", headers=api.auth(), json={})
+    assert response.status_code == 201
+    rec = response.get_json()["recordingId"]
+    assert [d.event for d in list_deliveries(rdb, rec)] == ["recording.started"]
+    receiver = Receiver(port, [])
+    try:
+        assert deliver_due(rdb, rec, url, SECRET, now=list_deliveries(rdb, rec)[0].createdAt, timeout=2) is None
+    finally:
+        receiver.close()
+    (body, signature), = receiver.received
+    assert verify(SECRET, body, signature)
+    assert json.loads(body)["room"] == room and json.loads(body)["data"]["format"] == "webm"
+
+
+def test_without_a_url_start_keeps_no_outbox(client, api, rdb, room):
+    response = client.post(f"/video-calls/{room}/recording/start", headers=api.auth(), json={})
+    assert response.status_code == 201
+    assert list_deliveries(rdb, response.get_json()["recordingId"]) == []
