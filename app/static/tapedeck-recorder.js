@@ -19,6 +19,12 @@
  * Queue bound (maxQueueBytes): when a new chunk does not fit, the oldest waiting chunks are
  * dropped (an "error" event with code "queue_full" each) until it does, except the recorder's
  * first chunk, which carries the container header that every later chunk needs.
+ *
+ * Integrity: each chunk carries its SHA-256 (Web Crypto), as the `Repr-Digest` header on the PUT
+ * (RFC 9530) or the `sha256` field in JSON. A 400 checksum_mismatch (bytes damaged on the way)
+ * is resent once from the same Blob; a second mismatch is permanent for that chunk.
+ *
+ * Long calls: setToken(token) swaps the bearer token for every later upload (tokens expire).
  */
 
 /** Container/codec preferences for camera streams, best first (the server reads WebM/Matroska). */
@@ -73,6 +79,17 @@ export function backoffMs(attempt, initial, max, random = Math.random) {
   return Math.round(ceiling / 2 + (random() * ceiling) / 2);
 }
 
+/** Hex and base64 of the SHA-256 of `blob`, so the server can refuse damaged bytes. */
+export async function sha256Of(blob) {
+  const bytes = new Uint8Array(await crypto.subtle.digest("SHA-256", await blob.arrayBuffer()));
+  let hex = "", binary = "";
+  for (const b of bytes) {
+    hex += b.toString(16).padStart(2, "0");
+    binary += String.fromCharCode(b);
+  }
+  return { hex, base64: btoa(binary) };
+}
+
 function blobToBase64(blob) {
   return new Promise((resolve, reject) => {
     const reader = new FileReader();
@@ -120,13 +137,19 @@ export class Recorder extends EventTarget {
     this._timer = null;
     this._idleWaiters = [];
     this._stopPromise = null;
-    this.stats = { produced: 0, sent: 0, bytes: 0, retries: 0, failed: 0, dropped: 0, duplicates: 0 };
+    this.stats = { produced: 0, sent: 0, bytes: 0, retries: 0, failed: 0, dropped: 0, duplicates: 0, resent: 0 };
     this._onOnline = () => this._wake();
   }
 
   /** The next sequence number this recorder will use (a restarted recorder continues from it). */
   get nextSequence() {
     return this._nextSequence;
+  }
+
+  /** Use `token` (a string or an async function) for every upload from now on: long calls outlive tokens. */
+  setToken(token) {
+    if (!token) throw new TypeError("Recorder.setToken: a token is required");
+    this.options.token = token;
   }
 
   /** Start MediaRecorder in timeslice mode; resolves once it records. */
@@ -214,7 +237,8 @@ export class Recorder extends EventTarget {
     const timestamp = this._chunkStartedAt ?? now;
     this._chunkStartedAt = now;
     if (!blob || blob.size === 0) return;
-    const entry = { sequence: this._nextSequence++, blob, size: blob.size, timestamp, attempts: 0 };
+    const entry = { sequence: this._nextSequence++, blob, size: blob.size, timestamp, attempts: 0,
+                    digest: null, mismatches: 0 };
     this.stats.produced += 1;
     if (this.ended) {
       this.stats.dropped += 1;
@@ -284,6 +308,11 @@ export class Recorder extends EventTarget {
       if (outcome.duplicate) this.stats.duplicates += 1;
     } else if (outcome.kind === "retry") {
       this._retry(entry, outcome);
+    } else if (outcome.code === "checksum_mismatch" && entry.mismatches++ === 0) {
+      this.stats.resent += 1; // damaged on the way: the Blob is intact, send it again
+      this._insert(entry);
+      this._emit("retry", { sequence: entry.sequence, attempt: entry.attempts, delayMs: 0,
+        status: outcome.status, code: outcome.code, message: outcome.message });
     } else if (outcome.kind === "ended") {
       this._end(entry, outcome);
     } else {
@@ -333,6 +362,7 @@ export class Recorder extends EventTarget {
   async _request(entry) {
     const o = this.options;
     const token = typeof o.token === "function" ? await o.token() : o.token;
+    entry.digest ??= await sha256Of(entry.blob);
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), o.requestTimeoutMs);
     try {
@@ -340,6 +370,7 @@ export class Recorder extends EventTarget {
         const body = {
           recordingId: o.recordingId, participantId: o.participantId, type: o.type,
           sequence: entry.sequence, timestamp: entry.timestamp, chunk: await blobToBase64(entry.blob),
+          sha256: entry.digest.hex,
         };
         return await this._fetch(`${this.baseUrl}/video-calls/chunks/upload`, {
           method: "POST", signal: controller.signal, body: JSON.stringify(body),
@@ -352,7 +383,7 @@ export class Recorder extends EventTarget {
         method: "PUT", signal: controller.signal, body: entry.blob,
         headers: {
           Authorization: `Bearer ${token}`, "Content-Type": "application/octet-stream",
-          "Tapedeck-Timestamp": String(entry.timestamp),
+          "Tapedeck-Timestamp": String(entry.timestamp), "Repr-Digest": `sha-256=:${entry.digest.base64}:`,
         },
       });
     } finally {
