@@ -143,6 +143,7 @@ class Finalizer:
                     thumbnail_offset=self.settings.thumbnail_offset_seconds, thumbnail_width=self.settings.thumbnail_width,
                 )
                 errors.pop(pid, None)
+                self._mark_dropped(recording_id, pid, streams, results[pid].dropped_chunks)
             except MediaError as exc:
                 log.warning("recording %s participant %s: %s", recording_id, pid, exc.message)
                 errors[pid] = exc.message
@@ -155,6 +156,14 @@ class Finalizer:
             self.store.update(recording_id, participantErrors=errors)
         reporter.report(State.MUXING.value, 1.0)
         return results
+
+    def _mark_dropped(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]],
+                      dropped: dict[str, list[int]]) -> None:
+        """Chunks the demuxer had to leave out are listed as missing in status and manifest, like lost ones."""
+        for stream_type, sequences in dropped.items():
+            for seq in sequences:
+                log.warning("recording %s: chunk %s/%s/%d could not be demuxed", recording_id, participant_id, stream_type, seq)
+                self.store.index.mark_unreadable(recording_id, participant_id, stream_type, seq, streams[stream_type][seq].size)
 
     def _upload_all(self, rec: dict, prepared: dict[str, PreparedOutput], done: dict, reporter: ProgressReporter,
                     guard: Guard) -> None:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -34,6 +34,8 @@ class PreparedOutput:
     timestamp_repairs: int
     dropped_packets: int
     thumbnail: Thumbnail | None
+    dropped_chunks: dict[str, list[int]] = field(default_factory=dict)
+    """Stream type → sequences that could not be demuxed and are not in the file."""
 
     @property
     def extension(self) -> str:
@@ -59,6 +61,7 @@ def prepare_output(inputs: list[StreamInput], output_dir: Path, participant_id: 
     return PreparedOutput(path=path, format=path.suffix.lstrip("."), bytes=size, duration_seconds=duration,
                           method=method, tracks=tracks, segments=muxed.segments, start_seconds=muxed.start_seconds,
                           timestamp_repairs=muxed.timestamp_repairs, dropped_packets=muxed.dropped_packets,
+                          dropped_chunks=muxed.dropped_by_stream,
                           thumbnail=_poster(path, output_dir / f"{participant_id}.jpg", thumbnail_offset, thumbnail_width))
 
 

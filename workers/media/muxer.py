@@ -8,7 +8,7 @@ import logging
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import av
@@ -73,6 +73,8 @@ class MuxResult:
     0 or a few ms before it (codec priming such as Opus pre-skip, which is not media)."""
     timestamp_repairs: int = 0
     """Jumps inside a segment repaired so the output plays on: pauses collapsed, restarts without a header joined."""
+    dropped_by_stream: dict[str, list[int]] = field(default_factory=dict)
+    """Stream type → sequences that could not be demuxed (left out of the output; status lists them missing)."""
 
 
 def output_format_for(codecs: Iterable[str]) -> str:
@@ -112,6 +114,7 @@ def mux_participant(
         dropped_packets=dropped_packets + sum(source.spikes for source in sources),
         start_seconds=round(start, 6),
         timestamp_repairs=sum(source.repairs for source in sources),
+        dropped_by_stream={source.kind: sorted(source.dropped) for source in sources if source.dropped},
     )
 
 
