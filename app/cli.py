@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app app token|status|requeue|rebuild`."""
+"""Operator commands: `flask --app app token|status|requeue|rebuild|webhooks`."""
 from __future__ import annotations
 
 import json
@@ -10,6 +10,7 @@ from flask import Flask
 from flask.cli import with_appcontext
 
 from app.auth import DEFAULT_TTL_SECONDS, mint_token
+from app.cli_webhooks import webhooks
 from app.services import services
 from workers.access import ROLES
 from workers.errors import InvalidRequest, NotFound
@@ -23,6 +24,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(status)
     app.cli.add_command(requeue)
     app.cli.add_command(rebuild)
+    app.cli.add_command(webhooks)
 
 
 def _id(value: str, field: str) -> str:

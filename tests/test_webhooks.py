@@ -164,3 +164,18 @@ def test_without_a_url_start_keeps_no_outbox(client, api, rdb, room):
     response = client.post(f"/video-calls/{room}/recording/start", headers=api.auth(), json={})
     assert response.status_code == 201
     assert list_deliveries(rdb, response.get_json()["recordingId"]) == []
+
+
+def test_cli_lists_and_replays_a_given_up_delivery(app, rdb):
+    rec, port = f"rec_wh_{free_port()}", free_port()
+    enqueue_webhook(rdb, rec, "recording.failed", "roomF", {}, now=0.0)
+    deliver_due(rdb, rec, f"http://127.0.0.1:{port}/", SECRET, now=10.0, timeout=2, give_up_after=5)  # refused
+    runner = app.test_cli_runner()
+    listed = runner.invoke(args=["webhooks", "list", rec])
+    assert listed.exit_code == 0
+    (line,) = [json.loads(x) for x in listed.output.splitlines()]
+    assert line["event"] == "recording.failed" and line["state"] == "given_up" and line["attempts"] == 1
+    replayed = runner.invoke(args=["webhooks", "replay", rec])
+    assert replayed.exit_code == 0 and "replaying 1" in replayed.output
+    assert list_deliveries(rdb, rec)[0].state == "pending"
+    assert runner.invoke(args=["webhooks", "list", "bad/id"]).exit_code != 0
