@@ -63,3 +63,31 @@ def test_log_format_is_bounded() -> None:
     assert Settings.from_env({**base, "LOG_FORMAT": "TEXT"}).log_format == "text"
     with pytest.raises(ConfigurationError, match="LOG_FORMAT"):
         Settings.from_env({**base, "LOG_FORMAT": "xml"})
+
+
+class Lines(logging.Handler):
+    """Formats each record as it is emitted (inside its request, as the process's stderr handler does)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.setFormatter(logs.formatter("json"))
+        self.lines: list[dict] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(json.loads(self.format(record)))
+
+
+def test_audit_names_who_did_what_and_refusals(api) -> None:
+    audit, lines = logging.getLogger("tapedeck.audit"), Lines()
+    audit.addHandler(lines)
+    try:
+        assert api.start().status_code == 201
+        refused = api.client.post(f"/video-calls/{api.room}/recording/stop", headers=api.auth("bob", "participant"))
+        assert refused.status_code == 403
+        assert api.stop().status_code == 202
+    finally:
+        audit.removeHandler(lines)
+    assert [(line["action"], line["outcome"], line["sub"], line["target"]) for line in lines.lines] == [
+        ("start", "done", "host", api.room), ("stop", "refused", "bob", api.room), ("stop", "done", "host", api.room)]
+    assert all(line["address"] == "127.0.0.1" and line["request_id"] and line["room"] == api.room
+               for line in lines.lines)

@@ -36,6 +36,7 @@ class JsonFormatter(logging.Formatter):
         line = {
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname, "logger": record.name, "message": record.getMessage(), **current(),
+            **getattr(record, "fields", {}),
         }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
