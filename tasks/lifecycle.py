@@ -7,9 +7,10 @@ import redis
 from celery import shared_task
 
 from storage_providers.base import StorageUnavailableError
-from tasks.finalize import backoff_with_jitter
+from tasks.finalize import backoff_with_jitter, enqueue_finalize
 from tasks.runtime import runtime
 from workers import keys
+from workers.lifecycle_final import close_if_complete
 from workers.purge import expired, mark_deleting, purge
 
 log = logging.getLogger(__name__)
@@ -53,3 +54,13 @@ def purge_expired(now: float | None = None) -> list[str]:
             send_recording_deleted(recording_id)
             removed.append(recording_id)
     return removed
+
+
+def finalize_now_if_complete(client: redis.Redis, recording_id: str) -> bool:
+    """After stop or a late chunk: when every stream declared its final chunk and holds all before it, close the
+    grace window and queue finalize now (the delayed message finds the work done and exits)."""
+    if not close_if_complete(client, recording_id):
+        return False
+    task_id = client.hget(keys.recording(recording_id), "taskId")
+    enqueue_finalize(recording_id, task_id.decode() if task_id else recording_id)
+    return True

@@ -69,3 +69,32 @@ def test_a_malformed_final_header_is_invalid_request(api, rec, value):
 
 def test_a_malformed_final_field_is_invalid_request(api, rec):
     error(post(api, rec, 0, WEBM_HEADER, "true"), 400, "invalid_request")
+
+
+def test_stop_after_every_final_closes_the_grace_window_and_finalizes(api, worker):
+    from tests.media import Recording, encode_webm, slice_timeslice
+
+    rec = api.start().get_json()["recordingId"]
+    pieces = slice_timeslice(encode_webm(Recording(seconds=1.0)), 3)
+    for seq, piece in enumerate(pieces):
+        assert put(api, rec, seq, piece, final="true" if seq == len(pieces) - 1 else None).status_code == 202
+    assert api.stop().status_code == 202
+    # nothing more can come from the only stream, so a late chunk of another one is already too late
+    late = api.put_chunk(rec, "bob", "video", 0, WEBM_HEADER)
+    error(late, 409, "not_recording")
+    body = api.wait_final(rec)
+    assert body["state"] == "completed" and body["participants"]["alice"]["video"]["finalSequence"] == 2
+
+
+def test_a_late_final_chunk_filling_the_last_hole_closes_the_window(api, worker):
+    from tests.media import Recording, encode_webm, slice_timeslice
+
+    rec = api.start().get_json()["recordingId"]
+    pieces = slice_timeslice(encode_webm(Recording(seconds=1.0)), 3)
+    assert put(api, rec, 0, pieces[0]).status_code == 202
+    assert put(api, rec, 2, pieces[2], final="true").status_code == 202
+    assert api.stop().status_code == 202  # a hole before the final chunk: the grace window stays open
+    assert put(api, rec, 1, pieces[1]).status_code == 202  # the last one missing arrives in the window
+    error(api.put_chunk(rec, "bob", "video", 0, WEBM_HEADER), 409, "not_recording")
+    body = api.wait_final(rec)
+    assert body["state"] == "completed" and body["participants"]["alice"]["video"]["missingCount"] == 0

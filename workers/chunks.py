@@ -34,6 +34,8 @@ class ChunkReceipt:
     upload: ChunkUpload
     duplicate: bool
     paused: bool = False
+    finalizing: bool = False
+    """Stored during the grace window after stop: the stream may just have become complete."""
 
     def body(self) -> dict:
         extra = {"paused": True} if self.paused else {}
@@ -105,7 +107,8 @@ class ChunkIntake:
     @staticmethod
     def _receipt(upload: ChunkUpload, outcome: str, state: str | None, container_problem: str | None) -> ChunkReceipt:
         if outcome in ("stored", "duplicate"):
-            return ChunkReceipt(upload=upload, duplicate=outcome == "duplicate", paused=state == "paused")
+            return ChunkReceipt(upload=upload, duplicate=outcome == "duplicate", paused=state == "paused",
+                                finalizing=state == "finalizing")
         if outcome == "not_found":
             raise NotFound("no such recording", recordingId=upload.recording_id)
         if outcome == "not_recording":

@@ -10,7 +10,8 @@ from app.limits import CHUNKS, limited
 from app.metrics import count_accepted
 from app.schemas import ChunkBody, decode_chunk, decoded_size, parse_json, parse_timestamp_header, strip_data_url
 from app.services import services
-from workers.chunks import ChunkUpload
+from tasks.lifecycle import finalize_now_if_complete
+from workers.chunks import ChunkReceipt, ChunkUpload
 from workers.errors import InvalidRequest
 from workers.ids import check_id, check_sequence, check_stream_type
 
@@ -30,7 +31,7 @@ def upload_json():
         sequence=body.sequence, data=decode_chunk(text), timestamp=body.timestamp,
         sha256=body.sha256.lower() if body.sha256 else None, final=bool(body.final),
     )
-    return jsonify(count_accepted(intake.accept(upload, principal)).body()), 202
+    return _answer(count_accepted(intake.accept(upload, principal)))
 
 
 @bp.put("/recordings/<recording_id>/participants/<participant_id>/<kind>/chunks/<sequence>")
@@ -54,4 +55,11 @@ def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str)
         recording_id=recording_id, participant_id=participant_id, kind=kind, sequence=seq, data=data, timestamp=timestamp,
         sha256=sha256, final=final,
     )
-    return jsonify(count_accepted(intake.accept(upload, principal)).body()), 202
+    return _answer(count_accepted(intake.accept(upload, principal)))
+
+
+def _answer(receipt: ChunkReceipt):
+    """202 with the receipt; a final chunk, or any chunk in the grace window, may complete the recording."""
+    if receipt.upload.final or receipt.finalizing:
+        finalize_now_if_complete(services().redis, receipt.upload.recording_id)
+    return jsonify(receipt.body()), 202
