@@ -179,3 +179,18 @@ def test_cli_lists_and_replays_a_given_up_delivery(app, rdb):
     assert replayed.exit_code == 0 and "replaying 1" in replayed.output
     assert list_deliveries(rdb, rec)[0].state == "pending"
     assert runner.invoke(args=["webhooks", "list", "bad/id"]).exit_code != 0
+
+
+def test_status_shows_the_hosts_the_deliveries(stack_env, rdb, room):
+    from app import create_app
+    from tests.conftest import Api
+
+    hooked = create_app({**stack_env, "WEBHOOK_URL": f"http://127.0.0.1:{free_port()}/h", "WEBHOOK_SECRET": SECRET})
+    api = Api(hooked.test_client(), hooked, room)
+    rec = api.client.post(f"/video-calls/{room}/recording/start", headers=api.auth(), json={}).get_json()["recordingId"]
+    host = api.client.get(f"/video-calls/recordings/{rec}", headers=api.auth()).get_json()
+    (entry,) = host["webhooks"]
+    assert entry["event"] == "recording.started" and entry["state"] == "pending" and entry["attempts"] == 0
+    assert set(entry) >= {"attempts", "lastStatus", "nextAttemptAt", "state"}
+    guest = api.client.get(f"/video-calls/recordings/{rec}", headers=api.auth("bob", "participant")).get_json()
+    assert guest["webhooks"] == []

@@ -8,6 +8,7 @@ from workers.chunk_index import StreamFacts
 from workers.clock import epoch
 from workers.pause import parse_pauses
 from workers.state import RecordingStore, iso
+from workers.webhooks.outbox import list_deliveries
 
 UrlFor = Callable[[str], "str | None"]
 
@@ -72,4 +73,5 @@ def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | Non
         "pauses": [p.body() for p in parse_pauses(rec.get("pauses"))],
         "participants": participant_entries(store, recording_id, errors, only),
         "outputs": outputs,
+        "webhooks": [d.public() for d in list_deliveries(store.redis, recording_id)] if only is None else [],
     }

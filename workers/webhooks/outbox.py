@@ -11,6 +11,8 @@ import redis
 from workers import keys
 
 PENDING, DELIVERED, GIVEN_UP = "pending", "delivered", "given_up"
+MAX_SHOWN = 50
+"""An outbox holds one delivery per event type, so far fewer; the bound keeps a status read constant-cost."""
 
 
 @dataclass
@@ -48,7 +50,7 @@ def enqueue_webhook(client: redis.Redis, recording_id: str, event: str, room: st
 
 def list_deliveries(client: redis.Redis, recording_id: str) -> list[Delivery]:
     """Every delivery of the recording, oldest first."""
-    return [Delivery(**json.loads(raw)) for raw in client.lrange(keys.webhook_outbox(recording_id), 0, -1)]
+    return [Delivery(**json.loads(raw)) for raw in client.lrange(keys.webhook_outbox(recording_id), 0, MAX_SHOWN - 1)]
 
 
 def save(client: redis.Redis, recording_id: str, index: int, delivery: Delivery) -> None:
