@@ -9,6 +9,7 @@ from celery import shared_task
 from storage_providers.base import StorageUnavailableError
 from tasks.finalize import backoff_with_jitter, enqueue_finalize
 from tasks.runtime import runtime
+from tasks.webhooks import enqueue_webhook
 from workers import keys
 from workers.lifecycle_final import close_if_complete
 from workers.purge import expired, mark_deleting, purge
@@ -16,10 +17,13 @@ from workers.purge import expired, mark_deleting, purge
 log = logging.getLogger(__name__)
 
 
-def send_recording_deleted(recording_id: str) -> None:
-    """The one place the recording.deleted webhook is sent from, once the purge finished (webhook delivery plugs
-    in here; until then the audit log line of workers/purge.py is the record)."""
-    log.info("recording.deleted: %s", recording_id, extra={"event": "recording.deleted", "recordingId": recording_id})
+def send_recording_deleted(recording_id: str, room: str) -> None:
+    """The one place the recording.deleted webhook is sent from, once the purge finished; a webhook problem is
+    logged and never undoes or fails the deletion."""
+    try:
+        enqueue_webhook(recording_id, "recording.deleted", room, {"recordingId": recording_id, "room": room})
+    except Exception:  # noqa: BLE001 - the recording is gone either way; the audit line of the purge stays
+        log.exception("recording.deleted webhook for %s could not be queued", recording_id)
 
 
 @shared_task(name="tapedeck.purge_recording", bind=True, max_retries=8, acks_late=True)
@@ -27,12 +31,12 @@ def purge_recording(self, recording_id: str) -> bool:
     """Remove a recording everywhere; retried with backoff while Redis or storage is unreachable."""
     rt = runtime()
     try:
-        removed = purge(rt.redis, rt.provider, rt.staging, recording_id)
+        room = purge(rt.redis, rt.provider, rt.staging, recording_id)
     except (redis.ConnectionError, StorageUnavailableError, OSError) as exc:
         raise self.retry(exc=exc, countdown=backoff_with_jitter(self.request.retries))
-    if removed:
-        send_recording_deleted(recording_id)
-    return removed
+    if room is not None:
+        send_recording_deleted(recording_id, room)
+    return room is not None
 
 
 def enqueue_purge(recording_id: str) -> None:
@@ -50,9 +54,11 @@ def purge_expired(now: float | None = None) -> list[str]:
         outcome, _state = mark_deleting(rt.redis, recording_id, now)
         if outcome == "not_found":
             rt.redis.zrem(keys.ended_index(), recording_id)
-        elif outcome == "queued" and purge(rt.redis, rt.provider, rt.staging, recording_id):
-            send_recording_deleted(recording_id)
-            removed.append(recording_id)
+        elif outcome == "queued":
+            room = purge(rt.redis, rt.provider, rt.staging, recording_id)
+            if room is not None:
+                send_recording_deleted(recording_id, room)
+                removed.append(recording_id)
     return removed
 
 

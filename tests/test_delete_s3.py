@@ -26,9 +26,9 @@ def test_purge_empties_the_bucket_prefix_and_staging(moto_server, stack_env, tmp
                                            "thumbnailKey": base + "alice.jpg"}]))
     store.finish(rec, State.COMPLETED)
     staging.stage(rec, "alice", "video", 0, b"\x1a\x45\xdf\xa3chunk")
-    assert purge(client, provider, staging, rec) is True
+    assert purge(client, provider, staging, rec) == room
     assert list(provider.list(base)) == []
     assert provider.exists(keep)
     assert not staging.recording_dir(rec).exists()
     assert list(client.scan_iter(match=f"*{rec}*", count=1000)) == [] and client.exists(keys.recording(other))
-    assert purge(client, provider, staging, rec) is False  # a second run finds nothing and fails nothing
+    assert purge(client, provider, staging, rec) is None  # a second run finds nothing and fails nothing

@@ -60,11 +60,11 @@ def _object_keys(provider: StorageProvider, rec: dict[str, str], recording_id: s
     return found
 
 
-def purge(client: redis.Redis, provider: StorageProvider, staging: ChunkStaging, recording_id: str) -> bool:
-    """Remove the recording everywhere; False when it is already gone. Safe to run twice."""
+def purge(client: redis.Redis, provider: StorageProvider, staging: ChunkStaging, recording_id: str) -> str | None:
+    """Remove the recording everywhere and return its room; None when it is already gone. Safe to run twice."""
     raw = client.hgetall(keys.recording(recording_id))
     if not raw:
-        return False
+        return None
     rec = {k.decode(): v.decode() for k, v in raw.items()}
     for key in sorted(_object_keys(provider, rec, recording_id)):
         provider.delete(key)
@@ -84,7 +84,7 @@ def purge(client: redis.Redis, provider: StorageProvider, staging: ChunkStaging,
     client.delete(keys.recording(recording_id))  # last: until now a repeat DELETE answers 202
     log.info("recording deleted: recording=%s room=%s", recording_id, rec["room"],
              extra={"event": "recording_deleted", "recordingId": recording_id, "room": rec["room"]})
-    return True
+    return rec["room"]
 
 
 def expired(client: redis.Redis, retention_days: float, now: float | None = None, limit: int = 100) -> list[str]:
