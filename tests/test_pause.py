@@ -76,3 +76,16 @@ def test_recorded_seconds_leave_paused_time_out():
     rec = {"startedAt": "100.0", "pauses": "110.0:120.0;150.0:"}
     assert recorded_seconds(rec, now=160.0) == 40.0
     assert recorded_seconds({**rec, "stoppedAt": "155.0"}, now=999.0) == 40.0
+
+
+def test_pause_and_resume_are_published_as_state_events(api, rec, stack_env):
+    import json
+
+    import redis
+
+    from workers import keys
+
+    assert act(api, "pause").status_code == 200 and act(api, "resume").status_code == 200
+    entries = redis.Redis.from_url(stack_env["REDIS_URL"]).xrange(keys.events(rec))
+    states = [json.loads(v).get("state") for _id, fields in entries for k, v in fields.items() if k == b"data"]
+    assert states[-2:] == ["paused", "recording"], entries
