@@ -36,6 +36,8 @@ function setPhase(phase, message = "") {
   const busy = !["idle", "completed", "failed", "error"].includes(phase);
   $("start").disabled = busy;
   $("stop").disabled = !["waiting", "recording"].includes(phase);
+  $("pause").hidden = demo.role !== "host";
+  $("pause").disabled = phase !== "recording";
   for (const el of document.querySelectorAll("#session input, #session textarea, #session select")) el.disabled = busy;
   if (message || !busy) $("message").textContent = message;
   $("message").classList.toggle("error", phase === "error" || phase === "failed");
@@ -144,10 +146,30 @@ function renderState({ state, progress }) {
   const pct = state === "completed" ? 100 : Math.round((progress || 0) * 100);
   $("progress-bar").style.width = `${pct}%`;
   $("progress-bar").dataset.state = state || "none";
-  $("progress-text").textContent = LIVE.includes(state) ? "recording…" : `${pct}%`;
+  $("progress-text").textContent = LIVE.includes(state) ? `${state}…` : `${pct}%`;
+  followPause(state);
   if (demo.role === "participant" && !LIVE.includes(state) && demo.phase === "recording") {
     log("the host stopped the recording");
     stopRecording();
+  }
+}
+
+/** The server's state drives the recorder: paused → MediaRecorder pauses (nothing is sent), recording → resumes. */
+function followPause(state) {
+  const rec = demo.recorder;
+  if (!rec || demo.phase !== "recording") return;
+  if (state === "paused" && rec.pause()) log("paused: the recorder holds still");
+  if (state === "recording" && rec.resume()) log("resumed");
+  $("pause").textContent = state === "paused" ? "Resume" : "Pause";
+}
+
+async function togglePause() {
+  const action = demo.status?.state === "paused" ? "resume" : "pause";
+  try {
+    const body = await api(`/video-calls/${demo.room}/recording/${action}`, { method: "POST" });
+    applyEvent({ state: body.state }); // the event stream says the same a moment later
+  } catch (err) {
+    log(`${action}: ${err.message}`, "bad");
   }
 }
 
@@ -370,6 +392,7 @@ function init() {
   syncRole();
   $("session").addEventListener("submit", startRecording);
   $("stop").addEventListener("click", stopRecording);
+  $("pause").addEventListener("click", togglePause);
   setPhase("idle");
 }
 

@@ -14,7 +14,8 @@
  * 429 and 5xx are retried with exponential backoff and jitter (a Retry-After header wins);
  * while one chunk backs off, the whole queue waits. Any other 4xx, including 409
  * sequence_conflict, is permanent for that chunk ("error" event, chunk dropped). 409
- * not_recording means the recording is over (or paused): uploading stops for good.
+ * not_recording means the recording is over: uploading stops for good. pause()/resume() follow the
+ * recording's paused state (MediaRecorder pauses, so nothing is made or sent meanwhile).
  *
  * Queue bound (maxQueueBytes): when a new chunk does not fit, the oldest waiting chunks are
  * dropped (an "error" event with code "queue_full" each) until it does, except the recorder's
@@ -152,6 +153,25 @@ export class Recorder extends EventTarget {
     this.options.token = token;
   }
 
+  /** Pause MediaRecorder (the recording was paused): no media is made, so nothing is sent until resume(). */
+  pause() {
+    if (this.state !== "recording" || !this._recorder || this._recorder.state !== "recording") return false;
+    this._recorder.pause();
+    this.state = "paused";
+    this._emit("pause", {});
+    return true;
+  }
+
+  /** Resume MediaRecorder in the same container: the output continues without a gap. */
+  resume() {
+    if (this.state !== "paused" || !this._recorder || this._recorder.state !== "paused") return false;
+    this._recorder.resume();
+    this.state = "recording";
+    this._chunkStartedAt = Date.now();
+    this._emit("resume", {});
+    return true;
+  }
+
   /** Start MediaRecorder in timeslice mode; resolves once it records. */
   start() {
     if (this.state !== "inactive") return Promise.reject(new Error(`Recorder: cannot start when ${this.state}`));
@@ -173,7 +193,7 @@ export class Recorder extends EventTarget {
     });
     recorder.addEventListener("stop", () => {
       this.stoppedAt = Date.now();
-      if (this.state === "recording") this.stop(); // the stream ended on its own (e.g. camera unplugged)
+      if (this.state === "recording" || this.state === "paused") this.stop(); // the stream ended on its own (e.g. camera unplugged)
     });
     globalThis.addEventListener?.("online", this._onOnline);
     return new Promise((resolve, reject) => {
