@@ -70,3 +70,13 @@ beat_schedule = {
 }
 beat_schedule_filename = os.environ.get("CELERY_BEAT_SCHEDULE_FILE", "").strip() or "./var/celerybeat-schedule"
 os.makedirs(os.path.dirname(os.path.abspath(beat_schedule_filename)), exist_ok=True)
+
+from workers.redis_client import celery_broker  # noqa: E402  (after the settings above; imports only redis)
+
+broker_url, _sentinel_options = celery_broker(broker_url, os.environ.get("REDIS_SENTINELS", ""),
+                                              os.environ.get("REDIS_SENTINEL_MASTER", "").strip(),
+                                              os.environ.get("REDIS_SENTINEL_PASSWORD", ""))
+"""With REDIS_SENTINELS, broker and results use kombu's sentinel:// transport and follow the master."""
+result_backend = broker_url
+broker_transport_options.update(_sentinel_options)
+result_backend_transport_options.update(_sentinel_options)

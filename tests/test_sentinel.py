@@ -93,3 +93,49 @@ def test_a_bad_sentinel_address_is_refused(bad):
 def test_sentinels_without_a_master_name_are_refused():
     with pytest.raises(ValueError, match="REDIS_SENTINEL_MASTER"):
         connect("redis://127.0.0.1:6379/0", "127.0.0.1:26379", "")
+
+
+def test_settings_refuse_a_bad_sentinel_configuration():
+    from workers.errors import ConfigurationError
+    from workers.settings import Settings
+
+    base = {"TAPEDECK_ENV": "development"}
+    with pytest.raises(ConfigurationError, match="REDIS_SENTINEL_MASTER"):
+        Settings.from_env({**base, "REDIS_SENTINELS": "127.0.0.1:26379"})
+    with pytest.raises(ConfigurationError, match="REDIS_SENTINELS"):
+        Settings.from_env({**base, "REDIS_SENTINELS": "nohost", "REDIS_SENTINEL_MASTER": "m"})
+    settings = Settings.from_env({**base, "REDIS_SENTINELS": "127.0.0.1:26379", "REDIS_SENTINEL_MASTER": "m"})
+    assert (settings.redis_sentinels, settings.redis_sentinel_master) == ("127.0.0.1:26379", "m")
+
+
+def test_every_process_resources_follow_the_sentinel_master(sentinel_stack, tmp_path):
+    """Resources (web and worker) build their client through the factory, so they write to the current master."""
+    from workers.resources import Resources
+    from workers.settings import Settings
+
+    settings = Settings.from_env({"TAPEDECK_ENV": "development", "STAGING_DIR": str(tmp_path / "staging"),
+                                  "REDIS_SENTINELS": sentinel_stack["sentinels"], "REDIS_SENTINEL_MASTER": "tapedeck"})
+    resources = Resources.build(settings, {"STORAGE_PROVIDER": "local", "LOCAL_STORAGE_DIR": str(tmp_path / "out")})
+    resources.redis.set("via-resources", "yes")
+    assert redis.Redis(port=sentinel_stack["master"]).get("via-resources") == b"yes"
+
+
+def test_celery_publishes_through_sentinel_to_the_current_master(sentinel_stack):
+    """celeryconfig with REDIS_SENTINELS: a task sent lands in the master's queue (kombu sentinel:// transport)."""
+    import json
+    import os
+    import sys
+
+    from tests.services import ROOT
+
+    env = {**os.environ, "REDIS_URL": "redis://127.0.0.1:1/0", "REDIS_SENTINELS": sentinel_stack["sentinels"],
+           "REDIS_SENTINEL_MASTER": "tapedeck", "CELERY_BEAT_SCHEDULE_FILE": str(ROOT / "var" / "sentinel-beat")}
+    code = ("import celeryconfig, celery, json; app = celery.Celery(); app.config_from_object(celeryconfig);"
+            "app.send_task('tapedeck.sentinel_probe', queue='celery');"
+            "print(json.dumps([celeryconfig.broker_url, celeryconfig.broker_transport_options['master_name']]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr[-2000:]
+    url, master = json.loads(out.stdout.strip().splitlines()[-1])
+    assert url.startswith("sentinel://127.0.0.1:") and master == "tapedeck"
+    queued = redis.Redis(port=sentinel_stack["master"]).lrange("celery", 0, -1)
+    assert len(queued) == 1 and json.loads(queued[0])["headers"]["task"] == "tapedeck.sentinel_probe"

@@ -22,19 +22,18 @@ def parse_sentinels(value: str) -> list[tuple[str, int]]:
 
 
 def connect(url: str, sentinels: str = "", master: str = "", sentinel_password: str = "",
-            socket_timeout: float = 5.0) -> redis.Redis:
+            socket_timeout: float = 5.0, **options) -> redis.Redis:
     """A client for REDIS_URL, or for the Sentinel-named master (db and password still come from REDIS_URL)."""
     pairs = parse_sentinels(sentinels)
     if not pairs:
-        return redis.Redis.from_url(url, socket_timeout=socket_timeout, socket_connect_timeout=socket_timeout)
+        return redis.Redis.from_url(url, socket_timeout=socket_timeout, **options)
     if not master:
         raise ValueError("REDIS_SENTINEL_MASTER is required with REDIS_SENTINELS")
     parts = urlsplit(url)
     db = int(parts.path.lstrip("/") or 0)
     sentinel = Sentinel(pairs, socket_timeout=socket_timeout,
                         sentinel_kwargs={"password": sentinel_password or None, "socket_timeout": socket_timeout})
-    return sentinel.master_for(master, db=db, password=parts.password, socket_timeout=socket_timeout,
-                               socket_connect_timeout=socket_timeout)
+    return sentinel.master_for(master, db=db, password=parts.password, socket_timeout=socket_timeout, **options)
 
 
 def celery_broker(url: str, sentinels: str = "", master: str = "", sentinel_password: str = "") -> tuple[str, dict]:
@@ -50,3 +49,9 @@ def celery_broker(url: str, sentinels: str = "", master: str = "", sentinel_pass
     if sentinel_password:
         options["sentinel_kwargs"] = {"password": sentinel_password}
     return broker, options
+
+
+def for_settings(settings, **options) -> redis.Redis:
+    """The process's client from its Settings (REDIS_URL, REDIS_SENTINELS, REDIS_SENTINEL_MASTER/PASSWORD)."""
+    return connect(settings.redis_url, settings.redis_sentinels, settings.redis_sentinel_master,
+                   settings.redis_sentinel_password, **options)

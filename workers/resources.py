@@ -13,6 +13,7 @@ from workers.download_urls import DownloadUrls
 from workers.errors import ConfigurationError
 from workers.events import EventPublisher
 from workers.finalize import Finalizer
+from workers.redis_client import for_settings
 from workers.settings import Settings
 from workers.staging import ChunkStaging
 from workers.state import RecordingStore
@@ -35,7 +36,7 @@ class Resources:
     @classmethod
     def build(cls, settings: Settings, env: Mapping[str, str] | None = None, socket_timeout: float = 30) -> "Resources":
         """Nothing connects here: the Redis pool and the storage SDK client open on first use (prefork-safe)."""
-        client = redis.Redis.from_url(settings.redis_url, health_check_interval=30, socket_timeout=socket_timeout)
+        client = for_settings(settings, socket_timeout=socket_timeout, health_check_interval=30)
         try:
             provider = create_provider(settings.storage_provider, env)
         except StorageConfigError as exc:  # one configuration error past this edge, naming the variable

@@ -69,6 +69,18 @@ def _rate(env: Mapping[str, str], name: str, default: str) -> str:
     return raw
 
 
+def _check_sentinels(env: Mapping[str, str]) -> None:
+    """REDIS_SENTINELS must be host:port pairs and name the master to follow."""
+    from workers.redis_client import parse_sentinels
+
+    try:
+        sentinels = parse_sentinels(env.get("REDIS_SENTINELS", ""))
+    except ValueError as exc:
+        raise ConfigurationError(str(exc)) from None
+    if sentinels and not env.get("REDIS_SENTINEL_MASTER", "").strip():
+        raise ConfigurationError("REDIS_SENTINEL_MASTER is required with REDIS_SENTINELS")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything tapedeck reads from the environment (storage backends parse their own)."""
@@ -76,6 +88,10 @@ class Settings:
     env: str = "production"
     port: int = 8000
     redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_sentinels: str = ""
+    """host:port,... of Redis Sentinels; set, every client follows REDIS_SENTINEL_MASTER through failovers."""
+    redis_sentinel_master: str = ""
+    redis_sentinel_password: str = ""
     jwt_secret: str = ""
     staging_dir: Path = Path("./var/staging")
     storage_provider: str = "local"
@@ -130,12 +146,16 @@ class Settings:
         if fmt not in OUTPUT_FORMATS:
             raise ConfigurationError(f"RECORDING_FORMAT must be one of {OUTPUT_FORMATS}, got {fmt!r}")
         port = _int(env, "PORT", 8000, 1)
+        _check_sentinels(env)
         from storage_providers.registry import detect_provider_name
 
         return cls(
             env=mode,
             port=port,
             redis_url=env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0",
+            redis_sentinels=env.get("REDIS_SENTINELS", "").strip(),
+            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
+            redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD", ""),
             jwt_secret=secret,
             staging_dir=Path(env.get("STAGING_DIR", "").strip() or "./var/staging").resolve(),
             storage_provider=detect_provider_name(env),
