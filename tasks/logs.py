@@ -1,0 +1,32 @@
+"""Worker logs in the same shape as web's: Celery's handlers get tapedeck's formatter (LOG_FORMAT), and every
+line written while a task runs carries its task id and the recording it works on (its first argument)."""
+from __future__ import annotations
+
+import logging
+
+from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
+
+from workers import logs
+from workers.settings import get_settings
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def use_tapedeck_format(logger: logging.Logger | None = None, **_: object) -> None:
+    if logger is None:
+        return
+    formatter = logs.formatter(get_settings().log_format)
+    for handler in logger.handlers:
+        handler.setFormatter(formatter)
+
+
+@task_prerun.connect
+def bind_task(task_id: str | None = None, args: tuple | None = None, kwargs: dict | None = None,
+              **_: object) -> None:
+    first = args[0] if args else (kwargs or {}).get("recording_id")
+    logs.bind(task_id=task_id, recording_id=first if isinstance(first, str) else None)
+
+
+@task_postrun.connect
+def unbind_task(**_: object) -> None:
+    logs.clear()
