@@ -194,3 +194,18 @@ def test_status_shows_the_hosts_the_deliveries(stack_env, rdb, room):
     assert set(entry) >= {"attempts", "lastStatus", "nextAttemptAt", "state"}
     guest = api.client.get(f"/video-calls/recordings/{rec}", headers=api.auth("bob", "participant")).get_json()
     assert guest["webhooks"] == []
+
+
+def test_the_readme_verification_snippet_accepts_our_signature():
+    from pathlib import Path
+
+    from workers.webhooks import sign
+
+    readme = Path(__file__).resolve().parent.parent.joinpath("README.md").read_text()
+    code = readme.split("## Operating tapedeck: webhooks")[1].split("```python\n")[1].split("```")[0]
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 - the snippet users copy
+    body, now = b'{"type":"recording.started"}', int(__import__("time").time())
+    assert namespace["verify"](SECRET, body, sign(SECRET, body, now))
+    assert not namespace["verify"]("other", body, sign(SECRET, body, now))
+    assert not namespace["verify"](SECRET, body, sign(SECRET, body, now - 3600))
