@@ -139,3 +139,17 @@ def test_celery_publishes_through_sentinel_to_the_current_master(sentinel_stack)
     assert url.startswith("sentinel://127.0.0.1:") and master == "tapedeck"
     queued = redis.Redis(port=sentinel_stack["master"]).lrange("celery", 0, -1)
     assert len(queued) == 1 and json.loads(queued[0])["headers"]["task"] == "tapedeck.sentinel_probe"
+
+
+def test_the_start_up_check_reaches_redis_through_sentinel(sentinel_stack, tmp_path):
+    """REDIS_URL points nowhere: the start-up persistence check still reads the master (which persists nothing)."""
+    import logging
+
+    from workers.redis_persistence import Persistence, verify_at_startup
+    from workers.settings import Settings
+
+    env = {"TAPEDECK_ENV": "development", "REDIS_URL": "redis://127.0.0.1:1/0", "STAGING_DIR": str(tmp_path / "s"),
+           "REDIS_SENTINELS": sentinel_stack["sentinels"], "REDIS_SENTINEL_MASTER": "tapedeck",
+           "STORAGE_PROVIDER": "local", "LOCAL_STORAGE_DIR": str(tmp_path / "out")}
+    verdict = verify_at_startup(Settings.from_env(env), logging.getLogger("test"))
+    assert verdict.persistence is Persistence.NONE

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import redis
 
 from workers.errors import ConfigurationError
+from workers.redis_client import for_settings
 from workers.settings import Settings
 
 
@@ -73,8 +74,7 @@ STARTUP_TIMEOUT_SECONDS = 3.0
 
 def verify_at_startup(settings: Settings, log: logging.Logger) -> PersistenceVerdict:
     """The edges' one call (create_app, the Celery worker): its own short-lived client with short timeouts."""
-    client = redis.Redis.from_url(settings.redis_url, socket_connect_timeout=STARTUP_TIMEOUT_SECONDS,
-                                  socket_timeout=STARTUP_TIMEOUT_SECONDS)
+    client = for_settings(settings, socket_connect_timeout=STARTUP_TIMEOUT_SECONDS, socket_timeout=STARTUP_TIMEOUT_SECONDS)
     try:
         return ensure_persistence(client, settings, log)
     finally:

@@ -21,6 +21,7 @@ from app.services import EXTENSION_KEY, SOCKET_TIMEOUT_SECONDS, services
 from workers.errors import InvalidRequest, NotFound
 from workers.events import EventPublisher
 from workers.ids import check_id
+from workers.redis_client import for_settings
 from workers.state import FINAL_STATES, RecordingStore
 from workers.stream_leases import StreamLease, StreamLimiter
 
@@ -52,10 +53,14 @@ class EventStreams:
 def _init(state: BlueprintSetupState) -> None:
     """Builds the streams' own Redis pool (connects lazily), so blocked reads never starve the API's pool."""
     settings = state.app.extensions[EXTENSION_KEY].settings
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url, max_connections=STREAM_POOL_CONNECTIONS, timeout=BLOCK_MS / 1000,
-        socket_timeout=SOCKET_TIMEOUT_SECONDS, health_check_interval=30)
-    client = redis.Redis(connection_pool=pool)
+    if settings.redis_sentinels:  # follow the master; Sentinel's pool is not a blocking one
+        client = for_settings(settings, socket_timeout=SOCKET_TIMEOUT_SECONDS, health_check_interval=30,
+                              max_connections=STREAM_POOL_CONNECTIONS)
+    else:
+        pool = redis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=STREAM_POOL_CONNECTIONS, timeout=BLOCK_MS / 1000,
+            socket_timeout=SOCKET_TIMEOUT_SECONDS, health_check_interval=30)
+        client = redis.Redis(connection_pool=pool)
     limiter = StreamLimiter(client, settings.max_event_streams_per_recording, settings.max_event_streams_per_token)
     state.app.extensions[STREAMS_EXTENSION_KEY] = EventStreams(EventPublisher(client), limiter)
 
