@@ -70,3 +70,19 @@ def test_json_uploads_carry_sha256(page, live_server):
     assert bodies
     for body in bodies:
         assert body["sha256"] == hashlib.sha256(base64.b64decode(body["chunk"])).hexdigest()
+
+
+def test_the_demo_refreshes_its_token_mid_recording(page, live_server, worker, api, room):
+    page.goto(f"{live_server.url}/demo?room={room}&name=host&role=host")
+    page.click("#start")
+    page.wait_for_function("tapedeck.phase === 'recording' && tapedeck.recorder.stats.sent >= 1", timeout=20_000)
+    page.wait_for_timeout(1100)  # a token minted a second later differs
+    old = page.evaluate("tapedeck.token")
+    assert page.evaluate("tapedeck.refreshToken()") is True
+    assert page.evaluate("tapedeck.recorder.options.token") == page.evaluate("tapedeck.token") != old
+    sent = page.evaluate("tapedeck.recorder.stats.sent")
+    page.wait_for_function(f"tapedeck.recorder.stats.sent >= {sent + 2}", timeout=20_000)  # uploads go on
+    page.click("#stop")
+    page.wait_for_function("tapedeck.summary !== null", timeout=30_000)
+    info = page.evaluate("({errors: tapedeck.errors, summary: tapedeck.summary})")
+    assert info["errors"] == [] and info["summary"]["failed"] == 0, info

@@ -87,6 +87,25 @@ async function obtainToken(room, sub, wanted) {
   return json.token;
 }
 
+/** Long calls outlive tokens: fetch a new one before this one expires and hand it to the recorder. */
+async function refreshToken() {
+  if ($("token").value.trim()) return false; // a pasted token: whoever pasted it refreshes it
+  demo.token = await obtainToken(demo.room, demo.sub, demo.role);
+  demo.recorder?.setToken(demo.token);
+  log("token refreshed");
+  scheduleRefresh();
+  return true;
+}
+
+function scheduleRefresh() {
+  clearTimeout(demo.refreshTimer);
+  const exp = claimsOf(demo.token)?.exp;
+  if (!exp) return;
+  const delay = Math.max(5_000, (exp * 1000 - Date.now()) * 0.8); // at 80% of its remaining life
+  demo.refreshTimer = setTimeout(() => refreshToken().catch((err) => log(`token: ${err.message}`, "warn")), delay);
+}
+demo.refreshToken = refreshToken;
+
 // ---- recording status: SSE, with polling as the fallback -------------------------------------
 
 let watch = { es: null, timer: null, id: null };
@@ -311,6 +330,7 @@ async function record() {
   });
   rec.addEventListener("ended", () => log("the server stopped taking chunks"));
   await rec.start();
+  scheduleRefresh();
   $("mime").textContent = rec.mimeType;
   $("invite").hidden = demo.role !== "host";
   const invite = new URL(location.href);
@@ -345,6 +365,7 @@ async function stopRecording() {
   }
   const rec = demo.recorder;
   if (!rec || demo.phase !== "recording") return;
+  clearTimeout(demo.refreshTimer);
   setPhase("stopping", "Uploading the last chunks…");
   demo.summary = await rec.stop();
   showUpload(demo.summary);
