@@ -7,7 +7,7 @@ from celery import Celery
 
 def test_finalize_and_webhook_messages_each_land_in_one_queue(stack_env):
     url = stack_env["REDIS_URL"].rsplit("/", 1)[0] + "/13"  # a db no worker of the session consumes
-    app = Celery("routing-check")
+    app = Celery("routing-check", set_as_current=False)  # shared tasks of the session keep the real app
     app.config_from_object("celeryconfig")
     app.conf.broker_url = url
     client = redis.Redis.from_url(url)
