@@ -209,3 +209,21 @@ def test_the_readme_verification_snippet_accepts_our_signature():
     assert namespace["verify"](SECRET, body, sign(SECRET, body, now))
     assert not namespace["verify"]("other", body, sign(SECRET, body, now))
     assert not namespace["verify"](SECRET, body, sign(SECRET, body, now - 3600))
+
+
+def test_deliveries_are_counted_by_outcome(rdb):
+    from prometheus_client import REGISTRY
+
+    def count(outcome: str) -> float:
+        return REGISTRY.get_sample_value("tapedeck_webhook_deliveries_total", {"outcome": outcome}) or 0.0
+
+    rec, port = f"rec_wh_{free_port()}", free_port()
+    enqueue_webhook(rdb, rec, "recording.started", "roomG", {}, now=0.0)
+    before = {o: count(o) for o in ("delivered", "retry")}
+    deliver_due(rdb, rec, f"http://127.0.0.1:{port}/", SECRET, now=0.0, timeout=2)  # refused
+    receiver = Receiver(port, [])
+    try:
+        deliver_due(rdb, rec, f"http://127.0.0.1:{port}/", SECRET, now=10_000.0, timeout=2)
+    finally:
+        receiver.close()
+    assert count("retry") - before["retry"] == 1 and count("delivered") - before["delivered"] == 1
