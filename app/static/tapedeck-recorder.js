@@ -29,6 +29,8 @@
  */
 
 /** Container/codec preferences for camera streams, best first (the server reads WebM/Matroska). */
+import { ChunkStore } from "./tapedeck-store.js";
+
 export const VIDEO_MIME_TYPES = [
   "video/webm;codecs=vp9,opus",
   "video/webm;codecs=vp8,opus",
@@ -58,6 +60,8 @@ const DEFAULTS = {
   maxBackoffMs: 15000,
   requestTimeoutMs: 30000,
   fetch: undefined,
+  store: false,
+  maxStoredBytes: 256 * 1024 * 1024,
 };
 
 /** The first mimeType of `candidates` this browser records, or "" (the browser's default). */
@@ -140,6 +144,79 @@ export class Recorder extends EventTarget {
     this._stopPromise = null;
     this.stats = { produced: 0, sent: 0, bytes: 0, retries: 0, failed: 0, dropped: 0, duplicates: 0, resent: 0 };
     this._onOnline = () => this._wake();
+    this._store = o.store ? new ChunkStore(o.recordingId, o.participantId, o.type) : null;
+    this._storedBytes = 0;
+    this._storeOps = new Set();
+  }
+
+  /** After a reload or crash: upload the kept chunks the server lacks, then record on with a new header. */
+  static async resume(options) {
+    const rec = new Recorder({ ...options, store: true });
+    const kept = await rec._store.list();
+    const held = await rec._heldRanges();
+    const isHeld = (seq) => held.some(([first, last]) => seq >= first && seq <= last);
+    let highest = -1;
+    for (const [, last] of held) highest = Math.max(highest, last);
+    for (const chunk of kept) {
+      highest = Math.max(highest, chunk.sequence);
+      if (isHeld(chunk.sequence)) {
+        rec._track(rec._store.delete(chunk.sequence));
+        continue;
+      }
+      rec._storedBytes += chunk.size;
+      rec._insert({ ...chunk, attempts: 0, digest: null, mismatches: 0, stored: Promise.resolve() });
+    }
+    rec._nextSequence = rec.options.firstSequence = Math.max(rec.options.firstSequence, highest + 1);
+    rec.recovered = rec._waiting.length;
+    await rec.start();
+    rec._pump();
+    return rec;
+  }
+
+  async _heldRanges() {
+    const o = this.options;
+    const path = ["recordings", o.recordingId, "participants", o.participantId, o.type, "chunks"]
+      .map((part) => encodeURIComponent(part)).join("/");
+    const ranges = [];
+    let after = null;
+    for (let page = 0; page < 1000; page++) {
+      const token = typeof o.token === "function" ? await o.token() : o.token;
+      const query = after == null ? "" : `?after=${encodeURIComponent(after)}`;
+      const res = await this._fetch(`${this.baseUrl}/video-calls/${path}${query}`,
+        { headers: { Authorization: `Bearer ${token}` } });
+      if (!res.ok) throw new Error(`Recorder.resume: HTTP ${res.status} asking which chunks the server holds`);
+      const body = await res.json();
+      ranges.push(...body.ranges);
+      if (body.next == null) break;
+      after = body.next;
+    }
+    return ranges;
+  }
+
+  _track(promise) {
+    const op = promise.catch((err) => this._emitError("store_error", (err && err.message) || String(err)));
+    this._storeOps.add(op);
+    op.finally(() => this._storeOps.delete(op));
+  }
+
+  _keep(entry) {
+    if (!this._store) return;
+    if (this._storedBytes + entry.size > this.options.maxStoredBytes) {
+      this._emitError("store_full", `chunk ${entry.sequence} is not kept for a reload: ` +
+        `${this.options.maxStoredBytes} bytes of unacknowledged chunks are stored`, { sequence: entry.sequence });
+      return;
+    }
+    this._storedBytes += entry.size;
+    entry.stored = this._store.put(entry);
+    this._track(entry.stored);
+  }
+
+  _forget(entry) {
+    if (!entry.stored) return;
+    this._track(entry.stored.then(() => this._store.delete(entry.sequence)).then(() => {
+      this._storedBytes -= entry.size;
+    }));
+    entry.stored = null;
   }
 
   /** The next sequence number this recorder will use (a restarted recorder continues from it). */
@@ -226,6 +303,7 @@ export class Recorder extends EventTarget {
         });
       }
       await this._idle();
+      await Promise.allSettled([...this._storeOps]);
       this.state = "stopped";
       globalThis.removeEventListener?.("online", this._onOnline);
       clearTimeout(this._timer);
@@ -264,6 +342,7 @@ export class Recorder extends EventTarget {
       this.stats.dropped += 1;
       return this._progress();
     }
+    this._keep(entry);
     this._makeRoom(entry);
     this._insert(entry);
     this._progress();
@@ -323,6 +402,7 @@ export class Recorder extends EventTarget {
     }
     this._inFlight.delete(entry.sequence);
     if (outcome.kind === "ok") {
+      this._forget(entry);
       this.stats.sent += 1;
       this.stats.bytes += entry.size;
       if (outcome.duplicate) this.stats.duplicates += 1;
