@@ -53,13 +53,23 @@ broker_transport_options = {
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
 
 task_default_queue = "celery"
-task_queues = (
-    Queue("celery", Exchange("celery"), routing_key="celery"),
-    Queue("webhooks", Exchange("webhooks"), routing_key="webhooks"),
-)
+QUEUE_NAMES = ("celery", "finalize", "webhooks", "maintenance")
+task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUE_NAMES)
 """Each queue bound to its own exchange and routing key: with kombu's Redis transport a shared binding would copy a
-message into every queue. A worker without -Q consumes both; `-Q webhooks` runs a webhook-only worker."""
-task_routes = {"tapedeck.deliver_webhooks": {"queue": "webhooks", "exchange": "webhooks", "routing_key": "webhooks"}}
+message into every queue. A worker without -Q consumes all; `-Q finalize` (or webhooks, maintenance) runs a worker
+for that queue only, so a flood of webhooks or a purge never waits in front of a finalize."""
+
+
+def _route(queue: str) -> dict:
+    return {"queue": queue, "exchange": queue, "routing_key": queue}
+
+
+task_routes = {
+    "tapedeck.finalize_recording": _route("finalize"),
+    "tapedeck.deliver_webhooks": _route("webhooks"),
+    **{name: _route("maintenance") for name in ("tapedeck.recover_stalled", "tapedeck.cleanup_staging",
+                                               "tapedeck.purge_expired", "tapedeck.purge_recording")},
+}
 
 RECOVER_EVERY_SECONDS = _env_number("RECOVER_EVERY_SECONDS", 20)
 CLEANUP_EVERY_SECONDS = _env_number("CLEANUP_EVERY_SECONDS", 3600)
