@@ -139,3 +139,11 @@ class Api:
 @pytest.fixture
 def now_ms() -> float:
     return time.time() * 1000
+
+
+@pytest.fixture
+def rec(api) -> str:
+    """A started recording's id in the test's own room."""
+    response = api.start()
+    assert response.status_code == 201
+    return response.get_json()["recordingId"]

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import av
 
+WEBM_HEADER = b"\x1a\x45\xdf\xa3" + b"\x00" * 28
+"""An EBML magic and padding: enough for intake to take a chunk as a WebM header without real media."""
+
 SAMPLE_RATE = 48_000
 """Opus only runs at 48 kHz, and so does Chromium's recorder."""
 

@@ -10,14 +10,7 @@ import pytest
 from tests.conftest import JWT_SECRET
 from tests.media import Recording, encode_webm, slice_timeslice
 
-WEBM_HEADER = b"\x1a\x45\xdf\xa3" + b"\x00" * 28
-
-
-@pytest.fixture
-def rec(api) -> str:
-    response = api.start()
-    assert response.status_code == 201
-    return response.get_json()["recordingId"]
+from tests.media import WEBM_HEADER
 
 
 def error(response, status: int, code: str) -> dict:

@@ -3,14 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-WEBM_HEADER = b"\x1a\x45\xdf\xa3" + b"\x00" * 28
-
-
-@pytest.fixture
-def rec(api) -> str:
-    response = api.start()
-    assert response.status_code == 201
-    return response.get_json()["recordingId"]
+from tests.media import WEBM_HEADER
 
 
 def held(api, rec, participant="alice", sub="alice", role="participant", kind="video", **params):

@@ -6,7 +6,7 @@ import time
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-WEBM_HEADER = b"\x1a\x45\xdf\xa3" + b"\x00" * 28
+from tests.media import WEBM_HEADER
 
 
 def scrape(client) -> dict[tuple[str, tuple], float]:
@@ -21,13 +21,6 @@ def scrape(client) -> dict[tuple[str, tuple], float]:
 def delta(before: dict, after: dict, name: str, **labels: str) -> float:
     key = (name, tuple(sorted(labels.items())))
     return after.get(key, 0.0) - before.get(key, 0.0)
-
-
-@pytest.fixture
-def rec(api) -> str:
-    response = api.start()
-    assert response.status_code == 201
-    return response.get_json()["recordingId"]
 
 
 def test_metrics_declares_every_metric(client) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-WEBM_HEADER = b"\x1a\x45\xdf\xa3" + b"\x00" * 28
+from tests.media import WEBM_HEADER
 CHUNKS = 24
 
 
@@ -17,13 +17,6 @@ def scrape(server) -> dict[tuple[str, tuple], float]:
 
 def value(samples: dict, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-@pytest.fixture
-def rec(api) -> str:
-    response = api.start()
-    assert response.status_code == 201
-    return response.get_json()["recordingId"]
 
 
 def test_counts_match_across_two_workers(live_gunicorn, api, rec) -> None:

@@ -5,14 +5,7 @@ import pytest
 
 from workers.pause import Pause, paused_seconds, recorded_seconds
 
-WEBM_HEADER = b"\x1a\x45\xdf\xa3" + b"\x00" * 28
-
-
-@pytest.fixture
-def rec(api) -> str:
-    response = api.start()
-    assert response.status_code == 201
-    return response.get_json()["recordingId"]
+from tests.media import WEBM_HEADER
 
 
 def act(api, action, sub="host", role="host", room=None):
