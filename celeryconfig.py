@@ -61,7 +61,9 @@ for that queue only, so a flood of webhooks or a purge never waits in front of a
 
 
 def _route(queue: str) -> dict:
-    return {"queue": queue, "exchange": queue, "routing_key": queue}
+    """Only the queue's name: its exchange and key come from task_queues, so a caller's explicit queue= still wins
+    whole (naming exchange and key here too would send a message for queue X to queue Y's exchange)."""
+    return {"queue": queue}
 
 
 task_routes = {
