@@ -30,9 +30,10 @@ run: setup
 	@mkdir -p var
 	$(BIN)/python -m scripts.run
 
-## test: the whole suite against its own Redis, Celery worker and storage servers
+## test: the whole suite against its own Redis, Celery worker and storage servers; browser test files each in
+## a process of their own under a hard wall clock (scripts/test.py)
 test: setup-dev
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m scripts.test $(PYTEST_ARGS)
 
 ## bench: remux throughput vs ffmpeg, and peak memory
 bench: setup-dev

@@ -20,7 +20,7 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--use-fake-device-for-media-stream",
     "--use-fake-ui-for-media-stream", "--disable-quic", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-features=WebRtcHideLocalIpsWithMdns",
-    "--allow-loopback-in-peer-connection", "--disable-dev-shm-usage",
+    "--allow-loopback-in-peer-connection", "--disable-dev-shm-usage", "--no-zygote",
 ]
 LAUNCH_TIMEOUT_MS = 60_000
 ACTION_TIMEOUT_MS = 30_000
@@ -33,7 +33,10 @@ def _is_browser_test(item: pytest.Item) -> bool:
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Browser tests last, in their original order."""
+    """Browser tests last, in their original order, marked `browser` (scripts/test.py runs them apart)."""
+    for item in items:
+        if _is_browser_test(item):
+            item.add_marker(pytest.mark.browser)
     items.sort(key=_is_browser_test)
 
 
