@@ -23,8 +23,10 @@ from workers.errors import UploadFailed
 from workers.media.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
 from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, start_offsets
+from workers.media.cuts import StreamCuts
 from workers.media.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
+from workers.pause import Pause, parse_pauses, stream_cuts
 from workers.settings import Settings
 from workers.staging import ChunkStaging
 from workers.state import ChunkRecord, RecordingStore, State
@@ -107,10 +109,12 @@ class Finalizer:
             plan.setdefault(participant_id, {})[kind] = self.store.chunks(recording_id, participant_id, kind)
         return plan
 
-    def _inputs(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]) -> list[StreamInput]:
+    def _inputs(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]],
+                pauses: list[Pause] | None = None) -> list[StreamInput]:
         """Each stream's readable chunk files in sequence order; one the index names but staging cannot give
         back whole (gone, or another size) is marked unreadable, so status and manifest list it as missing."""
         inputs = []
+        cuts = self._cuts(recording_id, participant_id, streams, pauses or [])
         for kind in sorted(streams, key=lambda k: 0 if k == "audio" else 1):
             present = []
             for seq, record in sorted(streams[kind].items()):
@@ -120,8 +124,16 @@ class Finalizer:
                 else:
                     log.warning("recording %s: staged chunk %s/%s/%d is unreadable", recording_id, participant_id, kind, seq)
                     self.store.index.mark_unreadable(recording_id, participant_id, kind, seq, record.size)
-            inputs.append(StreamInput(kind=kind, chunks=present))
+            inputs.append(StreamInput(kind=kind, chunks=present, cuts=cuts.get(kind)))
         return inputs
+
+    def _cuts(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]],
+              pauses: list[Pause]) -> dict[str, StreamCuts]:
+        """Paused media to cut from a client that kept recording (none when nothing paused: no extra read)."""
+        if not pauses:
+            return {}
+        facts = self.store.index.facts(recording_id, [(participant_id, kind) for kind in streams])
+        return stream_cuts(pauses, streams, {kind: fact.skew_ms for (_, kind), fact in facts.items()})
 
     def _mux_all(self, rec: dict, plan: Plan, done: dict, errors: dict, reporter: ProgressReporter) -> dict[str, PreparedOutput]:
         recording_id = rec["recordingId"]
@@ -129,6 +141,7 @@ class Finalizer:
         total = sum(c.size for streams in todo.values() for chunks in streams.values() for c in chunks.values()) or 1
         consumed = 0
         results: dict[str, PreparedOutput] = {}
+        pauses = parse_pauses(rec.get("pauses"))
         reporter.report(State.MUXING.value, 0.0)
         for pid, streams in sorted(todo.items()):
             size = sum(c.size for chunks in streams.values() for c in chunks.values())
@@ -138,7 +151,7 @@ class Finalizer:
 
             try:
                 results[pid] = prepare_output(
-                    self._inputs(recording_id, pid, streams), self.staging.output_dir(recording_id), pid,
+                    self._inputs(recording_id, pid, streams, pauses), self.staging.output_dir(recording_id), pid,
                     rec.get("format", "webm"), mp4=self.settings.mp4, progress=on_progress,
                     thumbnail_offset=self.settings.thumbnail_offset_seconds, thumbnail_width=self.settings.thumbnail_width,
                 )

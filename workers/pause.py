@@ -11,7 +11,9 @@ from dataclasses import dataclass
 import redis
 
 from workers import keys
-from workers.clock import iso
+from workers.chunk_index import ChunkRecord
+from workers.clock import iso, normalize_ms
+from workers.media.cuts import StreamCuts, chunk_interval_ms, client_spans, clock_offset_ms
 
 MAX_PAUSES = 1000
 """Pauses one recording may hold; the list is read whole by status and finalize, so it is bounded."""
@@ -71,6 +73,23 @@ def recorded_seconds(rec: dict[str, str], now: float | None = None) -> float:
     end = float(rec["stoppedAt"]) if rec.get("stoppedAt") else now
     start = float(rec.get("startedAt") or end)
     return max(0.0, end - start - paused_seconds(parse_pauses(rec.get("pauses")), end))
+
+
+def stream_cuts(pauses: list[Pause], streams: dict[str, dict[int, ChunkRecord]],
+                skews_ms: dict[str, float | None]) -> dict[str, StreamCuts]:
+    """What finalize cuts from one participant's streams (type → chunks; type → least arrival − timestamp):
+    the pauses on the participant's clock, one offset for all its streams so they stay in sync."""
+    if not pauses:
+        return {}
+    stamps = {kind: {seq: ms for seq, record in chunks.items() if (ms := normalize_ms(record.timestamp)) is not None}
+              for kind, chunks in streams.items()}
+    intervals = {kind: chunk_interval_ms(sorted(found.items())) for kind, found in stamps.items()}
+    offsets = [clock_offset_ms(skew, intervals[kind]) for kind, skew in skews_ms.items()
+               if skew is not None and kind in intervals]
+    if not offsets:
+        return {}
+    spans = tuple(client_spans([(p.paused_at, p.resumed_at) for p in pauses], min(offsets)))
+    return {kind: StreamCuts(spans, stamps[kind], intervals[kind]) for kind in streams}
 
 
 class PauseControl:

@@ -12,6 +12,7 @@ import av
 
 from workers.media.chunk_stream import Chunk, ChunkStream, split_segments
 from workers.media.container import Container, sniff
+from workers.media.cuts import CutFilter, StreamCuts
 from workers.media.errors import MediaError
 from workers.media.fmp4 import FragmentView, FragmentWalker
 from workers.media.track import Track, codec_name
@@ -39,8 +40,10 @@ def describe_av_error(exc: Exception) -> str:
 class ChunkDemuxer:
     """Packets of one stream across its segments, each later segment shifted to start where the last ended."""
 
-    def __init__(self, kind: str, chunks: Sequence[Chunk]) -> None:
+    def __init__(self, kind: str, chunks: Sequence[Chunk], cuts: StreamCuts | None = None) -> None:
         self.kind = kind
+        self._pause_cuts = cuts
+        self._filter: CutFilter | None = None
         plan = split_segments(chunks)
         if not plan.segments:
             raise MediaError(_missing_header(kind, chunks))
@@ -53,6 +56,10 @@ class ChunkDemuxer:
         """Pauses collapsed and restarts joined inside segments (see workers/media/timeline.py)."""
         self.cuts = 0
         """Places in fMP4 segments where a hole or corrupt data cost whole fragments."""
+        self.paused_packets = 0
+        """Packets left out as media recorded inside a pause (workers/media/cuts.py)."""
+        self.paused_seconds = 0.0
+        """Seconds of paused media cut out of the stream's timeline."""
         self._pending = list(plan.segments)
         self.total_bytes = sum(os.stat(path).st_size for segment in plan.segments for _, path in segment)
         self._done_bytes = 0
@@ -98,6 +105,7 @@ class ChunkDemuxer:
         """Yield one segment's packets shifted by `offset`; return where its media ends."""
         clock = SegmentClock(spans)
         lanes = self._lanes(container, clock, offset)
+        cuts = self._filter
         for packet in _demux(container, self.kind):
             lane = lanes.get(packet.stream_index)
             if lane is None or packet.size == 0:
@@ -109,6 +117,13 @@ class ChunkDemuxer:
                 dts = pts  # browser WebM leaves dts unset on some packets (PyAV #1917)
             elif pts is None:
                 pts = dts
+            if cuts is not None:
+                shift = cuts.shift(packet.stream_index, float(dts * lane.time_base), lane.track.kind == "video",
+                                   packet.is_keyframe)
+                if shift is None:
+                    continue
+                ticks = round(shift / lane.time_base)
+                pts, dts = pts - ticks, dts - ticks
             last = lane.last_seconds
             if lane.held is None and last is not None and (
                 -LEAP_SECONDS <= (dts + lane.shift) * lane.seconds_per_tick - last <= LEAP_SECONDS
@@ -120,6 +135,9 @@ class ChunkDemuxer:
         for lane in lanes.values():
             self.spikes += lane.finish()
         self.repairs += clock.repairs
+        if cuts is not None:
+            self.paused_packets += cuts.dropped
+            self.paused_seconds += cuts.removed_seconds
         return max([end, *(lane.end() for lane in lanes.values())])
 
     def _lanes(self, container: av.container.InputContainer, clock: SegmentClock, offset: float) -> dict[int, Lane]:
@@ -153,6 +171,8 @@ class ChunkDemuxer:
         if isinstance(reader, FragmentView):
             self.cuts += reader.plan.cuts
         self._container, self._reader, self._reader_bytes = container, reader, stream.size
+        self._filter = (self._pause_cuts.for_segment([sequence for sequence, _ in segment], _start_seconds(container))
+                        if self._pause_cuts is not None else None)
         self.segment_count += 1
         return None
 

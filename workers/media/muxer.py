@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 
+from workers.media.cuts import StreamCuts
 from workers.media.demux import ChunkDemuxer, describe_av_error
 from workers.media.track import Track
 from workers.media.errors import MediaError
@@ -44,6 +45,8 @@ class StreamInput:
     """"video" or "audio": the client's stream type, not the codec kind."""
     chunks: list[tuple[int, Path]]
     """(sequence, path) of the chunks present, sorted by sequence; holes are simply absent."""
+    cuts: StreamCuts | None = None
+    """Paused spans to cut when the client kept recording through a pause (workers/media/cuts.py)."""
 
 
 @dataclass(frozen=True)
@@ -94,7 +97,7 @@ def mux_participant(
     sources: list[ChunkDemuxer] = []
     try:
         for item in inputs:
-            sources.append(ChunkDemuxer(item.kind, item.chunks))
+            sources.append(ChunkDemuxer(item.kind, item.chunks, item.cuts))
             sources[-1].open_first()
         tracks = _track_order(sources)
         fmt = output_format_for(track.codec for track in tracks)
@@ -103,6 +106,10 @@ def mux_participant(
     finally:
         for source in sources:
             source.close()
+    for source in sources:
+        if source.paused_packets:
+            log.info("%s stream: cut %.3f s of media recorded while paused (%d packets)", source.kind,
+                     source.paused_seconds, source.paused_packets)
     return MuxResult(
         path=final,
         format=fmt,

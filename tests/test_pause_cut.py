@@ -1,0 +1,147 @@
+"""The server's cut for clients that keep recording through a pause: which clients are cut and where
+(workers/media/cuts.py), the muxer with real WebM, and end to end through HTTP with a real worker in real
+time: one file, the paused span absent, timestamps continuous, the media after the pause kept."""
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.media import probe, write_chunks
+from tests.pause_media import Phase, decoded_colours, encode_phases, slice_by_time
+from workers.media.cuts import Cut, CutFilter, StreamCuts, chunk_interval_ms, client_spans, segment_cuts
+from workers.media.muxer import StreamInput, mux_participant
+
+T0 = 1_800_000_000_000.0
+"""A client clock reading (epoch ms) the unit tests start at."""
+
+PHASES = [Phase("red", 2.0), Phase("blue", 2.0), Phase("green", 2.0)]
+"""Before, during and after the pause: blue is what the client recorded while paused."""
+
+TIMESLICE = 0.5
+
+
+def steady(count: int, step: float = 1000.0, start: float = T0) -> list[tuple[int, float]]:
+    return [(seq, start + seq * step) for seq in range(count)]
+
+
+def test_a_client_that_kept_recording_is_cut_where_the_pause_was() -> None:
+    cuts = segment_cuts([(T0 + 3000, T0 + 5500)], steady(10), interval_ms=1000)
+    assert cuts == [Cut(3.0, 5.5)]
+
+
+def test_a_client_that_paused_its_recorder_is_left_alone() -> None:
+    stamps = [(0, T0), (1, T0 + 1000), (2, T0 + 2000), (3, T0 + 5600), (4, T0 + 6600)]  # jumps over the pause
+    assert segment_cuts([(T0 + 2500, T0 + 5500)], stamps, interval_ms=1000) == []
+
+
+def test_a_pause_shorter_than_a_chunk_is_told_apart_by_the_jump() -> None:
+    kept = segment_cuts([(T0 + 2200, T0 + 2600)], steady(6), interval_ms=1000)
+    paused = segment_cuts([(T0 + 2200, T0 + 2600)], [(0, T0), (1, T0 + 1000), (2, T0 + 2000), (3, T0 + 3400)],
+                          interval_ms=1000)
+    assert kept == [Cut(2.2, 2.6)] and paused == []
+
+
+def test_no_chunk_after_the_pause_began_means_no_cut() -> None:
+    """Stopped while paused with nothing sent since: no evidence of paused media, so real media is kept."""
+    assert segment_cuts([(T0 + 5200, T0 + 9000)], steady(6), interval_ms=1000) == []
+
+
+def test_a_segment_begun_inside_a_pause_loses_only_what_precedes_the_resume() -> None:
+    stamps = steady(6, start=T0 + 4000)  # a reload during the pause: a new recorder from T0+4000 on
+    assert segment_cuts([(T0 + 3000, T0 + 6000)], stamps, interval_ms=1000, start_seconds=0.1) == [Cut(0.1, 2.1)]
+
+
+def test_an_open_pause_cuts_to_the_end_and_pauses_before_the_segment_do_nothing() -> None:
+    cuts = segment_cuts([(T0 - 9000, T0 - 5000), (T0 + 4000, math.inf)], steady(8), interval_ms=1000)
+    assert cuts == [Cut(4.0, math.inf)]
+
+
+def test_offset_and_spans_move_server_pauses_onto_the_client_clock() -> None:
+    assert chunk_interval_ms([(0, 10.0), (1, 510.0), (2, 1010.0), (4, 9000.0)]) == 500.0
+    assert client_spans([(100.0, 102.5), (110.0, None), (120.0, 119.0)], offset_ms=-7000.0) == [
+        (107000.0, 109500.0), (117000.0, math.inf)]
+
+
+def test_the_filter_drops_the_cut_shifts_what_follows_and_waits_for_a_keyframe() -> None:
+    cuts = CutFilter([Cut(2.0, 4.0), Cut(6.0, 7.0)])
+    assert cuts.shift(0, 1.9, video=True, keyframe=False) == 0.0
+    assert cuts.shift(0, 2.5, video=True, keyframe=True) is None
+    assert cuts.shift(1, 3.9, video=False, keyframe=True) is None
+    assert cuts.shift(1, 4.0, video=False, keyframe=True) == 2.0
+    assert cuts.shift(0, 4.04, video=True, keyframe=False) is None  # refers to a picture that was cut
+    assert cuts.shift(0, 4.25, video=True, keyframe=True) == 2.0
+    assert cuts.shift(0, 4.29, video=True, keyframe=False) == 2.0
+    assert cuts.shift(1, 7.5, video=False, keyframe=True) == 3.0
+    assert (cuts.dropped, cuts.removed_seconds) == (3, 3.0)
+
+
+def stream_cuts(chunks, pause: tuple[float, float], client_start: float) -> StreamCuts:
+    stamps = {seq: client_start + start * 1000.0 for seq, (start, _) in enumerate(chunks)}
+    return StreamCuts(spans=(pause,), stamps=stamps, interval_ms=TIMESLICE * 1000.0)
+
+
+@pytest.fixture(scope="module")
+def chunks() -> list[tuple[float, bytes]]:
+    return slice_by_time(encode_phases(PHASES), TIMESLICE)
+
+
+def assert_cut_output(path: Path, expected: float, tolerance: float) -> None:
+    got = probe(path)
+    assert abs(got.duration - expected) <= tolerance, got.duration
+    assert got.decode_errors == 0
+    times = sorted(got.video_times)
+    assert max(b - a for a, b in zip(times, times[1:])) <= 0.3  # at most a keyframe interval frozen
+    assert abs(got.ends["audio"] - got.ends["video"]) <= 0.1  # the tracks still line up
+    colours = decoded_colours(path)
+    assert [c for _, c in colours].count("blue") <= 2, colours  # at most a frame or two either side of the pause
+    assert {c for t, c in colours if t < 1.7} == {"red"}
+    assert {c for t, c in colours if t > 2.5} == {"green"}
+    assert sum(1 for _, c in colours if c == "green") >= 40  # the media after the pause is there
+
+
+def test_the_muxer_cuts_the_paused_span_out_of_real_webm(tmp_path: Path, chunks) -> None:
+    files = write_chunks([piece for _, piece in chunks], tmp_path / "v")
+    cuts = stream_cuts(chunks, (T0 + 2000, T0 + 4000), T0)
+
+    result = mux_participant([StreamInput("video", files, cuts)], tmp_path, "kim")
+
+    assert result.segments == 1
+    assert_cut_output(result.path, expected=4.0, tolerance=0.1)
+
+
+def test_without_a_pause_nothing_is_cut(tmp_path: Path, chunks) -> None:
+    files = write_chunks([piece for _, piece in chunks], tmp_path / "v")
+    result = mux_participant([StreamInput("video", files, StreamCuts((), {}, 500.0))], tmp_path, "kim")
+    assert result.duration_seconds == pytest.approx(6.0, abs=0.06)
+
+
+CLIENT_AHEAD_MS = 7_300.0
+"""The client's clock runs this far ahead of the server's: the cut is placed by the estimated offset."""
+
+
+def test_a_client_recording_through_a_pause_gets_one_file_without_it(api, worker, chunks) -> None:
+    """In real time: chunks sent as their media ends, pause at 2 s and resume at 4 s of wall time."""
+    recording_id = api.start().get_json()["recordingId"]
+    host = api.auth()
+    began = time.time()
+    events = [(start + TIMESLICE, "chunk", seq) for seq, (start, _) in enumerate(chunks)]
+    events += [(2.0, "pause", None), (4.0, "resume", None)]
+    for at, what, seq in sorted(events, key=lambda e: e[0]):
+        time.sleep(max(0.0, began + at - time.time()))
+        if what == "chunk":
+            start, piece = chunks[seq]
+            stamp = (began + start) * 1000.0 + CLIENT_AHEAD_MS
+            response = api.put_chunk(recording_id, "alice", "video", seq, piece, timestamp=stamp)
+            assert response.status_code == 202, response.get_json()
+        else:
+            assert api.client.post(f"/video-calls/{api.room}/recording/{what}", headers=host).status_code == 200
+    assert api.stop().status_code == 202
+    body = api.wait_final(recording_id)
+    assert body["state"] == "completed", body
+    assert [o["participantId"] for o in body["outputs"]] == ["alice"]
+    assert body["participants"]["alice"]["video"]["missingCount"] == 0
+    assert len(body["pauses"]) == 1
+    assert_cut_output(api.output_path(body, "alice"), expected=4.0, tolerance=0.25)
