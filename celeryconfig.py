@@ -1,5 +1,8 @@
 """Celery settings, read from the environment as Celery expects. Chosen so no recording is ever lost.
 
+The variables are parsed by workers.settings.CelerySettings (pydantic-settings, as for the rest of tapedeck), so a
+bad value fails start-up naming it and REDIS_URL's default is the one the app uses.
+
 Trade-off on `visibility_timeout`: the Redis transport redelivers a task that is not acknowledged within
 it — even one still running. It is set above the hard time limit so a long finalize is never run twice
 concurrently by redelivery. A task whose worker was `kill -9`ed would then wait that long to come back,
@@ -14,14 +17,14 @@ import os
 from celery.schedules import schedule
 from kombu import Exchange, Queue
 
+from workers.redis_client import celery_broker
+from workers.settings import CelerySettings
 
-def _env_number(name: str, default: float) -> float:
-    """A numeric variable; unset or empty (as in a copied .env.example) means the default."""
-    raw = os.environ.get(name, "").strip()
-    return float(raw) if raw else default
+_env = CelerySettings.from_env()
 
-
-broker_url = os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0"
+broker_url, _sentinel_options = celery_broker(_env.redis_url, _env.redis_sentinels, _env.redis_sentinel_master,
+                                              _env.redis_sentinel_password)
+"""With REDIS_SENTINELS, broker and results use kombu's sentinel:// transport and follow the master."""
 result_backend = broker_url
 
 task_serializer = "json"
@@ -43,14 +46,15 @@ result_expires = 7 * 24 * 3600
 result_extended = True
 broker_connection_retry_on_startup = True
 
-FINALIZE_TIME_LIMIT = int(_env_number("FINALIZE_TIME_LIMIT_SECONDS", 3600))
+FINALIZE_TIME_LIMIT = _env.finalize_time_limit_seconds
 task_soft_time_limit = FINALIZE_TIME_LIMIT
 task_time_limit = FINALIZE_TIME_LIMIT + 120
 
 broker_transport_options = {
-    "visibility_timeout": int(_env_number("BROKER_VISIBILITY_TIMEOUT_SECONDS", task_time_limit + 600)),
+    "visibility_timeout": _env.broker_visibility_timeout_seconds or task_time_limit + 600,
+    **_sentinel_options,
 }
-result_backend_transport_options = {"retry_policy": {"timeout": 5.0}}
+result_backend_transport_options = {"retry_policy": {"timeout": 5.0}, **_sentinel_options}
 
 task_default_queue = "celery"
 QUEUE_NAMES = ("celery", "finalize", "webhooks", "maintenance")
@@ -73,22 +77,12 @@ task_routes = {
                                                "tapedeck.purge_expired", "tapedeck.purge_recording")},
 }
 
-RECOVER_EVERY_SECONDS = _env_number("RECOVER_EVERY_SECONDS", 20)
-CLEANUP_EVERY_SECONDS = _env_number("CLEANUP_EVERY_SECONDS", 3600)
+RECOVER_EVERY_SECONDS = _env.recover_every_seconds
+CLEANUP_EVERY_SECONDS = _env.cleanup_every_seconds
 beat_schedule = {
     "recover-stalled-finalizes": {"task": "tapedeck.recover_stalled", "schedule": schedule(RECOVER_EVERY_SECONDS)},
     "cleanup-staging": {"task": "tapedeck.cleanup_staging", "schedule": schedule(CLEANUP_EVERY_SECONDS)},
     "purge-expired": {"task": "tapedeck.purge_expired", "schedule": schedule(CLEANUP_EVERY_SECONDS)},  # RETENTION_DAYS
 }
-beat_schedule_filename = os.environ.get("CELERY_BEAT_SCHEDULE_FILE", "").strip() or "./var/celerybeat-schedule"
+beat_schedule_filename = _env.celery_beat_schedule_file
 os.makedirs(os.path.dirname(os.path.abspath(beat_schedule_filename)), exist_ok=True)
-
-from workers.redis_client import celery_broker  # noqa: E402  (after the settings above; imports only redis)
-
-broker_url, _sentinel_options = celery_broker(broker_url, os.environ.get("REDIS_SENTINELS", ""),
-                                              os.environ.get("REDIS_SENTINEL_MASTER", "").strip(),
-                                              os.environ.get("REDIS_SENTINEL_PASSWORD", ""))
-"""With REDIS_SENTINELS, broker and results use kombu's sentinel:// transport and follow the master."""
-result_backend = broker_url
-broker_transport_options.update(_sentinel_options)
-result_backend_transport_options.update(_sentinel_options)

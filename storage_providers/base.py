@@ -8,6 +8,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
 
+from pydantic import Field
+
+from storage_providers.env_settings import EnvSettings
+
 ProgressCallback = Callable[[int, int], None]
 """Called with (bytes sent so far, total bytes) as an upload advances."""
 
@@ -70,27 +74,17 @@ def sha256_file(path: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def require_setting(env: Mapping[str, str], *names: str) -> str:
-    """The first non-empty of names, so a missing setting fails loudly and names the variable."""
-    for name in names:
-        value = env.get(name, "").strip()
-        if value:
-            return value
-    raise StorageConfigError(f"{' or '.join(names)} must be set")
+class ProviderSettings(EnvSettings):
+    """Base of each backend's frozen settings: a bad or missing variable is a StorageConfigError naming it."""
+
+    config_error: ClassVar[type[Exception]] = StorageConfigError
 
 
-def part_size_from_env(env: Mapping[str, str]) -> int:
-    """STORAGE_PART_SIZE in bytes, shared by every backend that uploads in parts."""
-    raw = env.get("STORAGE_PART_SIZE", "").strip()
-    if not raw:
-        return DEFAULT_PART_SIZE
-    try:
-        size = int(raw)
-    except ValueError:
-        raise StorageConfigError(f"STORAGE_PART_SIZE={raw!r} is not a whole number of bytes") from None
-    if size < MIN_PART_SIZE:
-        raise StorageConfigError(f"STORAGE_PART_SIZE must be at least {MIN_PART_SIZE} bytes (5 MiB)")
-    return size
+class PartedSettings(ProviderSettings):
+    """Settings of a backend that uploads large files in parts of STORAGE_PART_SIZE bytes."""
+
+    part_size: int = Field(DEFAULT_PART_SIZE, ge=MIN_PART_SIZE, le=5 * 1024**3, validation_alias="STORAGE_PART_SIZE")
+    """At least 5 MiB (S3's and Vercel Blob's smallest part), at most 5 GiB (S3's largest)."""
 
 
 _URL_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")

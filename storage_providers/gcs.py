@@ -11,12 +11,15 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote
 
+from pydantic import AliasChoices, Field, field_validator
+
 from storage_providers.base import (
     HASH_BLOCK,
     ChecksumMismatchError,
     ObjectInfo,
     ObjectNotFoundError,
     ProgressCallback,
+    PartedSettings,
     StorageConfigError,
     PermanentStorageError,
     StorageError,
@@ -24,8 +27,6 @@ from storage_providers.base import (
     StorageUnavailableError,
     UploadCheckpoint,
     check_key,
-    part_size_from_env,
-    require_setting,
     scrub_secrets,
 )
 from storage_providers.gcs_resumable import SDK_RETRY_SECONDS, ResumableUploader, sdk_retry
@@ -39,32 +40,32 @@ MAX_SIGNED_SECONDS = 7 * 24 * 3600
 EMULATOR_PROJECT = "tapedeck-emulator"
 
 
-@dataclass(frozen=True)
-class GcsSettings:
+class GcsSettings(PartedSettings):
     """The bucket, and where credentials come from (a key file, the emulator or ADC)."""
 
-    bucket: str
-    emulator_host: str | None = None
-    credentials_file: str | None = None
-    project: str | None = None
-    chunk_size: int = 8 * 1024 * 1024
+    bucket: str = Field(validation_alias="GCS_BUCKET")
+    emulator_host: str | None = Field(None, validation_alias="STORAGE_EMULATOR_HOST")
+    credentials_file: str | None = Field(
+        None, validation_alias=AliasChoices("GCS_CREDENTIALS_FILE", "GOOGLE_APPLICATION_CREDENTIALS"))
+    project: str | None = Field(None, validation_alias="GOOGLE_CLOUD_PROJECT")
 
+    @property
+    def chunk_size(self) -> int:
+        """STORAGE_PART_SIZE rounded down to the 256 KiB multiple GCS requires."""
+        return self.part_size // CHUNK_ALIGN * CHUNK_ALIGN
+
+    @field_validator("emulator_host")
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> GcsSettings:
-        emulator = env.get("STORAGE_EMULATOR_HOST", "").strip().rstrip("/")
-        if emulator and "://" not in emulator:
-            emulator = f"http://{emulator}"
-        credentials_file = (env.get("GCS_CREDENTIALS_FILE", "").strip()
-                            or env.get("GOOGLE_APPLICATION_CREDENTIALS", "").strip() or None)
-        if credentials_file and not os.path.isfile(credentials_file):
-            raise StorageConfigError(f"GCS_CREDENTIALS_FILE {credentials_file!r} is not a readable file")
-        return cls(
-            bucket=require_setting(env, "GCS_BUCKET"),
-            emulator_host=emulator or None,
-            credentials_file=credentials_file,
-            project=env.get("GOOGLE_CLOUD_PROJECT", "").strip() or None,
-            chunk_size=part_size_from_env(env) // CHUNK_ALIGN * CHUNK_ALIGN,
-        )
+    def _url(cls, value: str | None) -> str | None:
+        value = (value or "").rstrip("/")
+        return (value if "://" in value else f"http://{value}") if value else None
+
+    @field_validator("credentials_file")
+    @classmethod
+    def _readable(cls, value: str | None) -> str | None:
+        if value and not os.path.isfile(value):
+            raise ValueError("is not a readable file")
+        return value
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@ import json
 import os
 import secrets
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import ClassVar, Iterator, Mapping
+
+from pydantic import Field, field_validator
 from urllib.parse import quote, urlencode
 
 from storage_providers.base import (
@@ -17,6 +18,7 @@ from storage_providers.base import (
     ObjectNotFoundError,
     ProgressCallback,
     PermanentStorageError,
+    ProviderSettings,
     StorageError,
     StorageProvider,
     UploadCheckpoint,
@@ -33,21 +35,25 @@ DEFAULT_PUBLIC_BASE_URL = "http://localhost:8000"
 """Where `make run` serves the web process; set PUBLIC_BASE_URL for anything else."""
 
 
-@dataclass(frozen=True)
-class LocalSettings:
-    root: Path
-    public_base_url: str
-    url_secret: str | None
+class LocalSettings(ProviderSettings):
+    """PUBLIC_BASE_URL is the one base of download links, for every process: never a process's own PORT
+    (under honcho the worker's PORT is not the web's, so links minted from it point where nothing listens)."""
 
+    secret_variables: ClassVar[frozenset[str]] = frozenset({"LOCAL_URL_SECRET"})
+
+    root: Path = Field(Path("./var/recordings"), validation_alias="LOCAL_STORAGE_DIR", validate_default=True)
+    public_base_url: str = Field(DEFAULT_PUBLIC_BASE_URL, validation_alias="PUBLIC_BASE_URL")
+    url_secret: str | None = Field(None, repr=False, validation_alias="LOCAL_URL_SECRET")
+
+    @field_validator("root", mode="after")
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "LocalSettings":
-        """PUBLIC_BASE_URL is the one base of download links, for every process: never a process's own PORT
-        (under honcho the worker's PORT is not the web's, so links minted from it point where nothing listens)."""
-        return cls(
-            root=Path(env.get("LOCAL_STORAGE_DIR", "").strip() or "./var/recordings").resolve(),
-            public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or DEFAULT_PUBLIC_BASE_URL).rstrip("/"),
-            url_secret=env.get("LOCAL_URL_SECRET", "").strip() or None,
-        )
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @field_validator("public_base_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str) -> str:
+        return value.rstrip("/")
 
 
 class LocalStorage(StorageProvider):

@@ -5,15 +5,17 @@ import base64
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
+
+from pydantic import AliasChoices, Field, field_validator
 
 from storage_providers.base import (
     ChecksumMismatchError,
     ObjectInfo,
     ObjectNotFoundError,
     ProgressCallback,
+    PartedSettings,
     StorageConfigError,
     PermanentStorageError,
     StorageError,
@@ -21,8 +23,6 @@ from storage_providers.base import (
     StorageUnavailableError,
     UploadCheckpoint,
     check_key,
-    part_size_from_env,
-    require_setting,
     scrub_secrets,
     sha256_file,
 )
@@ -37,43 +37,30 @@ RETRYABLE_CODES = frozenset(
      "RequestTimeout", "InternalError", "ServiceUnavailable", "503"}
 )
 CHECKSUM_CODES = frozenset({"BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"})
-TRUE_WORDS = frozenset({"1", "true", "yes", "on"})
 
 
-@dataclass(frozen=True)
-class S3Settings:
+class S3Settings(PartedSettings):
     """Where and how to reach the bucket; secrets stay out of repr()."""
 
-    bucket: str
-    endpoint_url: str | None = None
-    region: str = "us-east-1"
-    force_path_style: bool = False
-    prefix: str = ""
-    part_size: int = 8 * 1024 * 1024
-    max_attempts: int = 3
-    access_key_id: str | None = None
-    secret_access_key: str | None = None
-    session_token: str | None = None
+    raw_variables: ClassVar[frozenset[str]] = frozenset({"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                                         "AWS_SESSION_TOKEN"})
 
+    bucket: str = Field(validation_alias="S3_BUCKET")
+    endpoint_url: str | None = Field(None, validation_alias="S3_ENDPOINT_URL")
+    region: str = Field("us-east-1", validation_alias=AliasChoices("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION"))
+    force_path_style: bool = Field(False, validation_alias="S3_FORCE_PATH_STYLE")
+    prefix: str = Field("", validation_alias="S3_PREFIX")
+    """Stored as "a/b/" (or ""), so a key is prefix + key."""
+    max_attempts: int = Field(3, ge=1, le=20, validation_alias="AWS_MAX_ATTEMPTS")
+    access_key_id: str | None = Field(None, validation_alias="AWS_ACCESS_KEY_ID")
+    secret_access_key: str | None = Field(None, validation_alias="AWS_SECRET_ACCESS_KEY")
+    session_token: str | None = Field(None, validation_alias="AWS_SESSION_TOKEN")
+
+    @field_validator("prefix")
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> S3Settings:
-        raw_attempts = env.get("AWS_MAX_ATTEMPTS", "").strip() or "3"
-        if not raw_attempts.isdigit() or int(raw_attempts) < 1:
-            raise StorageConfigError(f"AWS_MAX_ATTEMPTS={raw_attempts!r} must be a positive integer")
-        prefix = env.get("S3_PREFIX", "").strip().strip("/")
-        return cls(
-            bucket=require_setting(env, "S3_BUCKET"),
-            endpoint_url=env.get("S3_ENDPOINT_URL", "").strip() or None,
-            region=next((env[n].strip() for n in ("S3_REGION", "AWS_REGION", "AWS_DEFAULT_REGION")
-                         if env.get(n, "").strip()), "us-east-1"),
-            force_path_style=env.get("S3_FORCE_PATH_STYLE", "").strip().lower() in TRUE_WORDS,
-            prefix=f"{prefix}/" if prefix else "",
-            part_size=part_size_from_env(env),
-            max_attempts=int(raw_attempts),
-            access_key_id=env.get("AWS_ACCESS_KEY_ID") or None,
-            secret_access_key=env.get("AWS_SECRET_ACCESS_KEY") or None,
-            session_token=env.get("AWS_SESSION_TOKEN") or None,
-        )
+    def _folder(cls, value: str) -> str:
+        value = value.strip().strip("/")
+        return f"{value}/" if value else ""
 
     def __repr__(self) -> str:
         """Without keys, and without any user-info an endpoint URL may carry."""

@@ -17,14 +17,16 @@ import hmac
 import os
 import re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, ClassVar, Iterator, Mapping
+
+from pydantic import Field, field_validator, model_validator
 
 from storage_providers.base import (
     ObjectInfo,
     ObjectNotFoundError,
     ProgressCallback,
+    PartedSettings,
     StorageConfigError,
     PermanentStorageError,
     StorageError,
@@ -32,8 +34,6 @@ from storage_providers.base import (
     StorageUnavailableError,
     UploadCheckpoint,
     check_key,
-    part_size_from_env,
-    require_setting,
     scrub_secrets,
 )
 
@@ -47,31 +47,46 @@ SUFFIX_HEX = 32
 STORED_NAME = re.compile(rf"^(?P<stem>.+)-(?P<suffix>[0-9a-f]{{{SUFFIX_HEX}}})(?P<ext>\.[^./]*)?$")
 
 
-@dataclass(frozen=True)
-class VercelBlobSettings:
+def _token_parts(token: str) -> tuple[str, str]:
+    """(store id, secret) of a vercel_blob_rw_<store>_<secret> token."""
+    store_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
+    return store_id, secret
+
+
+class VercelBlobSettings(PartedSettings):
     """The store's read-write token and the key-suffix secret (never in repr), and an optional API base URL."""
 
-    token: str = field(repr=False)
-    store_id: str
-    api_url: str | None = None
-    part_size: int = 8 * 1024 * 1024
-    key_secret: str = field(default="", repr=False)
+    secret_variables: ClassVar[frozenset[str]] = frozenset({"BLOB_READ_WRITE_TOKEN", "VERCEL_BLOB_KEY_SECRET"})
 
+    token: str = Field(repr=False, validation_alias="BLOB_READ_WRITE_TOKEN")
+    api_url: str | None = Field(None, validation_alias="VERCEL_BLOB_API_URL")
+    key_secret: str = Field("", repr=False, validation_alias="VERCEL_BLOB_KEY_SECRET")
+    """Unset: the token's secret part."""
+
+    @property
+    def store_id(self) -> str:
+        return _token_parts(self.token)[0]
+
+    @field_validator("token")
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> VercelBlobSettings:
-        token = require_setting(env, "BLOB_READ_WRITE_TOKEN")
-        store_id, _, secret = token.removeprefix(TOKEN_PREFIX).partition("_")
+    def _token_format(cls, token: str) -> str:
+        store_id, secret = _token_parts(token)
         if not token.startswith(TOKEN_PREFIX) or not store_id or not secret:
-            raise StorageConfigError(
-                "BLOB_READ_WRITE_TOKEN has an invalid format (expected vercel_blob_rw_<store>_<secret>)"
-            )
-        return cls(
-            token=token,
-            store_id=store_id,
-            api_url=env.get("VERCEL_BLOB_API_URL", "").strip().rstrip("/") or None,
-            part_size=part_size_from_env(env),
-            key_secret=env.get("VERCEL_BLOB_KEY_SECRET", "").strip() or secret,
-        )
+            raise ValueError("has an invalid format (expected vercel_blob_rw_<store>_<secret>)")
+        return token
+
+    @field_validator("api_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return (value or "").rstrip("/") or None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _key_secret_default(cls, data: Any) -> Any:
+        token = data.get("BLOB_READ_WRITE_TOKEN") if isinstance(data, dict) else None
+        if isinstance(token, str) and not data.get("VERCEL_BLOB_KEY_SECRET"):
+            data["VERCEL_BLOB_KEY_SECRET"] = _token_parts(token)[1]
+        return data
 
 
 class VercelBlobStorage(StorageProvider):

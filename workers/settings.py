@@ -1,15 +1,20 @@
-"""One typed settings object, parsed once from the environment, shared by app, tasks and workers."""
+"""One typed settings object, parsed once from the environment with pydantic-settings, shared by app, tasks and
+workers. Each field is its variable (PORT is `port`); its default is written once, here; a bad value fails start-up
+with a ConfigurationError naming the variable. Storage backends parse their own variables (storage_providers/)."""
 from __future__ import annotations
 
 import ipaddress
 import os
-from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Mapping, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, Mapping
 
-from workers.media.convert import Mp4Settings
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from storage_providers.env_settings import EnvSettings
 from workers.errors import ConfigurationError
+from workers.media.encoding import Mp4Settings
 
 DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
 """Used only when TAPEDECK_ENV=development and JWT_SECRET is unset."""
@@ -17,192 +22,178 @@ DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
 OUTPUT_FORMATS = ("webm", "mp4")
 STREAM_HOSTS_ALLOWANCE = 16
 """Event streams allowed per recording beyond MAX_PARTICIPANTS by default: its hosts and dashboards."""
-Number = TypeVar("Number", int, float)
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Csv = Annotated[tuple[str, ...], NoDecode]
+"""A comma-separated variable (NoDecode: pydantic-settings would otherwise expect JSON for a tuple)."""
+Networks = Annotated[tuple[Network, ...], NoDecode]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 
-def _number(env: Mapping[str, str], name: str, default: Number, minimum: Number = 0, cast: type = int) -> Number:
-    """A numeric variable; unset or empty means the default, anything unparsable or too small fails naming it."""
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = cast(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be {'an integer' if cast is int else 'a number'}, got {raw!r}") from None
-    if value < minimum:
-        raise ConfigurationError(f"{name} must be >= {minimum}, got {value}")
-    return value
+def _split(value: Any) -> Any:
+    return tuple(part.strip() for part in value.split(",") if part.strip()) if isinstance(value, str) else value
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
-    return _number(env, name, default, minimum, int)
+class RedisSettings(EnvSettings):
+    """Where Redis is (REDIS_URL, or a master followed through REDIS_SENTINELS): shared with celeryconfig.py."""
 
+    config_error: ClassVar[type[Exception]] = ConfigurationError
+    raw_variables: ClassVar[frozenset[str]] = frozenset({"REDIS_SENTINEL_PASSWORD", "JWT_SECRET", "WEBHOOK_SECRET"})
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
-    return _number(env, name, default, minimum, float)
-
-
-def _csv(env: Mapping[str, str], name: str) -> tuple[str, ...]:
-    return tuple(part.strip() for part in env.get(name, "").split(",") if part.strip())
-
-
-def _networks(env: Mapping[str, str], name: str) -> tuple[Network, ...]:
-    """Comma-separated CIDRs (a bare address is a /32 or /128); a typo fails start-up rather than widening access."""
-    try:
-        return tuple(ipaddress.ip_network(part) for part in _csv(env, name))
-    except ValueError as exc:
-        raise ConfigurationError(f"{name} must be comma-separated CIDRs such as 10.0.0.0/8: {exc}") from None
-
-
-def _rate(env: Mapping[str, str], name: str, default: str) -> str:
-    """A flask-limiter rate string ("50/second", "50/second;2000/minute"), checked here so a typo fails start-up."""
-    from limits import parse_many
-
-    raw = env.get(name, "").strip() or default
-    try:
-        rates = parse_many(raw)
-    except ValueError:
-        rates = []
-    if not rates or any(rate.amount < 1 for rate in rates):
-        raise ConfigurationError(f"{name} must be a rate such as 50/second, got {raw!r}")
-    return raw
-
-
-def _check_sentinels(env: Mapping[str, str]) -> None:
-    """REDIS_SENTINELS must be host:port pairs and name the master to follow."""
-    from workers.redis_client import parse_sentinels
-
-    try:
-        sentinels = parse_sentinels(env.get("REDIS_SENTINELS", ""))
-    except ValueError as exc:
-        raise ConfigurationError(str(exc)) from None
-    if sentinels and not env.get("REDIS_SENTINEL_MASTER", "").strip():
-        raise ConfigurationError("REDIS_SENTINEL_MASTER is required with REDIS_SENTINELS")
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Everything tapedeck reads from the environment (storage backends parse their own)."""
-
-    env: str = "production"
-    port: int = 8000
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_sentinels: str = ""
     """host:port,... of Redis Sentinels; set, every client follows REDIS_SENTINEL_MASTER through failovers."""
     redis_sentinel_master: str = ""
-    redis_sentinel_password: str = ""
-    jwt_secret: str = ""
-    staging_dir: Path = Path("./var/staging")
+    redis_sentinel_password: str = Field("", repr=False)
+
+    @field_validator("redis_sentinels")
+    @classmethod
+    def _sentinel_pairs(cls, value: str) -> str:
+        from workers.redis_client import parse_sentinels
+
+        parse_sentinels(value)  # ValueError naming the bad entry
+        return value
+
+    @model_validator(mode="after")
+    def _sentinel_master(self) -> "RedisSettings":
+        if self.redis_sentinels and not self.redis_sentinel_master:
+            raise ValueError("REDIS_SENTINEL_MASTER is required with REDIS_SENTINELS")
+        return self
+
+
+class Settings(RedisSettings):
+    """Everything tapedeck reads from the environment (storage backends parse their own)."""
+
+    env: Literal["production", "development"] = Field("production", validation_alias="TAPEDECK_ENV")
+    port: Port = 8000
+    jwt_secret: str = Field("", repr=False)
+    """Required in production; development falls back to DEV_JWT_SECRET."""
+    staging_dir: Path = Field(Path("./var/staging"), validate_default=True)
     storage_provider: str = "local"
-    recording_format: str = "webm"
-    finalize_grace_seconds: float = 5.0
-    max_chunk_bytes: int = 8 * 1024 * 1024
-    max_participants: int = 100
-    staging_min_free_bytes: int = 256 * 1024 * 1024
-    staging_retention_seconds: int = 7 * 24 * 3600
-    retention_days: float | None = None
+    """STORAGE_PROVIDER, or the backend guessed from which credentials are set (storage_providers/registry.py)."""
+    recording_format: Literal[OUTPUT_FORMATS] = "webm"  # type: ignore[valid-type]
+    finalize_grace_seconds: float = Field(5.0, ge=0)
+    max_chunk_bytes: int = Field(8 * 1024 * 1024, ge=1)
+    max_participants: int = Field(100, ge=1)
+    staging_min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)
+    staging_retention_seconds: int = Field(7 * 24 * 3600, ge=0)
+    retention_days: Annotated[float, Field(ge=0)] | None = None
     """Completed and failed recordings older than this are deleted by beat; None keeps them forever."""
-    finalize_lock_seconds: int = 60
-    upload_max_retries: int = 5
-    upload_retry_base_seconds: float = 1.0
-    public_base_url: str = "http://localhost:8000"
-    download_url_ttl_seconds: int = 7 * 24 * 3600
-    cors_origins: tuple[str, ...] = field(default_factory=tuple)
-    event_stream_maxlen: int = 1000
-    max_event_streams_per_recording: int = 100 + STREAM_HOSTS_ALLOWANCE
-    max_event_streams_per_token: int = 4
+    finalize_lock_seconds: int = Field(60, ge=5)
+    upload_max_retries: int = Field(5, ge=0)
+    upload_retry_base_seconds: float = Field(1.0, ge=0)
+    download_url_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
+    cors_origins: Csv = ()
+    event_stream_maxlen: ClassVar[int] = 1000
+    """Events kept per recording stream (XADD MAXLEN ~): a constant, not a variable."""
+    max_event_streams_per_recording: int = Field(100 + STREAM_HOSTS_ALLOWANCE, ge=1)
+    """Unset: MAX_PARTICIPANTS + STREAM_HOSTS_ALLOWANCE."""
+    max_event_streams_per_token: int = Field(4, ge=1)
     chunk_rate_limit: str = "50/second"
-    control_allowed_ips: tuple[Network, ...] = field(default_factory=tuple)
-    trusted_proxies: tuple[Network, ...] = field(default_factory=tuple)
-    thumbnail_offset_seconds: float = 1.0
-    thumbnail_width: int = 640
-    mp4: Mp4Settings = field(default_factory=Mp4Settings)
+    control_allowed_ips: Networks = ()
+    trusted_proxies: Networks = ()
+    thumbnail_offset_seconds: float = Field(1.0, ge=0)
+    thumbnail_width: int = Field(640, ge=0)
+    mp4_video_codec: str = Mp4Settings.video_codec
+    mp4_video_preset: str = Mp4Settings.video_preset
+    mp4_video_crf: int = Field(Mp4Settings.video_crf, ge=0, le=63)
+    mp4_audio_codec: str = Mp4Settings.audio_codec
+    mp4_audio_bit_rate: int = Field(Mp4Settings.audio_bit_rate, ge=8_000, validation_alias="MP4_AUDIO_BITRATE")
     redis_allow_no_persistence: bool = False
-    worker_metrics_port: int = 9191
-    log_format: str = "json"
+    worker_metrics_port: int = Field(9191, ge=0, le=65535)
+    log_format: Literal["json", "text"] = "json"
+    """Unset: json in production, text in development."""
     webhook_url: str | None = None
     """Where recording events are POSTed (the only URL webhooks ever go to); None sends nothing."""
-    webhook_secret: str = ""
-    webhook_give_up_seconds: int = 24 * 3600
-    webhook_timeout_seconds: float = 10.0
+    webhook_secret: str = Field("", repr=False)
+    webhook_give_up_seconds: int = Field(24 * 3600, ge=60)
+    webhook_timeout_seconds: float = Field(10.0, ge=0.5)
 
     @property
     def development(self) -> bool:
         return self.env == "development"
 
+    @property
+    def mp4(self) -> Mp4Settings:
+        """The MP4_* variables as the encoder takes them."""
+        return Mp4Settings(self.mp4_video_codec, self.mp4_video_preset, self.mp4_video_crf, self.mp4_audio_codec,
+                           self.mp4_audio_bit_rate)
+
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> "Settings":
-        env = os.environ if env is None else env
-        mode = env.get("TAPEDECK_ENV", "production").strip() or "production"
-        if mode not in ("production", "development"):
-            raise ConfigurationError(f"TAPEDECK_ENV must be production or development, got {mode!r}")
-        secret = env.get("JWT_SECRET", "")
-        if not secret:
-            if mode != "development":
-                raise ConfigurationError("JWT_SECRET is required unless TAPEDECK_ENV=development")
-            secret = DEV_JWT_SECRET
-        fmt = env.get("RECORDING_FORMAT", "webm").strip() or "webm"
-        if fmt not in OUTPUT_FORMATS:
-            raise ConfigurationError(f"RECORDING_FORMAT must be one of {OUTPUT_FORMATS}, got {fmt!r}")
-        port = _int(env, "PORT", 8000, 1)
-        _check_sentinels(env)
+        """The settings from env (os.environ when None); the storage provider is named or guessed from it too."""
         from storage_providers.registry import detect_provider_name
 
-        return cls(
-            env=mode,
-            port=port,
-            redis_url=env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0",
-            redis_sentinels=env.get("REDIS_SENTINELS", "").strip(),
-            redis_sentinel_master=env.get("REDIS_SENTINEL_MASTER", "").strip(),
-            redis_sentinel_password=env.get("REDIS_SENTINEL_PASSWORD", ""),
-            jwt_secret=secret,
-            staging_dir=Path(env.get("STAGING_DIR", "").strip() or "./var/staging").resolve(),
-            storage_provider=detect_provider_name(env),
-            recording_format=fmt,
-            finalize_grace_seconds=_float(env, "FINALIZE_GRACE_SECONDS", 5.0),
-            max_chunk_bytes=_int(env, "MAX_CHUNK_BYTES", 8 * 1024 * 1024, 1),
-            max_participants=_int(env, "MAX_PARTICIPANTS", 100, 1),
-            staging_min_free_bytes=_int(env, "STAGING_MIN_FREE_BYTES", 256 * 1024 * 1024, 0),
-            staging_retention_seconds=_int(env, "STAGING_RETENTION_SECONDS", 7 * 24 * 3600, 0),
-            retention_days=_float(env, "RETENTION_DAYS", 0.0) if env.get("RETENTION_DAYS", "").strip() else None,
-            finalize_lock_seconds=_int(env, "FINALIZE_LOCK_SECONDS", 60, 5),
-            upload_max_retries=_int(env, "UPLOAD_MAX_RETRIES", 5, 0),
-            upload_retry_base_seconds=_float(env, "UPLOAD_RETRY_BASE_SECONDS", 1.0),
-            public_base_url=(env.get("PUBLIC_BASE_URL", "").strip() or "http://localhost:8000").rstrip("/"),
-            download_url_ttl_seconds=_int(env, "DOWNLOAD_URL_TTL_SECONDS", 7 * 24 * 3600, 1),
-            cors_origins=_csv(env, "CORS_ORIGINS"),
-            max_event_streams_per_recording=_int(env, "MAX_EVENT_STREAMS_PER_RECORDING",
-                                                 _int(env, "MAX_PARTICIPANTS", 100, 1) + STREAM_HOSTS_ALLOWANCE, 1),
-            max_event_streams_per_token=_int(env, "MAX_EVENT_STREAMS_PER_TOKEN", 4, 1),
-            chunk_rate_limit=_rate(env, "CHUNK_RATE_LIMIT", "50/second"),
-            control_allowed_ips=_networks(env, "CONTROL_ALLOWED_IPS"),
-            trusted_proxies=_networks(env, "TRUSTED_PROXIES"),
-            thumbnail_offset_seconds=_float(env, "THUMBNAIL_OFFSET_SECONDS", 1.0),
-            thumbnail_width=_int(env, "THUMBNAIL_WIDTH", 640, 0),
-            mp4=Mp4Settings(
-                video_codec=env.get("MP4_VIDEO_CODEC", "").strip() or "libx264",
-                video_preset=env.get("MP4_VIDEO_PRESET", "").strip() or "veryfast",
-                video_crf=_int(env, "MP4_VIDEO_CRF", 23, 0),
-                audio_codec=env.get("MP4_AUDIO_CODEC", "").strip() or "aac",
-                audio_bit_rate=_int(env, "MP4_AUDIO_BITRATE", 128_000, 8_000),
-            ),
-            redis_allow_no_persistence=env.get("REDIS_ALLOW_NO_PERSISTENCE", "").strip().lower() in ("1", "true", "yes"),
-            worker_metrics_port=_int(env, "WORKER_METRICS_PORT", 9191, 0),
-            log_format=_log_format(env, mode),
-            webhook_url=env.get("WEBHOOK_URL", "").strip() or None,
-            webhook_secret=env.get("WEBHOOK_SECRET", ""),
-            webhook_give_up_seconds=_int(env, "WEBHOOK_GIVE_UP_SECONDS", 24 * 3600, 60),
-            webhook_timeout_seconds=_float(env, "WEBHOOK_TIMEOUT_SECONDS", 10.0, 0.5),
-        )
+        env = os.environ if env is None else env
+        settings = super().from_env(env)
+        return settings.model_copy(update={"storage_provider": detect_provider_name(env)})
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_that_follow_others(cls, data: Any) -> Any:
+        """Defaults that depend on another variable: the mode's secret and log format, MAX_PARTICIPANTS' streams."""
+        if not isinstance(data, dict):
+            return data
+        mode = data.get("TAPEDECK_ENV", "production")
+        development = mode == "development"
+        if "jwt_secret" not in data and mode in ("production", "development"):  # else TAPEDECK_ENV is reported
+            if not development:
+                raise ValueError("JWT_SECRET is required unless TAPEDECK_ENV=development")
+            data["jwt_secret"] = DEV_JWT_SECRET
+        data.setdefault("log_format", "text" if development else "json")
+        participants = data.get("max_participants", cls.model_fields["max_participants"].default)
+        if "max_event_streams_per_recording" not in data and str(participants).isdigit():
+            data["max_event_streams_per_recording"] = int(participants) + STREAM_HOSTS_ALLOWANCE
+        return data
+
+    @field_validator("staging_dir")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _csv(cls, value: Any) -> Any:
+        return _split(value)
+
+    @field_validator("control_allowed_ips", "trusted_proxies", mode="before")
+    @classmethod
+    def _networks(cls, value: Any) -> Any:
+        """Comma-separated CIDRs (a bare address is a /32 or /128); a typo fails start-up rather than widening
+        access."""
+        try:
+            return tuple(ipaddress.ip_network(part) for part in _split(value)) if isinstance(value, str) else value
+        except ValueError as exc:
+            raise ValueError(f"must be comma-separated CIDRs such as 10.0.0.0/8: {exc}") from None
+
+    @field_validator("chunk_rate_limit")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        """A flask-limiter rate string ("50/second", "50/second;2000/minute"), checked so a typo fails start-up."""
+        from limits import parse_many
+
+        try:
+            rates = parse_many(value)
+        except ValueError:
+            rates = []
+        if not rates or any(rate.amount < 1 for rate in rates):
+            raise ValueError("must be a rate such as 50/second")
+        return value
 
 
-def _log_format(env: Mapping[str, str], mode: str) -> str:
-    """LOG_FORMAT: json or text; unset means json in production, text in development."""
-    value = env.get("LOG_FORMAT", "").strip().lower() or ("text" if mode == "development" else "json")
-    if value not in ("json", "text"):
-        raise ConfigurationError(f"LOG_FORMAT must be json or text, got {value!r}")
-    return value
+class CelerySettings(RedisSettings):
+    """What celeryconfig.py reads beyond Redis: time limits and beat's schedule."""
+
+    finalize_time_limit_seconds: int = Field(3600, ge=1)
+    broker_visibility_timeout_seconds: int | None = Field(None, ge=1)
+    """Unset: the hard time limit (FINALIZE_TIME_LIMIT_SECONDS + 120) plus 600."""
+    recover_every_seconds: float = Field(20, gt=0)
+    cleanup_every_seconds: float = Field(3600, gt=0)
+    celery_beat_schedule_file: str = "./var/celerybeat-schedule"
 
 
 @lru_cache(maxsize=1)

@@ -12,22 +12,12 @@ from typing import Callable
 
 import av
 
+from workers.media.encoding import Mp4Settings
 from workers.media.errors import MediaError
 
 MP4_COPY_CODECS = {"video": frozenset({"h264", "hevc"}), "audio": frozenset({"aac", "mp3"})}
 """Codecs copied into MP4 as they are: what plays everywhere (Safari included). Others are transcoded."""
 AUDIO_RATE = 48_000
-
-
-@dataclass(frozen=True)
-class Mp4Settings:
-    """Encoder settings for the transcode path (MP4_* variables)."""
-
-    video_codec: str = "libx264"
-    video_preset: str = "veryfast"
-    video_crf: int = 23
-    audio_codec: str = "aac"
-    audio_bit_rate: int = 128_000
 
 
 @dataclass(frozen=True)
