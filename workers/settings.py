@@ -193,6 +193,8 @@ class CelerySettings(RedisSettings):
     """Unset: the hard time limit (FINALIZE_TIME_LIMIT_SECONDS + 120) plus 600."""
     recover_every_seconds: float = Field(20, gt=0)
     cleanup_every_seconds: float = Field(3600, gt=0)
+    auto_stop_every_seconds: float = Field(15, gt=0)
+    """How often beat compares active recordings with MAX_RECORDING_SECONDS and IDLE_STOP_SECONDS."""
     celery_beat_schedule_file: str = "./var/celerybeat-schedule"
 
 
