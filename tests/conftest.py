@@ -17,6 +17,18 @@ GRACE_SECONDS = "1"
 JWT_SECRET = "test-secret-for-tapedeck-tests-0123456789abcdef"
 
 
+def pytest_addoption(parser):
+    parser.addoption("--staging-backend", choices=("local", "object-store"),
+                     default=os.environ.get("TAPEDECK_TEST_STAGING_BACKEND", "local"),
+                     help="STAGING_BACKEND of the session's stack; object-store stages chunks and stores outputs "
+                          "in the moto S3 server (env: TAPEDECK_TEST_STAGING_BACKEND)")
+
+
+@pytest.fixture(scope="session")
+def staging_backend(request) -> str:
+    return request.config.getoption("--staging-backend")
+
+
 @pytest.fixture(scope="session")
 def tmp_root(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("tapedeck")
@@ -30,7 +42,7 @@ def redis_server(tmp_root):
 
 
 @pytest.fixture(scope="session")
-def stack_env(redis_server, tmp_root) -> dict[str, str]:
+def stack_env(redis_server, tmp_root, staging_backend, request) -> dict[str, str]:
     """The environment every tapedeck process of the session shares (web app in-process, worker outside)."""
     env = {
         "TAPEDECK_ENV": "development",
@@ -47,6 +59,8 @@ def stack_env(redis_server, tmp_root) -> dict[str, str]:
         "CELERY_BEAT_SCHEDULE_FILE": str(tmp_root / "celerybeat-schedule"),
         "PUBLIC_BASE_URL": "http://localhost",
     }
+    if staging_backend == "object-store":  # chunks and outputs in one bucket, as a scaled-out deployment has them
+        env.update(request.getfixturevalue("moto_server"), STAGING_BACKEND="object-store", S3_PREFIX="stack")
     os.environ.update(env)
     from tasks import celery_app
 
@@ -133,7 +147,19 @@ class Api:
 
     def output_path(self, body: dict, participant: str) -> Path:
         output = next(o for o in body["outputs"] if o["participantId"] == participant)
-        return Path(os.environ["LOCAL_STORAGE_DIR"]) / output["key"]
+        return self.stored(output["key"])
+
+    @staticmethod
+    def stored(key: str) -> Path:
+        """A stored object as a local file (downloaded from the bucket when the stack stores in S3)."""
+        path = Path(os.environ["LOCAL_STORAGE_DIR"]) / key
+        if os.environ.get("STORAGE_PROVIDER") == "s3":
+            from tests.storage_servers import s3_client
+
+            path.parent.mkdir(parents=True, exist_ok=True)
+            prefix = os.environ.get("S3_PREFIX", "").strip("/")
+            s3_client(os.environ).download_file(os.environ["S3_BUCKET"], f"{prefix}/{key}" if prefix else key, str(path))
+        return path
 
 
 @pytest.fixture

@@ -66,8 +66,7 @@ def assert_same_media(path: Path, expected, tolerance: int = FRAME_TOLERANCE) ->
 
 
 def manifest_of(api, body) -> dict:
-    path = api.output_path(body, next(iter(body["participants"]))).parent / "manifest.json"
-    return json.loads(path.read_text())
+    return json.loads(api.stored(f"recordings/{body['room']}/{body['recordingId']}/manifest.json").read_text())
 
 
 def test_in_order_upload_yields_playable_seekable_file(api, worker, av_media):
@@ -78,7 +77,7 @@ def test_in_order_upload_yields_playable_seekable_file(api, worker, av_media):
 
     assert body["state"] == "completed", body
     assert body["progress"] == 1.0 and body["completedAt"] and body["stoppedAt"]
-    poster = api.output_path(body, "alice").with_name("alice.jpg")
+    poster = api.stored(f"recordings/{api.room}/{recording_id}/alice.jpg")
     assert body["outputs"][0]["thumbnailKey"] == f"recordings/{api.room}/{recording_id}/alice.jpg"
     assert body["upload"]["bytesSent"] == body["upload"]["bytesTotal"] == body["outputs"][0]["bytes"] + poster.stat().st_size
     video = body["participants"]["alice"]["video"]
@@ -104,8 +103,16 @@ def test_download_url_serves_the_file_with_range(api, client, worker, av_media):
     recording_id = start(api)
     upload_all(api, recording_id, "alice", pieces)
     body = stop_and_wait(api, recording_id)
-    url = body["outputs"][0]["url"].removeprefix("http://localhost")
+    url = body["outputs"][0]["url"]
     whole = api.output_path(body, "alice").read_bytes()
+    if not url.startswith("http://localhost/"):  # a bucket's presigned URL (object-store staging runs on S3)
+        import requests
+
+        assert requests.get(url, timeout=30).content == whole
+        partial = requests.get(url, headers={"Range": "bytes=10-99"}, timeout=30)
+        assert partial.status_code == 206 and partial.content == whole[10:100]
+        return
+    url = url.removeprefix("http://localhost")
     assert client.get(url).data == whole
     partial = client.get(url, headers={"Range": "bytes=10-99"})
     assert partial.status_code == 206 and partial.data == whole[10:100]

@@ -9,7 +9,7 @@ from workers.media.chunk_stream import HEADER_PROBE_BYTES
 from workers.media.container import SUPPORTED_CONTAINERS, describe, sniff, starts_header
 from workers.errors import (ChecksumMismatch, NotFound, ParticipantLimit, PayloadTooLarge, RecordingNotAccepting, SequenceConflict,
                             Unavailable, UnsupportedMedia)
-from workers.staging import ChunkStaging, StagedChunk
+from workers.staging import StagedChunk, Staging
 from workers.state import ChunkRecord, RecordingStore
 
 
@@ -54,7 +54,7 @@ class ChunkIntake:
     """Stages a chunk file first, then commits its record. A staged file is deleted only when the index
     certainly does not name it; when the commit's outcome is unknown (a lost Redis reply) it stays."""
 
-    def __init__(self, store: RecordingStore, staging: ChunkStaging, max_chunk_bytes: int, max_participants: int = 0) -> None:
+    def __init__(self, store: RecordingStore, staging: Staging, max_chunk_bytes: int, max_participants: int = 0) -> None:
         self.store = store
         self.staging = staging
         self.max_chunk_bytes = max_chunk_bytes
@@ -84,7 +84,7 @@ class ChunkIntake:
             self._settle_unknown(upload, staged)
             raise
         if outcome not in ("stored", "duplicate"):
-            staged.path.unlink(missing_ok=True)  # a rejection: the index names no file of these bytes
+            self._discard(upload, staged)  # a rejection: the index names no file of these bytes
         return self._receipt(upload, outcome, state, container_problem)
 
     def _stage(self, upload: ChunkUpload, digest: str | None) -> StagedChunk:
@@ -102,7 +102,10 @@ class ChunkIntake:
         except Exception:  # noqa: BLE001 - still unknown: keeping an orphan is cheap, losing a chunk is not
             return
         if held is None or held.digest != staged.digest:
-            staged.path.unlink(missing_ok=True)
+            self._discard(upload, staged)
+
+    def _discard(self, upload: ChunkUpload, staged: StagedChunk) -> None:
+        self.staging.delete_chunk(upload.recording_id, upload.participant_id, upload.kind, staged.name)
 
     @staticmethod
     def _receipt(upload: ChunkUpload, outcome: str, state: str | None, container_problem: str | None) -> ChunkReceipt:

@@ -28,7 +28,7 @@ from workers.media.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
 from workers.pause import Pause, parse_pauses, stream_cuts
 from workers.settings import Settings
-from workers.staging import ChunkStaging
+from workers.staging import Staging
 from workers.state import ChunkRecord, RecordingStore, State
 from workers.status import participant_entries
 
@@ -54,7 +54,7 @@ def _retryable(exc: BaseException) -> bool:
 @dataclass
 class Finalizer:
     store: RecordingStore
-    staging: ChunkStaging
+    staging: Staging
     provider: StorageProvider
     publisher: EventPublisher
     settings: Settings
@@ -90,6 +90,7 @@ class Finalizer:
             return self._fail(recording_id, reason, reporter)
         guard()
         self.store.finish(recording_id, State.COMPLETED)
+        self.staging.finished(recording_id)
         metrics.recording_completed(rec.get("stoppedAt"), [o.get("durationSeconds") or 0.0 for o in done.values()],
                                     time.time())
         reporter.state(State.COMPLETED.value, progress=1.0, outputs=len(done))
@@ -111,15 +112,17 @@ class Finalizer:
 
     def _inputs(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]],
                 pauses: list[Pause] | None = None) -> list[StreamInput]:
-        """Each stream's readable chunk files in sequence order; one the index names but staging cannot give
-        back whole (gone, or another size) is marked unreadable, so status and manifest list it as missing."""
+        """Each stream's readable chunk files in sequence order (on this worker's disk, whichever node received
+        them); one the index names but staging cannot give back whole (gone, or another size) is marked
+        unreadable, so status and manifest list it as missing."""
         inputs = []
         cuts = self._cuts(recording_id, participant_id, streams, pauses or [])
         for kind in sorted(streams, key=lambda k: 0 if k == "audio" else 1):
             present = []
-            for seq, record in sorted(streams[kind].items()):
-                path = self.staging.chunk_path(recording_id, participant_id, kind, record.name)
-                if _intact(path, record.size):
+            wanted = [(seq, record.name, record.size) for seq, record in sorted(streams[kind].items())]
+            for seq, path in self.staging.local_chunks(recording_id, participant_id, kind, wanted):
+                record = streams[kind][seq]
+                if path is not None:
                     present.append((seq, path))
                 else:
                     log.warning("recording %s: staged chunk %s/%s/%d is unreadable", recording_id, participant_id, kind, seq)
@@ -165,6 +168,8 @@ class Finalizer:
             except Exception as exc:  # noqa: BLE001 - one participant's data must not fail the others
                 log.exception("recording %s participant %s: unexpected error while muxing", recording_id, pid)
                 errors[pid] = f"this participant's media could not be processed ({type(exc).__name__})"
+            finally:
+                self.staging.release(recording_id, pid)
             consumed += size
             self.store.update(recording_id, participantErrors=errors)
         reporter.report(State.MUXING.value, 1.0)
@@ -260,10 +265,3 @@ class Finalizer:
         reporter.state(State.FAILED.value, error=reason)
         return State.FAILED.value
 
-
-def _intact(path: Path, size: int) -> bool:
-    """The staged file is there with the size the index recorded (its bytes were fsynced before the index)."""
-    try:
-        return path.stat().st_size == size
-    except OSError:
-        return False

@@ -15,7 +15,7 @@ from workers.events import EventPublisher
 from workers.finalize import Finalizer
 from workers.redis_client import for_settings
 from workers.settings import Settings
-from workers.staging import ChunkStaging
+from workers.staging import Staging, create_staging
 from workers.state import RecordingStore
 
 
@@ -26,7 +26,7 @@ class Resources:
     settings: Settings
     redis: redis.Redis
     store: RecordingStore
-    staging: ChunkStaging
+    staging: Staging
     provider: StorageProvider
     events: EventPublisher
     intake: ChunkIntake
@@ -42,7 +42,7 @@ class Resources:
         except StorageConfigError as exc:  # one configuration error past this edge, naming the variable
             raise ConfigurationError(str(exc)) from exc
         store = RecordingStore(client)
-        staging = ChunkStaging(settings.staging_dir, settings.staging_min_free_bytes)
+        staging = create_staging(settings.staging_backend, settings.staging_dir, settings.staging_min_free_bytes, provider)
         events = EventPublisher(client, settings.event_stream_maxlen)
         return cls(
             settings=settings, redis=client, store=store, staging=staging, provider=provider, events=events,

@@ -76,6 +76,9 @@ class Settings(RedisSettings):
     max_participants: int = Field(100, ge=1)
     staging_min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)
     staging_retention_seconds: int = Field(7 * 24 * 3600, ge=0)
+    staging_backend: Literal["local", "object-store"] = "local"
+    """Where accepted chunks wait for finalize: local (STAGING_DIR) or object-store (the storage provider's bucket,
+    under staging/, so any worker finalizes any recording; STAGING_DIR is then the worker's scratch disk)."""
     retention_days: Annotated[float, Field(ge=0)] | None = None
     """Completed and failed recordings older than this are deleted by beat; None keeps them forever."""
     finalize_lock_seconds: int = Field(60, ge=5)

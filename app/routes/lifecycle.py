@@ -68,8 +68,18 @@ def _pause_or_resume(room: str, action: str):
                            state=state)
     if outcome == "invalid_state":
         raise InvalidState(f"cannot {action} a recording that is {state}", recordingId=recording_id, state=state)
+    _remember_pauses(svc, recording_id)
     svc.events.publish(recording_id, {"type": "state", "state": state})
     return jsonify(recordingId=recording_id, state=state)
+
+
+def _remember_pauses(svc, recording_id: str) -> None:
+    """Staging's descriptor follows the pauses, so `rebuild` after a lost Redis still cuts the paused media."""
+    from workers.rebuild import descriptor
+
+    rec = svc.store.get(recording_id)
+    if rec is not None:
+        svc.staging.remember(recording_id, descriptor(rec))
 
 
 @bp.post("/<room>/recording/pause")

@@ -6,8 +6,8 @@ from __future__ import annotations
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from pathlib import Path
-from typing import BinaryIO, Iterator
+from pathlib import Path, PurePath
+from typing import BinaryIO, Iterator, Sequence
 
 CHUNK_NAME = re.compile(r"(\d{8})-([0-9a-f]{16,64})(?:-[0-9a-f]+)?\.chunk")
 """A staged chunk's file name: sequence, then its SHA-256 (older releases: 16 hex digits and a nonce)."""
@@ -30,12 +30,20 @@ class StagedChunk:
 
 @dataclass(frozen=True)
 class FoundChunk:
-    """A chunk file found by scanning staging (rebuild)."""
+    """A chunk found by scanning staging (rebuild): a file, or an object key on the object-store backend."""
 
     participant_id: str
     kind: str
     sequence: int
-    path: Path
+    path: PurePath
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+Wanted = Sequence[tuple[int, str, int]]
+"""(sequence, content name, size the index recorded) of the chunks finalize wants, in sequence order."""
 
 
 class Staging(ABC):
@@ -77,3 +85,19 @@ class Staging(ABC):
     @abstractmethod
     def remove_recording(self, recording_id: str) -> None:
         """Delete everything staged for a recording (after its output and manifest are stored, or on purge)."""
+
+    @abstractmethod
+    def output_dir(self, recording_id: str) -> Path:
+        """A directory on this process's own disk where finalize writes outputs before uploading them."""
+
+    @abstractmethod
+    def local_chunks(self, recording_id: str, participant_id: str, kind: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
+        """Each wanted chunk as a readable file on this process's disk, in sequence order; None for one staging
+        cannot give back whole (gone, or another size than the index recorded). The muxer reads files by path."""
+
+    def release(self, recording_id: str, participant_id: str) -> None:
+        """Drop the local copies local_chunks made for one participant (its output is muxed); default: none made."""
+
+    def finished(self, recording_id: str) -> None:
+        """Finalize stored the outputs and manifest: drop this process's scratch files; the staged chunks stay
+        until beat's retention (an operator may still requeue). Default: nothing to drop."""

@@ -16,7 +16,7 @@ from typing import BinaryIO, Iterator
 
 from workers.errors import Unavailable
 from workers.ids import check_id, check_stream_type
-from workers.staging.base import CHUNK_NAME, RECORDING_FILE, FoundChunk, StagedChunk, Staging
+from workers.staging.base import CHUNK_NAME, RECORDING_FILE, FoundChunk, StagedChunk, Staging, Wanted
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +85,14 @@ class ChunkStaging(Staging):
     def delete_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> None:
         self.chunk_path(recording_id, participant_id, kind, name).unlink(missing_ok=True)
 
+    def local_chunks(self, recording_id: str, participant_id: str, kind: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
+        """The staged files themselves, each only if it has the size the index recorded (fsynced before it)."""
+        out: list[tuple[int, Path | None]] = []
+        for sequence, name, size in wanted:
+            path = self.chunk_path(recording_id, participant_id, kind, name)
+            out.append((sequence, path if _size(path) == size else None))
+        return out
+
     def remember(self, recording_id: str, facts: dict) -> None:
         """Write the recording's sidecar (at start) for a rebuild to read back. Best effort: staging that cannot
         take it will refuse the chunks too, with 503, which the clients retry."""
@@ -117,3 +125,10 @@ class ChunkStaging(Staging):
 
     def remove_recording(self, recording_id: str) -> None:
         shutil.rmtree(self.recording_dir(recording_id), ignore_errors=True)
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
