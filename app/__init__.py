@@ -29,11 +29,11 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     verify_at_startup(settings, logging.getLogger("tapedeck.startup"))  # production refuses a Redis that persists nothing
 
     from app import cli, cors, errors, openapi
-    from app.routes import chunks, demo, events, files, health, lifecycle, recordings
+    from app.routes import chunks, demo, events, files, health, lifecycle, recordings, signal
 
     errors.init_app(app)
     cors.init_app(app, settings.cors_origins)
-    for module in (recordings, chunks, lifecycle, events, health, files, demo, openapi):
+    for module in (recordings, chunks, lifecycle, events, health, files, demo, openapi, signal):
         app.register_blueprint(module.bp)
     cli.init_app(app)
     from app import metrics

@@ -58,6 +58,7 @@ def stack_env(redis_server, tmp_root, staging_backend, request) -> dict[str, str
         "RECOVER_EVERY_SECONDS": "1",
         "CELERY_BEAT_SCHEDULE_FILE": str(tmp_root / "celerybeat-schedule"),
         "PUBLIC_BASE_URL": "http://localhost",
+        "RTC_HOST_ADDRESSES": "127.0.0.1",  # WebRTC peers gather on loopback only (aioice skips it by default)
     }
     if staging_backend == "object-store":  # chunks and outputs in one bucket, as a scaled-out deployment has them
         env.update(request.getfixturevalue("moto_server"), STAGING_BACKEND="object-store", S3_PREFIX="stack")

@@ -110,6 +110,11 @@ def token_stream_leases(token_digest: str) -> str:
     return f"{PREFIX}:token:{token_digest}:stream-leases"
 
 
+def signal_sockets(token_digest: str) -> str:
+    """Sorted set: socket id -> lease expiry of each open WebRTC signalling socket of one token (by digest)."""
+    return f"{PREFIX}:token:{token_digest}:signal-sockets"
+
+
 def rate_limits() -> str:
     """Prefix of flask-limiter's counters (the limits library appends ':LIMITER/<room>/<sub>/<scope>/…')."""
     return f"{PREFIX}:limits"

@@ -15,6 +15,7 @@ from pydantic_settings import NoDecode
 from storage_providers.env_settings import EnvSettings
 from workers.errors import ConfigurationError
 from workers.media.encoding import Mp4Settings
+from workers.webrtc.config import RtcSettings
 
 DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
 """Used only when TAPEDECK_ENV=development and JWT_SECRET is unset."""
@@ -110,6 +111,8 @@ class Settings(RedisSettings):
     webhook_secret: str = Field("", repr=False)
     webhook_give_up_seconds: int = Field(24 * 3600, ge=60)
     webhook_timeout_seconds: float = Field(10.0, ge=0.5)
+    rtc: RtcSettings = Field(default_factory=RtcSettings)
+    """WebRTC ingest (RTC_*): see workers/webrtc/config.py."""
 
     @property
     def development(self) -> bool:
@@ -128,7 +131,8 @@ class Settings(RedisSettings):
 
         env = os.environ if env is None else env
         settings = super().from_env(env)
-        return settings.model_copy(update={"storage_provider": detect_provider_name(env)})
+        return settings.model_copy(update={"storage_provider": detect_provider_name(env),
+                                           "rtc": RtcSettings.from_env(env)})
 
     @model_validator(mode="before")
     @classmethod

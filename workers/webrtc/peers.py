@@ -1,0 +1,313 @@
+"""Server-side peers: one RTCPeerConnection per signalling socket, all on the process's media loop (loop.py).
+
+A peer may connect before its room records. While the room's current recording is `recording` (or `paused`),
+each peer feeds a SegmentRecorder whose segments go through the chunk intake, exactly as uploaded chunks do.
+The room's state is followed through the recordings' event channel (Redis pub/sub, so a stop reaches every web
+process) with a poll as a safety net for a lost message; on stop each peer flushes its last segment as `final`.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
+from aiortc.contrib.media import MediaBlackhole  # noqa: F401 - imported at module level (gevent: FIELD-NOTES)
+from aiortc.mediastreams import MediaStreamError
+from aiortc.sdp import candidate_from_sdp
+
+from workers import keys
+from workers.access import Principal
+from workers.chunks import ChunkUpload
+from workers.errors import TapedeckError, Unavailable
+from workers.resources import Resources
+from workers.settings import Settings
+from workers.webrtc import forwarding
+from workers.redis_client import for_settings
+from workers.webrtc.loop import RtcLoop, start_real_thread
+from workers.webrtc.recorder import SegmentRecorder
+
+log = logging.getLogger(__name__)
+
+STREAM_KIND = "video"
+"""Forwarded segments hold audio and video together, stored as the participant's video stream (as MediaRecorder's)."""
+POLL_SECONDS = 2.0
+"""How often rooms are re-read even without a pub/sub message (a message lost on a reconnect costs this much)."""
+KEYFRAME_RETRY_SECONDS = 1.0
+GATHER_TIMEOUT_SECONDS = 10.0
+RECORDING_STATES = ("recording", "paused")
+STORE_RETRIES = 3
+
+
+class SignalError(Exception):
+    """A signalling problem the client is told about (code, message) before its socket closes."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+def has_media(sdp: str) -> bool:
+    return any(line.startswith(("m=audio", "m=video")) for line in sdp.splitlines())
+
+
+@dataclass(eq=False)
+class PeerSession:
+    """One participant's peer connection and, while its room records, its recorder."""
+
+    manager: "PeerManager"
+    principal: Principal
+    pc: RTCPeerConnection
+    kinds: set[str] = field(default_factory=set)
+    receivers: dict = field(default_factory=dict)
+    recorder: SegmentRecorder | None = None
+    recording_id: str | None = None
+    pending: list = field(default_factory=list)
+    tasks: list = field(default_factory=list)
+    closed: bool = False
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    @property
+    def room(self) -> str:
+        return self.principal.room
+
+    async def answer(self, sdp: str) -> str:
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        for transceiver in self.pc.getTransceivers():
+            if transceiver.kind in ("audio", "video") and forwarding.prefer_forwarded_codecs(transceiver):
+                self.kinds.add(transceiver.kind)
+                self.receivers[transceiver.kind] = transceiver.receiver
+        if not self.kinds:
+            raise SignalError("no_media", "the offer has no VP8 video or Opus audio to record")
+        answer = await self.pc.createAnswer()
+        await asyncio.wait_for(self.pc.setLocalDescription(answer), GATHER_TIMEOUT_SECONDS)
+        for kind, receiver in self.receivers.items():
+            self.tasks.append(asyncio.ensure_future(self._consume(kind, receiver.track)))
+        self.tasks.append(asyncio.ensure_future(self._tick()))
+        await self.manager.sync_room(self.room)
+        return self.pc.localDescription.sdp
+
+    async def add_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+        if not candidate:  # end of candidates
+            return
+        text = candidate.split(":", 1)[1] if candidate.startswith("candidate:") else candidate
+        try:
+            parsed = candidate_from_sdp(text)
+        except (ValueError, IndexError):
+            raise SignalError("bad_message", "candidate is not an ICE candidate line") from None
+        parsed.sdpMid, parsed.sdpMLineIndex = sdp_mid, sdp_mline_index
+        await self.pc.addIceCandidate(parsed)
+
+    async def _consume(self, kind: str, track) -> None:  # type: ignore[no-untyped-def]
+        """Every frame is taken off the track (so nothing queues up); kept only while a recorder runs."""
+        while True:
+            try:
+                frame = await track.recv()
+            except MediaStreamError:
+                return
+            recorder = self.recorder
+            if recorder is not None and isinstance(frame, forwarding.EncodedFrame) and not recorder.finished:
+                try:
+                    recorder.add(frame, time.time())
+                except Exception:  # noqa: BLE001 - one bad frame must not end the recording
+                    log.exception("webrtc frame not recorded")
+
+    async def _tick(self) -> None:
+        """Cut segments on time and keep asking for a key frame until the recorder has one."""
+        last_pli = 0.0
+        while not self.closed:
+            await asyncio.sleep(0.1)
+            recorder = self.recorder
+            if recorder is None:
+                continue
+            if recorder.waiting_for_keyframe and time.monotonic() - last_pli >= KEYFRAME_RETRY_SECONDS:
+                last_pli = time.monotonic()
+                await forwarding.request_keyframe(self.receivers["video"])
+            if recorder.due():
+                recorder.cut()
+            await self._store_pending()
+
+    async def _store_pending(self) -> None:
+        while self.pending:
+            item = self.pending.pop(0)
+            await self.manager.store(self.principal, *item)
+
+    async def follow(self, recording_id: str | None, state: str | None) -> None:
+        """Start, keep or end the recorder to match the room's current recording."""
+        async with self.lock:
+            if self.closed:
+                return
+            recording = recording_id if state in RECORDING_STATES else None
+            if self.recorder is not None and self.recording_id != recording:
+                await self._finish(final=True)
+            if recording is not None and self.recorder is None and self.kinds:
+                first = await self.manager.next_sequence(recording, self.principal.sub)
+                self.recording_id = recording
+                rid = recording
+                self.recorder = SegmentRecorder(
+                    lambda seq, data, final, ts: self.pending.append((rid, seq, data, final, ts)),
+                    first, "video" in self.kinds, "audio" in self.kinds, self.manager.settings.rtc.segment_seconds)
+
+    async def _finish(self, final: bool) -> None:
+        recorder, self.recorder = self.recorder, None
+        if recorder is not None:
+            recorder.finish(final)
+            await self._store_pending()
+        self.recording_id = None
+
+    async def close(self, final: bool = False) -> None:
+        """Close the connection first, then flush (queued frames are lost otherwise: FIELD-NOTES)."""
+        async with self.lock:
+            if self.closed:
+                return
+            self.closed = True
+            await self.pc.close()
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            self.tasks.clear()
+            await self._finish(final)
+
+
+class PeerManager:
+    """The process's peers; every coroutine here runs on the media loop."""
+
+    def __init__(self, settings: Settings, on_final: Callable[[str], None] | None = None) -> None:
+        forwarding.install(settings.rtc.host_addresses)
+        self.settings = settings
+        self.on_final = on_final
+        self.rtc = RtcLoop(settings.rtc.udp_port_min, settings.rtc.udp_port_max)
+        self.sessions: dict[str, set[PeerSession]] = {}
+        self.count = 0
+        self.count_lock = threading.Lock()
+        self.resources: Resources | None = None
+        self.wake: asyncio.Event | None = None
+        self.rtc.call(self._start(), 10)
+
+    # Lifecycle on the loop -------------------------------------------------
+
+    async def _start(self) -> None:
+        self.wake = asyncio.Event()
+        self.resources = Resources.build(self.settings)  # its own Redis pool, used on this thread only
+        asyncio.ensure_future(self._watch())
+        start_real_thread(self._listen)
+
+    async def _io(self, fn, *args):  # type: ignore[no-untyped-def]
+        """Redis and staging calls run on the media thread itself: a few ms per segment; under gevent they yield to
+        the thread's own hub (aiortc's decoder greenlets), and no socket is ever shared with another thread."""
+        return fn(*args)
+
+    def _listen(self) -> None:
+        """State events of every recording (start, pause, stop) wake the watcher; its own thread and Redis client
+        (pub/sub blocks), for the process's life."""
+        loop = self.rtc.loop
+        client = for_settings(self.settings, socket_timeout=30, health_check_interval=30)
+        while True:
+            try:
+                pubsub = client.pubsub(ignore_subscribe_messages=True)
+                pubsub.psubscribe(keys.events_channel("*"))
+                while True:
+                    message = pubsub.get_message(timeout=5.0)
+                    if message and b'"type": "state"' in message["data"]:
+                        loop.call_soon_threadsafe(self.wake.set)  # type: ignore[union-attr]
+            except Exception as exc:  # noqa: BLE001 - Redis away: the poll still follows rooms; retry
+                log.warning("webrtc pub/sub lost (%s); retrying", type(exc).__name__)
+                time.sleep(2)
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)  # type: ignore[union-attr]
+            except asyncio.TimeoutError:
+                pass
+            self.wake.clear()  # type: ignore[union-attr]
+            for room in list(self.sessions):
+                try:
+                    await self.sync_room(room)
+                except Exception:  # noqa: BLE001 - keep following the other rooms
+                    log.exception("webrtc room sync failed")
+
+    async def sync_room(self, room: str) -> None:
+        recording_id, state = await self._io(self._room_state, room)
+        for session in list(self.sessions.get(room, ())):
+            await session.follow(recording_id, state)
+
+    def _room_state(self, room: str) -> tuple[str | None, str | None]:
+        store = self.resources.store  # type: ignore[union-attr]
+        recording_id = store.current(room)
+        if recording_id is None:
+            return None, None
+        return recording_id, (store.get(recording_id) or {}).get("state")
+
+    async def next_sequence(self, recording_id: str, participant_id: str) -> int:
+        """After the highest sequence held, so a reconnect continues the same stream (with a new header)."""
+        def read() -> int:
+            facts = self.resources.store.index.facts(recording_id, [(participant_id, STREAM_KIND)])  # type: ignore[union-attr]
+            last = facts[(participant_id, STREAM_KIND)].last
+            return 0 if last is None else last + 1
+        return await self._io(read)
+
+    async def store(self, principal: Principal, recording_id: str, sequence: int, data: bytes, final: bool,
+                    timestamp_ms: float) -> None:
+        upload = ChunkUpload(recording_id=recording_id, participant_id=principal.sub, kind=STREAM_KIND,
+                             sequence=sequence, data=data, timestamp=timestamp_ms, final=final)
+        for attempt in range(STORE_RETRIES):
+            try:
+                await self._io(self.resources.intake.accept, upload, principal)  # type: ignore[union-attr]
+                break
+            except Unavailable:
+                await asyncio.sleep(0.5 * (attempt + 1))
+            except TapedeckError as exc:
+                log.warning("webrtc segment %s of %s/%s refused: %s", sequence, recording_id, principal.sub, exc.code)
+                return
+        else:
+            log.warning("webrtc segment %s of %s/%s lost: staging unavailable", sequence, recording_id, principal.sub)
+            return
+        if final and self.on_final is not None:
+            self.on_final(recording_id)
+
+    # Called from web handlers ----------------------------------------------
+
+    def open(self, principal: Principal) -> PeerSession:
+        with self.count_lock:
+            if self.count >= self.settings.rtc.max_peers:
+                raise SignalError("busy", "this server holds as many peers as it may; retry later")
+            self.count += 1
+        try:
+            return self.rtc.call(self._open(principal), 10)
+        except BaseException:
+            with self.count_lock:
+                self.count -= 1
+            raise
+
+    async def _open(self, principal: Principal) -> PeerSession:
+        servers = [RTCIceServer(**server) for server in self.settings.rtc.ice_servers]
+        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
+        session = PeerSession(self, principal, pc)
+        self.sessions.setdefault(principal.room, set()).add(session)
+        return session
+
+    def close(self, session: PeerSession, final: bool = False, timeout: float = 15) -> None:
+        try:
+            self.rtc.call(self._close(session, final), timeout)
+        finally:
+            with self.count_lock:
+                self.count -= 1
+
+    async def _close(self, session: PeerSession, final: bool) -> None:
+        try:
+            await session.close(final)
+        finally:
+            peers = self.sessions.get(session.room)
+            if peers is not None:
+                peers.discard(session)
+                if not peers:
+                    del self.sessions[session.room]
+
+
+def json_message(kind: str, **fields: object) -> str:
+    return json.dumps({"type": kind, **fields})
