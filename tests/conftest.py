@@ -150,6 +150,21 @@ class Api:
         output = next(o for o in body["outputs"] if o["participantId"] == participant)
         return self.stored(output["key"])
 
+    def manifest(self, body: dict) -> dict:
+        import json
+
+        return json.loads(self.stored(f"recordings/{body['room']}/{body['recordingId']}/manifest.json").read_text())
+
+    @staticmethod
+    def stored_names(body: dict) -> list[str]:
+        """Names of every object stored under the recording's prefix (directory or bucket)."""
+        prefix = f"recordings/{body['room']}/{body['recordingId']}/"
+        if os.environ.get("STORAGE_PROVIDER") == "s3":
+            from storage_providers import create_provider
+
+            return sorted(info.key.removeprefix(prefix) for info in create_provider(env=dict(os.environ)).list(prefix))
+        return sorted(p.name for p in (Path(os.environ["LOCAL_STORAGE_DIR"]) / prefix).iterdir())
+
     @staticmethod
     def stored(key: str) -> Path:
         """A stored object as a local file (downloaded from the bucket when the stack stores in S3)."""
