@@ -26,6 +26,9 @@
  * is resent once from the same Blob; a second mismatch is permanent for that chunk.
  *
  * Long calls: setToken(token) swaps the bearer token for every later upload (tokens expire).
+ *
+ * End of stream: stop() sends the recorder's last chunk as final (`Tapedeck-Final: true`, or
+ * `final: true` in JSON), so once every stream declared its end the server finalizes at once.
  */
 
 /** Container/codec preferences for camera streams, best first (the server reads WebM/Matroska). */
@@ -142,6 +145,7 @@ export class Recorder extends EventTarget {
     this._timer = null;
     this._idleWaiters = [];
     this._stopPromise = null;
+    this._tail = undefined; // while stopping: the newest chunk, held back until it is known to be the last
     this.stats = { produced: 0, sent: 0, bytes: 0, retries: 0, failed: 0, dropped: 0, duplicates: 0, resent: 0 };
     this._onOnline = () => this._wake();
     this._store = o.store ? new ChunkStore(o.recordingId, o.participantId, o.type) : null;
@@ -296,11 +300,19 @@ export class Recorder extends EventTarget {
       this.state = "stopping";
       const recorder = this._recorder;
       if (recorder && recorder.state !== "inactive") {
-        // The last "dataavailable" fires before "stop".
+        // The last "dataavailable" fires before "stop": hold each chunk back until the next one or "stop"
+        // shows whether it is the last, which is then sent as final (the server need not wait out its grace).
+        this._tail = null;
         await new Promise((resolve) => {
           recorder.addEventListener("stop", resolve, { once: true });
           recorder.stop();
         });
+        const last = this._tail;
+        this._tail = undefined;
+        if (last) {
+          last.final = true;
+          this._queue(last);
+        }
       }
       await this._idle();
       await Promise.allSettled([...this._storeOps]);
@@ -343,6 +355,16 @@ export class Recorder extends EventTarget {
       return this._progress();
     }
     this._keep(entry);
+    if (this._tail !== undefined) {
+      const previous = this._tail;
+      this._tail = entry;
+      if (previous) this._queue(previous);
+      return this._progress();
+    }
+    this._queue(entry);
+  }
+
+  _queue(entry) {
     this._makeRoom(entry);
     this._insert(entry);
     this._progress();
@@ -470,7 +492,7 @@ export class Recorder extends EventTarget {
         const body = {
           recordingId: o.recordingId, participantId: o.participantId, type: o.type,
           sequence: entry.sequence, timestamp: entry.timestamp, chunk: await blobToBase64(entry.blob),
-          sha256: entry.digest.hex,
+          sha256: entry.digest.hex, ...(entry.final && { final: true }),
         };
         return await this._fetch(`${this.baseUrl}/video-calls/chunks/upload`, {
           method: "POST", signal: controller.signal, body: JSON.stringify(body),
@@ -484,6 +506,7 @@ export class Recorder extends EventTarget {
         headers: {
           Authorization: `Bearer ${token}`, "Content-Type": "application/octet-stream",
           "Tapedeck-Timestamp": String(entry.timestamp), "Repr-Digest": `sha-256=:${entry.digest.base64}:`,
+          ...(entry.final && { "Tapedeck-Final": "true" }),
         },
       });
     } finally {
