@@ -49,7 +49,7 @@ def test_in_order_fmp4_becomes_seekable_matroska_with_every_frame(chunks, source
     result = mux(chunks, tmp_path)
 
     assert result.format == "matroska" and result.path.name == "sam.mkv"  # H.264 is not WebM-legal
-    assert [(t.kind, t.codec) for t in result.tracks] == [("video", "h264"), ("audio", "aac")]
+    assert [(t.media_type, t.codec) for t in result.tracks] == [("video", "h264"), ("audio", "aac")]
     assert (result.tracks[0].width, result.tracks[0].height) == (320, 240)
     output = probe(result.path)
     assert output.codecs == [("video", "h264"), ("audio", "aac")]

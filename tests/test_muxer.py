@@ -102,7 +102,7 @@ def test_in_order_remux_keeps_every_frame_and_becomes_seekable(chunks, source, t
     assert "Cues" in segment_children(result.path.read_bytes())[1]
     landed = seek_and_decode(result.path, 5.0)
     assert landed is not None and 4.0 <= landed <= 5.05  # the keyframe at or before 5 s
-    assert [(t.kind, t.codec, t.source) for t in result.tracks] == [("video", "vp8", "video"), ("audio", "opus", "video")]
+    assert [(t.media_type, t.codec, t.source) for t in result.tracks] == [("video", "vp8", "video"), ("audio", "opus", "video")]
     assert result.tracks[0].width == 320 and result.tracks[0].height == 240
     assert (result.segments, result.dropped_chunks, result.dropped_packets) == (1, [], 0)
     assert (result.start_seconds, result.timestamp_repairs) == (0.0, 0)
@@ -128,7 +128,7 @@ def test_the_audio_streams_track_comes_first_among_audio_tracks(chunks, tmp_path
 
     result = mux_participant([StreamInput("video", chunks), StreamInput("audio", audio)], tmp_path, "carol")
 
-    assert [(t.kind, t.source) for t in result.tracks] == [("video", "video"), ("audio", "audio"), ("audio", "video")]
+    assert [(t.media_type, t.source) for t in result.tracks] == [("video", "video"), ("audio", "audio"), ("audio", "video")]
     output = probe(result.path)
     assert output.codecs == [("video", "vp8"), ("audio", "opus"), ("audio", "opus")]
     four_seconds, ten_seconds = output.stream_frames[1], output.stream_frames[2]
@@ -259,7 +259,7 @@ def test_vp9_and_av1_with_opus_stay_webm(encoder: str, codec: str, tmp_path: Pat
                              tmp_path / "out", "kim")
 
     assert result.format == "webm" and result.path.name == "kim.webm"
-    assert [(t.kind, t.codec) for t in result.tracks] == [("video", codec), ("audio", "opus")]
+    assert [(t.media_type, t.codec) for t in result.tracks] == [("video", codec), ("audio", "opus")]
     output = probe(result.path)
     assert output.codecs == [("video", codec), ("audio", "opus")]
     assert output.frames == source.frames == {"video": 90, "audio": 151} and output.decode_errors == 0

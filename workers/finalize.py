@@ -27,6 +27,7 @@ from workers.media.cuts import StreamCuts
 from workers.media.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
 from workers.pause import Pause, parse_pauses, stream_cuts
+from workers.records import OutputThumbnail, RecordingHash, StoredOutput, outputs_json, parse_outputs
 from workers.settings import Settings
 from workers.staging import Staging
 from workers.state import ChunkRecord, RecordingStore, State
@@ -68,9 +69,9 @@ class Finalizer:
         if state not in (State.MUXING, State.UPLOADING):
             return state
         reporter = ProgressReporter(self.store.update, self.publisher, recording_id, listener)
-        rec = self.store.get(recording_id) or {}
+        rec: RecordingHash = self.store.get(recording_id) or {}
         plan = self._plan(recording_id)
-        done: dict[str, dict] = {o["participantId"]: o for o in json.loads(rec.get("outputs") or "[]")}
+        done = parse_outputs(rec.get("outputs"))
         errors: dict[str, str] = json.loads(rec.get("participantErrors") or "{}")
         prepared = self._mux_all(rec, plan, done, errors, reporter)
         try:
@@ -79,9 +80,9 @@ class Finalizer:
             clock_offsets = {pid: entry.get("clockOffsetSeconds") for pid, entry in entries.items()}
             for pid, offset in start_offsets(plan, done, clock_offsets).items():
                 if pid in done:
-                    done[pid]["startOffsetSeconds"] = offset
+                    done[pid] = done[pid].aligned_at(offset)
             guard()
-            self.store.update(recording_id, outputs=[done[p] for p in sorted(done)])
+            self.store.update(recording_id, outputs=outputs_json(done))
             self._upload_manifest(rec, build_manifest(rec, plan, done, entries), guard)
         except UploadFailed as exc:
             return self._fail(recording_id, str(exc), reporter)
@@ -91,7 +92,7 @@ class Finalizer:
         guard()
         self.store.finish(recording_id, State.COMPLETED)
         self.staging.finished(recording_id)
-        metrics.recording_completed(rec.get("stoppedAt"), [o.get("durationSeconds") or 0.0 for o in done.values()],
+        metrics.recording_completed(rec.get("stoppedAt"), [o.duration_seconds for o in done.values()],
                                     time.time())
         reporter.state(State.COMPLETED.value, progress=1.0, outputs=len(done))
         return State.COMPLETED.value
@@ -106,8 +107,9 @@ class Finalizer:
 
     def _plan(self, recording_id: str) -> Plan:
         plan: Plan = {}
-        for participant_id, kind in self.store.streams(recording_id):
-            plan.setdefault(participant_id, {})[kind] = self.store.chunks(recording_id, participant_id, kind)
+        for participant_id, stream_type in self.store.streams(recording_id):
+            plan.setdefault(participant_id, {})[stream_type] = self.store.chunks(recording_id, participant_id,
+                                                                                 stream_type)
         return plan
 
     def _inputs(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]],
@@ -117,17 +119,18 @@ class Finalizer:
         unreadable, so status and manifest list it as missing."""
         inputs = []
         cuts = self._cuts(recording_id, participant_id, streams, pauses or [])
-        for kind in sorted(streams, key=lambda k: 0 if k == "audio" else 1):
+        for stream_type in sorted(streams, key=lambda k: 0 if k == "audio" else 1):
             present = []
-            wanted = [(seq, record.name, record.size) for seq, record in sorted(streams[kind].items())]
-            for seq, path in self.staging.local_chunks(recording_id, participant_id, kind, wanted):
-                record = streams[kind][seq]
+            wanted = [(seq, record.name, record.size) for seq, record in sorted(streams[stream_type].items())]
+            for seq, path in self.staging.local_chunks(recording_id, participant_id, stream_type, wanted):
+                record = streams[stream_type][seq]
                 if path is not None:
                     present.append((seq, path))
                 else:
-                    log.warning("recording %s: staged chunk %s/%s/%d is unreadable", recording_id, participant_id, kind, seq)
-                    self.store.index.mark_unreadable(recording_id, participant_id, kind, seq, record.size)
-            inputs.append(StreamInput(kind=kind, chunks=present, cuts=cuts.get(kind)))
+                    log.warning("recording %s: staged chunk %s/%s/%d is unreadable", recording_id, participant_id,
+                                stream_type, seq)
+                    self.store.index.mark_unreadable(recording_id, participant_id, stream_type, seq, record.size)
+            inputs.append(StreamInput(stream_type=stream_type, chunks=present, cuts=cuts.get(stream_type)))
         return inputs
 
     def _cuts(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]],
@@ -135,10 +138,11 @@ class Finalizer:
         """Paused media to cut from a client that kept recording (none when nothing paused: no extra read)."""
         if not pauses:
             return {}
-        facts = self.store.index.facts(recording_id, [(participant_id, kind) for kind in streams])
-        return stream_cuts(pauses, streams, {kind: fact.skew_ms for (_, kind), fact in facts.items()})
+        facts = self.store.index.facts(recording_id, [(participant_id, stream_type) for stream_type in streams])
+        return stream_cuts(pauses, streams, {stream_type: fact.skew_ms for (_, stream_type), fact in facts.items()})
 
-    def _mux_all(self, rec: dict, plan: Plan, done: dict, errors: dict, reporter: ProgressReporter) -> dict[str, PreparedOutput]:
+    def _mux_all(self, rec: RecordingHash, plan: Plan, done: dict[str, StoredOutput], errors: dict[str, str],
+                 reporter: ProgressReporter) -> dict[str, PreparedOutput]:
         recording_id = rec["recordingId"]
         todo = {pid: streams for pid, streams in plan.items() if pid not in done}
         total = sum(c.size for streams in todo.values() for chunks in streams.values() for c in chunks.values()) or 1
@@ -183,8 +187,8 @@ class Finalizer:
                 log.warning("recording %s: chunk %s/%s/%d could not be demuxed", recording_id, participant_id, stream_type, seq)
                 self.store.index.mark_unreadable(recording_id, participant_id, stream_type, seq, streams[stream_type][seq].size)
 
-    def _upload_all(self, rec: dict, prepared: dict[str, PreparedOutput], done: dict, reporter: ProgressReporter,
-                    guard: Guard) -> None:
+    def _upload_all(self, rec: RecordingHash, prepared: dict[str, PreparedOutput], done: dict[str, StoredOutput],
+                    reporter: ProgressReporter, guard: Guard) -> None:
         recording_id = rec["recordingId"]
         prefix = object_prefix(rec["room"], recording_id)
         guard()
@@ -212,18 +216,17 @@ class Finalizer:
                 self._upload(recording_id, thumbnail_key, output.thumbnail.path, "image/jpeg",
                              {"recording-id": recording_id, "participant": pid}, on_progress, guard)
                 sent += output.thumbnail.path.stat().st_size
-            done[pid] = {
-                "participantId": pid, "format": output.format, "bytes": output.bytes,
-                "durationSeconds": round(output.duration_seconds, 3), "provider": self.provider.name,
-                "key": key, "sha256": checksum, "method": output.method,
-                "tracks": output.tracks, "segments": output.segments, "mediaStartSeconds": output.start_seconds,
-                "timestampRepairs": output.timestamp_repairs, "droppedPackets": output.dropped_packets,
-                "thumbnailKey": thumbnail_key,
-                "thumbnail": {"width": output.thumbnail.width, "height": output.thumbnail.height,
-                              "atSeconds": output.thumbnail.seconds} if output.thumbnail else None,
-            }
+            done[pid] = StoredOutput(
+                participant_id=pid, format=output.format, bytes=output.bytes,
+                duration_seconds=round(output.duration_seconds, 3), provider=self.provider.name, key=key,
+                sha256=checksum, method=output.method, tracks=output.tracks, segments=output.segments,
+                media_start_seconds=output.start_seconds, timestamp_repairs=output.timestamp_repairs,
+                dropped_packets=output.dropped_packets, thumbnail_key=thumbnail_key,
+                thumbnail=OutputThumbnail(output.thumbnail.width, output.thumbnail.height, output.thumbnail.seconds)
+                if output.thumbnail else None,
+            )
             guard()
-            self.store.update(recording_id, outputs=[done[p] for p in sorted(done)])
+            self.store.update(recording_id, outputs=outputs_json(done))
 
     def _upload(self, recording_id: str, key: str, path: Path, content_type: str,
                 metadata: dict[str, str], progress: Callable[[int, int], None], guard: Guard) -> None:
@@ -252,7 +255,7 @@ class Finalizer:
         checkpoint.clear()
         metrics.STORAGE_BYTES_WRITTEN.inc(path.stat().st_size)
 
-    def _upload_manifest(self, rec: dict, manifest: dict, guard: Guard) -> None:
+    def _upload_manifest(self, rec: RecordingHash, manifest: dict, guard: Guard) -> None:
         key = object_prefix(rec["room"], rec["recordingId"]) + MANIFEST_NAME
         path = self.staging.output_dir(rec["recordingId"]) / MANIFEST_NAME
         path.parent.mkdir(parents=True, exist_ok=True)

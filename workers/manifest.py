@@ -11,14 +11,13 @@ import time
 from workers.chunk_index import ChunkRecord
 from workers.clock import epoch, iso, normalize_ms
 from workers.pause import parse_pauses
+from workers.records import RecordingHash, StoredOutput
 
 CONTENT_TYPES = {"webm": "video/webm", "mkv": "video/x-matroska", "mp4": "video/mp4"}
 MANIFEST_NAME = "manifest.json"
 CLOCK_TRUST_SECONDS = 300.0
 """A client clock whose estimated offset from the server's is within this is trusted as it is (it is more
 precise than arrival times); beyond it — a wrong clock, or seconds sent as milliseconds — the offset is applied."""
-URL_FIELDS = ("url", "thumbnailUrl")
-
 Plan = dict[str, dict[str, dict[int, ChunkRecord]]]
 
 
@@ -34,7 +33,8 @@ def media_origin_ms(streams: dict[str, dict[int, ChunkRecord]]) -> float | None:
     return min(known) if known else None
 
 
-def start_offsets(plan: Plan, outputs: dict[str, dict], clock_offsets: dict[str, float | None]) -> dict[str, float | None]:
+def start_offsets(plan: Plan, outputs: dict[str, StoredOutput],
+                  clock_offsets: dict[str, float | None]) -> dict[str, float | None]:
     """Seconds from the recording's first frame (any participant) to each output's first frame.
 
     An output starts at its own first frame, `mediaStartSeconds` into its container; add that to the client
@@ -47,19 +47,15 @@ def start_offsets(plan: Plan, outputs: dict[str, dict], clock_offsets: dict[str,
         offset = clock_offsets.get(pid)
         if origin is not None and offset is not None and abs(offset) > CLOCK_TRUST_SECONDS:
             origin += offset * 1000.0
-        media_start = (outputs.get(pid) or {}).get("mediaStartSeconds") or 0.0
+        output = outputs.get(pid)
+        media_start = output.media_start_seconds if output else 0.0
         first_frames[pid] = None if origin is None else origin + media_start * 1000.0
     known = [ms for ms in first_frames.values() if ms is not None]
     start = min(known) if known else None
     return {pid: None if ms is None or start is None else round((ms - start) / 1000.0, 3) for pid, ms in first_frames.items()}
 
 
-def stored_output(output: dict) -> dict:
-    """An output as kept in Redis and the manifest: keys only, no URL (minted when read)."""
-    return {k: v for k, v in output.items() if k not in URL_FIELDS}
-
-
-def build_manifest(rec: dict[str, str], plan: Plan, outputs: dict[str, dict], entries: dict[str, dict]) -> dict:
+def build_manifest(rec: RecordingHash, plan: Plan, outputs: dict[str, StoredOutput], entries: dict[str, dict]) -> dict:
     """entries: the status' participants.<pid> (error, clockOffsetSeconds, one summary per stream type)."""
     offsets = start_offsets(plan, outputs, {pid: e.get("clockOffsetSeconds") for pid, e in entries.items()})
     participants = {}
@@ -71,10 +67,10 @@ def build_manifest(rec: dict[str, str], plan: Plan, outputs: dict[str, dict], en
             "error": entry.get("error"),
             "clientStartTimestamp": iso(origin / 1000.0) if origin is not None else None,
             "clockOffsetSeconds": entry.get("clockOffsetSeconds"),
-            "mediaStartSeconds": (output or {}).get("mediaStartSeconds"),
+            "mediaStartSeconds": output.media_start_seconds if output else None,
             "startOffsetSeconds": offsets.get(pid),
-            "streams": {kind: entry[kind] for kind in ("audio", "video") if kind in entry},
-            "output": stored_output(output) if output else None,
+            "streams": {stream_type: entry[stream_type] for stream_type in ("audio", "video") if stream_type in entry},
+            "output": output.to_json() if output else None,
         }
     return {
         "version": 1,
@@ -88,5 +84,5 @@ def build_manifest(rec: dict[str, str], plan: Plan, outputs: dict[str, dict], en
         "finalizedAt": iso(time.time()),
         "alignment": "play each output starting startOffsetSeconds after the recording's first frame",
         "participants": participants,
-        "outputs": [stored_output(outputs[pid]) for pid in sorted(outputs)],
+        "outputs": [outputs[pid].to_json() for pid in sorted(outputs)],
     }

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -50,7 +50,7 @@ def prepare_output(inputs: list[StreamInput], output_dir: Path, participant_id: 
     mux_share = MUX_SHARE_WITH_TRANSCODE if fmt == "mp4" else 1.0
     muxed = mux_participant(inputs, output_dir, participant_id, lambda f: report(f * mux_share))
     path, size, duration = muxed.path, muxed.bytes, muxed.duration_seconds
-    tracks, method = [asdict(t) | {"method": "copy"} for t in muxed.tracks], "copy"
+    tracks, method = [t.to_json() | {"method": "copy"} for t in muxed.tracks], "copy"
     if fmt == "mp4":
         converted = to_mp4(muxed.path, output_dir, participant_id, mp4,
                            lambda f: report(mux_share + f * (1 - mux_share)))

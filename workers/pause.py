@@ -14,6 +14,7 @@ from workers import keys
 from workers.chunk_index import ChunkRecord
 from workers.clock import iso, normalize_ms
 from workers.media.cuts import StreamCuts, chunk_interval_ms, client_spans, clock_offset_ms
+from workers.records import RecordingHash
 
 MAX_PAUSES = 1000
 """Pauses one recording may hold; the list is read whole by status and finalize, so it is bounded."""
@@ -67,7 +68,7 @@ def paused_seconds(pauses: list[Pause], until: float) -> float:
                for p in pauses if p.paused_at < until)
 
 
-def recorded_seconds(rec: dict[str, str], now: float | None = None) -> float:
+def recorded_seconds(rec: RecordingHash, now: float | None = None) -> float:
     """Seconds recorded so far, paused time not counted: what MAX_RECORDING_SECONDS is compared with."""
     now = time.time() if now is None else now
     end = float(rec["stoppedAt"]) if rec.get("stoppedAt") else now
@@ -81,15 +82,16 @@ def stream_cuts(pauses: list[Pause], streams: dict[str, dict[int, ChunkRecord]],
     the pauses on the participant's clock, one offset for all its streams so they stay in sync."""
     if not pauses:
         return {}
-    stamps = {kind: {seq: ms for seq, record in chunks.items() if (ms := normalize_ms(record.timestamp)) is not None}
-              for kind, chunks in streams.items()}
-    intervals = {kind: chunk_interval_ms(sorted(found.items())) for kind, found in stamps.items()}
-    offsets = [clock_offset_ms(skew, intervals[kind]) for kind, skew in skews_ms.items()
-               if skew is not None and kind in intervals]
+    stamps = {stream_type: {seq: ms for seq, record in chunks.items()
+                            if (ms := normalize_ms(record.timestamp)) is not None}
+              for stream_type, chunks in streams.items()}
+    intervals = {stream_type: chunk_interval_ms(sorted(found.items())) for stream_type, found in stamps.items()}
+    offsets = [clock_offset_ms(skew, intervals[stream_type]) for stream_type, skew in skews_ms.items()
+               if skew is not None and stream_type in intervals]
     if not offsets:
         return {}
     spans = tuple(client_spans([(p.paused_at, p.resumed_at) for p in pauses], min(offsets)))
-    return {kind: StreamCuts(spans, stamps[kind], intervals[kind]) for kind in streams}
+    return {stream_type: StreamCuts(spans, stamps[stream_type], intervals[stream_type]) for stream_type in streams}
 
 
 class PauseControl:

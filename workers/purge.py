@@ -5,15 +5,16 @@ objects and files first and the recording hash last, so a repeat DELETE answers 
 """
 from __future__ import annotations
 
-import json
 import logging
 import time
+from typing import cast
 
 import redis
 
 from storage_providers.base import StorageProvider
 from workers import keys
 from workers.manifest import object_prefix
+from workers.records import RecordingHash, parse_outputs
 from workers.staging import ChunkStaging
 
 log = logging.getLogger(__name__)
@@ -52,11 +53,11 @@ def mark_deleting(client: redis.Redis, recording_id: str, now: float | None = No
     return values[0], values[1] if len(values) > 1 else None
 
 
-def _object_keys(provider: StorageProvider, rec: dict[str, str], recording_id: str) -> set[str]:
+def _object_keys(provider: StorageProvider, rec: RecordingHash, recording_id: str) -> set[str]:
     """Everything stored under the recording's prefix, plus every key its outputs name (posters included)."""
     found = {info.key for info in provider.list(object_prefix(rec["room"], recording_id))}
-    for output in json.loads(rec.get("outputs") or "[]"):
-        found.update(k for k in (output.get("key"), output.get("thumbnailKey"), output.get("manifestKey")) if k)
+    for output in parse_outputs(rec.get("outputs")).values():
+        found.update(output.object_keys())
     return found
 
 
@@ -65,7 +66,7 @@ def purge(client: redis.Redis, provider: StorageProvider, staging: ChunkStaging,
     raw = client.hgetall(keys.recording(recording_id))
     if not raw:
         return None
-    rec = {k.decode(): v.decode() for k, v in raw.items()}
+    rec = cast(RecordingHash, {k.decode(): v.decode() for k, v in raw.items()})
     for key in sorted(_object_keys(provider, rec, recording_id)):
         provider.delete(key)
     staging.remove_recording(recording_id)

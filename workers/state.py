@@ -4,12 +4,14 @@ from __future__ import annotations
 import json
 import time
 from enum import Enum
+from typing import cast
 
 import redis
 
 from workers import keys
 from workers.chunk_index import ChunkIndex, ChunkRecord
 from workers.clock import iso
+from workers.records import RecordingHash
 
 __all__ = ["ACTIVE_STATES", "FINAL_STATES", "ChunkRecord", "RecordingStore", "State", "iso"]
 
@@ -115,11 +117,11 @@ class RecordingStore:
         rid = self.redis.get(keys.room_current(room))
         return rid.decode() if rid else None
 
-    def get(self, recording_id: str) -> dict[str, str] | None:
+    def get(self, recording_id: str) -> RecordingHash | None:
         raw = self.redis.hgetall(keys.recording(recording_id))
         if not raw:
             return None
-        return {k.decode(): v.decode() for k, v in raw.items()}
+        return cast(RecordingHash, {k.decode(): v.decode() for k, v in raw.items()})
 
     def room_of(self, recording_id: str) -> str | None:
         """The recording's room, or None when it does not exist (one field: the chunk upload hot path)."""

@@ -7,6 +7,7 @@ from typing import Callable
 from workers.chunk_index import StreamFacts
 from workers.clock import epoch
 from workers.pause import parse_pauses
+from workers.records import RecordingHash, parse_outputs
 from workers.state import RecordingStore, iso
 from workers.webhooks.outbox import list_deliveries
 
@@ -31,11 +32,11 @@ def participant_entries(store: RecordingStore, recording_id: str, errors: dict[s
     streams = [s for s in store.streams(recording_id) if only is None or s[0] == only]
     facts = store.index.facts(recording_id, streams)
     entries: dict[str, dict] = {}
-    for (participant_id, kind), fact in facts.items():
+    for (participant_id, stream_type), fact in facts.items():
         entry = entries.setdefault(participant_id, {"error": errors.get(participant_id)})
-        entry[kind] = fact.body()
+        entry[stream_type] = fact.body()
     for participant_id in entries:
-        mine = [f for (pid, _kind), f in facts.items() if pid == participant_id]
+        mine = [f for (pid, _stream_type), f in facts.items() if pid == participant_id]
         entries[participant_id]["clockOffsetSeconds"] = clock_offset_seconds(mine)
     for participant_id, message in errors.items():
         if only is None or participant_id == only:
@@ -44,7 +45,7 @@ def participant_entries(store: RecordingStore, recording_id: str, errors: dict[s
 
 
 def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | None = None,
-                 rec: dict[str, str] | None = None, only: str | None = None) -> dict | None:
+                 rec: RecordingHash | None = None, only: str | None = None) -> dict | None:
     """The full status body, or None for an unknown recording. url_for mints download URLs (never stored);
     pass rec when the caller has just read the recording hash; `only` limits participants and outputs to one
     participant (what a participant's own token may see)."""
@@ -52,11 +53,10 @@ def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | Non
     if rec is None:
         return None
     errors: dict = _json(rec.get("participantErrors"), {})
-    outputs = [o for o in _json(rec.get("outputs"), []) if only is None or o["participantId"] == only]
-    for output in outputs:
-        output["url"] = url_for(output["key"]) if url_for else None
-        thumbnail = output.get("thumbnailKey")
-        output["thumbnailUrl"] = url_for(thumbnail) if url_for and thumbnail else None
+    outputs = [output.to_json() | {
+        "url": url_for(output.key) if url_for else None,
+        "thumbnailUrl": url_for(output.thumbnail_key) if url_for and output.thumbnail_key else None,
+    } for pid, output in sorted(parse_outputs(rec.get("outputs")).items()) if only is None or pid == only]
     return {
         "recordingId": recording_id,
         "room": rec["room"],

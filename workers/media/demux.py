@@ -40,13 +40,13 @@ def describe_av_error(exc: Exception) -> str:
 class ChunkDemuxer:
     """Packets of one stream across its segments, each later segment shifted to start where the last ended."""
 
-    def __init__(self, kind: str, chunks: Sequence[Chunk], cuts: StreamCuts | None = None) -> None:
-        self.kind = kind
+    def __init__(self, stream_type: str, chunks: Sequence[Chunk], cuts: StreamCuts | None = None) -> None:
+        self.stream_type = stream_type
         self._pause_cuts = cuts
         self._filter: CutFilter | None = None
         plan = split_segments(chunks)
         if not plan.segments:
-            raise MediaError(_missing_header(kind, chunks))
+            raise MediaError(_missing_header(stream_type, chunks))
         self.dropped = list(plan.dropped)
         self.tracks: list[Track] = []
         self.segment_count = 0
@@ -79,10 +79,10 @@ class ChunkDemuxer:
         while self._pending and self._container is None:
             reason = self._open_next() or reason
         if self._container is None:
-            raise MediaError(f"the {self.kind} stream cannot be read: {reason}")
+            raise MediaError(f"the {self.stream_type} stream cannot be read: {reason}")
         counts: dict[tuple[str, str], int] = {}
         for position, stream in enumerate(_media_streams(self._container)):
-            self.tracks.append(Track.of(self.kind, position, stream, _track_key(stream, counts)))
+            self.tracks.append(Track.of(self.stream_type, position, stream, _track_key(stream, counts)))
 
     def packets(self) -> Iterator[tuple[float, Track, av.Packet]]:
         """(dts in seconds, track, packet) in demux order, on one timeline across segments."""
@@ -106,7 +106,7 @@ class ChunkDemuxer:
         clock = SegmentClock(spans)
         lanes = self._lanes(container, clock, offset)
         cuts = self._filter
-        for packet in _demux(container, self.kind):
+        for packet in _demux(container, self.stream_type):
             lane = lanes.get(packet.stream_index)
             if lane is None or packet.size == 0:
                 continue
@@ -118,7 +118,7 @@ class ChunkDemuxer:
             elif pts is None:
                 pts = dts
             if cuts is not None:
-                shift = cuts.shift(packet.stream_index, float(dts * lane.time_base), lane.track.kind == "video",
+                shift = cuts.shift(packet.stream_index, float(dts * lane.time_base), lane.track.media_type == "video",
                                    packet.is_keyframe)
                 if shift is None:
                     continue
@@ -141,14 +141,14 @@ class ChunkDemuxer:
         return max([end, *(lane.end() for lane in lanes.values())])
 
     def _lanes(self, container: av.container.InputContainer, clock: SegmentClock, offset: float) -> dict[int, Lane]:
-        """Map this segment's stream indexes onto the first segment's tracks (same kind, codec, rank)."""
+        """Map this segment's stream indexes onto the first segment's tracks (same media type, codec, rank)."""
         by_key = {track.key: track for track in self.tracks}
         counts: dict[tuple[str, str], int] = {}
         lanes = {}
         for stream in _media_streams(container):
             track = by_key.get(_track_key(stream, counts))
             if track is None:
-                log.warning("%s stream: a restarted recorder added a %s track; it is left out", self.kind, stream.type)
+                log.warning("%s stream: a restarted recorder added a %s track; it is left out", self.stream_type, stream.type)
                 continue
             lanes[stream.index] = clock.lane(track, stream.time_base, offset)
         return lanes
@@ -201,7 +201,7 @@ def _reader(stream: ChunkStream, first: Path) -> tuple[ChunkStream | FragmentVie
     return stream, Container.MATROSKA.demuxer
 
 
-def _demux(container: av.container.InputContainer, kind: str) -> Iterator[av.Packet]:
+def _demux(container: av.container.InputContainer, stream_type: str) -> Iterator[av.Packet]:
     """Demux to the end, resuming after corrupt data: one bad chunk must cost only its own media."""
     failures = 0
     while failures < MAX_DEMUX_FAILURES:
@@ -214,8 +214,8 @@ def _demux(container: av.container.InputContainer, kind: str) -> Iterator[av.Pac
             return
         except av.FFmpegError as exc:
             failures += 1
-            log.warning("%s stream: skipping unreadable data (%s)", kind, describe_av_error(exc))
-    log.warning("%s stream: giving up on the rest of a segment after %d errors", kind, failures)
+            log.warning("%s stream: skipping unreadable data (%s)", stream_type, describe_av_error(exc))
+    log.warning("%s stream: giving up on the rest of a segment after %d errors", stream_type, failures)
 
 
 def _media_streams(container: av.container.InputContainer) -> list[av.stream.Stream]:
@@ -223,7 +223,7 @@ def _media_streams(container: av.container.InputContainer) -> list[av.stream.Str
 
 
 def _track_key(stream: av.stream.Stream, counts: dict[tuple[str, str], int]) -> tuple[str, str, int]:
-    """(kind, codec, how many such tracks came before): how a restarted recorder's tracks are matched."""
+    """(media type, codec, how many such tracks came before): how a restarted recorder's tracks are matched."""
     base = (stream.type, codec_name(stream))
     counts[base] = counts.get(base, 0) + 1
     return (*base, counts[base])
@@ -234,14 +234,14 @@ def _start_seconds(container: av.container.InputContainer) -> float:
     return container.start_time / av.time_base if container.start_time is not None else 0.0
 
 
-def _missing_header(kind: str, chunks: Sequence[Chunk]) -> str:
+def _missing_header(stream_type: str, chunks: Sequence[Chunk]) -> str:
     sequences = [sequence for sequence, _ in chunks]
     if not sequences:
-        return f"header chunk (sequence 0) is missing for {kind} stream; the stream has no chunks"
+        return f"header chunk (sequence 0) is missing for {stream_type} stream; the stream has no chunks"
     if sequences[0] == 0:
-        return (f"header chunk (sequence 0) of the {kind} stream does not start with a WebM/Matroska header "
+        return (f"header chunk (sequence 0) of the {stream_type} stream does not start with a WebM/Matroska header "
                 "or an MP4 init segment (ftyp)")
     return (
-        f"header chunk (sequence 0) is missing for {kind} stream; chunks {sequences[0]}-{sequences[-1]} "
+        f"header chunk (sequence 0) is missing for {stream_type} stream; chunks {sequences[0]}-{sequences[-1]} "
         "cannot be read without it"
     )

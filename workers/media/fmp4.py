@@ -139,14 +139,14 @@ class FragmentWalker:
         if pos + 8 > self.size:
             return None
         header = self._read(pos, 16 if pos + 16 <= self.size else 8)
-        size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+        size, box_type = int.from_bytes(header[:4], "big"), header[4:8]
         if size == 1 and len(header) == 16:
             size = int.from_bytes(header[8:16], "big")
         elif size == 0:
             size = self.size - pos  # "to the end of the file"
-        if size < 8 or pos + size > self.size or not kind.isascii() or not kind.strip(b" ").isalnum():
+        if size < 8 or pos + size > self.size or not box_type.isascii() or not box_type.strip(b" ").isalnum():
             return None
-        return size, kind
+        return size, box_type
 
     def _read(self, pos: int, size: int) -> bytes:
         """Exactly `size` bytes from `pos` (fewer only at the end), across chunk files."""
@@ -166,10 +166,10 @@ def _tiles(data: bytes, start: int, end: int, allowed: frozenset[bytes], nested:
     while pos < end:
         if pos + 8 > end:
             return False
-        size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
-        if kind not in allowed or size < 8 or pos + size > end:
+        size, box_type = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+        if box_type not in allowed or size < 8 or pos + size > end:
             return False
-        if kind in nested and not _tiles(data, pos + 8, pos + size, nested[kind], {}):
+        if box_type in nested and not _tiles(data, pos + 8, pos + size, nested[box_type], {}):
             return False
         pos += size
     return pos == end

@@ -41,8 +41,8 @@ Packets = Iterator[tuple[float, Track, av.Packet]]
 
 @dataclass(frozen=True)
 class StreamInput:
-    kind: str
-    """"video" or "audio": the client's stream type, not the codec kind."""
+    stream_type: str
+    """"video" or "audio": the client's stream type, not the media type of the tracks inside it."""
     chunks: list[tuple[int, Path]]
     """(sequence, path) of the chunks present, sorted by sequence; holes are simply absent."""
     cuts: StreamCuts | None = None
@@ -51,12 +51,17 @@ class StreamInput:
 
 @dataclass(frozen=True)
 class TrackInfo:
-    kind: str
+    media_type: str
     codec: str
     source: str
     packets: int
     width: int | None = None
     height: int | None = None
+
+    def to_json(self) -> dict:
+        """The output's `tracks` entry: the wire keeps the word "kind" for the media type."""
+        return {"kind": self.media_type, "codec": self.codec, "source": self.source, "packets": self.packets,
+                "width": self.width, "height": self.height}
 
 
 @dataclass(frozen=True)
@@ -97,7 +102,7 @@ def mux_participant(
     sources: list[ChunkDemuxer] = []
     try:
         for item in inputs:
-            sources.append(ChunkDemuxer(item.kind, item.chunks, item.cuts))
+            sources.append(ChunkDemuxer(item.stream_type, item.chunks, item.cuts))
             sources[-1].open_first()
         tracks = _track_order(sources)
         fmt = output_format_for(track.codec for track in tracks)
@@ -108,7 +113,7 @@ def mux_participant(
             source.close()
     for source in sources:
         if source.paused_packets:
-            log.info("%s stream: cut %.3f s of media recorded while paused (%d packets)", source.kind,
+            log.info("%s stream: cut %.3f s of media recorded while paused (%d packets)", source.stream_type,
                      source.paused_seconds, source.paused_packets)
     return MuxResult(
         path=final,
@@ -121,7 +126,7 @@ def mux_participant(
         dropped_packets=dropped_packets + sum(source.spikes for source in sources),
         start_seconds=round(start, 6),
         timestamp_repairs=sum(source.repairs for source in sources),
-        dropped_by_stream={source.kind: sorted(source.dropped) for source in sources if source.dropped},
+        dropped_by_stream={source.stream_type: sorted(source.dropped) for source in sources if source.dropped},
     )
 
 
@@ -129,9 +134,9 @@ def _track_order(sources: list[ChunkDemuxer]) -> list[Track]:
     """Video first, then audio with the "audio" stream's ahead: players pick the first audio track."""
 
     def rank(track: Track) -> tuple[int, int, int, int]:
-        own_kind = 0 if track.source == track.kind else 1
+        own_stream = 0 if track.source == track.media_type else 1
         source = next(i for i, s in enumerate(sources) if track in s.tracks)
-        return (0 if track.kind == "video" else 1), own_kind, source, track.position
+        return (0 if track.media_type == "video" else 1), own_stream, source, track.position
 
     tracks = sorted((track for source in sources for track in source.tracks), key=rank)
     if not tracks:
@@ -153,7 +158,7 @@ def _write(sources: list[ChunkDemuxer], tracks: list[Track], fmt: str, final: Pa
             dropped, start = _interleave(sources, output, progress)
         for source in sources:
             if not any(track.packets for track in source.tracks):
-                raise MediaError(f"the {source.kind} stream has no readable media")
+                raise MediaError(f"the {source.stream_type} stream has no readable media")
         os.replace(part, final)
     except av.FFmpegError as exc:
         raise MediaError(f"could not write the {fmt} output: {describe_av_error(exc)}") from exc
@@ -168,7 +173,7 @@ def _output_stream(output: av.container.OutputContainer, track: Track, fmt: str)
     try:
         return output.add_stream_from_template(track.template, opaque=True)
     except ValueError as exc:  # the format cannot hold the codec (PyAV checks avformat_query_codec)
-        raise MediaError(f"the {fmt} output cannot hold the {track.kind} codec {track.codec}") from exc
+        raise MediaError(f"the {fmt} output cannot hold the {track.media_type} codec {track.codec}") from exc
 
 
 def _interleave(sources: list[ChunkDemuxer], output: av.container.OutputContainer,
@@ -222,7 +227,7 @@ def _clamp(packet: av.Packet, last_seconds: float) -> bool:
 
 
 def _info(track: Track) -> TrackInfo:
-    return TrackInfo(track.kind, track.codec, track.source, track.packets, track.width, track.height)
+    return TrackInfo(track.media_type, track.codec, track.source, track.packets, track.width, track.height)
 
 
 def _verify(path: Path) -> float:

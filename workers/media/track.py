@@ -18,7 +18,8 @@ class Track:
     source: str
     """The client's stream type ("video" or "audio") the track came from."""
     position: int
-    kind: str
+    media_type: str
+    """"video" or "audio" as the container says (PyAV's stream.type); a "video" stream may carry audio too."""
     codec: str
     key: tuple[str, str, int]
     template: av.stream.Stream | None
@@ -34,5 +35,5 @@ class Track:
         """Copy what the result needs out of the stream now, while its container is open."""
         video = stream.type == "video"
         context = stream.codec_context
-        return cls(source=source, position=position, kind=stream.type, codec=codec_name(stream), key=key, template=stream,
+        return cls(source=source, position=position, media_type=stream.type, codec=codec_name(stream), key=key, template=stream,
                    width=context.width if video else None, height=context.height if video else None)
