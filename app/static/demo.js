@@ -7,6 +7,7 @@ const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
 const FINAL = ["completed", "failed"];
 const LIVE = ["recording", "paused"];
+const SESSION_KEY = "tapedeck.session";
 
 /** Everything the page knows, on window for debugging (and the browser tests). */
 const demo = (window.tapedeck = {
@@ -38,6 +39,7 @@ function setPhase(phase, message = "") {
   $("stop").disabled = !["waiting", "recording"].includes(phase);
   $("pause").hidden = demo.role !== "host";
   $("pause").disabled = phase !== "recording";
+  $("resume").hidden = busy || !savedSession();
   for (const el of document.querySelectorAll("#session input, #session textarea, #session select")) el.disabled = busy;
   if (message || !busy) $("message").textContent = message;
   $("message").classList.toggle("error", phase === "error" || phase === "failed");
@@ -250,6 +252,58 @@ function play(output) {
 
 const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
 
+// ---- a reload loses nothing: the session is kept for this tab, the chunks in IndexedDB ----------
+
+/** What this tab records, kept across a reload (sessionStorage: this tab only, gone when it closes). */
+function saveSession() {
+  const { room, sub, role, apiBase, recordingId, token } = demo;
+  sessionStorage.setItem(SESSION_KEY, JSON.stringify({ room, sub, role, apiBase, recordingId, token, upload: $("upload").value }));
+}
+
+function savedSession() {
+  try {
+    return JSON.parse(sessionStorage.getItem(SESSION_KEY) || "null");
+  } catch {
+    return null;
+  }
+}
+
+function forgetSession() {
+  sessionStorage.removeItem(SESSION_KEY);
+}
+
+/** After a reload: Recorder.resume uploads the kept chunks the server lacks, then records on. */
+async function resumeSaved() {
+  const saved = savedSession();
+  if (!saved) return;
+  Object.assign(demo, { errors: [], final: null, status: null, summary: null, loggedState: null,
+    room: saved.room, sub: saved.sub, role: saved.role, apiBase: saved.apiBase, recordingId: saved.recordingId });
+  $("room").value = saved.room;
+  $("name").value = saved.sub;
+  $("upload").value = saved.upload;
+  setPhase("starting", "Resuming…");
+  try {
+    const exp = claimsOf(saved.token)?.exp;
+    demo.token = exp && exp * 1000 > Date.now() + 5000 ? saved.token : await obtainToken(saved.room, saved.sub, saved.role);
+    const status = await api(`/video-calls/recordings/${saved.recordingId}`);
+    if (!LIVE.includes(status.state)) {
+      forgetSession();
+      return setPhase("idle", `Recording ${saved.recordingId} is ${status.state}: nothing to resume.`);
+    }
+    $("who-badge").textContent = `${demo.sub} · ${demo.role} · live`;
+    demo.stream = await navigator.mediaDevices.getUserMedia({ video: { width: 640, height: 480 }, audio: true });
+    $("preview").srcObject = demo.stream;
+    document.body.classList.add("camera-on");
+    $("recording-id").textContent = demo.recordingId;
+    watchStatus(demo.recordingId);
+    await record(true);
+  } catch (err) {
+    releaseCamera();
+    log(err.message, "bad");
+    setPhase("error", err.message);
+  }
+}
+
 // ---- the recorder -----------------------------------------------------------------------------
 
 async function findRecording() {
@@ -308,16 +362,23 @@ async function hostStart() {
   }
 }
 
-async function record() {
-  // Rejoining (a reload, a second tab) continues the sequence numbers, as DESIGN.md §4 asks.
-  const status = await api(`/video-calls/recordings/${demo.recordingId}`);
-  const lastSequence = status.participants?.[demo.sub]?.video?.lastSequence;
-  const firstSequence = lastSequence == null ? 0 : lastSequence + 1;
-  if (firstSequence) log(`rejoining: continuing at chunk ${firstSequence}`);
-  const rec = (demo.recorder = new Recorder({
-    baseUrl: demo.apiBase, token: demo.token, recordingId: demo.recordingId, participantId: demo.sub,
-    stream: demo.stream, timeslice: 1000, upload: $("upload").value, firstSequence,
-  }));
+async function record(resume = false) {
+  // Every chunk is kept in IndexedDB until acknowledged (store: true), so a reload can resume.
+  const options = { baseUrl: demo.apiBase, token: demo.token, recordingId: demo.recordingId, participantId: demo.sub,
+    stream: demo.stream, timeslice: 1000, upload: $("upload").value, store: true };
+  let rec;
+  if (resume) {
+    rec = demo.recorder = await Recorder.resume(options);
+    log(`resumed after a reload: ${rec.recovered} kept chunk${rec.recovered === 1 ? "" : "s"} to upload, recording on at ${rec.options.firstSequence}`);
+  } else {
+    // Rejoining (a second tab) continues the sequence numbers, as DESIGN.md §4 asks.
+    const status = await api(`/video-calls/recordings/${demo.recordingId}`);
+    const lastSequence = status.participants?.[demo.sub]?.video?.lastSequence;
+    const firstSequence = lastSequence == null ? 0 : lastSequence + 1;
+    if (firstSequence) log(`rejoining: continuing at chunk ${firstSequence}`);
+    rec = demo.recorder = new Recorder({ ...options, firstSequence });
+  }
+  saveSession();
   rec.addEventListener("progress", (e) => showUpload(e.detail));
   rec.addEventListener("retry", (e) => {
     const d = e.detail;
@@ -329,7 +390,7 @@ async function record() {
     log(`upload: ${e.detail.message}`, "bad");
   });
   rec.addEventListener("ended", () => log("the server stopped taking chunks"));
-  await rec.start();
+  if (!resume) await rec.start();
   scheduleRefresh();
   $("mime").textContent = rec.mimeType;
   $("invite").hidden = demo.role !== "host";
@@ -368,6 +429,7 @@ async function stopRecording() {
   clearTimeout(demo.refreshTimer);
   setPhase("stopping", "Uploading the last chunks…");
   demo.summary = await rec.stop();
+  forgetSession();
   showUpload(demo.summary);
   releaseCamera();
   if (demo.final) playOwn(demo.final);
@@ -414,7 +476,8 @@ function init() {
   $("session").addEventListener("submit", startRecording);
   $("stop").addEventListener("click", stopRecording);
   $("pause").addEventListener("click", togglePause);
-  setPhase("idle");
+  $("resume").addEventListener("click", resumeSaved);
+  setPhase("idle", savedSession() ? "This tab was recording when it reloaded: Resume uploads what it kept and records on." : "");
 }
 
 init();
