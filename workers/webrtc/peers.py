@@ -178,6 +178,8 @@ class PeerManager:
 
     def __init__(self, settings: Settings, on_final: Callable[[str], None] | None = None) -> None:
         forwarding.install(settings.rtc.host_addresses)
+        for name in ("aiortc", "aioice"):  # their DEBUG lines (every RTP packet) drown development logs
+            logging.getLogger(name).setLevel(max(logging.INFO, logging.getLogger(name).getEffectiveLevel()))
         self.settings = settings
         self.on_final = on_final
         self.rtc = RtcLoop(settings.rtc.udp_port_min, settings.rtc.udp_port_max)

@@ -1,0 +1,228 @@
+"""WebRTC ingest end to end against the Procfile's real `web`: a pure-Python aiortc client sends synthetic audio and
+video over loopback, the host starts and stops over HTTP, the real Celery worker finalizes, and the output is decoded
+with PyAV. Also: a reconnect within one recording, a second offer, and 50 connect/disconnect cycles that leave the
+web worker's descriptors, threads and memory flat."""
+from __future__ import annotations
+
+import asyncio
+import fractions
+import json
+import os
+import time
+from pathlib import Path
+
+import aioice.ice
+import av
+import psutil
+import pytest
+from aiortc import (AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription,
+                    VideoStreamTrack)
+from simple_websocket import Client, ConnectionClosed
+
+from app.auth import mint_token
+from tests.conftest import JWT_SECRET
+from tests.services import wait_until
+
+pytestmark = pytest.mark.timeout(300)
+
+aioice.ice.get_host_addresses = lambda use_ipv4, use_ipv6: ["127.0.0.1"]  # loopback only, as the server
+WIDTH, HEIGHT = 640, 480
+
+
+class ColorBars(VideoStreamTrack):
+    """640x480 frames whose brightness changes every frame (so every frame is real content)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    async def recv(self) -> av.VideoFrame:
+        pts, time_base = await self.next_timestamp()
+        frame = av.VideoFrame(WIDTH, HEIGHT, "yuv420p")
+        luma = bytes([(self.count * 7) % 200 + 16])
+        frame.planes[0].update(luma * frame.planes[0].buffer_size)
+        for plane in frame.planes[1:]:
+            plane.update(b"\x80" * plane.buffer_size)
+        frame.pts, frame.time_base = pts, time_base
+        self.count += 1
+        return frame
+
+
+class Peer:
+    """One participant: an aiortc peer connection signalled over the server's WebSocket."""
+
+    def __init__(self, port: int, room: str, token: str) -> None:
+        self.ws = Client.connect(f"ws://127.0.0.1:{port}/video-calls/{room}/signal?token={token}")
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+
+    async def connect(self, video: bool = True, audio: bool = True) -> None:
+        if video:
+            self.pc.addTrack(ColorBars())
+        if audio:
+            self.pc.addTrack(AudioStreamTrack())  # 48 kHz silence, Opus-encoded by aiortc
+        await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.ws.send(json.dumps({"type": "offer", "sdp": self.pc.localDescription.sdp}))
+        reply = json.loads(await asyncio.to_thread(self.ws.receive, 30))
+        assert reply["type"] == "answer", reply
+        await self.pc.setRemoteDescription(RTCSessionDescription(sdp=reply["sdp"], type="answer"))
+        for _ in range(300):
+            if self.pc.connectionState == "connected":
+                return
+            assert self.pc.connectionState not in ("failed", "closed")
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"peer never connected: {self.pc.connectionState}")
+
+    async def packets_sent(self) -> int:
+        stats = await self.pc.getStats()
+        return sum(s.packetsSent for s in stats.values() if s.type == "outbound-rtp")
+
+    async def bye(self) -> None:
+        try:
+            self.ws.send(json.dumps({"type": "bye"}))
+            await asyncio.to_thread(_drain, self.ws)
+        finally:
+            await self.pc.close()
+
+
+def _drain(ws: Client) -> None:
+    try:
+        while ws.receive(10) is not None:
+            pass
+    except ConnectionClosed:
+        pass
+
+
+def host(server, room: str, action: str) -> dict:
+    token = mint_token(JWT_SECRET, room, "host", "host")
+    reply = server.request("POST", f"/video-calls/{room}/recording/{action}", {"Authorization": f"Bearer {token}"})
+    assert reply.status in (201, 202), reply.body
+    return reply.json()
+
+
+def decoded(path: Path) -> tuple[list[float], list[float], float]:
+    """Video frame times, audio frame times (seconds) and the container's duration."""
+    with av.open(str(path)) as container:
+        duration = container.duration / av.time_base
+    times: dict[str, list[float]] = {}
+    for kind in ("video", "audio"):
+        with av.open(str(path)) as container:
+            streams = [s for s in container.streams if s.type == kind]
+            times[kind] = [float(f.time) for f in container.decode(*streams)] if streams else []
+    return times["video"], times["audio"], duration
+
+
+def assert_throughout(times: list[float], duration: float, what: str, max_gap: float = 0.5) -> None:
+    assert times, f"no {what} frames"
+    times = sorted(times)
+    assert times[0] < 1.0, f"{what} starts late: {times[0]}"
+    assert times[-1] > duration - 1.0, f"{what} ends early: {times[-1]} of {duration}"
+    gaps = [b - a for a, b in zip(times, times[1:])]
+    assert max(gaps) < max_gap, f"{what} has a {max(gaps):.2f} s hole"
+
+
+def test_aiortc_client_recorded_through_the_same_finalize(live_gunicorn, worker, api, room) -> None:
+    async def scenario() -> tuple[str, float]:
+        peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "alice", "participant"))
+        await peer.connect()  # before the room records: nothing is stored yet
+        await asyncio.sleep(1)
+        started = host(live_gunicorn, room, "start")
+        began = time.monotonic()
+        await asyncio.sleep(6)
+        host(live_gunicorn, room, "stop")
+        sent = time.monotonic() - began
+        assert await peer.packets_sent() > 0
+        await asyncio.sleep(1.5)  # the peer stays connected after stop: its last segment was flushed on stop
+        await peer.bye()
+        return started["recordingId"], sent
+
+    recording_id, sent = asyncio.run(scenario())
+    body = api.wait_final(recording_id, timeout=90)
+    assert body["state"] == "completed", body
+    stream = body["participants"]["alice"]["video"]
+    assert stream["missingCount"] == 0 and stream["chunks"] >= 4, stream
+    assert stream.get("finalSequence") == stream["lastSequence"], stream  # the stop flush declared the end
+    path = api.output_path(body, "alice")
+    assert path.suffix == ".webm"
+    video, audio, duration = decoded(path)
+    assert abs(duration - sent) <= 1.0, (duration, sent)
+    assert_throughout(video, duration, "video")
+    assert_throughout(audio, duration, "audio")
+    with av.open(str(path)) as container:
+        v = container.streams.video[0]
+        assert (v.codec_context.name, v.width, v.height) == ("vp8", WIDTH, HEIGHT)
+        assert container.streams.audio[0].codec_context.name == "opus"
+
+
+def test_reconnect_within_one_recording_gives_one_output(live_gunicorn, worker, api, room) -> None:
+    token = mint_token(JWT_SECRET, room, "bob", "participant")
+
+    async def scenario() -> str:
+        started = host(live_gunicorn, room, "start")
+        first = Peer(live_gunicorn.port, room, token)
+        await first.connect()
+        await asyncio.sleep(3)
+        await first.bye()  # the recording of bob ends cleanly here...
+        await asyncio.sleep(1.5)
+        second = Peer(live_gunicorn.port, room, token)
+        await second.connect()  # ...and goes on in the same stream
+        await asyncio.sleep(3)
+        host(live_gunicorn, room, "stop")
+        await asyncio.sleep(1.5)
+        await second.bye()
+        return started["recordingId"]
+
+    recording_id = asyncio.run(scenario())
+    body = api.wait_final(recording_id, timeout=90)
+    assert body["state"] == "completed", body
+    assert [o["participantId"] for o in body["outputs"]] == ["bob"]
+    assert body["participants"]["bob"]["video"]["missingCount"] == 0
+    video, audio, duration = decoded(api.output_path(body, "bob"))
+    assert 4.0 <= duration <= 8.5, duration  # both connections' media in one file
+    assert len(video) > 60 and audio
+
+
+def test_second_offer_is_refused(live_gunicorn, room) -> None:
+    async def scenario() -> None:
+        peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "carol", "participant"))
+        await peer.connect()
+        peer.ws.send(json.dumps({"type": "offer", "sdp": peer.pc.localDescription.sdp}))
+        message = json.loads(await asyncio.to_thread(peer.ws.receive, 10))
+        assert message["type"] == "error" and message["code"] == "already_offered"
+        await asyncio.to_thread(_drain, peer.ws)
+        assert peer.ws.close_reason == 4409
+        await peer.pc.close()
+
+    asyncio.run(scenario())
+
+
+def _web_worker(server) -> list[psutil.Process]:
+    children = psutil.Process(server.process.pid).children(recursive=True)
+    workers = [p for p in children if "gunicorn" in " ".join(p.cmdline()) and p.children() == []]
+    return workers
+
+
+def test_fifty_connect_disconnect_cycles_leave_the_worker_flat(live_gunicorn, room) -> None:
+    """Descriptors, threads and RSS of every web worker after 50 peers came and went, against after 5 warm-up ones."""
+    token = mint_token(JWT_SECRET, room, "dave", "participant")
+
+    async def cycles(n: int) -> None:
+        for _ in range(n):
+            peer = Peer(live_gunicorn.port, room, token)
+            await peer.connect()
+            await asyncio.sleep(0.2)
+            await peer.bye()
+
+    def snapshot() -> dict[int, tuple[int, int, int]]:
+        time.sleep(2)
+        return {p.pid: (p.num_fds(), p.num_threads(), p.memory_info().rss) for p in _web_worker(live_gunicorn)}
+
+    asyncio.run(cycles(5))
+    before = snapshot()
+    asyncio.run(cycles(50))
+    after = snapshot()
+    assert before and before.keys() == after.keys()
+    for pid, (fds, threads, rss) in after.items():
+        fds0, threads0, rss0 = before[pid]
+        assert fds <= fds0 + 5, f"worker {pid}: descriptors {fds0} → {fds}"
+        assert threads <= threads0 + 2, f"worker {pid}: threads {threads0} → {threads}"
+        assert rss <= rss0 + 25 * 2**20, f"worker {pid}: RSS {rss0 >> 20} → {rss >> 20} MiB"
