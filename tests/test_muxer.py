@@ -11,7 +11,7 @@ import pytest
 from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice, write_chunks
 from tests.media_layout import block_timecodes, segment_children
 from workers.media.chunk_stream import ChunkStream, split_segments
-from workers.media.container import EBML_MAGIC
+from workers.media.container import EBML_MAGIC, Container
 from workers.media.errors import MediaError
 from workers.media.muxer import StreamInput, mux_participant, output_format_for
 
@@ -75,6 +75,13 @@ def test_split_segments_at_each_header_and_drops_what_precedes_the_first(tmp_pat
     plan = split_segments(chunks)
     assert plan.dropped == [3, 4]
     assert [[sequence for sequence, _ in segment] for segment in plan.segments] == [[5, 6], [7, 8, 9]]
+    assert plan.containers == [Container.MATROSKA, Container.MATROSKA]  # sniffed here, not again by the demuxer
+
+
+def test_each_segment_keeps_the_container_its_header_starts(tmp_path: Path) -> None:
+    ftyp = (16).to_bytes(4, "big") + b"ftypisom" + b"\0" * 4
+    chunks = write_chunks([EBML_MAGIC + b"a", b"x", ftyp, b"moof"], tmp_path)
+    assert split_segments(chunks).containers == [Container.MATROSKA, Container.MP4]
 
 
 # --- muxer -------------------------------------------------------------------------------------

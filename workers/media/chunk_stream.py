@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from workers.media.container import starts_header
+from workers.media.container import Container, sniff
 
 HEADER_PROBE_BYTES = 16
 """Enough of a chunk's first bytes to recognize a container header (EBML magic, or an ftyp box header)."""
@@ -136,25 +136,31 @@ class SegmentPlan:
     """A stream's chunks grouped by recorder: each segment starts with its own container header."""
 
     segments: list[list[Chunk]]
+    containers: list[Container]
+    """The container each segment's header chunk starts (sniffed once here, so the demuxer need not read it again)."""
     dropped: list[int]
     """Sequences before the first header chunk: without a header they cannot be demuxed."""
 
 
-def starts_with_header(path: Path) -> bool:
-    """True when a chunk file begins a container (EBML magic or an MP4 init segment): a recorder (re)started there."""
+def container_at(path: Path) -> Container:
+    """The container a chunk file begins (EBML magic or an MP4 init segment), UNKNOWN when it continues one."""
     with open(path, "rb") as handle:
-        return starts_header(handle.read(HEADER_PROBE_BYTES))
+        return sniff(handle.read(HEADER_PROBE_BYTES))
 
 
 def split_segments(chunks: Sequence[Chunk]) -> SegmentPlan:
-    """Split a sequence-sorted chunk list at every header chunk (a client restarted its recorder)."""
+    """Split a sequence-sorted chunk list at every header chunk (a client restarted its recorder); each chunk's
+    first bytes are read once."""
     segments: list[list[Chunk]] = []
+    containers: list[Container] = []
     dropped: list[int] = []
     for sequence, path in chunks:
-        if starts_with_header(path):
+        container = container_at(path)
+        if container is not Container.UNKNOWN:
             segments.append([(sequence, path)])
+            containers.append(container)
         elif segments:
             segments[-1].append((sequence, path))
         else:
             dropped.append(sequence)
-    return SegmentPlan(segments=segments, dropped=dropped)
+    return SegmentPlan(segments=segments, containers=containers, dropped=dropped)

@@ -6,12 +6,11 @@ import logging
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import av
 
 from workers.media.chunk_stream import Chunk, ChunkStream, split_segments
-from workers.media.container import Container, sniff
+from workers.media.container import Container
 from workers.media.cuts import CutFilter, StreamCuts
 from workers.media.errors import MediaError
 from workers.media.fmp4 import FragmentView, FragmentWalker
@@ -25,9 +24,6 @@ READ_BUFFER_BYTES = 256 * 1024
 
 MAX_DEMUX_FAILURES = 8
 """Consecutive demux errors after which the rest of a segment is given up as unreadable."""
-
-SNIFF_BYTES = 16
-"""Enough of a segment's first chunk to tell its container."""
 
 
 def describe_av_error(exc: Exception) -> str:
@@ -60,7 +56,7 @@ class ChunkDemuxer:
         """Packets left out as media recorded inside a pause (workers/media/cuts.py)."""
         self.paused_seconds = 0.0
         """Seconds of paused media cut out of the stream's timeline."""
-        self._pending = list(plan.segments)
+        self._pending = list(zip(plan.segments, plan.containers))
         self.total_bytes = sum(os.stat(path).st_size for segment in plan.segments for _, path in segment)
         self._done_bytes = 0
         self._container: av.container.InputContainer | None = None
@@ -155,11 +151,11 @@ class ChunkDemuxer:
 
     def _open_next(self) -> str | None:
         """Open the next pending segment; on failure drop its chunks and return why."""
-        segment = self._pending.pop(0)
+        segment, container_type = self._pending.pop(0)
         stream = ChunkStream([path for _, path in segment], [sequence for sequence, _ in segment])
         where = f"segment at sequence {segment[0][0]}"
         try:
-            reader, fmt = _reader(stream, segment[0][1])
+            reader, fmt = _reader(stream, container_type)
             container = av.open(reader, format=fmt, buffer_size=READ_BUFFER_BYTES)
         except MediaError as exc:
             return self._drop(segment, stream, f"{where}: {exc.message}")
@@ -192,10 +188,8 @@ class ChunkDemuxer:
             self._reader = None
 
 
-def _reader(stream: ChunkStream, first: Path) -> tuple[ChunkStream | FragmentView, str]:
+def _reader(stream: ChunkStream, container: Container) -> tuple[ChunkStream | FragmentView, str]:
     """What the demuxer reads and with which format: fMP4 through the fragment walker, Matroska as it is."""
-    with open(first, "rb") as handle:
-        container = sniff(handle.read(SNIFF_BYTES))
     if container is Container.MP4:
         return FragmentView(stream, FragmentWalker(stream).plan()), container.demuxer
     return stream, Container.MATROSKA.demuxer
