@@ -35,6 +35,8 @@ class Cluster:
     redis: redis.Redis
     web_staging: Path
     workers: dict[str, CeleryProcess]
+    """The finalize-only worker processes (a, b), each with its own STAGING_DIR."""
+    ops: CeleryProcess
     scratch: dict[str, Path]
 
     def token(self, room: str, sub: str = "host", role: str = "host") -> dict[str, str]:
@@ -91,7 +93,8 @@ def staged_files(directory: Path) -> list[Path]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, moto_server):
-    """Own Redis; the Procfile's web line (STAGING_DIR web/); two `worker` processes (a/, b/); one beat."""
+    """Own Redis; the README's two-node layout from the Procfile: web, beat and a webhooks/maintenance worker (STAGING_DIR
+    web/, ops/), and two finalize-only worker processes (a/, b/) standing for worker nodes."""
     root = tmp_path_factory.mktemp("scaleout")
     server = RedisServer(root / "redis", appendonly=True)
     port = free_port()
@@ -110,15 +113,17 @@ def cluster(tmp_path_factory, moto_server):
         wait_until(lambda: web.poll() is not None or _healthy(port), 60, what="web node")
         assert web.poll() is None, (root / "web.log").read_text()[-3000:]
         scratch = {name: root / name for name in ("a", "b")}
-        for name, directory in scratch.items():
-            processes[name] = CeleryProcess({**env, "STAGING_DIR": str(directory)}, root / f"worker-{name}.log")
+        for name, directory in scratch.items():  # the worker node's line: finalize only
+            processes[name] = _worker_line(env, root, name, directory, "finalize")
+        processes["ops"] = _worker_line(env, root, "ops", root / "ops", "webhooks,maintenance,celery")  # web node's
         for process in processes.values():
             process.wait_ready()
         processes["beat"] = CeleryProcess({**env, "STAGING_DIR": str(root / "beat")}, root / "beat.log", "beat",
                                           "--schedule", str(root / "beat-schedule"))
         yield Cluster(env={**env, "STAGING_DIR": str(root / "cli")}, base=f"http://127.0.0.1:{port}",
                       redis=redis.Redis.from_url(server.url), web_staging=root / "web",
-                      workers={k: v for k, v in processes.items() if k != "beat"}, scratch=scratch)
+                      workers={k: v for k, v in processes.items() if k in scratch}, ops=processes["ops"],
+                      scratch=scratch)
     finally:
         for process in processes.values():
             if process.process.poll() is None:
@@ -133,6 +138,19 @@ def cluster(tmp_path_factory, moto_server):
         server.stop()
 
 
+def _worker_line(env: dict[str, str], root: Path, name: str, staging: Path, queues: str) -> CeleryProcess:
+    """The Procfile's `worker` line as a node runs it: its own queues, name, metrics port and STAGING_DIR."""
+    variables = {**env, "STAGING_DIR": str(staging), "WORKER_QUEUES": queues, "WORKER_CONCURRENCY": "1",
+                 "WORKER_NAME": f"{name}-{uuid.uuid4().hex[:6]}", "WORKER_METRICS_PORT": str(free_port())}
+    return CeleryProcess(variables, root / f"worker-{name}.log", argv=["bash", "-c", procfile_command("worker")])
+
+
+def banner_queues(process: CeleryProcess) -> list[str]:
+    """The queues a worker's start-up banner says it consumes (".> finalize  exchange=finalize(direct) …")."""
+    return sorted(line.split(".> ", 1)[1].split()[0] for line in process.log_path.read_text(errors="replace").splitlines()
+                  if ".> " in line and "exchange=" in line)
+
+
 def _healthy(port: int) -> bool:
     try:
         return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
@@ -143,6 +161,12 @@ def _healthy(port: int) -> bool:
 @pytest.fixture(scope="module")
 def pieces() -> list[bytes]:
     return slice_timeslice(encode_webm(Recording(seconds=3.0)), 6)
+
+
+def test_worker_queues_split_finalize_from_the_rest(cluster):
+    """WORKER_QUEUES on the Procfile's worker line: the worker node's processes take finalize only."""
+    assert all(banner_queues(process) == ["finalize"] for process in cluster.workers.values())
+    assert banner_queues(cluster.ops) == ["celery", "maintenance", "webhooks"]
 
 
 def test_a_worker_that_never_saw_the_chunks_produces_the_single_node_output(cluster, api, worker, pieces, tmp_path):
