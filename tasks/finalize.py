@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-import random
 
 import redis
 from celery import shared_task
@@ -16,17 +15,12 @@ from workers.state import State
 
 log = logging.getLogger(__name__)
 
-MAX_RETRIES = 8
-RETRY_BASE_SECONDS = 2.0
-RETRY_MAX_SECONDS = 300.0
+OUTAGE_RETRY = {"max_retries": 8, "retry_backoff": 2, "retry_backoff_max": 300, "retry_jitter": True}
+"""Celery's own backoff for a task retried while Redis or storage is unreachable: 2 s doubling up to 5 min, each wait
+drawn at random below that (full jitter), so many recordings retrying after one shared outage spread out."""
 
 
-def backoff_with_jitter(retries: int) -> float:
-    """Full-jitter exponential backoff: spreads retries of many recordings after a shared outage."""
-    return random.uniform(0, min(RETRY_MAX_SECONDS, RETRY_BASE_SECONDS * 2**retries))
-
-
-@shared_task(bind=True, name="tapedeck.finalize_recording", max_retries=MAX_RETRIES)
+@shared_task(bind=True, name="tapedeck.finalize_recording", autoretry_for=(redis.ConnectionError,), **OUTAGE_RETRY)
 def finalize_recording(self, recording_id: str) -> dict:
     rt = runtime()
     with heartbeat_lock(rt.redis, keys.finalize_lock(recording_id), rt.settings.finalize_lock_seconds) as held:
@@ -38,8 +32,8 @@ def finalize_recording(self, recording_id: str) -> dict:
         except LockLost:
             log.warning("finalize %s lost its lock; stopped before writing, the holder finishes it", recording_id)
             return {"recordingId": recording_id, "skipped": "lock lost"}
-        except redis.ConnectionError as exc:
-            raise self.retry(exc=exc, countdown=backoff_with_jitter(self.request.retries))
+        except redis.ConnectionError:
+            raise  # Redis is away, not this recording broken: Celery retries it (OUTAGE_RETRY)
         except Exception as exc:
             log.exception("finalize %s crashed", recording_id)
             rt.store.finish(recording_id, State.FAILED, error=f"internal error during finalize ({type(exc).__name__})")

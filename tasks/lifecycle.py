@@ -7,7 +7,7 @@ import redis
 from celery import shared_task
 
 from storage_providers.base import StorageUnavailableError
-from tasks.finalize import backoff_with_jitter, enqueue_finalize
+from tasks.finalize import OUTAGE_RETRY, enqueue_finalize
 from tasks.runtime import runtime
 from tasks.webhooks import enqueue_webhook
 from workers import keys
@@ -26,14 +26,12 @@ def send_recording_deleted(recording_id: str, room: str) -> None:
         log.exception("recording.deleted webhook for %s could not be queued", recording_id)
 
 
-@shared_task(name="tapedeck.purge_recording", bind=True, max_retries=8, acks_late=True)
-def purge_recording(self, recording_id: str) -> bool:
+@shared_task(name="tapedeck.purge_recording", acks_late=True,
+             autoretry_for=(redis.ConnectionError, StorageUnavailableError, OSError), **OUTAGE_RETRY)
+def purge_recording(recording_id: str) -> bool:
     """Remove a recording everywhere; retried with backoff while Redis or storage is unreachable."""
     rt = runtime()
-    try:
-        room = purge(rt.redis, rt.provider, rt.staging, recording_id)
-    except (redis.ConnectionError, StorageUnavailableError, OSError) as exc:
-        raise self.retry(exc=exc, countdown=backoff_with_jitter(self.request.retries))
+    room = purge(rt.redis, rt.provider, rt.staging, recording_id)
     if room is not None:
         send_recording_deleted(recording_id, room)
     return room is not None
