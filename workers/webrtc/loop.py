@@ -75,6 +75,8 @@ class RtcLoop:
             loop.run_forever()
         except BaseException:  # noqa: BLE001 - the loop must not die silently
             log.exception("webrtc loop stopped")
+        finally:
+            loop.close()
 
     def call(self, coro: Awaitable[T], timeout: float) -> T:
         """Run a coroutine on the media loop and wait for it (cooperatively under gevent)."""
@@ -84,6 +86,10 @@ class RtcLoop:
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise
+
+    def stop(self) -> None:
+        """Ends the loop (its thread returns); for tests and shutdown."""
+        self.loop.call_soon_threadsafe(self.loop.stop)  # type: ignore[union-attr]
 
     def submit(self, coro: Awaitable[Any]) -> concurrent.futures.Future:
         """Run a coroutine on the media loop without waiting."""

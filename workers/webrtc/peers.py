@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -185,9 +184,9 @@ class PeerManager:
         self.rtc = RtcLoop(settings.rtc.udp_port_min, settings.rtc.udp_port_max)
         self.sessions: dict[str, set[PeerSession]] = {}
         self.count = 0
-        self.count_lock = threading.Lock()
         self.resources: Resources | None = None
         self.wake: asyncio.Event | None = None
+        self.stopping = False
         self.rtc.call(self._start(), 10)
 
     # Lifecycle on the loop -------------------------------------------------
@@ -208,20 +207,34 @@ class PeerManager:
         (pub/sub blocks), for the process's life."""
         loop = self.rtc.loop
         client = for_settings(self.settings, socket_timeout=30, health_check_interval=30)
-        while True:
+        while not self.stopping:
             try:
                 pubsub = client.pubsub(ignore_subscribe_messages=True)
                 pubsub.psubscribe(keys.events_channel("*"))
-                while True:
-                    message = pubsub.get_message(timeout=5.0)
+                while not self.stopping:
+                    message = pubsub.get_message(timeout=1.0)
                     if message and b'"type": "state"' in message["data"]:
                         loop.call_soon_threadsafe(self.wake.set)  # type: ignore[union-attr]
             except Exception as exc:  # noqa: BLE001 - Redis away: the poll still follows rooms; retry
                 log.warning("webrtc pub/sub lost (%s); retrying", type(exc).__name__)
                 time.sleep(2)
+        client.close()
+
+    def shutdown(self, timeout: float = 15) -> None:
+        """Close every peer (each flushes what it recorded, not as final), then stop the loop and the follower."""
+        self.stopping = True
+        try:
+            self.rtc.call(self._close_everything(), timeout)
+        finally:
+            self.rtc.stop()
+
+    async def _close_everything(self) -> None:
+        for peers in list(self.sessions.values()):
+            for session in list(peers):
+                await self._close(session, final=False)
 
     async def _watch(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 await asyncio.wait_for(self.wake.wait(), POLL_SECONDS)  # type: ignore[union-attr]
             except asyncio.TimeoutError:
@@ -275,38 +288,29 @@ class PeerManager:
     # Called from web handlers ----------------------------------------------
 
     def open(self, principal: Principal) -> PeerSession:
-        with self.count_lock:
-            if self.count >= self.settings.rtc.max_peers:
-                raise SignalError("busy", "this server holds as many peers as it may; retry later")
-            self.count += 1
-        try:
-            return self.rtc.call(self._open(principal), 10)
-        except BaseException:
-            with self.count_lock:
-                self.count -= 1
-            raise
+        return self.rtc.call(self._open(principal), 10)
 
     async def _open(self, principal: Principal) -> PeerSession:
+        """The peer count lives on the loop thread only, so it needs no lock."""
+        if self.count >= self.settings.rtc.max_peers:
+            raise SignalError("busy", "this server holds as many peers as it may; retry later")
         servers = [RTCIceServer(**server) for server in self.settings.rtc.ice_servers]
-        pc = RTCPeerConnection(RTCConfiguration(iceServers=servers))
-        session = PeerSession(self, principal, pc)
+        session = PeerSession(self, principal, RTCPeerConnection(RTCConfiguration(iceServers=servers)))
         self.sessions.setdefault(principal.room, set()).add(session)
+        self.count += 1
         return session
 
     def close(self, session: PeerSession, final: bool = False, timeout: float = 15) -> None:
-        try:
-            self.rtc.call(self._close(session, final), timeout)
-        finally:
-            with self.count_lock:
-                self.count -= 1
+        self.rtc.call(self._close(session, final), timeout)
 
     async def _close(self, session: PeerSession, final: bool) -> None:
         try:
             await session.close(final)
         finally:
             peers = self.sessions.get(session.room)
-            if peers is not None:
+            if peers is not None and session in peers:
                 peers.discard(session)
+                self.count -= 1
                 if not peers:
                     del self.sessions[session.room]
 
