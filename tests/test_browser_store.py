@@ -18,7 +18,6 @@ RECORD = """async ({ token, recordingId, maxStoredBytes }) => {
 }"""
 
 STORED = """async (recordingId) => {
-  await Promise.allSettled([...window.rec._storeOps]);
   const { ChunkStore } = await import("/static/tapedeck-store.js");
   const kept = await new ChunkStore(recordingId, "alice", "video").list();
   return { count: kept.length, bytes: kept.reduce((n, c) => n + c.size, 0),

@@ -54,3 +54,61 @@ export class ChunkStore {
     return this._run("readonly", (s) => s.getAll(range));
   }
 }
+
+/**
+ * The recorder's side of the store: keeps each chunk until acknowledged, within `maxBytes` of
+ * unacknowledged chunks. A chunk that does not fit is not kept (`onError("store_full", …)`); a kept
+ * one is never evicted before the server acknowledged it. Store failures are reported, never thrown.
+ */
+export class KeptChunks {
+  constructor(store, maxBytes, onError) {
+    this.store = store;
+    this.maxBytes = maxBytes;
+    this.bytes = 0;
+    this._onError = onError;
+    this._ops = new Set();
+  }
+
+  /** Keep a new chunk, if it fits. */
+  keep(entry) {
+    if (this.bytes + entry.size > this.maxBytes) {
+      this._onError("store_full", `chunk ${entry.sequence} is not kept for a reload: ` +
+        `${this.maxBytes} bytes of unacknowledged chunks are stored`, { sequence: entry.sequence });
+      return;
+    }
+    this.bytes += entry.size;
+    entry.stored = this.store.put(entry);
+    this._track(entry.stored);
+  }
+
+  /** Count a chunk found in the store after a reload (it is already there). */
+  adopt(entry) {
+    this.bytes += entry.size;
+    entry.stored = Promise.resolve();
+  }
+
+  /** The server acknowledged the chunk: forget it (after its own write finished). */
+  forget(entry) {
+    if (!entry.stored) return;
+    this._track(entry.stored.then(() => this.store.delete(entry.sequence)).then(() => {
+      this.bytes -= entry.size;
+    }));
+    entry.stored = null;
+  }
+
+  /** Drop a stored chunk the server already holds (found after a reload). */
+  drop(sequence) {
+    this._track(this.store.delete(sequence));
+  }
+
+  /** Resolves once every write and delete started so far has finished. */
+  settled() {
+    return Promise.allSettled([...this._ops]);
+  }
+
+  _track(promise) {
+    const op = promise.catch((err) => this._onError("store_error", (err && err.message) || String(err)));
+    this._ops.add(op);
+    op.finally(() => this._ops.delete(op));
+  }
+}
