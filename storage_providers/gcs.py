@@ -38,6 +38,7 @@ MAX_SIGNED_SECONDS = 7 * 24 * 3600
 """V4 signed URLs cannot outlive a week."""
 
 EMULATOR_PROJECT = "tapedeck-emulator"
+READ_WRITE_SCOPE = "https://www.googleapis.com/auth/devstorage.read_write"
 
 
 class GcsSettings(PartedSettings):
@@ -98,30 +99,56 @@ class GcsStorage(StorageProvider):
         self.settings = settings
         self._client: Any = None
         self._client_pid = 0
+        self._credentials: Any = None
+        self._transport: Any = None
         self._file_credentials: Any = None
 
     @property
     def client(self) -> Any:
         """A storage.Client, rebuilt after fork so prefork workers never share connections."""
+        self._connect()
+        return self._client
+
+    @property
+    def credentials(self) -> Any:
+        """The credentials this process's client uses (anonymous for the emulator)."""
+        self._connect()
+        return self._credentials
+
+    @property
+    def transport(self) -> Any:
+        """This process's AuthorizedSession, for resumable uploads (google-resumable-media)."""
+        self._connect()
+        return self._transport
+
+    def _connect(self) -> None:
+        """Build credentials, client and upload session once per process (after a fork, anew)."""
         if self._client is None or self._client_pid != os.getpid():
             try:
                 from google.cloud import storage
             except ImportError as exc:  # pragma: no cover - depends on the install
                 raise StorageConfigError("the gcs provider needs google-cloud-storage: "
                                          "pip install google-cloud-storage") from exc
+            from google.auth.transport.requests import AuthorizedSession
+
             s = self.settings
             if s.emulator_host:
                 from google.auth.credentials import AnonymousCredentials
 
-                self._client = storage.Client(project=s.project or EMULATOR_PROJECT,
-                                              credentials=AnonymousCredentials(),
+                self._credentials = AnonymousCredentials()
+                self._client = storage.Client(project=s.project or EMULATOR_PROJECT, credentials=self._credentials,
                                               client_options={"api_endpoint": s.emulator_host})
             else:
-                credentials = self._signing_file_credentials()
-                project = s.project or getattr(credentials, "project_id", None)
+                credentials, project = self._signing_file_credentials(), None
+                if credentials is None:  # Application Default Credentials (a VM's or workload's own account)
+                    import google.auth
+
+                    credentials, project = google.auth.default(scopes=[READ_WRITE_SCOPE])
+                self._credentials = credentials
+                project = s.project or getattr(credentials, "project_id", None) or project
                 self._client = storage.Client(project=project, credentials=credentials)
+            self._transport = AuthorizedSession(self._credentials)
             self._client_pid = os.getpid()
-        return self._client
 
     def _signing_file_credentials(self) -> Any:
         """The service-account key from GCS_CREDENTIALS_FILE, if any; it can also sign URLs."""
@@ -129,7 +156,7 @@ class GcsStorage(StorageProvider):
             from google.oauth2 import service_account
 
             self._file_credentials = service_account.Credentials.from_service_account_file(
-                self.settings.credentials_file, scopes=["https://www.googleapis.com/auth/devstorage.read_write"])
+                self.settings.credentials_file, scopes=[READ_WRITE_SCOPE])
         return self._file_credentials
 
     @contextmanager
@@ -138,7 +165,7 @@ class GcsStorage(StorageProvider):
         import requests
         from google.api_core import exceptions as api
         from google.auth.exceptions import GoogleAuthError, TransportError
-        from google.cloud.storage.exceptions import DataCorruption, InvalidResponse
+        from google.resumable_media.common import DataCorruption, InvalidResponse  # storage's own subclass these
 
         try:
             yield
@@ -199,14 +226,14 @@ class GcsStorage(StorageProvider):
 
     def _uploader(self) -> ResumableUploader:
         """The resumable-session machinery, bound to this process's client."""
-        return ResumableUploader(self.client._http, self.settings.bucket, self.settings.chunk_size, self.name)
+        return ResumableUploader(self.transport, self.settings.bucket, self.settings.chunk_size, self.name)
 
     def abort_upload(self, key: str, checkpoint: UploadCheckpoint) -> None:
         """Cancel the session (GCS keeps unfinished bytes for a week otherwise); best effort."""
         state = checkpoint.load()
         if state and state.get("provider") == self.name and state.get("session_url"):
             try:
-                self.client._http.request("DELETE", state["session_url"], timeout=SDK_RETRY_SECONDS)
+                self.transport.request("DELETE", state["session_url"], timeout=SDK_RETRY_SECONDS)
             except Exception:  # noqa: BLE001 - the emulator answers 501; real GCS 499
                 pass
         checkpoint.clear()
@@ -250,7 +277,7 @@ class GcsStorage(StorageProvider):
 
     def _signer(self) -> tuple[Any, dict[str, Any]]:
         """Who signs: the key file, the client's own key, or IAM signBlob for an attached account."""
-        credentials = self._signing_file_credentials() or self.client._credentials
+        credentials = self._signing_file_credentials() or self.credentials
         if hasattr(credentials, "sign_bytes") and getattr(credentials, "signer_email", None):
             return credentials, {}
         email = getattr(credentials, "service_account_email", None)  # e.g. Cloud Run, GCE

@@ -1,5 +1,11 @@
 """GCS resumable-upload sessions that survive a worker restart: the session URL and confirmed offset
-live in the checkpoint, so another process can adopt the session and send only what is missing."""
+live in the checkpoint, so another process can adopt the session and send only what is missing.
+
+Sessions are driven with google-resumable-media (the public resumable-upload library google-cloud-storage depends
+on, pinned in requirements.txt), over an AuthorizedSession the provider builds from its own credentials: nothing
+here reaches into google-cloud-storage's internals. The one thing no library offers publicly is adopting a session
+another process opened; `_attach` does it the way google-resumable-media's own documentation does, and
+tests/test_storage_gcs.py checks those fields still exist so an upgrade fails a test, not an upload."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -31,7 +37,7 @@ class ResumableUploader:
     def upload(self, blob: Any, path: Path, total: int, content_type: str, sha256: str,
                progress: ProgressCallback | None, checkpoint: UploadCheckpoint | None) -> dict:
         """Send the file through a resumable session, saving the confirmed offset after each chunk."""
-        from google.cloud.storage.exceptions import InvalidResponse
+        from google.resumable_media.common import InvalidResponse
 
         state = checkpoint.load() if checkpoint else None
         wanted = {"provider": self.provider, "bucket": self.bucket, "key": blob.name,
@@ -79,17 +85,27 @@ class ResumableUploader:
 
     def _attach(self, session_url: str, stream: BinaryIO, total: int, content_type: str) -> Any:
         """A ResumableUpload bound to a saved session URL, so another process can continue it."""
-        from google.cloud.storage._media.requests import ResumableUpload
-
-        # The library has no public way to adopt an existing session: set the fields initiate()
-        # would. No streaming checksum: a resumed upload never sees the bytes sent before the
-        # restart, so upload_file() compares MD5/CRC32C of the whole file instead.
-        upload = ResumableUpload(session_url, self.chunk_size, checksum=None, retry=sdk_retry())
-        upload._resumable_url = session_url
-        upload._stream = stream
-        upload._total_bytes = total
-        upload._content_type = content_type
-        return upload
+        return attach_session(session_url, self.chunk_size, stream, total, content_type)
 
 
-__all__ = ["SDK_RETRY_SECONDS", "ResumableUploader", "sdk_retry"]
+ADOPTED_FIELDS = ("_resumable_url", "_stream", "_total_bytes", "_content_type", "_retry_strategy")
+"""What attach_session sets on a ResumableUpload (checked against the installed library by a test)."""
+
+
+def attach_session(session_url: str, chunk_size: int, stream: BinaryIO, total: int, content_type: str) -> Any:
+    """A google-resumable-media ResumableUpload bound to an existing session: the fields initiate() would set, as
+    the library's own docs set them (it has no public adopt). No streaming checksum: a resumed upload never sees
+    the bytes sent before the restart, so upload_file() compares MD5/CRC32C of the whole file instead."""
+    from google import resumable_media
+    from google.resumable_media.requests import ResumableUpload
+
+    upload = ResumableUpload(session_url, chunk_size, checksum=None)
+    upload._retry_strategy = resumable_media.RetryStrategy(max_cumulative_retry=SDK_RETRY_SECONDS)
+    upload._resumable_url = session_url
+    upload._stream = stream
+    upload._total_bytes = total
+    upload._content_type = content_type
+    return upload
+
+
+__all__ = ["ADOPTED_FIELDS", "SDK_RETRY_SECONDS", "ResumableUploader", "attach_session", "sdk_retry"]

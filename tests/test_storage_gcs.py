@@ -83,3 +83,23 @@ def test_gcs_signed_url_and_emulator_fallback(make_provider: MakeProvider, small
     unsigned = make_provider("gcs", GCS_CREDENTIALS_FILE="")
     assert "alt=media" in unsigned.download_url(prefix + "a.webm", 60)
     assert fetch(unsigned, prefix + "a.webm") == small_file.read_bytes()
+
+
+def test_session_adoption_uses_fields_the_installed_library_still_has(tmp_path: Path) -> None:
+    """attach_session sets google-resumable-media fields no public API sets: an upgrade that renames them must fail
+    here, not in a worker resuming an upload. The provider never touches google-cloud-storage's private modules."""
+    import io
+
+    from google.resumable_media.requests import ResumableUpload
+
+    from storage_providers import gcs, gcs_resumable
+
+    fresh = vars(ResumableUpload("http://127.0.0.1:1/upload", 256 * 1024))
+    assert set(gcs_resumable.ADOPTED_FIELDS) <= set(fresh)
+    upload = gcs_resumable.attach_session("http://127.0.0.1:1/upload?upload_id=x", 256 * 1024, io.BytesIO(b"abc"), 3,
+                                          "video/webm")
+    assert (upload.resumable_url, upload.total_bytes, upload.bytes_uploaded, upload.finished) == \
+        ("http://127.0.0.1:1/upload?upload_id=x", 3, 0, False)
+    for module in (gcs, gcs_resumable):
+        source = Path(module.__file__).read_text()
+        assert "storage._media" not in source and "client._http" not in source and "client._credentials" not in source
