@@ -57,7 +57,7 @@ QUERY_TOKEN_METHODS = frozenset({"GET", "HEAD"})
 
 
 def bearer_token() -> str | None:
-    """The request's token: the Authorization header, or ?token= on GET routes only (DESIGN §3)."""
+    """The request's token: the Authorization header, or ?token= on GET routes only (docs/api.md, Tokens)."""
     header = request.headers.get("Authorization", "")
     if header:
         scheme, _, value = header.partition(" ")

@@ -1,4 +1,4 @@
-"""Every error becomes DESIGN.md's JSON shape here, once: typed errors by class, HTTP errors by code."""
+"""Every error becomes the API's JSON error shape (docs/api.md) here, once: typed errors by class, HTTP errors by code."""
 from __future__ import annotations
 
 import logging

@@ -25,7 +25,7 @@ ERROR_CODES: dict[int, tuple[str, ...]] = {
     429: ("rate_limited",),
     503: ("unavailable",),
 }
-"""The codes each status may carry (DESIGN §4); the fuzz test holds the app to them."""
+"""The codes each status may carry (docs/api.md, Routes); the fuzz test holds the app to them."""
 
 REASONS = {
     400: "Bad request: body, path, query or header has the wrong shape", 401: "Missing, invalid or expired token",

@@ -1,4 +1,4 @@
-"""Who may do what: the authenticated caller and the room/role/participant rules of DESIGN.md §3."""
+"""Who may do what: the authenticated caller and the room/role/participant rules of docs/api.md (Tokens)."""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,4 @@
-"""Accepting one chunk: the checks of DESIGN.md §4 in their order, staging on disk, one atomic Redis commit."""
+"""Accepting one chunk: the API's checks in their order (docs/api.md), staging on disk, one atomic Redis commit."""
 from __future__ import annotations
 
 import hashlib

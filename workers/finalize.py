@@ -1,4 +1,4 @@
-"""Finalize a stopped recording (DESIGN.md §5): close the grace window, mux each participant, upload, manifest.
+"""Finalize a stopped recording (docs/architecture.md): close the grace window, mux each participant, upload, manifest.
 
 Idempotent by construction: outputs already uploaded are recorded in Redis per participant and skipped on
 a re-run; object keys are deterministic, so a retry overwrites rather than duplicates.

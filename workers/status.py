@@ -1,4 +1,4 @@
-"""The status body of DESIGN.md §4, built from Redis with bounded reads (its cost does not grow with chunks)."""
+"""The status body of docs/api.md, built from Redis with bounded reads (its cost does not grow with chunks)."""
 from __future__ import annotations
 
 import json

@@ -50,7 +50,7 @@ def held_chunks(recording_id: str, participant_id: str, kind: str):
 
 
 def _pause_or_resume(room: str, action: str):
-    """Pause and resume share DESIGN's order: token, path, control address, recording (404), host (403), state (409)."""
+    """Pause and resume share the API's order: token, path, control address, recording (404), host (403), state (409)."""
     principal = authenticate()
     check_id(room, "room")
     require_control_address(principal, room)

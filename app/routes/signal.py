@@ -1,4 +1,4 @@
-"""WS /video-calls/<room>/signal?token=<JWT>: the WebRTC ingest's signalling socket (DESIGN §6).
+"""WS /video-calls/<room>/signal?token=<JWT>: the WebRTC ingest's signalling socket (docs/api.md, WebRTC signalling).
 
 Thin: the handshake is accepted, then the token is checked as the HTTP API checks it (401 → 4401, another room →
 4403), the socket takes a lease against RTC_MAX_SOCKETS_PER_TOKEN, and workers/webrtc/signalling.py runs the

@@ -371,7 +371,7 @@ async function record(resume = false) {
     rec = demo.recorder = await Recorder.resume(options);
     log(`resumed after a reload: ${rec.recovered} kept chunk${rec.recovered === 1 ? "" : "s"} to upload, recording on at ${rec.options.firstSequence}`);
   } else {
-    // Rejoining (a second tab) continues the sequence numbers, as DESIGN.md §4 asks.
+    // Rejoining (a second tab) continues the sequence numbers, as the API asks (docs/api.md).
     const status = await api(`/video-calls/recordings/${demo.recordingId}`);
     const lastSequence = status.participants?.[demo.sub]?.video?.lastSequence;
     const firstSequence = lastSequence == null ? 0 : lastSequence + 1;

@@ -1,4 +1,4 @@
-"""Paused spans cut out of a client that kept recording through a pause (DESIGN.md §4, chunk rules).
+"""Paused spans cut out of a client that kept recording through a pause (docs/api.md, chunk rules).
 
 A client that pauses its recorder leaves a jump in its chunk timestamps and no paused media; one that keeps
 recording sends the paused media too, and it has to go. Which of the two a client did is read from its chunk

@@ -1,4 +1,4 @@
-"""One signalling socket's conversation (DESIGN §6), apart from Flask: the route authenticates and hands over.
+"""One signalling socket's conversation (docs/api.md, WebRTC signalling), apart from Flask: the route authenticates and hands over.
 
 offer → answer (once), candidate*, token refreshes, bye. Every refusal is an `error` message with a stable code,
 then a close with a 44xx code mirroring the HTTP status (4401 like 401 …); never a traceback. The socket is
