@@ -175,12 +175,9 @@ function renderState({ state, progress }) {
   }
 }
 
-/** The server's state drives the recorder: paused → MediaRecorder pauses (nothing is sent), recording → resumes. */
+/** The recorder pauses and resumes itself with the recording (followPause); the page only relabels its button. */
 function followPause(state) {
-  const rec = demo.recorder;
-  if (!rec || demo.phase !== "recording") return;
-  if (state === "paused" && rec.pause()) log("paused: the recorder holds still");
-  if (state === "recording" && rec.resume()) log("resumed");
+  if (!demo.recorder || demo.phase !== "recording") return;
   $("pause").textContent = state === "paused" ? "Resume" : "Pause";
 }
 
@@ -390,6 +387,8 @@ async function record(resume = false) {
     log(`upload: ${e.detail.message}`, "bad");
   });
   rec.addEventListener("ended", () => log("the server stopped taking chunks"));
+  rec.addEventListener("pause", () => log("paused: the recorder holds still"));
+  rec.addEventListener("resume", () => log("resumed"));
   if (!resume) await rec.start();
   scheduleRefresh();
   $("mime").textContent = rec.mimeType;

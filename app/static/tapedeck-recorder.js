@@ -17,7 +17,9 @@
  * while one chunk backs off, the whole queue waits. Any other 4xx, including 409
  * sequence_conflict, is permanent for that chunk ("error" event, chunk dropped). 409
  * not_recording means the recording is over: uploading stops for good. pause()/resume() follow the
- * recording's paused state (MediaRecorder pauses, so nothing is made or sent meanwhile).
+ * recording's paused state (MediaRecorder pauses, so nothing is made or sent meanwhile); with
+ * followPause (the default) the recorder calls them itself from the recording's event stream
+ * (tapedeck-follow.js).
  *
  * Queue bound (maxQueueBytes): when a new chunk does not fit, the oldest waiting chunks are
  * dropped (an "error" event with code "queue_full" each) until it does, except the recorder's
@@ -34,6 +36,7 @@
  */
 
 /** Container/codec preferences for camera streams, best first (the server reads WebM/Matroska). */
+import { StateFollower } from "./tapedeck-follow.js";
 import { ChunkStore, KeptChunks } from "./tapedeck-store.js";
 import { Uploader } from "./tapedeck-uploader.js";
 
@@ -70,6 +73,7 @@ const DEFAULTS = {
   fetch: undefined,
   store: false,
   maxStoredBytes: 256 * 1024 * 1024,
+  followPause: true,
 };
 
 /** The first mimeType of `candidates` this browser records, or "" (the browser's default). */
@@ -101,6 +105,7 @@ export class Recorder extends EventTarget {
     this._nextSequence = o.firstSequence;
     this._chunkStartedAt = null;
     this._stopPromise = null;
+    this._follower = null;
     this._tail = undefined; // while stopping: the newest chunk, held back until it is known to be the last
     this._onOnline = () => this._uploader.wake();
     this._kept = o.store
@@ -176,6 +181,7 @@ export class Recorder extends EventTarget {
   setToken(token) {
     if (!token) throw new TypeError("Recorder.setToken: a token is required");
     this.options.token = token;
+    this._follower?.open(); // an event stream ends when its token expires: reconnect with the new one
   }
 
   /** Pause MediaRecorder (the recording was paused): no media is made, so nothing is sent until resume(). */
@@ -227,6 +233,7 @@ export class Recorder extends EventTarget {
         this.startedAt = this._chunkStartedAt = Date.now();
         this.mimeType = recorder.mimeType || this.mimeType;
         this._emit("start", { mimeType: this.mimeType });
+        this._follow();
         resolve();
       }, { once: true });
       try {
@@ -242,6 +249,7 @@ export class Recorder extends EventTarget {
     if (this._stopPromise) return this._stopPromise;
     this._stopPromise = (async () => {
       this.state = "stopping";
+      this._follower?.close();
       const recorder = this._recorder;
       if (recorder && recorder.state !== "inactive") {
         // The last "dataavailable" fires before "stop": hold each chunk back until the next one or "stop"
@@ -282,6 +290,18 @@ export class Recorder extends EventTarget {
       mimeType: this.mimeType,
       durationMs: this.startedAt ? (this.stoppedAt || Date.now()) - this.startedAt : 0,
     };
+  }
+
+  /** Pause and resume with the recording (followPause): the host's pause leaves no gap and sends nothing. */
+  _follow() {
+    if (!this.options.followPause || this._follower) return;
+    const o = this.options;
+    const url = `${this.baseUrl}/video-calls/recordings/${encodeURIComponent(o.recordingId)}/events`;
+    this._follower = new StateFollower(url, async () => (typeof o.token === "function" ? o.token() : o.token), (state) => {
+      if (state === "paused") this.pause();
+      else if (state === "recording") this.resume();
+    });
+    this._follower.open().catch((err) => this._emitError("follow_error", (err && err.message) || String(err)));
   }
 
   _onData(blob) {
