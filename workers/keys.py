@@ -133,3 +133,18 @@ def webhook_sender(recording_id: str) -> str:
 def webhook_events(recording_id: str) -> str:
     """Hash: event type → 1 once that event entered the outbox, so a redelivered task never sends it twice."""
     return f"{PREFIX}:webhooks:{recording_id}:events"
+
+
+def live_state(recording_id: str) -> str:
+    """Hash: participant id → JSON of its live finalize state (workers/live/state.py); under recording(id):*."""
+    return f"{recording(recording_id)}:live"
+
+
+def live_lock(recording_id: str, participant_id: str) -> str:
+    """Lock: held by the one process folding this participant's chunks into its live output."""
+    return f"{recording(recording_id)}:live-lock:{participant_id}"
+
+
+def live_due(recording_id: str) -> str:
+    """String with TTL: set when a live step is queued, so chunks arriving meanwhile queue no other one."""
+    return f"{recording(recording_id)}:live-due"

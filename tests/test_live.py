@@ -1,0 +1,90 @@
+"""Live finalize (issue 15): chunks folded in while the room records give the batch path's file, packet for
+packet, and anything the live path does not handle leaves the participant to batch."""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
+from workers.live.state import LiveStates
+from workers.live.step import LiveFinalizer
+from workers.media.muxer import StreamInput, mux_participant
+from workers.resources import Resources
+from workers.settings import get_settings
+
+CLIP = Recording(seconds=9, keyframe_seconds=1.0)
+
+
+@pytest.fixture
+def live(stack_env) -> LiveFinalizer:
+    resources = Resources.build(get_settings())
+    return LiveFinalizer(resources.store, resources.staging, LiveStates(resources.redis))
+
+
+def packets(path: Path) -> list[tuple]:
+    """What a player gets from each packet: track, timestamps, size, keyframe flag."""
+    with av.open(str(path)) as container:
+        kinds = {s.index: s.type for s in container.streams}
+        return [(kinds[p.stream_index], p.pts, p.dts, p.size, p.is_keyframe) for p in container.demux() if p.size]
+
+
+def batch(live: LiveFinalizer, rec: str, out: Path) -> Path:
+    chunks = live.store.chunks(rec, "alice", "video")
+    wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
+    paths = live.staging.local_chunks(rec, "alice", "video", wanted)
+    return mux_participant([StreamInput("video", paths)], out, "batch").path  # type: ignore[arg-type]
+
+
+def send(api, rec: str, pieces: list[bytes], first: int = 0) -> None:
+    for offset, piece in enumerate(pieces):
+        assert api.put_chunk(rec, "alice", "video", first + offset, piece).status_code == 202
+
+
+def test_live_steps_then_stop_equal_batch_packet_for_packet(api, rec, live, tmp_path):
+    pieces = slice_timeslice(encode_webm(CLIP), 27)
+    for start in range(0, 24, 6):  # four steps while recording, each after six more chunks
+        send(api, rec, pieces[start:start + 6], start)
+        live.step(rec)
+    state = live.states.get(rec, "alice")
+    assert state.failed is None and state.windows >= 2 and 0 < state.position < 23
+    send(api, rec, pieces[24:], 24)
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None
+    reference = batch(live, rec, tmp_path)
+    assert packets(result.path) == packets(reference)
+    assert result.duration_seconds == pytest.approx(probe(reference).container_duration, abs=0.001)
+    assert [t.packets for t in result.tracks] == [len([p for p in packets(reference) if p[0] == k])
+                                                  for k in ("video", "audio")]
+    decoded = probe(result.path)
+    assert decoded.decode_errors == 0 and decoded.frames["video"] == 9 * 30
+    assert seek_and_decode(result.path, 6.0) == pytest.approx(6.0, abs=0.05)  # Cues point at real Clusters
+
+
+def test_a_single_step_at_stop_is_the_whole_file(api, rec, live, tmp_path):
+    send(api, rec, slice_timeslice(encode_webm(replace(CLIP, seconds=3)), 5))
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
+
+
+def test_a_hole_at_stop_leaves_the_participant_to_batch(api, rec, live):
+    pieces = slice_timeslice(encode_webm(CLIP), 12)
+    send(api, rec, pieces[:8])
+    live.step(rec)
+    send(api, rec, pieces[9:], 9)
+    live.step(rec, final=True)
+    assert "holes" in live.states.get(rec, "alice").failed
+    assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None
+
+
+def test_a_restarted_recorder_leaves_the_participant_to_batch(api, rec, live):
+    first = slice_timeslice(encode_webm(CLIP), 6)
+    second = slice_timeslice(encode_webm(replace(CLIP, seconds=3)), 2)
+    send(api, rec, first + second)
+    live.step(rec, final=True)
+    assert live.states.get(rec, "alice").failed
+    assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None

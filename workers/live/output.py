@@ -1,0 +1,195 @@
+"""A participant's output file grown window by window: each window file's Clusters are appended as they are,
+its Cues rewritten to the Clusters' new places, and at stop the Cues, then the header (EBML header, Segment
+size, SeekHead, Info with Duration, Tracks) written into space reserved at the start — so stop costs the same
+for ten minutes as for two hours.
+
+Everything but the media lives in sidecar files next to the output (Tracks, Info, Cue points), so the Redis
+state stays a few hundred bytes. A crash between an append and the state's update is undone by truncating
+to the length the state records.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from workers.live.source import Unsupported
+from workers.media import ebml_io as ebml
+
+RESERVED_BYTES = 64 * 1024
+"""Room at the start for the header written at stop; a header that does not fit leaves it to batch."""
+
+DOC_TYPES = {"webm": "webm", "matroska": "matroska"}
+
+
+@dataclass(frozen=True)
+class Appended:
+    bytes: int
+    """The output's length after the window."""
+    cue_bytes: int
+    end_seconds: float
+    """The window's Duration: where its last packet ends on the output timeline."""
+
+
+@dataclass(frozen=True)
+class _Window:
+    segment_start: int
+    info: ebml.Element
+    tracks: ebml.Element
+    clusters: list[ebml.Element]
+    cue_points: list[ebml.Element]
+
+
+class LiveFile:
+    """The output and its sidecars under one directory, named after the participant."""
+
+    def __init__(self, directory: Path, participant_id: str, extension: str) -> None:
+        self.path = directory / f"{participant_id}.live.{extension}"
+        self.cues = directory / f"{participant_id}.live.cues"
+        self.info = directory / f"{participant_id}.live.info"
+        self.tracks = directory / f"{participant_id}.live.tracks"
+
+    def append(self, window: Path, fmt: str, length: int, cue_length: int) -> Appended:
+        """Append a remuxed window's Clusters at `length` and its cue points at `cue_length`."""
+        segment_start = len(ebml.ebml_header(DOC_TYPES[fmt])) + 4 + ebml.SIZE_WIDTH
+        with open(window, "rb") as source:
+            parsed = _parse(source)
+            if length == 0:
+                self._begin(source, parsed)
+                length = RESERVED_BYTES
+            moved: dict[int, int] = {}
+            with open(self.path, "r+b") as out:
+                out.truncate(length)
+                out.seek(length)
+                for cluster in parsed.clusters:
+                    moved[cluster.start - parsed.segment_start] = out.tell() - segment_start
+                    _copy(source, cluster.start, cluster.end, out)
+                length = out.tell()
+            points = b"".join(_moved_cue_point(source, point, moved) for point in parsed.cue_points)
+            info = dict(_values(source, parsed.info))
+        with open(self.cues, "r+b" if self.cues.exists() else "w+b") as cues:
+            cues.truncate(cue_length)
+            cues.seek(cue_length)
+            cues.write(points)
+            cue_length = cues.tell()
+        scale = ebml.read_uint(info.get(ebml.TIMESTAMP_SCALE, b"")) or 1_000_000
+        end = ebml.read_float(info.get(ebml.DURATION, b"")) * scale / 1e9
+        return Appended(bytes=length, cue_bytes=cue_length, end_seconds=end)
+
+    def finish(self, fmt: str, length: int, cue_length: int, duration_seconds: float) -> Path:
+        """Write the Cues after the last Cluster and the header into the reserved space; the file is then a
+        complete, seekable Matroska/WebM file."""
+        header = ebml.ebml_header(DOC_TYPES[fmt])
+        segment_start = len(header) + 4 + ebml.SIZE_WIDTH
+        with open(self.cues, "rb") as handle:
+            points = handle.read(cue_length)  # what a crashed step appended past it is not ours
+        cues = ebml.element(ebml.CUES, points)
+        scale_info = self.info.read_bytes()
+        info = ebml.element(ebml.INFO, scale_info + ebml.float_element(ebml.DURATION, duration_seconds * 1000))
+        tracks = self.tracks.read_bytes()
+        with open(self.path, "r+b") as out:
+            out.truncate(length)
+            out.seek(length)
+            out.write(cues)
+            total = out.tell()
+            seek_head_length = len(_seek_head({ebml.INFO: 0, ebml.TRACKS: 0, ebml.CUES: 0}))
+            info_at = seek_head_length
+            tracks_at = info_at + len(info)
+            head = header + ebml.encode_id(ebml.SEGMENT) + ebml.encode_size(total - segment_start, ebml.SIZE_WIDTH)
+            head += _seek_head({ebml.INFO: info_at, ebml.TRACKS: tracks_at, ebml.CUES: length - segment_start})
+            head += info + tracks
+            if len(head) + 1 + ebml.SIZE_WIDTH > RESERVED_BYTES:
+                raise Unsupported("the header does not fit the reserved space")
+            out.seek(0)
+            out.write(head + ebml.void(RESERVED_BYTES - len(head)))
+        return self.path
+
+    def remove(self) -> None:
+        for path in (self.path, self.cues, self.info, self.tracks):
+            path.unlink(missing_ok=True)
+
+    def _begin(self, source: BinaryIO, parsed: _Window) -> None:
+        """The first window: reserve the header's space and keep Tracks and Info (without Duration) aside."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "wb") as out:
+            out.truncate(RESERVED_BYTES)
+        source.seek(parsed.tracks.start)
+        self.tracks.write_bytes(source.read(parsed.tracks.end - parsed.tracks.start))
+        kept = b""
+        for child in ebml.children(source, parsed.info.data_start, parsed.info.end):
+            if child.id != ebml.DURATION:
+                source.seek(child.start)
+                kept += source.read(child.end - child.start)
+        self.info.write_bytes(kept)
+        self.cues.write_bytes(b"")
+
+
+def _parse(source: BinaryIO) -> _Window:
+    head = ebml.read_header(source, 0)
+    segment = ebml.read_header(source, head.end) if head else None
+    if head is None or head.id != ebml.EBML or segment is None or segment.id != ebml.SEGMENT:
+        raise Unsupported("the window file is not Matroska")
+    info = tracks = None
+    clusters, points = [], []
+    for element in ebml.children(source, segment.data_start, segment.end):
+        if element.id == ebml.INFO:
+            info = element
+        elif element.id == ebml.TRACKS:
+            tracks = element
+        elif element.id == ebml.CLUSTER:
+            clusters.append(element)
+        elif element.id == ebml.CUES:
+            points = [p for p in ebml.children(source, element.data_start, element.end) if p.id == ebml.CUE_POINT]
+    if info is None or tracks is None:
+        raise Unsupported("the window file has no Info or Tracks")
+    return _Window(segment.data_start, info, tracks, clusters, points)
+
+
+def _values(source: BinaryIO, parent: ebml.Element):
+    for child in ebml.children(source, parent.data_start, parent.end):
+        source.seek(child.data_start)
+        yield child.id, source.read(child.size)
+
+
+def _moved_cue_point(source: BinaryIO, point: ebml.Element, moved: dict[int, int]) -> bytes:
+    """The cue point re-encoded with its Cluster's position in the output."""
+    parts = []
+    for child in ebml.children(source, point.data_start, point.end):
+        if child.id != ebml.CUE_TRACK_POSITIONS:
+            source.seek(child.start)
+            parts.append(source.read(child.end - child.start))
+            continue
+        inner = []
+        for field in ebml.children(source, child.data_start, child.end):
+            source.seek(field.data_start)
+            value = source.read(field.size)
+            if field.id == ebml.CUE_CLUSTER_POSITION:
+                position = moved.get(ebml.read_uint(value))
+                if position is None:
+                    raise Unsupported("a cue point names no Cluster of its window")
+                inner.append(ebml.uint_element(field.id, position))
+            else:
+                inner.append(ebml.element(field.id, value))
+        parts.append(ebml.element(ebml.CUE_TRACK_POSITIONS, b"".join(inner)))
+    return ebml.element(ebml.CUE_POINT, b"".join(parts))
+
+
+def _seek_head(positions: dict[int, int]) -> bytes:
+    """SeekHead with fixed-width positions, so its length is known before the positions are."""
+    seeks = b"".join(
+        ebml.element(ebml.SEEK, ebml.element(ebml.SEEK_ID, ebml.encode_id(ident))
+                     + ebml.element(ebml.SEEK_POSITION, position.to_bytes(ebml.SIZE_WIDTH, "big")))
+        for ident, position in positions.items()
+    )
+    return ebml.element(ebml.SEEK_HEAD, seeks)
+
+
+def _copy(source: BinaryIO, start: int, end: int, out: BinaryIO) -> None:
+    source.seek(start)
+    left = end - start
+    while left > 0:
+        block = source.read(min(1024 * 1024, left))
+        if not block:
+            raise Unsupported("the window file ended early")
+        out.write(block)
+        left -= len(block)

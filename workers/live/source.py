@@ -1,0 +1,120 @@
+"""The input side of a live step: where a stream's complete Clusters lie in its chunk bytes, and a small WebM
+made of the stream's header and the next run of them, which PyAV demuxes like any recording.
+
+A browser writes live WebM: a header, then Clusters of unknown size, cut into chunks anywhere. A window must
+start at a Cluster (the demuxer cannot start inside one) and, while recording, end before the last Cluster
+seen (it may still grow), so the scan walks element headers only, never the media.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO
+
+from workers.media import ebml_io as ebml
+
+COPY_BLOCK = 1024 * 1024
+"""Window bytes are copied in pieces this size: a window never sits in memory whole."""
+
+MAX_HEADER_BYTES = 1024 * 1024
+"""A stream whose header (everything before its first Cluster) is larger is left to the batch path."""
+
+
+class Unsupported(Exception):
+    """Raised when a stream's bytes are not what the live path handles; finalize then takes the batch path."""
+
+
+class NotYet(Exception):
+    """Raised when a step has too little new media to fold in; the next step tries again."""
+
+
+@dataclass(frozen=True)
+class Scan:
+    clusters: list[int]
+    """Offsets (in the scanned byte stream) where each Cluster met begins."""
+    end: int
+    """Where the last complete top-level element ended (the data may go on, cut short)."""
+
+
+def header_length(stream: BinaryIO) -> int:
+    """Bytes before the first Cluster: EBML header, Segment header, Info, Tracks (what every window repeats)."""
+    head = ebml.read_header(stream, 0)
+    if head is None or head.id != ebml.EBML or head.size == ebml.UNKNOWN_SIZE:
+        raise Unsupported("the stream does not start with an EBML header")
+    segment = ebml.read_header(stream, head.end)
+    if segment is None or segment.id != ebml.SEGMENT:
+        raise Unsupported("the stream has no Segment")
+    offset = segment.data_start
+    while True:
+        element = ebml.read_header(stream, offset)
+        if element is None:
+            raise NotYet("no Cluster yet")
+        if element.id == ebml.CLUSTER:
+            return offset
+        if element.size == ebml.UNKNOWN_SIZE or element.end > MAX_HEADER_BYTES:
+            raise Unsupported("the stream's header is not what a browser writes")
+        offset = element.end
+
+
+def scan_clusters(stream: BinaryIO, start: int, limit: int) -> Scan:
+    """Walk top-level elements from `start` (a Cluster) up to `limit` bytes, descending only into unknown-size
+    Clusters, whose end is the next top-level id."""
+    clusters: list[int] = []
+    offset, complete = start, start
+    while offset < limit:
+        element = ebml.read_header(stream, offset)
+        if element is None:
+            break
+        if element.id not in ebml.LEVEL1:
+            raise Unsupported(f"unexpected element {element.id:#x} at offset {offset}")
+        if element.id == ebml.CLUSTER:
+            clusters.append(offset)
+        if element.size != ebml.UNKNOWN_SIZE:
+            offset = element.end
+        elif element.id == ebml.CLUSTER:
+            offset = _cluster_end(stream, element, limit)
+            if offset is None:
+                break
+        else:
+            raise Unsupported(f"element {element.id:#x} of unknown size")
+        if offset <= limit:
+            complete = offset
+    return Scan(clusters=clusters, end=min(complete, limit))
+
+
+def _cluster_end(stream: BinaryIO, cluster: ebml.Element, limit: int) -> int | None:
+    """Where an unknown-size Cluster ends (the next top-level id), None when the data stops first."""
+    offset = cluster.data_start
+    while offset < limit:
+        child = ebml.read_header(stream, offset)
+        if child is None:
+            return None
+        if child.id in ebml.LEVEL1 or child.id == ebml.EBML:
+            return offset
+        if child.size == ebml.UNKNOWN_SIZE:
+            raise Unsupported("a Cluster child of unknown size")
+        offset = child.end
+    return offset if offset == limit else None
+
+
+def write_window(head: BinaryIO, header_len: int, body: BinaryIO, start: int, end: int, target: Path) -> None:
+    """The stream's header (its Segment made unknown-size, so the demuxer reads on) followed by the body's
+    bytes [start, end): a WebM file of just this window's Clusters."""
+    ebml_head = ebml.read_header(head, 0)
+    segment = ebml.read_header(head, ebml_head.end)  # type: ignore[union-attr]
+    with open(target, "wb") as out:
+        _copy(head, 0, ebml_head.end, out)  # type: ignore[union-attr]
+        out.write(ebml.encode_id(ebml.SEGMENT) + b"\x01\xff\xff\xff\xff\xff\xff\xff")
+        _copy(head, segment.data_start, header_len, out)  # type: ignore[union-attr]
+        _copy(body, start, end, out)
+
+
+def _copy(stream: BinaryIO, start: int, end: int, out: BinaryIO) -> None:
+    stream.seek(start)
+    left = end - start
+    while left > 0:
+        block = stream.read(min(COPY_BLOCK, left))
+        if not block:
+            raise Unsupported("a chunk file shrank while it was read")
+        out.write(block)
+        left -= len(block)

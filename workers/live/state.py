@@ -1,0 +1,84 @@
+"""Where each participant's live output stands, one small JSON per participant in one Redis hash.
+
+The media and the cue points live in files on the worker's disk (workers/live/output.py); Redis holds only
+positions and lengths, so a step that died half-way is undone by truncating to them, and a state that no
+longer matches the files (another node, a Redis restart) sends finalize down the batch path.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+
+import redis
+
+from workers import keys
+from workers.live.window import LiveTracks
+
+
+@dataclass
+class LiveState:
+    stream_type: str
+    sequence: int = 0
+    """The chunk where the next unread Cluster begins."""
+    offset: int = 0
+    """Byte offset of that Cluster in its chunk."""
+    header: int = 0
+    """Bytes of the stream's header (before its first Cluster), counted from chunk 0."""
+    position: int = -1
+    """The last sequence whose every byte is in the output."""
+    bytes: int = 0
+    cue_bytes: int = 0
+    end_seconds: float = 0.0
+    tracks: LiveTracks = field(default_factory=LiveTracks)
+    infos: list[dict] = field(default_factory=list)
+    """The batch muxer's TrackInfo of each output track, packets counted over every window."""
+    windows: int = 0
+    updated_at: float = 0.0
+    failed: str | None = None
+    """Why this participant is left to the batch path (set once, never cleared)."""
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "streamType": self.stream_type, "sequence": self.sequence, "offset": self.offset,
+            "header": self.header, "position": self.position, "bytes": self.bytes, "cueBytes": self.cue_bytes,
+            "endSeconds": self.end_seconds, "tracks": self.tracks.to_json(), "infos": self.infos,
+            "windows": self.windows, "updatedAt": self.updated_at, "failed": self.failed,
+        })
+
+    @classmethod
+    def from_json(cls, raw: str | bytes) -> LiveState:
+        data = json.loads(raw)
+        return cls(data["streamType"], data["sequence"], data["offset"], data["header"], data["position"],
+                   data["bytes"], data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]),
+                   data["infos"], data["windows"], data["updatedAt"], data["failed"])
+
+
+class LiveStates:
+    def __init__(self, client: redis.Redis) -> None:
+        self.redis = client
+
+    def get(self, recording_id: str, participant_id: str) -> LiveState | None:
+        raw = self.redis.hget(keys.live_state(recording_id), participant_id)
+        return LiveState.from_json(raw) if raw else None
+
+    def all(self, recording_id: str) -> dict[str, LiveState]:
+        raw = self.redis.hgetall(keys.live_state(recording_id))
+        return {k.decode(): LiveState.from_json(v) for k, v in raw.items()}
+
+    def put(self, recording_id: str, participant_id: str, state: LiveState) -> None:
+        state.updated_at = time.time()
+        self.redis.hset(keys.live_state(recording_id), participant_id, state.to_json())
+
+    def fail(self, recording_id: str, participant_id: str, stream_type: str, reason: str) -> None:
+        self.put(recording_id, participant_id, LiveState(stream_type, failed=reason))
+
+    def status(self, recording_id: str, now: float | None = None) -> dict | None:
+        """The status's `live` entry: the lowest position over participants still live, and how long ago the
+        oldest of them last advanced (None when nothing runs live)."""
+        states = [s for s in self.all(recording_id).values() if s.failed is None and s.windows]
+        if not states:
+            return None
+        now = time.time() if now is None else now
+        return {"position": min(s.position for s in states),
+                "lagSeconds": round(max(0.0, now - min(s.updated_at for s in states)), 3)}

@@ -1,0 +1,226 @@
+"""The live step: fold each participant's newly contiguous chunks into its growing output while the room
+records, and at stop fold the tail and close the file (docs/live-finalize.md says why this shape).
+
+What it handles: one WebM/Matroska stream per participant, one recorder run, copy output, no pause cut,
+chunks on this worker's disk. Anything else (or anything odd on the way) marks the participant failed here,
+and finalize takes the batch path for it, which stays the reference.
+"""
+from __future__ import annotations
+
+import io
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from workers import keys
+from workers.live.output import LiveFile
+from workers.live.source import NotYet, Unsupported, header_length, scan_clusters, write_window
+from workers.live.state import LiveState, LiveStates
+from workers.live.window import remux_window
+from workers.media.chunk_stream import ChunkStream
+from workers.media.errors import MediaError
+from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, _verify
+from workers.pause import parse_pauses
+from workers.staging import Staging
+from workers.state import ChunkRecord, RecordingStore
+
+log = logging.getLogger(__name__)
+
+MAX_WINDOW_CHUNKS = 600
+"""Chunks one step reads at most while recording (ten minutes of one-second chunks): a step's work is bounded."""
+
+LOCK_SECONDS = 120
+"""A step's lock outlives any step; one left by a killed worker expires by itself."""
+
+BUFFER_BYTES = 64 * 1024
+
+
+@dataclass
+class LiveFinalizer:
+    store: RecordingStore
+    staging: Staging
+    states: LiveStates
+
+    def step(self, recording_id: str, final: bool = False) -> None:
+        """Fold in what arrived for every participant (at stop: everything, then close each file)."""
+        rec = self.store.get(recording_id) or {}
+        streams: dict[str, list[str]] = {}
+        for participant_id, stream_type in self.store.streams(recording_id):
+            streams.setdefault(participant_id, []).append(stream_type)
+        for participant_id, types in sorted(streams.items()):
+            self.step_participant(recording_id, rec, participant_id, types, final)
+
+    def step_participant(self, recording_id: str, rec: dict, participant_id: str, types: list[str],
+                         final: bool) -> None:
+        lock = self.store.redis.lock(keys.live_lock(recording_id, participant_id), timeout=LOCK_SECONDS,
+                                     blocking=final, blocking_timeout=LOCK_SECONDS if final else None)
+        if not lock.acquire():
+            return
+        try:
+            state = self.states.get(recording_id, participant_id)
+            if state is not None and state.failed:
+                return
+            try:
+                self._check(rec, types)
+                state = state or LiveState(types[0])
+                self._fold(recording_id, participant_id, state, final)
+            except NotYet:
+                return
+            except (Unsupported, MediaError, OSError) as exc:
+                reason = exc.message if isinstance(exc, MediaError) else str(exc)
+                log.info("recording %s participant %s: live finalize left to batch: %s", recording_id,
+                         participant_id, reason)
+                self.states.fail(recording_id, participant_id, types[0], reason)
+                self._file(recording_id, participant_id, "webm").remove()
+        finally:
+            try:
+                lock.release()
+            except redis.exceptions.LockError:
+                pass
+
+    def result(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
+               ) -> MuxResult | None:
+        """At stop, after the final step: the closed live output of a participant, when it holds exactly what
+        the batch path would read (every chunk, nothing after its position), else None."""
+        state = self.states.get(recording_id, participant_id)
+        if state is None or state.failed or not state.windows or list(streams) != [state.stream_type]:
+            return None
+        chunks = streams[state.stream_type]
+        if state.position != max(chunks) or len(chunks) != state.position + 1:
+            return None
+        live = self._file(recording_id, participant_id, EXTENSIONS[state.tracks.fmt])
+        if not live.path.exists() or live.path.stat().st_size < state.bytes:
+            return None
+        try:
+            path = live.finish(state.tracks.fmt, state.bytes, state.cue_bytes, state.end_seconds)
+            duration = _verify(path)
+        except (Unsupported, MediaError, OSError) as exc:
+            log.warning("recording %s participant %s: live output unusable, batch instead: %s", recording_id,
+                        participant_id, exc)
+            return None
+        infos = [TrackInfo(**info) for info in state.infos]
+        return MuxResult(path=path, format=state.tracks.fmt, bytes=path.stat().st_size, duration_seconds=duration,
+                         tracks=infos, segments=1, dropped_chunks=[], dropped_packets=state.tracks.dropped,
+                         start_seconds=round(state.tracks.start or 0.0, 6))
+
+    def _check(self, rec: dict, types: list[str]) -> None:
+        if len(types) != 1:
+            raise Unsupported("several streams per participant are muxed by the batch path")
+        if rec.get("format", "webm") == "mp4":
+            raise Unsupported("mp4 output is transcoded by the batch path")
+        if parse_pauses(rec.get("pauses")):
+            raise Unsupported("recordings with pauses are cut by the batch path")
+
+    def _fold(self, recording_id: str, participant_id: str, state: LiveState, final: bool) -> None:
+        chunks = self._contiguous(recording_id, participant_id, state, final)
+        if not chunks:
+            raise NotYet("no new chunk")
+        work = self._work_dir(recording_id)
+        with _stream(_header_chunks(self, recording_id, participant_id, state)) as head:
+            if not state.header:
+                state.header = header_length(head)
+            with _stream(chunks) as body:
+                size = body.raw.size  # type: ignore[attr-defined]
+                start = max(state.offset, state.header) if state.sequence == 0 else state.offset
+                if final:
+                    cut = size
+                else:
+                    clusters = scan_clusters(body, start, size).clusters
+                    if len(clusters) < 2:
+                        raise NotYet("no complete Cluster yet")
+                    cut = clusters[-1]
+                if cut <= start:
+                    raise NotYet("nothing new")
+                window_in, window_out = work / f"{participant_id}.in.webm", work / f"{participant_id}.out.mkv"
+                write_window(head, state.header, body, start, cut, window_in)
+        try:
+            infos = remux_window(window_in, state.stream_type, chunks[0][0], window_out, state.tracks, final)
+            live = self._file(recording_id, participant_id, EXTENSIONS[state.tracks.fmt])
+            appended = live.append(window_out, state.tracks.fmt, state.bytes, state.cue_bytes)
+        finally:
+            window_in.unlink(missing_ok=True)
+            window_out.unlink(missing_ok=True)
+        state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
+        state.end_seconds = max(state.end_seconds, appended.end_seconds)
+        state.infos = [info.__dict__ | {"packets": count} for info, count in zip(infos, state.tracks.packets)]
+        state.sequence, state.offset, state.position = _locate(chunks, cut)
+        state.windows += 1
+        self.states.put(recording_id, participant_id, state)
+
+    def _contiguous(self, recording_id: str, participant_id: str, state: LiveState,
+                    final: bool) -> list[tuple[int, Path]]:
+        """The chunks from the live position on, up to the first hole (at stop: every one, or Unsupported)."""
+        limit = None if final else MAX_WINDOW_CHUNKS
+        records = self.store.chunks(recording_id, participant_id, state.stream_type)
+        wanted = []
+        sequence = state.sequence
+        while sequence in records and (limit is None or len(wanted) < limit):
+            record = records[sequence]
+            wanted.append((sequence, record.name, record.size))
+            sequence += 1
+        if final and (sequence <= max(records, default=-1) or not records):
+            raise Unsupported("the stream has holes at stop")
+        found = self.staging.local_chunks(recording_id, participant_id, state.stream_type, wanted)
+        present = []
+        for seq, path in found:
+            if path is None:
+                if final:
+                    raise Unsupported(f"chunk {seq} is not on this worker's disk")
+                break
+            present.append((seq, path))
+        return present
+
+    def _file(self, recording_id: str, participant_id: str, extension: str) -> LiveFile:
+        return LiveFile(self._work_dir(recording_id), participant_id, extension)
+
+    def _work_dir(self, recording_id: str) -> Path:
+        path = self.staging.output_dir(recording_id) / "live"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def _header_chunks(live: LiveFinalizer, recording_id: str, participant_id: str, state: LiveState
+                   ) -> list[tuple[int, Path]]:
+    """The chunks from sequence 0 holding the stream's header (all of the first ones until it is known)."""
+    records = live.store.chunks(recording_id, participant_id, state.stream_type)
+    wanted, total, sequence = [], 0, 0
+    while sequence in records and (not state.header or total < state.header):
+        wanted.append((sequence, records[sequence].name, records[sequence].size))
+        total += records[sequence].size
+        sequence += 1
+        if not state.header and sequence > MAX_WINDOW_CHUNKS:
+            break
+    found = live.staging.local_chunks(recording_id, participant_id, state.stream_type, wanted)
+    if not found or any(path is None for _, path in found):
+        raise Unsupported("the stream's header chunks are not on this worker's disk")
+    return [(seq, path) for seq, path in found]  # type: ignore[misc]
+
+
+class _stream:
+    """A buffered reader over chunk files (EBML headers may straddle two of them)."""
+
+    def __init__(self, chunks: list[tuple[int, Path]]) -> None:
+        if not chunks:
+            raise NotYet("no chunk yet")
+        self.reader = io.BufferedReader(ChunkStream([p for _, p in chunks], [s for s, _ in chunks]), BUFFER_BYTES)
+
+    def __enter__(self) -> io.BufferedReader:
+        return self.reader
+
+    def __exit__(self, *exc: object) -> None:
+        self.reader.close()
+
+
+def _locate(chunks: list[tuple[int, Path]], cut: int) -> tuple[int, int, int]:
+    """(sequence, offset) of byte `cut` of the chunks' concatenation, and the last sequence wholly before it."""
+    total = 0
+    for sequence, path in chunks:
+        size = path.stat().st_size
+        if cut < total + size:
+            return sequence, cut - total, sequence - 1
+        total += size
+    last = chunks[-1][0]
+    return last + 1, 0, last

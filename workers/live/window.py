@@ -1,0 +1,116 @@
+"""One live window remuxed exactly as the batch muxer would have remuxed those packets in the whole file.
+
+The batch muxer (workers/media/muxer.py) moves every packet back by the timeline start and lifts a late dts
+to its track's last one; a window carries both across windows (LiveTracks), reuses the muxer's own
+functions for them, and refuses (Unsupported) whatever would make its packets differ from batch: timestamp
+repairs, spikes, a second segment, a track set that changed. Packets keep absolute timestamps, so each
+window's Clusters can be appended to the output as they are.
+"""
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import av
+
+from workers.live.source import NotYet, Unsupported
+from workers.media import muxer
+from workers.media.demux import ChunkDemuxer, describe_av_error
+from workers.media.errors import MediaError
+
+
+@dataclass
+class LiveTracks:
+    """What carries from one window to the next, per output track in the batch muxer's order."""
+
+    fmt: str = ""
+    start: float | None = None
+    """The output's timeline start (the batch muxer's _timeline_start), fixed by the first window."""
+    keys: list[list] = field(default_factory=list)
+    """Each track's (media type, codec, rank): a later window must find the same tracks in the same order."""
+    last_dts: list[float] = field(default_factory=list)
+    packets: list[int] = field(default_factory=list)
+    dropped: int = 0
+
+    def to_json(self) -> dict:
+        return {"fmt": self.fmt, "start": self.start, "keys": self.keys, "lastDts": self.last_dts,
+                "packets": self.packets, "dropped": self.dropped}
+
+    @classmethod
+    def from_json(cls, data: dict) -> LiveTracks:
+        return cls(data["fmt"], data["start"], data["keys"], [float(x) for x in data["lastDts"]],
+                   list(data["packets"]), data["dropped"])
+
+
+def remux_window(source: Path, stream_type: str, sequence: int, target: Path, carried: LiveTracks,
+                 final: bool) -> list[muxer.TrackInfo]:
+    """Remux the window file `source` into the seekable `target` (its Cues say where keyframes are); updates
+    `carried`. Raises Unsupported when its packets could differ from the batch path's."""
+    demuxer = ChunkDemuxer(stream_type, [(sequence, source)])
+    try:
+        demuxer.open_first()
+        tracks = muxer._track_order([demuxer])  # noqa: SLF001 - the batch muxer's own order, on purpose
+        keys = [list(track.key) for track in tracks]
+        if carried.keys and keys != carried.keys:
+            raise Unsupported("the window's tracks differ from the first window's")
+        fmt = muxer.output_format_for(track.codec for track in tracks)
+        carried.fmt, carried.keys = fmt, keys
+        if not carried.last_dts:
+            carried.last_dts, carried.packets = [-math.inf] * len(tracks), [0] * len(tracks)
+        for track, last in zip(tracks, carried.last_dts):
+            track.last_dts = last
+        try:
+            with av.open(str(target), mode="w", format=fmt) as output:
+                for track in tracks:
+                    track.output = muxer._output_stream(output, track, fmt)  # noqa: SLF001
+                    track.template = None
+                _interleave(demuxer, output, carried, final)
+        except av.FFmpegError as exc:
+            raise MediaError(f"could not write a live window: {describe_av_error(exc)}") from exc
+        if demuxer.repairs or demuxer.spikes or demuxer.dropped or demuxer.segment_count != 1 or demuxer.cuts:
+            raise Unsupported("the window needed timestamp repairs the batch path makes across the whole stream")
+        carried.last_dts = [track.last_dts for track in tracks]
+        carried.packets = [count + track.packets for count, track in zip(carried.packets, tracks)]
+        return [muxer._info(track) for track in tracks]  # noqa: SLF001
+    finally:
+        demuxer.close()
+
+
+def _interleave(demuxer: ChunkDemuxer, output: av.container.OutputContainer, carried: LiveTracks,
+                final: bool) -> None:
+    """The batch muxer's _interleave for one source, with the start and last dts carried across windows."""
+    feed = demuxer.packets()
+    if carried.start is None:
+        merged, start = _first_start(feed, final)
+        carried.start = start
+    else:
+        merged, start = feed, carried.start
+    for seconds, track, packet in merged:
+        if start:
+            seconds -= start
+            ticks = round(start / packet.time_base)
+            packet.pts, packet.dts = packet.pts - ticks, packet.dts - ticks
+        if seconds >= track.last_dts:
+            track.last_dts = seconds
+        elif not muxer._clamp(packet, track.last_dts):  # noqa: SLF001
+            carried.dropped += 1
+            continue
+        packet.stream = track.output
+        output.mux(packet)
+        track.packets += 1
+
+
+def _first_start(feed, final: bool):
+    """The batch muxer's start; the first window must reach past its look-ahead, or be the whole stream."""
+    merged, start = muxer._timeline_start(feed)  # noqa: SLF001
+    buffered = []
+    for item in merged:
+        buffered.append(item)
+        if item[0] - buffered[0][0] > muxer.START_LOOKAHEAD_SECONDS:
+            break
+    else:
+        if not final:
+            raise NotYet("the first window is shorter than the timeline start's look-ahead")
+    return itertools.chain(buffered, merged), start
