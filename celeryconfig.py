@@ -74,15 +74,22 @@ task_routes = {
     "tapedeck.finalize_recording": _route("finalize"),
     "tapedeck.deliver_webhooks": _route("webhooks"),
     **{name: _route("maintenance") for name in ("tapedeck.recover_stalled", "tapedeck.cleanup_staging",
-                                               "tapedeck.purge_expired", "tapedeck.purge_recording")},
+                                               "tapedeck.purge_expired", "tapedeck.purge_recording",
+                                               "tapedeck.auto_stop", "tapedeck.abort_orphaned_uploads",
+                                               "tapedeck.compact_finished")},
 }
 
 RECOVER_EVERY_SECONDS = _env.recover_every_seconds
 CLEANUP_EVERY_SECONDS = _env.cleanup_every_seconds
+AUTO_STOP_EVERY_SECONDS = _env.auto_stop_every_seconds
+"""How often beat compares active recordings with MAX_RECORDING_SECONDS and IDLE_STOP_SECONDS."""
 beat_schedule = {
     "recover-stalled-finalizes": {"task": "tapedeck.recover_stalled", "schedule": schedule(RECOVER_EVERY_SECONDS)},
     "cleanup-staging": {"task": "tapedeck.cleanup_staging", "schedule": schedule(CLEANUP_EVERY_SECONDS)},
     "purge-expired": {"task": "tapedeck.purge_expired", "schedule": schedule(CLEANUP_EVERY_SECONDS)},  # RETENTION_DAYS
+    "auto-stop": {"task": "tapedeck.auto_stop", "schedule": schedule(AUTO_STOP_EVERY_SECONDS)},
+    "abort-orphaned-uploads": {"task": "tapedeck.abort_orphaned_uploads", "schedule": schedule(CLEANUP_EVERY_SECONDS)},
+    "compact-finished": {"task": "tapedeck.compact_finished", "schedule": schedule(CLEANUP_EVERY_SECONDS)},
 }
 beat_schedule_filename = _env.celery_beat_schedule_file
 os.makedirs(os.path.dirname(os.path.abspath(beat_schedule_filename)), exist_ok=True)

@@ -104,6 +104,7 @@ SCHEMAS: dict[str, Schema] = {
         "recordingId": ref("Id"), "room": ref("Id"), "state": ref("State"),
         "progress": {"type": "number", "minimum": 0, "maximum": 1}, "format": {"type": "string"},
         "startedAt": ISO_TIME, "stoppedAt": ISO_TIME, "completedAt": ISO_TIME, "error": NULLABLE_STRING,
+        "stopReason": {"type": ["string", "null"], "enum": ["host", "idle", "max_duration", "operator", None]},
         "participants": {"type": "object", "additionalProperties": _obj([], {
             "error": NULLABLE_STRING, "video": ref("Stream"), "audio": ref("Stream")})},
         "outputs": {"type": "array", "items": ref("Output")},

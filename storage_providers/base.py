@@ -68,6 +68,16 @@ class ObjectInfo:
     metadata: Mapping[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class IncompleteUpload:
+    """A multipart upload the backend still holds parts of (started, never completed nor aborted)."""
+
+    key: str
+    upload_id: str
+    initiated: float
+    """Epoch seconds."""
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file; hashlib.file_digest streams it (outputs can be gigabytes)."""
     with open(path, "rb") as handle:
@@ -155,6 +165,13 @@ class StorageProvider(ABC):
 
     def abort_upload(self, key: str, checkpoint: UploadCheckpoint) -> None:
         """Give up an interrupted upload for good, so no orphaned parts stay stored; default no-op."""
+
+    def incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
+        """Multipart uploads under prefix that were never completed; backends without a listing yield none."""
+        return iter(())
+
+    def abort_incomplete(self, upload: IncompleteUpload) -> None:
+        """Abort one upload incomplete_uploads listed, freeing its parts; an already gone one is fine."""
 
     def exists(self, key: str) -> bool:
         try:

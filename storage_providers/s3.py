@@ -11,6 +11,7 @@ from typing import Any, ClassVar, Iterator, Mapping
 from pydantic import AliasChoices, Field, field_validator
 
 from storage_providers.base import (
+    IncompleteUpload,
     ChecksumMismatchError,
     ObjectInfo,
     ObjectNotFoundError,
@@ -173,6 +174,21 @@ class S3Storage(StorageProvider):
             with self._translating("abort", key):
                 self._uploader().abort(state)
         checkpoint.clear()
+
+    def incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
+        skip = len(self.settings.prefix)
+        with self._translating("list uploads", prefix):
+            pages = self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.settings.bucket, Prefix=self.settings.prefix + prefix)
+            for page in pages:
+                for item in page.get("Uploads", []):
+                    yield IncompleteUpload(key=item["Key"][skip:], upload_id=item["UploadId"],
+                                           initiated=item["Initiated"].timestamp())
+
+    def abort_incomplete(self, upload: IncompleteUpload) -> None:
+        with self._translating("abort", upload.key):
+            self._uploader().abort({"provider": self.name, "bucket": self.settings.bucket,
+                                    "key": self._key(upload.key), "upload_id": upload.upload_id})
 
     def head(self, key: str) -> ObjectInfo:
         with self._translating("head", key):

@@ -11,6 +11,9 @@ ROUTES = {
     "tapedeck.cleanup_staging": "maintenance",
     "tapedeck.purge_expired": "maintenance",
     "tapedeck.purge_recording": "maintenance",
+    "tapedeck.auto_stop": "maintenance",
+    "tapedeck.abort_orphaned_uploads": "maintenance",
+    "tapedeck.compact_finished": "maintenance",
 }
 
 
@@ -25,7 +28,7 @@ def test_each_task_lands_in_its_own_queue_once(stack_env):
         for task in ROUTES:
             app.send_task(task, args=["rec_q"])
         app.send_task("tapedeck.something_unrouted")
-        expected = {"finalize": 1, "webhooks": 1, "maintenance": 4, "celery": 1}
+        expected = {"finalize": 1, "webhooks": 1, "maintenance": 7, "celery": 1}
         assert {queue: client.llen(queue) for queue in expected} == expected
     finally:
         client.flushdb()

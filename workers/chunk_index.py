@@ -100,6 +100,7 @@ end
 if ARGV[5] ~= '1' then return {'unsupported', state} end
 index_chunk(ARGV[1], ARGV[2], ARGV[7], ARGV[6], ARGV[4], ARGV[8], ARGV[10])
 if ARGV[11] == '1' then redis.call('HSET', KEYS[4], 'final', ARGV[1]) end
+redis.call('HSET', KEYS[1], 'lastChunkAt', ARGV[3])  -- what IDLE_STOP_SECONDS is measured from
 return {'stored', state}
 """
 

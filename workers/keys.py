@@ -24,6 +24,20 @@ def upload_sessions_pattern(recording_id: str) -> str:
     return f"{PREFIX}:upload:{recording_id}:*"
 
 
+def all_upload_sessions_pattern() -> str:
+    """SCAN pattern of every recording's upload sessions: upload_session(id, key) = this prefix + "<id>:<key>"."""
+    return f"{PREFIX}:upload:*"
+
+
+def upload_session_parts(name: str) -> tuple[str, str] | None:
+    """(recording id, object key) of an upload_session key, or None for another key (ids never hold ':')."""
+    head = f"{PREFIX}:upload:"
+    if not name.startswith(head) or ":" not in name[len(head):]:
+        return None
+    recording_id, object_key = name[len(head):].split(":", 1)
+    return recording_id, object_key
+
+
 def room_current(room: str) -> str:
     """String: the id of the room's latest recording."""
     return f"{PREFIX}:room:{room}:current"
@@ -88,6 +102,21 @@ def upload_session(recording_id: str, object_key: str) -> str:
 def pending_finalize() -> str:
     """Sorted set: recordings stopped but not yet completed/failed, scored by grace deadline."""
     return f"{PREFIX}:pending-finalize"
+
+
+def active_recordings() -> str:
+    """Sorted set: recordings in recording/paused state, scored by start time (beat's limits, the active gauge)."""
+    return f"{PREFIX}:active"
+
+
+def compaction_watermark() -> str:
+    """String: the end time (ended_index score) up to which finished recordings were compacted to a summary."""
+    return f"{PREFIX}:maintenance:compacted-until"
+
+
+def celery_queue(name: str) -> str:
+    """List: kombu's Redis transport keeps a queue's waiting messages under the queue's bare name."""
+    return name
 
 
 def ended_index() -> str:

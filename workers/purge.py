@@ -77,6 +77,7 @@ def purge(client: redis.Redis, provider: StorageProvider, staging: ChunkStaging,
     for key in doomed:
         pipe.delete(key)
     pipe.zrem(keys.pending_finalize(), recording_id)
+    pipe.zrem(keys.active_recordings(), recording_id)
     pipe.zrem(keys.completed_index(), recording_id)
     pipe.zrem(keys.ended_index(), recording_id)
     pipe.zrem(keys.room_recordings(rec["room"]), recording_id)

@@ -82,6 +82,14 @@ class Settings(RedisSettings):
     under staging/, so any worker finalizes any recording; STAGING_DIR is then the worker's scratch disk)."""
     retention_days: Annotated[float, Field(ge=0)] | None = None
     """Completed and failed recordings older than this are deleted by beat; None keeps them forever."""
+    max_recording_seconds: int = Field(4 * 3600, ge=0)
+    """Beat stops a recording that recorded this long (paused time not counted); 0 never."""
+    idle_stop_seconds: int = Field(300, ge=0)
+    """Beat stops a recording that received no chunk for this long (paused time not counted); 0 never."""
+    compact_after_seconds: int = Field(7 * 24 * 3600, ge=60, validation_alias="REDIS_COMPACT_AFTER_SECONDS")
+    """Completed recordings ended longer ago than this keep only a compact summary in Redis."""
+    orphan_upload_min_age_seconds: int = Field(3600, ge=0)
+    """An incomplete S3 multipart upload is aborted only when its recording is final or gone AND it is this old."""
     finalize_lock_seconds: int = Field(60, ge=5)
     upload_max_retries: int = Field(5, ge=0)
     upload_retry_base_seconds: float = Field(1.0, ge=0)

@@ -41,6 +41,7 @@ end
 redis.call('HSET', KEYS[2], unpack(ARGV, 2))
 redis.call('SET', KEYS[1], ARGV[1])
 if KEYS[4] then redis.call('ZADD', KEYS[4], redis.call('HGET', KEYS[2], 'startedAt'), ARGV[1]) end
+if KEYS[5] then redis.call('ZADD', KEYS[5], redis.call('HGET', KEYS[2], 'startedAt'), ARGV[1]) end
 return {1, ARGV[1]}
 """
 
@@ -54,8 +55,9 @@ if state == 'recording' or state == 'paused' then
     redis.call('HSET', rec, 'pauses', (redis.call('HGET', rec, 'pauses') or '') .. ARGV[1])
   end
   redis.call('HSET', rec, 'state', 'finalizing', 'stoppedAt', ARGV[1], 'acceptUntil', ARGV[2],
-             'taskId', ARGV[3], 'updatedAt', ARGV[1], 'progress', '0')
+             'taskId', ARGV[3], 'updatedAt', ARGV[1], 'progress', '0', 'stopReason', ARGV[4])
   redis.call('ZADD', KEYS[3], ARGV[2], current)
+  redis.call('ZREM', KEYS[4], current)
   return {current, 'finalizing', ARGV[3], 1}
 end
 return {current, state, redis.call('HGET', rec, 'taskId') or '', 0}
@@ -96,7 +98,7 @@ class RecordingStore:
         flat = [item for pair in fields.items() for item in pair]
         created, rid = self._start(
             keys=[keys.room_current(room), keys.recording(recording_id), keys.recording_prefix(),
-                  keys.room_recordings(room)],
+                  keys.room_recordings(room), keys.active_recordings()],
             args=[recording_id, *flat],
         )
         return bool(created), rid.decode() if isinstance(rid, bytes) else rid
@@ -105,8 +107,8 @@ class RecordingStore:
         """Move the room's recording to finalizing once; returns (id, state, taskId, newly stopped)."""
         now = time.time() if now is None else now
         out = self._stop(
-            keys=[keys.room_current(room), keys.recording_prefix(), keys.pending_finalize()],
-            args=[repr(now), repr(now + grace_seconds), task_id],
+            keys=[keys.room_current(room), keys.recording_prefix(), keys.pending_finalize(), keys.active_recordings()],
+            args=[repr(now), repr(now + grace_seconds), task_id, "host"],
         )
         if out is None:
             return None
@@ -168,6 +170,7 @@ class RecordingStore:
             self.redis.zadd(keys.ended_index(), {recording_id: now})  # RETENTION_DAYS counts from here
         self.update(recording_id, **fields)
         self.redis.zrem(keys.pending_finalize(), recording_id)
+        self.redis.zrem(keys.active_recordings(), recording_id)
 
     def pending(self, older_than: float) -> list[str]:
         """Stopped recordings whose grace ended before older_than and that are not finished."""

@@ -44,6 +44,15 @@ def participant_entries(store: RecordingStore, recording_id: str, errors: dict[s
     return entries
 
 
+def _participants(store: RecordingStore, recording_id: str, rec: dict[str, str], errors: dict,
+                  only: str | None) -> dict[str, dict]:
+    """Live from the stream facts, or frozen in the hash once beat compacted the recording."""
+    if rec.get("compactedAt"):
+        frozen = _json(rec.get("participantsSummary"), {})
+        return {pid: entry for pid, entry in frozen.items() if only is None or pid == only}
+    return participant_entries(store, recording_id, errors, only)
+
+
 def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | None = None,
                  rec: RecordingHash | None = None, only: str | None = None) -> dict | None:
     """The full status body, or None for an unknown recording. url_for mints download URLs (never stored);
@@ -65,13 +74,14 @@ def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | Non
         "format": rec.get("format", "webm"),
         "startedAt": iso(epoch(rec.get("startedAt"))),
         "stoppedAt": iso(epoch(rec.get("stoppedAt"))),
+        "stopReason": rec.get("stopReason") or None,
         "completedAt": iso(epoch(rec.get("completedAt"))),
         "error": rec.get("error") or None,
         "upload": {"bytesSent": int(rec["bytesSent"]), "bytesTotal": int(rec["bytesTotal"])} if rec.get("bytesTotal") else None,
         "metadata": _json(rec.get("metadata"), {}),
         "taskId": rec.get("taskId") or None,
         "pauses": [p.body() for p in parse_pauses(rec.get("pauses"))],
-        "participants": participant_entries(store, recording_id, errors, only),
+        "participants": _participants(store, recording_id, rec, errors, only),
         "outputs": outputs,
         "webhooks": [d.public() for d in list_deliveries(store.redis, recording_id)] if only is None else [],
     }

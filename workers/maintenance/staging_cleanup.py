@@ -1,0 +1,30 @@
+"""Free disk: staged chunks of recordings completed longer ago than STAGING_RETENTION_SECONDS.
+
+Failed recordings are never cleaned: an operator may requeue them.
+"""
+from __future__ import annotations
+
+import logging
+import time
+
+from workers import keys
+from workers.staging.base import Staging
+from workers.state import RecordingStore
+
+log = logging.getLogger(__name__)
+
+
+def cleanup_staging(store: RecordingStore, staging: Staging, retention_seconds: float,
+                    now: float | None = None) -> list[str]:
+    """Remove staged chunks and the chunk index of each recording completed before the cutoff; returns ids."""
+    cutoff = (time.time() if now is None else now) - retention_seconds
+    removed = []
+    for raw in store.redis.zrangebyscore(keys.completed_index(), "-inf", cutoff):
+        recording_id = raw.decode()
+        staging.remove_recording(recording_id)
+        store.delete(recording_id)
+        removed.append(recording_id)
+    if removed:
+        log.info("removed staged chunks of %d completed recordings", len(removed),
+                 extra={"event": "staging_cleaned", "count": len(removed)})
+    return removed
