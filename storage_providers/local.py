@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 from urllib.parse import quote, urlencode
 
 from storage_providers.base import (
+    ChecksumMismatchError,
     ObjectInfo,
     ObjectNotFoundError,
     ProgressCallback,
@@ -89,15 +90,22 @@ class LocalStorage(StorageProvider):
         total = os.path.getsize(path)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         sent = 0
+        expected = _sha256_of(metadata)
+        digest = hashlib.sha256() if expected else None
         try:
             with open(path, "rb") as src, open(tmp, "wb") as dst:
                 while block := src.read(COPY_BLOCK):
                     dst.write(block)
+                    if digest is not None:
+                        digest.update(block)
                     sent += len(block)
                     if progress:
                         progress(sent, total)
                 dst.flush()
                 os.fsync(dst.fileno())
+            if digest is not None and digest.hexdigest() != expected:
+                raise ChecksumMismatchError(f"local copy of {key!r} has sha256 {digest.hexdigest()}, "
+                                            f"not the {expected} it was sent with")
             meta = {"contentType": content_type, "metadata": dict(metadata or {})}
             meta_path = self._meta_path(key)
             meta_path.parent.mkdir(parents=True, exist_ok=True)
@@ -189,6 +197,13 @@ class LocalStorage(StorageProvider):
         if not target.is_file():
             raise ObjectNotFoundError(key)
         return target
+
+
+def _sha256_of(metadata: Mapping[str, str] | None) -> str | None:
+    """The caller's SHA-256 (finalize's manifest checksum), which the copy is verified against as it is written;
+    None when absent or not a hex digest (then nothing to verify)."""
+    value = (metadata or {}).get("sha256", "").lower()
+    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
 
 
 def create(env: Mapping[str, str]) -> LocalStorage:
