@@ -84,3 +84,24 @@ def test_redis_facts_are_read_at_scrape_time(api, app, client) -> None:
     assert samples[("tapedeck_pending_finalizes", ())] >= 1
     assert samples[("tapedeck_oldest_pending_finalize_seconds", ())] >= 30
     assert ("tapedeck_queue_depth", (("queue", "celery"),)) in samples
+
+
+def test_active_recordings_and_participants_are_read_from_redis(api, client) -> None:
+    """Gauges any process reads the same: two rooms recording with 2 and 1 participants, then one stops."""
+    from tests.conftest import Api
+
+    other = Api(api.client, api.app, f"{api.room}-b")
+    before = scrape(client)
+    first, second = api.start().get_json()["recordingId"], other.start().get_json()["recordingId"]
+    for participant in ("alice", "bob"):
+        assert api.put_chunk(first, participant, "video", 0, WEBM_HEADER).status_code == 202
+    assert other.put_chunk(second, "carol", "audio", 0, WEBM_HEADER).status_code == 202
+    assert api.put_chunk(first, "alice", "video", 1, b"\x01" * 8).status_code == 202  # same participant again
+    during = scrape(client)
+    assert delta(before, during, "tapedeck_active_recordings") == 2
+    assert delta(before, during, "tapedeck_concurrent_participants") == 3
+    assert api.client.post(f"/video-calls/{other.room}/recording/pause", headers=other.auth()).status_code == 200
+    assert api.stop().status_code == 202
+    after = scrape(client)
+    assert delta(before, after, "tapedeck_active_recordings") == 1  # paused still counts, stopped does not
+    assert delta(before, after, "tapedeck_concurrent_participants") == 1
