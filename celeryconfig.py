@@ -57,7 +57,7 @@ broker_transport_options = {
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}, **_sentinel_options}
 
 task_default_queue = "celery"
-QUEUE_NAMES = ("celery", "finalize", "webhooks", "maintenance")
+QUEUE_NAMES = ("celery", "finalize", "webhooks", "maintenance", "live")
 task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUE_NAMES)
 """Each queue bound to its own exchange and routing key: with kombu's Redis transport a shared binding would copy a
 message into every queue. A worker without -Q consumes all; `-Q finalize` (or webhooks, maintenance) runs a worker
@@ -73,6 +73,7 @@ def _route(queue: str) -> dict:
 task_routes = {
     "tapedeck.finalize_recording": _route("finalize"),
     "tapedeck.deliver_webhooks": _route("webhooks"),
+    "tapedeck.live_step": _route("live"),
     **{name: _route("maintenance") for name in ("tapedeck.recover_stalled", "tapedeck.cleanup_staging",
                                                "tapedeck.purge_expired", "tapedeck.purge_recording",
                                                "tapedeck.auto_stop", "tapedeck.abort_orphaned_uploads",

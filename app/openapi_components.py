@@ -110,6 +110,10 @@ SCHEMAS: dict[str, Schema] = {
         "outputs": {"type": "array", "items": ref("Output")},
         "pauses": {"type": "array", "maxItems": 1000, "items": _obj(["pausedAt", "resumedAt"], {
             "pausedAt": ISO_TIME, "resumedAt": ISO_TIME})},
+        "live": {"anyOf": [{"type": "null"}, _obj(["position", "lagSeconds"], {
+            "position": {"type": "integer", "description": "last sequence every live participant's output holds"},
+            "lagSeconds": {"type": "number", "minimum": 0, "description": "since the slowest one last advanced"}})],
+            "description": "LIVE_FINALIZE: how far the outputs were remuxed while recording (null when not)"},
     }),
     "HeldChunks": _obj(["ranges", "chunks", "bytes", "next"], {
         "ranges": {"type": "array", "maxItems": 1000, "items": {

@@ -22,6 +22,7 @@ from workers.checkpoints import RedisCheckpoint
 from workers.errors import UploadFailed
 from workers.media.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
+from workers.live.step import LiveFinalizer
 from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, start_offsets
 from workers.media.cuts import StreamCuts
 from workers.media.muxer import StreamInput
@@ -60,6 +61,8 @@ class Finalizer:
     publisher: EventPublisher
     settings: Settings
     sleep: Callable[[float], None] = time.sleep
+    live: LiveFinalizer | None = None
+    """LIVE_FINALIZE: the output folded while the room recorded, used when whole (workers/live/), else batch."""
 
     def run(self, recording_id: str, listener: Listener | None = None, guard: Guard = _no_guard) -> str:
         """Finalize once; returns the recording's final (or current, if not ours to finish) state. guard()
@@ -157,7 +160,7 @@ class Finalizer:
                 reporter.report(State.MUXING.value, (base + fraction * size) / total, participantId=pid)
 
             try:
-                results[pid] = prepare_output(
+                results[pid] = (self.live and self.live.finish(rec, pid, streams)) or prepare_output(
                     self._inputs(recording_id, pid, streams, pauses), self.staging.output_dir(recording_id), pid,
                     rec.get("format", "webm"), mp4=self.settings.mp4, progress=on_progress,
                     thumbnail_offset=self.settings.thumbnail_offset_seconds, thumbnail_width=self.settings.thumbnail_width,
@@ -265,6 +268,7 @@ class Finalizer:
     def _fail(self, recording_id: str, reason: str, reporter: ProgressReporter) -> str:
         log.error("recording %s failed: %s", recording_id, reason)
         self.store.finish(recording_id, State.FAILED, error=reason)
+        self.staging.finished(recording_id)  # a requeue muxes again, on whichever worker takes it
         reporter.state(State.FAILED.value, error=reason)
         return State.FAILED.value
 

@@ -13,6 +13,8 @@ from workers.download_urls import DownloadUrls
 from workers.errors import ConfigurationError
 from workers.events import EventPublisher
 from workers.finalize import Finalizer
+from workers.live.state import LiveStates
+from workers.live.step import LiveFinalizer
 from workers.redis_client import for_settings
 from workers.settings import Settings
 from workers.staging import Staging, create_staging
@@ -47,7 +49,9 @@ class Resources:
         return cls(
             settings=settings, redis=client, store=store, staging=staging, provider=provider, events=events,
             intake=ChunkIntake(store, staging, settings.max_chunk_bytes, settings.max_participants),
-            finalizer=Finalizer(store=store, staging=staging, provider=provider, publisher=events, settings=settings),
+            finalizer=Finalizer(store=store, staging=staging, provider=provider, publisher=events, settings=settings,
+                                live=LiveFinalizer(store, staging, LiveStates(client), settings.thumbnail_offset_seconds,
+                                                   settings.thumbnail_width) if settings.live_finalize else None),
             urls=DownloadUrls(provider.download_url, settings.download_url_ttl_seconds),
         )
 

@@ -91,6 +91,10 @@ class Settings(RedisSettings):
     orphan_upload_min_age_seconds: int = Field(3600, ge=0)
     """An incomplete S3 multipart upload is aborted only when its recording is final or gone AND it is this old."""
     finalize_lock_seconds: int = Field(60, ge=5)
+    live_finalize: bool = False
+    """LIVE_FINALIZE: remux each participant's stream while the room records, so stop leaves only the tail."""
+    live_step_seconds: float = Field(10.0, ge=1, le=600)
+    """At most one live step per recording this often: each folds in every chunk that arrived meanwhile."""
     upload_max_retries: int = Field(5, ge=0)
     upload_retry_base_seconds: float = Field(1.0, ge=0)
     download_url_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)

@@ -6,6 +6,7 @@ from typing import Callable
 
 from workers.chunk_index import StreamFacts
 from workers.clock import epoch
+from workers.live.state import LiveStates
 from workers.pause import parse_pauses
 from workers.records import RecordingHash, parse_outputs
 from workers.state import RecordingStore, iso
@@ -84,4 +85,5 @@ def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | Non
         "participants": _participants(store, recording_id, rec, errors, only),
         "outputs": outputs,
         "webhooks": [d.public() for d in list_deliveries(store.redis, recording_id)] if only is None else [],
+        "live": LiveStates(store.redis).status(recording_id),
     }

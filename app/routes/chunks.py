@@ -11,6 +11,7 @@ from app.metrics import count_accepted
 from app.schemas import ChunkBody, decode_chunk, decoded_size, parse_json, parse_timestamp_header, strip_data_url
 from app.services import services
 from tasks.lifecycle import finalize_now_if_complete
+from tasks.live import schedule_live_step
 from workers.chunks import ChunkReceipt, ChunkUpload
 from workers.errors import InvalidRequest
 from workers.ids import check_id, check_sequence, check_stream_type
@@ -55,11 +56,13 @@ def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str)
         recording_id=recording_id, participant_id=participant_id, kind=kind, sequence=seq, data=data, timestamp=timestamp,
         sha256=sha256, final=final,
     )
-    return _answer(count_accepted(intake.accept(upload, principal)))
+    return _answer(count_accepted(intake.accept(upload, principal, g.get("rate_check"))))
 
 
 def _answer(receipt: ChunkReceipt):
     """202 with the receipt; a final chunk, or any chunk in the grace window, may complete the recording."""
     if receipt.upload.final or receipt.finalizing:
         finalize_now_if_complete(services().redis, receipt.upload.recording_id)
+    elif services().settings.live_finalize and not receipt.duplicate:
+        schedule_live_step(services().redis, receipt.upload.recording_id, services().settings.live_step_seconds)
     return jsonify(receipt.body()), 202

@@ -23,6 +23,7 @@ from workers.live.window import remux_window
 from workers.media.chunk_stream import ChunkStream
 from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, _verify
+from workers.outputs import PreparedOutput, _poster
 from workers.pause import parse_pauses
 from workers.staging import Staging
 from workers.state import ChunkRecord, RecordingStore
@@ -43,6 +44,8 @@ class LiveFinalizer:
     store: RecordingStore
     staging: Staging
     states: LiveStates
+    thumbnail_offset: float = 1.0
+    thumbnail_width: int = 640
 
     def step(self, recording_id: str, final: bool = False) -> None:
         """Fold in what arrived for every participant (at stop: everything, then close each file)."""
@@ -80,6 +83,25 @@ class LiveFinalizer:
                 lock.release()
             except redis.exceptions.LockError:
                 pass
+
+    def finish(self, rec: dict, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
+               ) -> PreparedOutput | None:
+        """Finalize's hook: fold the tail, close the file, add the poster; None sends the participant to batch."""
+        recording_id = rec["recordingId"]
+        state = self.states.get(recording_id, participant_id)
+        if state is None or state.failed or not state.windows:
+            return None  # nothing folded while recording (or lost): batch does the same work, and is the reference
+        self.step_participant(recording_id, rec, participant_id, sorted(streams), final=True)
+        muxed = self.result(recording_id, participant_id, streams)
+        if muxed is None:
+            return None
+        return PreparedOutput(
+            path=muxed.path, format=muxed.format, bytes=muxed.bytes, duration_seconds=muxed.duration_seconds,
+            method="copy", tracks=[t.to_json() | {"method": "copy"} for t in muxed.tracks], segments=1,
+            start_seconds=muxed.start_seconds, timestamp_repairs=0, dropped_packets=muxed.dropped_packets,
+            thumbnail=_poster(muxed.path, muxed.path.with_name(f"{participant_id}.jpg"), self.thumbnail_offset,
+                              self.thumbnail_width),
+        )
 
     def result(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
                ) -> MuxResult | None:

@@ -1,0 +1,84 @@
+"""LIVE_FINALIZE through the API: chunk intake queues live steps, the status shows the live position, and
+finalize uploads the live output (equal to the batch file) or, when the live state is gone, the batch one.
+
+Own Redis, so no other worker of the session finalizes these recordings; steps and finalize run in-process."""
+from __future__ import annotations
+
+import uuid
+
+import pytest
+
+from tests.conftest import Api
+from tests.media import Recording, encode_webm, slice_timeslice
+from tests.services import RedisServer
+from tests.test_live import packets
+from workers import keys
+from workers.media.muxer import StreamInput, mux_participant
+from workers.resources import Resources
+from workers.settings import Settings
+
+
+@pytest.fixture(scope="module")
+def live_env(stack_env, tmp_path_factory):
+    root = tmp_path_factory.mktemp("live")
+    server = RedisServer(root / "redis", appendonly=True)
+    yield {**stack_env, "REDIS_URL": server.url, "LIVE_FINALIZE": "true", "LIVE_STEP_SECONDS": "1",
+           "STAGING_DIR": str(root / "staging"), "LOCAL_STORAGE_DIR": str(root / "recordings")}
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def resources(live_env) -> Resources:
+    return Resources.build(Settings.from_env(live_env), live_env)
+
+
+@pytest.fixture
+def live_api(live_env):
+    from app import create_app
+
+    app = create_app(live_env)
+    return Api(app.test_client(), app, f"room-{uuid.uuid4().hex[:10]}")
+
+
+def record(api: Api, resources: Resources, seconds: float, steps: int) -> tuple[str, list[bytes]]:
+    rec = api.start().get_json()["recordingId"]
+    pieces = slice_timeslice(encode_webm(Recording(seconds=seconds)), round(seconds * 3))
+    per_step = len(pieces) // steps
+    for sequence, piece in enumerate(pieces):
+        assert api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202
+        if sequence % per_step == per_step - 1:
+            resources.finalizer.live.step(rec)  # what tapedeck.live_step runs on the live queue
+    return rec, pieces
+
+
+def batch_packets(resources: Resources, rec: str, tmp_path) -> list[tuple]:
+    chunks = resources.store.chunks(rec, "alice", "video")
+    paths = resources.staging.local_chunks(rec, "alice", "video", [(s, r.name, r.size) for s, r in sorted(chunks.items())])
+    return packets(mux_participant([StreamInput("video", paths)], tmp_path, "batch").path)  # type: ignore[arg-type]
+
+
+def test_live_output_is_uploaded_and_equals_batch(live_api, resources, tmp_path):
+    rec, pieces = record(live_api, resources, 8, 3)
+    assert resources.redis.exists(keys.live_due(rec))  # intake queued a step
+    live = live_api.status(rec).get_json()["live"]
+    assert live is not None and 0 < live["position"] < len(pieces) - 1 and live["lagSeconds"] >= 0
+    assert live_api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    body = live_api.status(rec).get_json()
+    stored = resources.provider.path_for(body["outputs"][0]["key"])  # type: ignore[attr-defined]
+    live_file = resources.staging.output_dir(rec) / "live" / "alice.live.webm"
+    assert stored.read_bytes() == live_file.read_bytes()  # the live output is what was uploaded
+    assert packets(stored) == batch_packets(resources, rec, tmp_path)
+    assert body["outputs"][0]["durationSeconds"] == pytest.approx(8.0, abs=0.05)
+    assert resources.finalizer.live.states.get(rec, "alice").position == len(pieces) - 1
+
+
+def test_lost_live_state_falls_back_to_batch(live_api, resources, tmp_path):
+    rec, _ = record(live_api, resources, 6, 2)
+    resources.redis.delete(keys.live_state(rec))  # Redis restarted without it, or another node stepped
+    assert live_api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    body = live_api.status(rec).get_json()
+    path = resources.provider.path_for(body["outputs"][0]["key"])  # type: ignore[attr-defined]
+    assert packets(path) == batch_packets(resources, rec, tmp_path)
+    assert resources.finalizer.live.states.get(rec, "alice") is None  # nothing was folded at stop
