@@ -41,6 +41,13 @@ class EnvSettings(BaseSettings):
     """Variables never echoed in an error (tokens, keys)."""
 
     @classmethod
+    def settings_customise_sources(cls, settings_cls: type[BaseSettings], init_settings: Any, env_settings: Any,
+                                   dotenv_settings: Any, file_secret_settings: Any) -> tuple:
+        """Only what the constructor is given: the environment is read through from_env alone, so a model built
+        directly (a default, a test's fixture) never picks up the process's variables behind the caller's back."""
+        return (init_settings,)
+
+    @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Any:
         """The settings from env (os.environ when None); a bad or missing value raises config_error naming it."""
         env = os.environ if env is None else env

@@ -118,3 +118,21 @@ def test_provider_settings_read_their_variables():
     assert gcs.emulator_host == "http://localhost:4443" and gcs.chunk_size == 5 * 1024 * 1024
     blob = VercelBlobSettings.from_env({"BLOB_READ_WRITE_TOKEN": "vercel_blob_rw_store_secret"})
     assert (blob.store_id, blob.key_secret) == ("store", "secret") and "secret" not in repr(blob)
+
+
+def test_the_environment_is_read_through_from_env_only(monkeypatch):
+    """A model built directly (a field's default, a test fixture) holds defaults, never the process's variables."""
+    from workers.webrtc.config import RtcSettings
+
+    monkeypatch.setenv("RTC_MAX_PEERS", "7")
+    monkeypatch.setenv("FINALIZE_TIME_LIMIT_SECONDS", "99")
+    assert RtcSettings().max_peers == 50 and RtcSettings.from_env().max_peers == 7
+    assert CelerySettings().finalize_time_limit_seconds == 3600
+    assert CelerySettings.from_env().finalize_time_limit_seconds == 99
+    assert Settings.from_env(DEV).rtc == RtcSettings()  # from_env was given DEV, not os.environ
+
+
+def test_ice_servers_may_carry_credentials_and_are_never_echoed():
+    with pytest.raises(ConfigurationError, match="RTC_ICE_SERVERS") as caught:
+        Settings.from_env({**DEV, "RTC_ICE_SERVERS": '[{"urls": "http://turn", "credential": "hunter2"}]'})
+    assert "hunter2" not in str(caught.value)

@@ -4,24 +4,15 @@ from __future__ import annotations
 
 import ipaddress
 import json
-from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Annotated, Any, ClassVar
 
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import NoDecode
+
+from storage_providers.env_settings import EnvSettings
 from workers.errors import ConfigurationError
 
 ICE_SCHEMES = ("stun:", "turn:", "turns:")
-
-
-def _addresses(raw: str) -> tuple[str, ...]:
-    out = []
-    for part in (p.strip() for p in raw.split(",")):
-        if not part:
-            continue
-        try:
-            out.append(str(ipaddress.ip_address(part)))
-        except ValueError:
-            raise ConfigurationError(f"RTC_HOST_ADDRESSES must be comma-separated IP addresses, got {part!r}") from None
-    return tuple(out)
 
 
 def _ice_servers(raw: str) -> tuple[dict, ...]:
@@ -33,63 +24,67 @@ def _ice_servers(raw: str) -> tuple[dict, ...]:
         try:
             servers = json.loads(raw)
         except ValueError:
-            raise ConfigurationError("RTC_ICE_SERVERS is not valid JSON") from None
+            raise ValueError("is not valid JSON") from None
     else:
         servers = [{"urls": part.strip()} for part in raw.split(",") if part.strip()]
     out = []
     for server in servers:
         if not isinstance(server, dict) or set(server) - {"urls", "username", "credential"}:
-            raise ConfigurationError("RTC_ICE_SERVERS entries are objects with urls, username, credential")
+            raise ValueError("entries are objects with urls, username, credential")
         urls = server.get("urls")
         urls = [urls] if isinstance(urls, str) else urls
         if not urls or not all(isinstance(u, str) and u.startswith(ICE_SCHEMES) for u in urls):
-            raise ConfigurationError(f"RTC_ICE_SERVERS urls must start with stun:, turn: or turns:, got {urls!r}")
+            raise ValueError(f"urls must start with stun:, turn: or turns:, got {urls!r}")
         out.append({**server, "urls": urls})
     return tuple(out)
 
 
-def _int(env: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
-    if not low <= value <= high:
-        raise ConfigurationError(f"{name} must be from {low} to {high}, got {value}")
-    return value
+class RtcSettings(EnvSettings):
+    config_error: ClassVar[type[Exception]] = ConfigurationError
+    secret_variables: ClassVar[frozenset[str]] = frozenset({"RTC_ICE_SERVERS"})
+    """It may carry TURN credentials."""
 
-
-@dataclass(frozen=True)
-class RtcSettings:
-    host_addresses: tuple[str, ...] = ()
+    host_addresses: Annotated[tuple[str, ...], NoDecode] = Field((), validation_alias="RTC_HOST_ADDRESSES")
     """Interface addresses peers gather host candidates on; empty: every non-loopback interface (aioice's own)."""
-    ice_servers: tuple[dict, ...] = field(default_factory=tuple)
+    ice_servers: Annotated[tuple[dict, ...], NoDecode] = Field((), validation_alias="RTC_ICE_SERVERS")
     """STUN/TURN servers; empty means none (never aiortc's default public STUN server)."""
-    udp_port_min: int = 0
-    udp_port_max: int = 0
+    udp_port_min: int = Field(0, ge=0, le=65535, validation_alias="RTC_UDP_PORT_MIN")
+    udp_port_max: int = Field(0, ge=0, le=65535, validation_alias="RTC_UDP_PORT_MAX")
     """Host candidates bind inside [min, max] when both are set (the range to open in a firewall); 0: any port."""
-    segment_seconds: float = 1.0
+    segment_ms: int = Field(1000, ge=200, le=10000, validation_alias="RTC_SEGMENT_MS")
     """How much media one staged segment holds (like a MediaRecorder timeslice)."""
-    max_peers: int = 50
+    max_peers: int = Field(50, ge=1, le=10000, validation_alias="RTC_MAX_PEERS")
     """Peer connections one web process holds at once; more sockets get 429-like `busy` errors."""
-    max_sockets_per_token: int = 2
+    max_sockets_per_token: int = Field(2, ge=1, le=100, validation_alias="RTC_MAX_SOCKETS_PER_TOKEN")
     """Signalling sockets one token may hold open at once, across web processes."""
 
+    @property
+    def segment_seconds(self) -> float:
+        return self.segment_ms / 1000
+
+    @field_validator("host_addresses", mode="before")
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> "RtcSettings":
-        low = _int(env, "RTC_UDP_PORT_MIN", 0, 0, 65535)
-        high = _int(env, "RTC_UDP_PORT_MAX", 0, 0, 65535)
+    def _addresses(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        out = []
+        for part in (p.strip() for p in value.split(",") if p.strip()):
+            try:
+                out.append(str(ipaddress.ip_address(part)))
+            except ValueError:
+                raise ValueError(f"must be comma-separated IP addresses, got {part!r}") from None
+        return tuple(out)
+
+    @field_validator("ice_servers", mode="before")
+    @classmethod
+    def _servers(cls, value: Any) -> Any:
+        return _ice_servers(value) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _port_range(self) -> "RtcSettings":
+        low, high = self.udp_port_min, self.udp_port_max
         if (low == 0) != (high == 0) or low > high:
-            raise ConfigurationError("RTC_UDP_PORT_MIN and RTC_UDP_PORT_MAX must both be set, with MIN <= MAX")
+            raise ValueError("RTC_UDP_PORT_MIN and RTC_UDP_PORT_MAX must both be set, with MIN <= MAX")
         if low and low < 1024:
-            raise ConfigurationError("RTC_UDP_PORT_MIN must be at least 1024")
-        return cls(
-            host_addresses=_addresses(env.get("RTC_HOST_ADDRESSES", "")),
-            ice_servers=_ice_servers(env.get("RTC_ICE_SERVERS", "")),
-            udp_port_min=low, udp_port_max=high,
-            segment_seconds=_int(env, "RTC_SEGMENT_MS", 1000, 200, 10000) / 1000,
-            max_peers=_int(env, "RTC_MAX_PEERS", 50, 1, 10000),
-            max_sockets_per_token=_int(env, "RTC_MAX_SOCKETS_PER_TOKEN", 2, 1, 100),
-        )
+            raise ValueError("RTC_UDP_PORT_MIN must be at least 1024")
+        return self
