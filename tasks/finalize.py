@@ -6,6 +6,7 @@ import logging
 import redis
 from celery import shared_task
 
+from tasks.labels import argsrepr
 from tasks.runtime import runtime
 from tasks.webhooks import send_final_state
 from workers import keys
@@ -48,6 +49,8 @@ def _celery_progress(task, event: dict) -> None:
         task.update_state(state="PROGRESS", meta=event)
 
 
-def enqueue_finalize(recording_id: str, task_id: str, countdown: float = 0) -> None:
-    """Queue finalize under a known task id (stored on the recording, so clients can follow it)."""
-    finalize_recording.apply_async(args=[recording_id], task_id=task_id, countdown=countdown or None)
+def enqueue_finalize(recording_id: str, task_id: str, countdown: float = 0, room: str | None = None) -> None:
+    """Queue finalize under a known task id (stored on the recording, so clients can follow it); `room` only
+    labels the job in Flower."""
+    finalize_recording.apply_async(args=[recording_id], task_id=task_id, countdown=countdown or None,
+                                   argsrepr=argsrepr(recording_id, room))

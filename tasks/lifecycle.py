@@ -8,6 +8,7 @@ from celery import shared_task
 
 from storage_providers.base import StorageUnavailableError
 from tasks.finalize import OUTAGE_RETRY, enqueue_finalize
+from tasks.labels import argsrepr
 from tasks.runtime import runtime
 from tasks.webhooks import enqueue_webhook
 from workers import keys
@@ -37,8 +38,8 @@ def purge_recording(recording_id: str) -> bool:
     return room is not None
 
 
-def enqueue_purge(recording_id: str) -> None:
-    purge_recording.apply_async(args=[recording_id])
+def enqueue_purge(recording_id: str, room: str | None = None) -> None:
+    purge_recording.apply_async(args=[recording_id], argsrepr=argsrepr(recording_id, room))
 
 
 @shared_task(name="tapedeck.purge_expired")
@@ -65,6 +66,6 @@ def finalize_now_if_complete(client: redis.Redis, recording_id: str) -> bool:
     grace window and queue finalize now (the delayed message finds the work done and exits)."""
     if not close_if_complete(client, recording_id):
         return False
-    task_id = client.hget(keys.recording(recording_id), "taskId")
-    enqueue_finalize(recording_id, task_id.decode() if task_id else recording_id)
+    task_id, room = client.hmget(keys.recording(recording_id), "taskId", "room")
+    enqueue_finalize(recording_id, task_id.decode() if task_id else recording_id, room=room.decode() if room else None)
     return True

@@ -71,7 +71,7 @@ def recover_stalled(self) -> list[str]:
     decisions = stalled(rt.store, rt.settings.finalize_lock_seconds,
                         lambda ids: _task_facts(self.app, rt.redis, ids), _new_task_id)
     for decision in decisions:
-        enqueue_finalize(decision.recording_id, decision.task_id)
+        enqueue_finalize(decision.recording_id, decision.task_id, room=decision.room)
     return [d.recording_id for d in decisions]
 
 
@@ -93,7 +93,7 @@ def auto_stop(ids: list[str] | None = None) -> list[str]:
     for item in stopped:
         rt.events.publish(item.recording_id, {"type": "state", "state": "finalizing", "stopReason": item.reason})
         if not finalize_now_if_complete(rt.redis, item.recording_id):
-            enqueue_finalize(item.recording_id, item.task_id, countdown=s.finalize_grace_seconds)
+            enqueue_finalize(item.recording_id, item.task_id, countdown=s.finalize_grace_seconds, room=item.room)
     return [item.recording_id for item in stopped]
 
 

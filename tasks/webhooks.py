@@ -6,6 +6,7 @@ import time
 
 from celery import shared_task
 
+from tasks.labels import argsrepr
 from tasks.runtime import runtime
 from workers.resources import Resources
 from workers.status import build_status
@@ -35,7 +36,7 @@ def enqueue_webhook(recording_id: str, event: str, room: str, data: dict, resour
     if not rt.settings.webhook_url:
         return
     if _append(rt.redis, recording_id, event, room, data, time.time()) is not None:
-        deliver_webhooks.apply_async(args=[recording_id])
+        deliver_webhooks.apply_async(args=[recording_id], argsrepr=argsrepr(recording_id, room))
 
 
 def send_final_state(recording_id: str) -> None:

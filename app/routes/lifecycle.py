@@ -129,5 +129,5 @@ def delete(recording_id: str):
         raise InvalidState(f"only a completed or failed recording can be deleted; this one is {state}",
                            recordingId=recording_id, state=state)
     if outcome == "queued":
-        enqueue_purge(recording_id)
+        enqueue_purge(recording_id, room)
     return jsonify(recordingId=recording_id, state="deleting"), 202

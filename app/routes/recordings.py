@@ -68,7 +68,7 @@ def stop(room: str):
     if newly_stopped:
         svc.events.publish(recording_id, {"type": "state", "state": state})
         if not finalize_now_if_complete(svc.redis, recording_id):  # every stream already sent its final chunk
-            enqueue_finalize(recording_id, task_id, countdown=svc.settings.finalize_grace_seconds)
+            enqueue_finalize(recording_id, task_id, countdown=svc.settings.finalize_grace_seconds, room=room)
     return jsonify(recordingId=recording_id, state=state, taskId=task_id or None), 202
 
 

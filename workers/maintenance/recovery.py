@@ -35,6 +35,7 @@ FactsFor = Callable[[list[str]], dict[str, TaskFacts]]
 @dataclass(frozen=True)
 class Requeue:
     recording_id: str
+    room: str
     task_id: str
     why: str
 
@@ -44,6 +45,7 @@ def stalled(store: RecordingStore, quiet_for: float, facts_for: FactsFor, new_ta
     """Requeue decisions for stopped recordings past their grace; stores each new task id on its recording."""
     now = time.time() if now is None else now
     candidates: dict[str, str] = {}
+    rooms: dict[str, str] = {}
     for recording_id in store.pending(older_than=now):
         rec = store.get(recording_id)
         if rec is None or rec["state"] in FINAL_STATES:
@@ -55,6 +57,7 @@ def stalled(store: RecordingStore, quiet_for: float, facts_for: FactsFor, new_ta
         if now - last_touch < quiet_for:
             continue  # just stopped, or its worker only now let go
         candidates[recording_id] = rec.get("taskId") or ""
+        rooms[recording_id] = rec.get("room", "")
     if not candidates:
         return []
     known = facts_for([t for t in candidates.values() if t])
@@ -70,5 +73,5 @@ def stalled(store: RecordingStore, quiet_for: float, facts_for: FactsFor, new_ta
         store.update(recording_id, taskId=new_id)
         log.warning("requeued stalled finalize of %s as %s (%s)", recording_id, new_id, why,
                     extra={"event": "finalize_requeued", "recordingId": recording_id, "taskId": new_id})
-        decisions.append(Requeue(recording_id, new_id, why))
+        decisions.append(Requeue(recording_id, rooms[recording_id], new_id, why))
     return decisions
