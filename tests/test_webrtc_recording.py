@@ -226,3 +226,50 @@ def test_fifty_connect_disconnect_cycles_leave_the_worker_flat(live_gunicorn, ro
         assert fds <= fds0 + 5, f"worker {pid}: descriptors {fds0} → {fds}"
         assert threads <= threads0 + 2, f"worker {pid}: threads {threads0} → {threads}"
         assert rss <= rss0 + 25 * 2**20, f"worker {pid}: RSS {rss0 >> 20} → {rss >> 20} MiB"
+
+
+def test_a_second_peer_of_the_same_participant_takes_over(live_gunicorn, worker, api, room) -> None:
+    """Two peers of one participant at once (a second tab, or a reconnect before the first peer noticed it is gone,
+    maybe on another web process): the newer one records, the older stops, one stream without conflicts."""
+    token = mint_token(JWT_SECRET, room, "frank", "participant")
+
+    async def scenario() -> str:
+        started = host(live_gunicorn, room, "start")
+        first = Peer(live_gunicorn.port, room, token)
+        await first.connect()
+        await asyncio.sleep(3)
+        second = Peer(live_gunicorn.port, room, token)
+        await second.connect()
+        await asyncio.sleep(3)
+        host(live_gunicorn, room, "stop")
+        await asyncio.sleep(1.5)
+        await second.bye()
+        await first.bye()
+        return started["recordingId"]
+
+    recording_id = asyncio.run(scenario())
+    body = api.wait_final(recording_id, timeout=90)
+    assert body["state"] == "completed", body
+    stream = body["participants"]["frank"]["video"]
+    assert stream["missingCount"] == 0 and stream.get("finalSequence") == stream["lastSequence"], stream
+    video, audio, duration = decoded(api.output_path(body, "frank"))
+    assert 5.0 <= duration <= 8.5, duration
+    assert_throughout(video, duration, "video", max_gap=1.5)  # the hand-over may cost the time to a key frame
+
+
+def test_claims_keep_one_peer_and_unique_sequences(app) -> None:
+    from workers import keys
+    from workers.webrtc.claims import Claims
+
+    redis_client = app.extensions["tapedeck"].redis
+    claims, room = Claims(redis_client), f"claims-{time.time_ns()}"
+    recording_id = f"rec_claims{time.time_ns()}"
+    redis_client.hset(keys.stream_stats(recording_id, "gina", "video"), "max", 6)  # the stream already holds 0-6
+    claims.claim(room, "gina", "old")
+    assert claims.holds(room, "gina", "old")
+    claims.claim(room, "gina", "new")
+    assert not claims.holds(room, "gina", "old") and claims.holds(room, "gina", "new")
+    claims.release(room, "gina", "old")  # an older peer's release never drops the newer claim
+    assert claims.holds(room, "gina", "new")
+    assert [claims.next_sequence(recording_id, "gina", "video") for _ in range(3)] == [7, 8, 9]
+    assert claims.next_sequence(recording_id, "hugo", "video") == 0

@@ -139,6 +139,16 @@ def token_stream_leases(token_digest: str) -> str:
     return f"{PREFIX}:token:{token_digest}:stream-leases"
 
 
+def webrtc_peer(room: str, participant_id: str) -> str:
+    """String with expiry: id of the one WebRTC peer (any web process) recording this participant of the room."""
+    return f"{PREFIX}:webrtc:{room}:{participant_id}:peer"
+
+
+def webrtc_sequence(recording_id: str, participant_id: str) -> str:
+    """Counter: the last segment sequence a WebRTC peer took for this participant (INCR; under recording(id):*)."""
+    return f"{recording(recording_id)}:rtc-seq:{participant_id}"
+
+
 def signal_sockets(token_digest: str) -> str:
     """Sorted set: socket id -> lease expiry of each open WebRTC signalling socket of one token (by digest)."""
     return f"{PREFIX}:token:{token_digest}:signal-sockets"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
 from dataclasses import dataclass, field
 from typing import Callable
@@ -26,6 +27,7 @@ from workers.errors import TapedeckError, Unavailable
 from workers.resources import Resources
 from workers.settings import Settings
 from workers.webrtc import forwarding
+from workers.webrtc.claims import Claims
 from workers.redis_client import for_settings
 from workers.webrtc.loop import RtcLoop, start_real_thread
 from workers.webrtc.recorder import SegmentRecorder
@@ -68,7 +70,11 @@ class PeerSession:
     pending: list = field(default_factory=list)
     tasks: list = field(default_factory=list)
     closed: bool = False
+    superseded: bool = False
+    claimed: bool = False
+    """A newer peer of the same participant took over: this one records nothing more."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
 
     @property
     def room(self) -> str:
@@ -131,9 +137,18 @@ class PeerSession:
             await self._store_pending()
 
     async def _store_pending(self) -> None:
+        if self.pending and not self.claimed:
+            # Take the participant over only now, with media in hand: an older peer records until this one can.
+            await self.manager.take_over(self)
+            self.claimed = True
         while self.pending:
-            item = self.pending.pop(0)
-            await self.manager.store(self.principal, *item)
+            recording_id, _seq, data, final, timestamp_ms = self.pending.pop(0)
+            if not await self.manager.store(self, recording_id, data, final, timestamp_ms):
+                self.pending.clear()
+                self.superseded = True
+                recorder, self.recorder, self.recording_id = self.recorder, None, None
+                if recorder is not None:
+                    recorder.finished = True  # nothing more of it is stored
 
     async def follow(self, recording_id: str | None, state: str | None) -> None:
         """Start, keep or end the recorder to match the room's current recording."""
@@ -143,13 +158,12 @@ class PeerSession:
             recording = recording_id if state in RECORDING_STATES else None
             if self.recorder is not None and self.recording_id != recording:
                 await self._finish(final=True)
-            if recording is not None and self.recorder is None and self.kinds:
-                first = await self.manager.next_sequence(recording, self.principal.sub)
+            if recording is not None and self.recorder is None and self.kinds and not self.superseded:
                 self.recording_id = recording
                 rid = recording
                 self.recorder = SegmentRecorder(
                     lambda seq, data, final, ts: self.pending.append((rid, seq, data, final, ts)),
-                    first, "video" in self.kinds, "audio" in self.kinds, self.manager.settings.rtc.segment_seconds)
+                    0, "video" in self.kinds, "audio" in self.kinds, self.manager.settings.rtc.segment_seconds)
 
     async def _finish(self, final: bool) -> None:
         recorder, self.recorder = self.recorder, None
@@ -170,6 +184,7 @@ class PeerSession:
             await asyncio.gather(*self.tasks, return_exceptions=True)
             self.tasks.clear()
             await self._finish(final)
+            await self.manager.release(self)
 
 
 class PeerManager:
@@ -194,6 +209,7 @@ class PeerManager:
     async def _start(self) -> None:
         self.wake = asyncio.Event()
         self.resources = Resources.build(self.settings)  # its own Redis pool, used on this thread only
+        self.claims = Claims(self.resources.redis)
         asyncio.ensure_future(self._watch())
         start_real_thread(self._listen)
 
@@ -258,16 +274,29 @@ class PeerManager:
             return None, None
         return recording_id, (store.get(recording_id) or {}).get("state")
 
-    async def next_sequence(self, recording_id: str, participant_id: str) -> int:
-        """After the highest sequence held, so a reconnect continues the same stream (with a new header)."""
-        def read() -> int:
-            facts = self.resources.store.index.facts(recording_id, [(participant_id, STREAM_KIND)])  # type: ignore[union-attr]
-            last = facts[(participant_id, STREAM_KIND)].last
-            return 0 if last is None else last + 1
-        return await self._io(read)
+    async def take_over(self, session: PeerSession) -> None:
+        """The session becomes its participant's recording peer: older peers in this process flush and stop now,
+        those in other processes at their next segment (their claim is gone)."""
+        for other in list(self.sessions.get(session.room, ())):
+            if other is not session and other.principal.sub == session.principal.sub and other.recorder is not None:
+                other.superseded = True  # (its lock is not taken: two peers starting at once would wait on each other)
+                await other._finish(final=False)
+        await self._io(self.claims.claim, session.room, session.principal.sub, session.id)
 
-    async def store(self, principal: Principal, recording_id: str, sequence: int, data: bytes, final: bool,
-                    timestamp_ms: float) -> None:
+    async def release(self, session: PeerSession) -> None:
+        try:
+            await self._io(self.claims.release, session.room, session.principal.sub, session.id)
+        except Exception:  # noqa: BLE001 - the claim lapses on its own
+            log.warning("webrtc claim of %s/%s not released", session.room, session.principal.sub)
+
+    async def store(self, session: PeerSession, recording_id: str, data: bytes, final: bool,
+                    timestamp_ms: float) -> bool:
+        """Store one segment as the stream's next chunk; False when a newer peer took the participant over."""
+        principal = session.principal
+        if not await self._io(self.claims.holds, principal.room, principal.sub, session.id):
+            log.info("webrtc peer of %s/%s superseded by a newer one", principal.room, principal.sub)
+            return False
+        sequence = await self._io(self.claims.next_sequence, recording_id, principal.sub, STREAM_KIND)
         upload = ChunkUpload(recording_id=recording_id, participant_id=principal.sub, kind=STREAM_KIND,
                              sequence=sequence, data=data, timestamp=timestamp_ms, final=final)
         for attempt in range(STORE_RETRIES):
@@ -278,12 +307,13 @@ class PeerManager:
                 await asyncio.sleep(0.5 * (attempt + 1))
             except TapedeckError as exc:
                 log.warning("webrtc segment %s of %s/%s refused: %s", sequence, recording_id, principal.sub, exc.code)
-                return
+                return True
         else:
             log.warning("webrtc segment %s of %s/%s lost: staging unavailable", sequence, recording_id, principal.sub)
-            return
+            return True
         if final and self.on_final is not None:
             self.on_final(recording_id)
+        return True
 
     # Called from web handlers ----------------------------------------------
 
