@@ -11,6 +11,8 @@ from urllib.parse import urlparse
 
 import redis
 
+from workers.settings import DEFAULT_REDIS_URL
+
 DATA_DIR = Path("var/redis")
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
@@ -32,7 +34,7 @@ def redis_server_binary() -> str:
 
 
 def main() -> None:
-    ensure(os.environ.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0")
+    ensure(os.environ.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL)
 
 
 def ensure(url: str) -> None:

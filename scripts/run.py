@@ -15,6 +15,7 @@ from typing import Mapping
 from dotenv import dotenv_values
 
 from scripts.ensure_redis import ensure
+from workers.settings import DEFAULT_REDIS_URL
 
 DEFAULT_PORT = "8000"
 LOOPBACK = "127.0.0.1"
@@ -50,7 +51,7 @@ def honcho_argv(env: Mapping[str, str], extra: list[str]) -> list[str]:
 
 def main() -> None:
     env = with_defaults(merged_env(os.environ, os.environ.get("ENV_FILE", "").strip() or ".env"))
-    ensure(env.get("REDIS_URL", "").strip() or "redis://127.0.0.1:6379/0")
+    ensure(env.get("REDIS_URL", "").strip() or DEFAULT_REDIS_URL)
     print(f"tapedeck: {env['TAPEDECK_ENV']} mode, web on {env['PUBLIC_BASE_URL']} "
           f"(bound to {env.get('BIND_HOST') or '0.0.0.0'}), flower on port {env.get('FLOWER_PORT') or 5555}",
           flush=True)

@@ -56,6 +56,11 @@ def test_secrets_are_never_echoed_in_an_error():
     assert "sekrit" not in str(caught.value)
 
 
+def test_choice_words_are_case_insensitive():
+    settings = Settings.from_env({**DEV, "STAGING_BACKEND": "Object-Store", "LOG_FORMAT": "JSON"})
+    assert (settings.staging_backend, settings.log_format) == ("object-store", "json")
+
+
 def test_a_default_follows_the_variable_it_depends_on():
     assert Settings.from_env({**DEV, "MAX_PARTICIPANTS": "300"}).max_event_streams_per_recording == 316
     assert Settings.from_env({**DEV, "MAX_PARTICIPANTS": "300", "MAX_EVENT_STREAMS_PER_RECORDING": "5"}) \

@@ -23,6 +23,8 @@ DEV_JWT_SECRET = "tapedeck-development-secret-do-not-use-in-production"
 OUTPUT_FORMATS = ("webm", "mp4")
 STREAM_HOSTS_ALLOWANCE = 16
 """Event streams allowed per recording beyond MAX_PARTICIPANTS by default: its hosts and dashboards."""
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+"""REDIS_URL when unset (scripts/ and `make run` start a local Redis there when none answers)."""
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Csv = Annotated[tuple[str, ...], NoDecode]
 """A comma-separated variable (NoDecode: pydantic-settings would otherwise expect JSON for a tuple)."""
@@ -40,7 +42,7 @@ class RedisSettings(EnvSettings):
     config_error: ClassVar[type[Exception]] = ConfigurationError
     raw_variables: ClassVar[frozenset[str]] = frozenset({"REDIS_SENTINEL_PASSWORD", "JWT_SECRET", "WEBHOOK_SECRET"})
 
-    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_url: str = DEFAULT_REDIS_URL
     redis_sentinels: str = ""
     """host:port,... of Redis Sentinels; set, every client follows REDIS_SENTINEL_MASTER through failovers."""
     redis_sentinel_master: str = ""
@@ -169,7 +171,7 @@ class Settings(RedisSettings):
     def _absolute(cls, value: Path) -> Path:
         return value.resolve()
 
-    @field_validator("log_format", mode="before")
+    @field_validator("log_format", "staging_backend", mode="before")
     @classmethod
     def _lower(cls, value: Any) -> Any:
         return value.lower() if isinstance(value, str) else value
