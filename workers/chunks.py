@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from dataclasses import dataclass
 
 from workers.access import Principal
@@ -50,6 +51,12 @@ class ChunkReceipt:
         }
 
 
+KNOWN_ROOMS = 10_000
+"""Recordings whose room one process remembers. A recording's room never changes, so a participant's second and
+later chunks skip the room lookup (one Redis round trip of three per chunk); a recording gone since is still
+refused by the accept script, which checks that it exists."""
+
+
 class ChunkIntake:
     """Stages a chunk file first, then commits its record. A staged file is deleted only when the index
     certainly does not name it; when the commit's outcome is unknown (a lost Redis reply) it stays."""
@@ -59,6 +66,7 @@ class ChunkIntake:
         self.staging = staging
         self.max_chunk_bytes = max_chunk_bytes
         self.max_participants = max_participants
+        self._rooms: OrderedDict[str, str] = OrderedDict()
 
     def check_size(self, size: int) -> None:
         if size > self.max_chunk_bytes:
@@ -67,10 +75,7 @@ class ChunkIntake:
     def accept(self, upload: ChunkUpload, principal: Principal) -> ChunkReceipt:
         self.check_size(len(upload.data))
         digest = verified_digest(upload)
-        room = self.store.room_of(upload.recording_id)
-        if room is None:
-            raise NotFound("no such recording", recordingId=upload.recording_id)
-        principal.require_uploader(room, upload.participant_id)
+        principal.require_uploader(self._room_of(upload.recording_id), upload.participant_id)
         container_problem = self._container_problem(upload)
         staged = self._stage(upload, digest)
         record = ChunkRecord(digest=staged.digest, size=staged.size, timestamp=upload.timestamp, name=staged.name)
@@ -83,9 +88,23 @@ class ChunkIntake:
         except BaseException:
             self._settle_unknown(upload, staged)
             raise
-        if outcome not in ("stored", "duplicate"):
+        if outcome == "not_found":  # known a moment ago: purged, or lost with Redis (then `rebuild` needs this file)
+            self._rooms.pop(upload.recording_id, None)
+        elif outcome not in ("stored", "duplicate"):
             self._discard(upload, staged)  # a rejection: the index names no file of these bytes
         return self._receipt(upload, outcome, state, container_problem)
+
+    def _room_of(self, recording_id: str) -> str:
+        """The recording's room, remembered once seen (404 when Redis does not know the recording)."""
+        room = self._rooms.get(recording_id)
+        if room is None:
+            room = self.store.room_of(recording_id)
+            if room is None:
+                raise NotFound("no such recording", recordingId=recording_id)
+            self._rooms[recording_id] = room
+            if len(self._rooms) > KNOWN_ROOMS:
+                self._rooms.popitem(last=False)
+        return room
 
     def _stage(self, upload: ChunkUpload, digest: str | None) -> StagedChunk:
         self.staging.check_space()
