@@ -7,13 +7,14 @@ import time
 from functools import wraps
 from typing import Callable, TypeVar
 
-from flask import Flask
+from flask import Flask, g
 from limits import parse_many
 from limits.storage import MemoryStorage, storage_from_string
 from limits.strategies import FixedWindowRateLimiter
 
 from app.auth import authenticate
 from workers import keys
+from workers.chunk_index import RateCheck, RateWindow
 from workers.errors import RateLimited
 from workers.settings import Settings
 
@@ -29,6 +30,8 @@ STORAGE_TIMEOUT_SECONDS = 1.0
 """A limiter that waits on a stalled Redis would stall every upload; after this the in-memory fallback takes over."""
 FALLBACK_SECONDS = 5.0
 """After a storage failure, count in memory this long before trying Redis again."""
+BLOCKED_BUCKETS = 10_000
+"""Callers one process remembers as over their limit until their window reopens (bounded: expired ones are swept)."""
 
 
 def limited(scope: str) -> Callable[[View], View]:
@@ -42,13 +45,19 @@ def limited(scope: str) -> Callable[[View], View]:
 
 
 class ChunkLimiter:
-    """CHUNK_RATE_LIMIT counted in Redis with the `limits` library (flask-limiter's engine), one fixed-window
-    INCR per request. flask-limiter's own request hooks evaluated every limit twice per request (its
-    middleware and its decorator) at ~0.6 ms; intake is the hot path, so the view calls the engine once.
+    """CHUNK_RATE_LIMIT in Redis: fixed windows, one INCR per request and window, under the keys and with the
+    semantics of the `limits` library (flask-limiter's engine).
 
-    Redis down: a per-process in-memory window takes over (logged, Redis re-probed after a pause) so an
-    outage neither 500s nor lifts the limit while clients retry hardest; the request then reaches intake,
-    which answers 503 unavailable itself when it needs Redis.
+    A chunk that reaches its commit is counted by the accept script itself, first of its checks: one Redis round
+    trip per chunk instead of two (the window's INCR was a third of intake's Redis time). Every other request
+    (a bad body, a forbidden or unknown recording, a dependency failing) is counted afterwards through `limits`,
+    and answered 429 if over the limit, so the order of DESIGN §4 (token, then rate, then the rest) holds for
+    what clients see. Once Redis says a caller is over, this process refuses that caller without Redis or disk
+    until the window reopens, so an over-limit client costs at most one staged-then-discarded chunk per window.
+
+    Redis down: a per-process in-memory window takes over for the requests counted afterwards (logged, Redis
+    re-probed after a pause) so an outage neither 500s nor lifts the limit while clients retry hardest; intake
+    answers 503 unavailable itself when it needs Redis.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -60,6 +69,32 @@ class ChunkLimiter:
         self._shared = FixedWindowRateLimiter(storage)
         self._local = FixedWindowRateLimiter(MemoryStorage())
         self._local_until = 0.0
+        self._prefix = f"{keys.rate_limits()}:"
+        self._blocked: dict[tuple[str, ...], float] = {}
+
+    def check_for(self, *bucket: str) -> RateCheck:
+        """The bucket's windows for the accept script to count; 429 at once while this process knows it is over."""
+        until = self._blocked.get(bucket)
+        if until is not None:
+            left = until - time.monotonic()
+            if left > 0:
+                raise self.refusal(math.ceil(left))
+            del self._blocked[bucket]
+        windows = tuple(RateWindow(self._prefix + item.key_for(*bucket), item.amount, item.get_expiry())
+                        for item in self.items)
+        return RateCheck(windows, self.text)
+
+    def block(self, bucket: tuple[str, ...], seconds: float) -> None:
+        """Redis refused this bucket: refuse it here too, without a round trip, for the rest of its window."""
+        now = time.monotonic()
+        if len(self._blocked) >= BLOCKED_BUCKETS:
+            self._blocked = {b: t for b, t in self._blocked.items() if t > now}
+            if len(self._blocked) >= BLOCKED_BUCKETS:
+                self._blocked.clear()
+        self._blocked[bucket] = now + seconds
+
+    def refusal(self, wait: int) -> RateLimited:
+        return RateLimited(f"too many uploads: the limit is {self.text} per participant; retry later", retry_after=wait)
 
     def retry_after(self, *bucket: str) -> int | None:
         """Count one request against the bucket; None when allowed, else whole seconds until it reopens."""
@@ -92,15 +127,33 @@ def init_app(app: Flask, settings: Settings) -> None:
 
 def _after_token(view: View, limiter: ChunkLimiter, scope: str) -> View:
     """Authenticate first (401 beats 429, and the bucket is the verified token: room and subject — one room
-    has one active recording), then count, then the view."""
+    has one active recording), then the view with the bucket's windows in `g.rate_check` for the accept script;
+    a request the script did not count is counted here, and its answer becomes 429 when over the limit."""
 
     @wraps(view)
     def checked(*args: object, **kwargs: object) -> object:
         principal = authenticate()
-        wait = limiter.retry_after(principal.room, principal.sub, scope)
-        if wait is not None:
-            raise RateLimited(f"too many uploads: the limit is {limiter.text} per participant; retry later",
-                              retry_after=wait)
-        return view(*args, **kwargs)
+        bucket = (principal.room, principal.sub, scope)
+        g.rate_check = check = limiter.check_for(*bucket)
+        try:
+            answer = view(*args, **kwargs)
+        except RateLimited:
+            if check.retry_after_ms is not None:
+                limiter.block(bucket, check.retry_after_ms / 1000)
+            raise
+        except Exception:
+            if not check.counted:
+                _count_after(limiter, bucket)
+            raise
+        if not check.counted:
+            _count_after(limiter, bucket)
+        return answer
 
     return checked  # type: ignore[return-value]
+
+
+def _count_after(limiter: ChunkLimiter, bucket: tuple[str, ...]) -> None:
+    """Count a request that ended before the accept script; over the limit, its answer is 429 instead."""
+    wait = limiter.retry_after(*bucket)
+    if wait is not None:
+        raise limiter.refusal(wait) from None

@@ -77,6 +77,16 @@ end
 """
 
 _ACCEPT = _INDEX + """
+for i = 1, tonumber(ARGV[12]) do
+  local window = KEYS[6 + i]
+  local count = redis.call('INCR', window)
+  if count == 1 then redis.call('EXPIRE', window, ARGV[12 + 2 * i]) end
+  if count > tonumber(ARGV[11 + 2 * i]) then
+    local held = redis.call('HGET', KEYS[2], ARGV[1])
+    held = held and string.sub(held, 1, 64) == string.sub(ARGV[2], 1, 64)
+    return {'rate_limited', '', tostring(redis.call('PTTL', window)), held and '1' or '0'}
+  end
+end
 local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'not_found'} end
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
@@ -116,6 +126,30 @@ if redis.call('ZADD', KEYS[2], 'NX', ARGV[1], ARGV[1]) == 1 then
   redis.call('HINCRBY', KEYS[1], 'bytes', -tonumber(ARGV[2]))
 end
 """
+
+@dataclass(frozen=True)
+class RateWindow:
+    """One fixed window of CHUNK_RATE_LIMIT for one caller: its counter's key, the requests it allows, its length."""
+
+    key: str
+    limit: int
+    seconds: int
+
+
+@dataclass
+class RateCheck:
+    """The caller's rate windows, counted by the accept script before any other check (one round trip per chunk
+    instead of two). `counted` is set when the script answered (the request was counted there); `retry_after_ms`
+    when it refused the request for its rate."""
+
+    windows: tuple[RateWindow, ...]
+    text: str
+    """The limit as configured (for the error message)."""
+    counted: bool = False
+    retry_after_ms: int | None = None
+    held: bool = False
+    """Refused, but the index already holds these very bytes at this sequence (a retry): its file must stay."""
+
 
 STAT_FIELDS = ("chunks", "bytes", "min", "max", "minHeader", "skewMs", "final")
 
@@ -166,14 +200,23 @@ class ChunkIndex:
 
     def accept(self, recording_id: str, participant_id: str, kind: str, sequence: int, record: ChunkRecord, *,
                now: float, container_ok: bool, header: bool, max_participants: int = 0,
-               final: bool = False) -> tuple[str, str | None]:
-        """(outcome, recording state): stored, duplicate, conflict, after_final (above a declared final chunk, or
-        a final chunk below a held one), not_found, not_recording, participant_limit or unsupported; duplicates
-        are recognized in any state, so retries are always safe."""
-        out = self._accept(keys=self._keys(recording_id, participant_id, kind),
-                           args=self._args(participant_id, kind, sequence, record, now, container_ok, header,
-                                           max_participants, final))
+               final: bool = False, rate: RateCheck | None = None) -> tuple[str, str | None]:
+        """(outcome, recording state): rate_limited (first: `rate.retry_after_ms` says when the window reopens),
+        stored, duplicate, conflict, after_final (above a declared final chunk, or a final chunk below a held
+        one), not_found, not_recording, participant_limit or unsupported; duplicates are recognized in any state,
+        so retries are always safe."""
+        windows = rate.windows if rate is not None else ()
+        args = self._args(participant_id, kind, sequence, record, now, container_ok, header, max_participants, final)
+        args.append(len(windows))
+        for window in windows:
+            args += [window.limit, window.seconds]
+        out = self._accept(keys=self._keys(recording_id, participant_id, kind) + [w.key for w in windows], args=args)
         out = [v.decode() if isinstance(v, bytes) else v for v in out]
+        if rate is not None:
+            rate.counted = True
+            if out[0] == "rate_limited":
+                rate.retry_after_ms, rate.held = int(out[2]), out[3] == "1"
+                return out[0], None
         return out[0], out[1] if len(out) > 1 else None
 
     def restore(self, recording_id: str, participant_id: str, kind: str, sequence: int, record: ChunkRecord, *,

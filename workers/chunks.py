@@ -8,8 +8,9 @@ from dataclasses import dataclass
 from workers.access import Principal
 from workers.media.chunk_stream import HEADER_PROBE_BYTES
 from workers.media.container import SUPPORTED_CONTAINERS, describe, sniff, starts_header
-from workers.errors import (ChecksumMismatch, NotFound, ParticipantLimit, PayloadTooLarge, RecordingNotAccepting, SequenceConflict,
-                            Unavailable, UnsupportedMedia)
+from workers.chunk_index import RateCheck
+from workers.errors import (ChecksumMismatch, NotFound, ParticipantLimit, PayloadTooLarge, RateLimited, RecordingNotAccepting,
+                            SequenceConflict, Unavailable, UnsupportedMedia)
 from workers.staging import StagedChunk, Staging
 from workers.state import ChunkRecord, RecordingStore
 
@@ -72,7 +73,9 @@ class ChunkIntake:
         if size > self.max_chunk_bytes:
             raise PayloadTooLarge(f"chunk is {size} bytes; the limit is {self.max_chunk_bytes}", limit=self.max_chunk_bytes)
 
-    def accept(self, upload: ChunkUpload, principal: Principal) -> ChunkReceipt:
+    def accept(self, upload: ChunkUpload, principal: Principal, rate: RateCheck | None = None) -> ChunkReceipt:
+        """`rate`: the caller's CHUNK_RATE_LIMIT windows, counted by the commit itself (429 before any other of its
+        checks; the staged file is then discarded)."""
         self.check_size(len(upload.data))
         digest = verified_digest(upload)
         principal.require_uploader(self._room_of(upload.recording_id), upload.participant_id)
@@ -83,13 +86,18 @@ class ChunkIntake:
             outcome, state = self.store.accept_chunk(
                 upload.recording_id, upload.participant_id, upload.kind, upload.sequence, record,
                 container_ok=container_problem is None, header=starts_header(upload.data[:HEADER_PROBE_BYTES]),
-                max_participants=self.max_participants, final=upload.final,
+                max_participants=self.max_participants, final=upload.final, rate=rate,
             )
         except BaseException:
             self._settle_unknown(upload, staged)
             raise
         if outcome == "not_found":  # known a moment ago: purged, or lost with Redis (then `rebuild` needs this file)
             self._rooms.pop(upload.recording_id, None)
+        elif outcome == "rate_limited":
+            if not rate.held:  # refused before the sequence check: the file may be an acknowledged retry's
+                self._discard(upload, staged)
+            raise RateLimited(f"too many uploads: the limit is {rate.text} per participant; retry later",
+                              retry_after=-(-max(rate.retry_after_ms or 0, 1) // 1000))
         elif outcome not in ("stored", "duplicate"):
             self._discard(upload, staged)  # a rejection: the index names no file of these bytes
         return self._receipt(upload, outcome, state, container_problem)

@@ -9,7 +9,7 @@ from typing import cast
 import redis
 
 from workers import keys
-from workers.chunk_index import ChunkIndex, ChunkRecord
+from workers.chunk_index import ChunkIndex, ChunkRecord, RateCheck
 from workers.clock import iso
 from workers.records import RecordingHash
 
@@ -180,12 +180,12 @@ class RecordingStore:
 
     def accept_chunk(self, recording_id: str, participant_id: str, kind: str, sequence: int, record: ChunkRecord,
                      container_ok: bool, header: bool = False, max_participants: int = 0,
-                     now: float | None = None, final: bool = False) -> tuple[str, str | None]:
-        """Record a staged chunk unless the state, an existing sequence, the participant limit or the container
-        forbids it; returns (outcome, recording state)."""
+                     now: float | None = None, final: bool = False, rate: RateCheck | None = None) -> tuple[str, str | None]:
+        """Record a staged chunk unless the caller's rate, the state, an existing sequence, the participant limit
+        or the container forbids it; returns (outcome, recording state)."""
         return self.index.accept(recording_id, participant_id, kind, sequence, record,
                                  now=time.time() if now is None else now, container_ok=container_ok,
-                                 header=header, max_participants=max_participants, final=final)
+                                 header=header, max_participants=max_participants, final=final, rate=rate)
 
     def streams(self, recording_id: str) -> list[tuple[str, str]]:
         """(participantId, type) of every stream with at least one chunk, sorted."""

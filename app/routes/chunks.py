@@ -1,7 +1,7 @@
 """Chunk uploads: base64 JSON (POST) or raw bytes (PUT), both through the same intake."""
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, g, jsonify, request
 
 from app.auth import authenticate
 from app.digests import HEADER as REPR_DIGEST
@@ -32,7 +32,7 @@ def upload_json():
         sequence=body.sequence, data=decode_chunk(text), timestamp=body.timestamp,
         sha256=body.sha256.lower() if body.sha256 else None, final=bool(body.final),
     )
-    return _answer(count_accepted(intake.accept(upload, principal)))
+    return _answer(count_accepted(intake.accept(upload, principal, g.get("rate_check"))))
 
 
 @bp.put("/recordings/<recording_id>/participants/<participant_id>/<kind>/chunks/<sequence>")
