@@ -18,6 +18,10 @@ OAUTH_VARIABLES = ("FLOWER_AUTH", "FLOWER_AUTH_PROVIDER", "FLOWER_OAUTH2_KEY", "
                    "FLOWER_OAUTH2_REDIRECT_URI")
 """Flower 2.2 needs all of these for OAuth: without a provider or redirect nobody can log in."""
 
+TASKS_COLUMNS = "name,uuid,state,args,received,started,runtime,worker"
+"""Flower's task list with the args column (hidden by default): tapedeck's tasks show `room=<room> recording=<id>`
+there, so a job is found by either; FLOWER_TASKS_COLUMNS overrides it."""
+
 REFUSAL = (
     "flower: refusing to start in production without authentication (anyone reaching it could run tasks). "
     "Set FLOWER_BASIC_AUTH=user:password, or Flower's OAuth settings ({oauth}); "
@@ -58,6 +62,8 @@ def flower_argv(env: Mapping[str, str], extra: list[str]) -> tuple[list[str], di
             added["FLOWER_UNAUTHENTICATED_API"] = "true"  # the dashboard's buttons call /api; only local users reach it
     elif _value(env, "BIND_HOST") and not _value(env, "FLOWER_ADDRESS"):
         added["FLOWER_ADDRESS"] = _value(env, "BIND_HOST")
+    if not _value(env, "FLOWER_TASKS_COLUMNS"):
+        added["FLOWER_TASKS_COLUMNS"] = TASKS_COLUMNS
     return argv + extra, added
 
 

@@ -1,5 +1,5 @@
 """A job is findable in Flower: the Procfile's flower (production, basic auth) watching the session's worker lists
-the finalize of a recording with `recording=<id> room=<room>` as its arguments, and finds it by the room."""
+the finalize of a recording with `room=<room> recording=<id>` as its arguments, and finds it by the room."""
 from __future__ import annotations
 
 import base64
@@ -58,5 +58,5 @@ def test_a_finalize_is_listed_by_recording_and_room(api, rec, flower):
 
     task = wait_until(finished, 30, interval=0.5, what="flower to record the finalize")
     assert task["name"] == "tapedeck.finalize_recording"
-    assert task["args"] == f"recording={rec} room={api.room}"
+    assert task["args"] == f"room={api.room} recording={rec}"
     assert list(_tasks(flower, search=api.room, taskname="tapedeck.finalize_recording")) == [task_id]
