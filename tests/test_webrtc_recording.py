@@ -176,6 +176,8 @@ def test_reconnect_within_one_recording_gives_one_output(live_gunicorn, worker, 
     assert body["state"] == "completed", body
     assert [o["participantId"] for o in body["outputs"]] == ["bob"]
     assert body["participants"]["bob"]["video"]["missingCount"] == 0
+    (gap,) = body["participants"]["bob"]["gaps"]  # the time between the two connections, listed once
+    assert 2.0 <= gap["fromSeconds"] <= 5.0 and 1.5 <= gap["toSeconds"] - gap["fromSeconds"] <= 5.0, gap
     video, audio, duration = decoded(api.output_path(body, "bob"))
     assert 4.0 <= duration <= 8.5, duration  # both connections' media in one file
     assert len(video) > 60 and audio
@@ -255,6 +257,7 @@ def test_a_second_peer_of_the_same_participant_takes_over(live_gunicorn, worker,
     video, audio, duration = decoded(api.output_path(body, "frank"))
     assert 5.0 <= duration <= 8.5, duration
     assert_throughout(video, duration, "video", max_gap=1.5)  # the hand-over may cost the time to a key frame
+    assert "gaps" not in body["participants"]["frank"]  # a take-over is no gap: the older peer sent until then
 
 
 def test_claims_keep_one_peer_and_unique_sequences(app) -> None:

@@ -149,6 +149,12 @@ def webrtc_sequence(recording_id: str, participant_id: str) -> str:
     return f"{recording(recording_id)}:rtc-seq:{participant_id}"
 
 
+def webrtc_gaps(recording_id: str) -> str:
+    """Hash: "<participantId>" -> JSON [{fromSeconds, toSeconds}] of WebRTC reconnect gaps, and
+    "<participantId>:ended" -> epoch seconds when that participant's last peer stopped sending (under recording(id):*)."""
+    return f"{recording(recording_id)}:rtc-gaps"
+
+
 def signal_sockets(token_digest: str) -> str:
     """Sorted set: socket id -> lease expiry of each open WebRTC signalling socket of one token (by digest)."""
     return f"{PREFIX}:token:{token_digest}:signal-sockets"

@@ -11,6 +11,7 @@ from workers.pause import parse_pauses
 from workers.records import RecordingHash, parse_outputs
 from workers.state import RecordingStore, iso
 from workers.webhooks.outbox import list_deliveries
+from workers.webrtc.claims import Gaps
 
 UrlFor = Callable[[str], "str | None"]
 
@@ -42,6 +43,9 @@ def participant_entries(store: RecordingStore, recording_id: str, errors: dict[s
     for participant_id, message in errors.items():
         if only is None or participant_id == only:
             entries.setdefault(participant_id, {"error": message})
+    for participant_id, gaps in Gaps.read(store.redis, recording_id).items():  # WebRTC reconnects (README)
+        if participant_id in entries:
+            entries[participant_id]["gaps"] = gaps
     return entries
 
 

@@ -58,3 +58,55 @@ class Claims:
         """The next free sequence of the stream: after the highest held when the counter starts, then one each."""
         return int(self._next(keys=[keys.webrtc_sequence(recording_id, participant_id),
                                     keys.stream_stats(recording_id, participant_id, kind)]))
+
+
+MAX_GAPS = 100
+"""Reconnect gaps listed per participant (the oldest kept): a flapping connection cannot grow the status."""
+
+_ENDED = """
+redis.call('HSET', KEYS[1], ARGV[1] .. ':ended', ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
+"""
+
+_RESUMED = """
+local ended = redis.call('HGET', KEYS[1], ARGV[1] .. ':ended')
+if not ended then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1] .. ':ended')
+local started = tonumber(redis.call('HGET', KEYS[2], 'startedAt') or ended)
+local gaps = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1]) or '[]')
+if #gaps >= tonumber(ARGV[3]) then return 0 end
+local from = math.max(0, tonumber(ended) - started)
+local to = math.max(from, tonumber(ARGV[2]) - started)
+table.insert(gaps, {fromSeconds = math.floor(from * 1000 + 0.5) / 1000, toSeconds = math.floor(to * 1000 + 0.5) / 1000})
+redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(gaps))
+return 1
+"""
+
+GAP_KEY_SECONDS = 30 * 24 * 3600
+"""The gaps hash lives under recording(id):*, so deleting the recording deletes it; this only bounds a forgotten one."""
+
+
+class Gaps:
+    """participants.<pid>.gaps for WebRTC reconnects: when a participant's peer stops sending (socket closed, token
+    expired) and when a later peer of the same participant sends again, in seconds since the recording started."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._ended = client.register_script(_ENDED)
+        self._resumed = client.register_script(_RESUMED)
+
+    def ended(self, recording_id: str, participant_id: str, at: float) -> None:
+        self._ended(keys=[keys.webrtc_gaps(recording_id)], args=[participant_id, repr(at), GAP_KEY_SECONDS])
+
+    def resumed(self, recording_id: str, participant_id: str, at: float) -> bool:
+        """True when this closed a gap (the participant had stopped sending during this recording)."""
+        return bool(self._resumed(keys=[keys.webrtc_gaps(recording_id), keys.recording(recording_id)],
+                                  args=[participant_id, repr(at), MAX_GAPS]))
+
+    @staticmethod
+    def read(client: redis.Redis, recording_id: str) -> dict[str, list[dict]]:
+        """Every participant's closed gaps (one HGETALL of a bounded hash)."""
+        import json
+
+        raw = client.hgetall(keys.webrtc_gaps(recording_id))
+        return {k.decode(): json.loads(v) for k, v in raw.items() if not k.endswith(b":ended")}

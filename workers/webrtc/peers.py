@@ -27,7 +27,7 @@ from workers.errors import TapedeckError, Unavailable
 from workers.resources import Resources
 from workers.settings import Settings
 from workers.webrtc import forwarding
-from workers.webrtc.claims import Claims
+from workers.webrtc.claims import Claims, Gaps
 from workers.redis_client import for_settings
 from workers.webrtc.loop import RtcLoop, start_real_thread
 from workers.webrtc.recorder import SegmentRecorder
@@ -141,6 +141,9 @@ class PeerSession:
             # Take the participant over only now, with media in hand: an older peer records until this one can.
             await self.manager.take_over(self)
             self.claimed = True
+            recorder = self.recorder
+            if recorder is not None and recorder.media_began is not None:
+                await self.manager.resumed(self, self.pending[0][0], recorder.media_began)
         while self.pending:
             recording_id, _seq, data, final, timestamp_ms = self.pending.pop(0)
             if not await self.manager.store(self, recording_id, data, final, timestamp_ms):
@@ -166,10 +169,12 @@ class PeerSession:
                     0, "video" in self.kinds, "audio" in self.kinds, self.manager.settings.rtc.segment_seconds)
 
     async def _finish(self, final: bool) -> None:
-        recorder, self.recorder = self.recorder, None
+        recorder, recording_id, self.recorder = self.recorder, self.recording_id, None
         if recorder is not None:
             recorder.finish(final)
             await self._store_pending()
+            if not final and not self.superseded and self.claimed and recording_id is not None:
+                await self.manager.ended(self, recording_id)  # a gap starts, unless this participant is back soon
         self.recording_id = None
 
     async def close(self, final: bool = False) -> None:
@@ -210,6 +215,7 @@ class PeerManager:
         self.wake = asyncio.Event()
         self.resources = Resources.build(self.settings)  # its own Redis pool, used on this thread only
         self.claims = Claims(self.resources.redis)
+        self.gaps = Gaps(self.resources.redis)
         asyncio.ensure_future(self._watch())
         start_real_thread(self._listen)
 
@@ -282,6 +288,18 @@ class PeerManager:
                 other.superseded = True  # (its lock is not taken: two peers starting at once would wait on each other)
                 await other._finish(final=False)
         await self._io(self.claims.claim, session.room, session.principal.sub, session.id)
+
+    async def ended(self, session: PeerSession, recording_id: str) -> None:
+        try:
+            await self._io(self.gaps.ended, recording_id, session.principal.sub, time.time())
+        except Exception:  # noqa: BLE001 - a gap not listed is not worth failing the close
+            log.warning("webrtc gap start of %s not noted", session.principal.sub)
+
+    async def resumed(self, session: PeerSession, recording_id: str, at: float) -> None:
+        try:
+            await self._io(self.gaps.resumed, recording_id, session.principal.sub, at)
+        except Exception:  # noqa: BLE001 - as above
+            log.warning("webrtc gap end of %s not noted", session.principal.sub)
 
     async def release(self, session: PeerSession) -> None:
         try:

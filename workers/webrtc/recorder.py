@@ -89,6 +89,8 @@ class SegmentRecorder:
         self.segment_began = self.began
         self.frames = {"video": 0, "audio": 0}
         self.finished = False
+        self.media_began: float | None = None
+        """Wall-clock arrival of the first frame written (the end of a reconnect gap)."""
 
     @property
     def waiting_for_keyframe(self) -> bool:
@@ -106,6 +108,7 @@ class SegmentRecorder:
             if frame.kind == "video" and size is None:
                 return  # nothing decodable before a key frame; the session asks the sender for one
             self._open(size)
+            self.media_began = self.held_audio[0][1] if self.held_audio else arrived
             for held, at in self.held_audio:
                 self._mux(held, at)
             self.held_audio = []
