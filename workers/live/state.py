@@ -37,13 +37,15 @@ class LiveState:
     updated_at: float = 0.0
     failed: str | None = None
     """Why this participant is left to the batch path (set once, never cleared)."""
+    closed: bool = False
+    """The file got its Cues and header: it is never written again (a retry uploads it as it is)."""
 
     def to_json(self) -> str:
         return json.dumps({
             "streamType": self.stream_type, "sequence": self.sequence, "offset": self.offset,
             "header": self.header, "position": self.position, "bytes": self.bytes, "cueBytes": self.cue_bytes,
             "endSeconds": self.end_seconds, "tracks": self.tracks.to_json(), "infos": self.infos,
-            "windows": self.windows, "updatedAt": self.updated_at, "failed": self.failed,
+            "windows": self.windows, "updatedAt": self.updated_at, "failed": self.failed, "closed": self.closed,
         })
 
     @classmethod
@@ -51,7 +53,8 @@ class LiveState:
         data = json.loads(raw)
         return cls(data["streamType"], data["sequence"], data["offset"], data["header"], data["position"],
                    data["bytes"], data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]),
-                   data["infos"], data["windows"], data["updatedAt"], data["failed"])
+                   data["infos"], data["windows"], data["updatedAt"], data["failed"],
+                   data.get("closed", False))
 
 
 class LiveStates:

@@ -33,8 +33,9 @@ log = logging.getLogger(__name__)
 MAX_WINDOW_CHUNKS = 600
 """Chunks one step reads at most while recording (ten minutes of one-second chunks): a step's work is bounded."""
 
-LOCK_SECONDS = 120
-"""A step's lock outlives any step; one left by a killed worker expires by itself."""
+LOCK_SECONDS = 30
+"""A step's lock outlives any step (at most MAX_WINDOW_CHUNKS, about a second of work); one left by a killed worker
+expires by itself well inside the two minutes a restarted worker has to complete the recording."""
 
 BUFFER_BYTES = 64 * 1024
 
@@ -57,32 +58,38 @@ class LiveFinalizer:
             self.step_participant(recording_id, rec, participant_id, types, final)
 
     def step_participant(self, recording_id: str, rec: dict, participant_id: str, types: list[str],
-                         final: bool) -> None:
+                         final: bool) -> bool:
+        """One step for one participant under its lock; False when the lock stayed with another holder (at
+        stop, after waiting LOCK_SECONDS: a step killed mid-way; then the participant goes to batch)."""
         lock = self.store.redis.lock(keys.live_lock(recording_id, participant_id), timeout=LOCK_SECONDS,
                                      blocking=final, blocking_timeout=LOCK_SECONDS if final else None)
         if not lock.acquire():
-            return
+            return False
         try:
-            state = self.states.get(recording_id, participant_id)
-            if state is not None and state.failed:
-                return
-            try:
-                self._check(rec, types)
-                state = state or LiveState(types[0])
-                self._fold(recording_id, participant_id, state, final)
-            except NotYet:
-                return
-            except (Unsupported, MediaError, OSError) as exc:
-                reason = exc.message if isinstance(exc, MediaError) else str(exc)
-                log.info("recording %s participant %s: live finalize left to batch: %s", recording_id,
-                         participant_id, reason)
-                self.states.fail(recording_id, participant_id, types[0], reason)
-                self._file(recording_id, participant_id, "webm").remove()
+            self._step_locked(recording_id, rec, participant_id, types, final)
         finally:
             try:
                 lock.release()
             except redis.exceptions.LockError:
                 pass
+        return True
+
+    def _step_locked(self, recording_id: str, rec: dict, participant_id: str, types: list[str], final: bool) -> None:
+        state = self.states.get(recording_id, participant_id)
+        if state is not None and (state.failed or state.closed):
+            return
+        try:
+            self._check(rec, types)
+            state = state or LiveState(types[0])
+            self._fold(recording_id, participant_id, state, final)
+        except NotYet:
+            return
+        except (Unsupported, MediaError, OSError) as exc:
+            reason = exc.message if isinstance(exc, MediaError) else str(exc)
+            log.info("recording %s participant %s: live finalize left to batch: %s", recording_id,
+                     participant_id, reason)
+            self.states.fail(recording_id, participant_id, types[0], reason)
+            self._file(recording_id, participant_id, "webm").remove()
 
     def finish(self, rec: dict, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
                ) -> PreparedOutput | None:
@@ -91,7 +98,8 @@ class LiveFinalizer:
         state = self.states.get(recording_id, participant_id)
         if state is None or state.failed or not state.windows:
             return None  # nothing folded while recording (or lost): batch does the same work, and is the reference
-        self.step_participant(recording_id, rec, participant_id, sorted(streams), final=True)
+        if not self.step_participant(recording_id, rec, participant_id, sorted(streams), final=True):
+            return None
         muxed = self.result(recording_id, participant_id, streams)
         if muxed is None:
             return None
@@ -117,7 +125,11 @@ class LiveFinalizer:
         if not live.path.exists() or live.path.stat().st_size < state.bytes:
             return None
         try:
-            path = live.finish(state.tracks.fmt, state.bytes, state.cue_bytes, state.end_seconds)
+            if not state.closed:
+                live.finish(state.tracks.fmt, state.bytes, state.cue_bytes, state.end_seconds)
+                state.closed = True
+                self.states.put(recording_id, participant_id, state)
+            path = live.path
             duration = _verify(path)
         except (Unsupported, MediaError, OSError) as exc:
             log.warning("recording %s participant %s: live output unusable, batch instead: %s", recording_id,
