@@ -14,7 +14,7 @@ from tests.media import OPUS_FRAME, SAMPLE_RATE, NonSeekableSink
 
 FPS = 24
 KEYFRAME_FRAMES = 6
-"""A keyframe every 0.25 s: video after a cut resumes at the next one."""
+"""A keyframe every 0.25 s by default; browsers send one every ~100 frames (tests of the bridge use that)."""
 
 COLOURS = {"red": (81, 90, 240), "blue": (41, 240, 110), "green": (145, 54, 34)}
 """Y, U, V of each colour; V alone tells them apart after lossy coding."""
@@ -26,7 +26,7 @@ class Phase:
     seconds: float
 
 
-def encode_phases(phases: list[Phase], width: int = 160, height: int = 120) -> bytes:
+def encode_phases(phases: list[Phase], width: int = 160, height: int = 120, keyframe_frames: int = KEYFRAME_FRAMES) -> bytes:
     """A live WebM (VP8 + Opus, no Duration, no Cues) whose picture takes each phase's colour in turn."""
     out = NonSeekableSink()
     with av.open(out, mode="w", format="webm", options={"live": "1"}) as container:
@@ -34,7 +34,7 @@ def encode_phases(phases: list[Phase], width: int = 160, height: int = 120) -> b
         audio.layout = "mono"
         video = container.add_stream("libvpx", rate=FPS, options={"deadline": "realtime", "cpu-used": "8"})
         video.width, video.height, video.pix_fmt = width, height, "yuv420p"
-        video.codec_context.gop_size = KEYFRAME_FRAMES
+        video.codec_context.gop_size = keyframe_frames
         total = sum(p.seconds for p in phases)
         frames, samples = round(total * FPS), round(total * SAMPLE_RATE / OPUS_FRAME)
         v = a = 0

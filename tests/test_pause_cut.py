@@ -65,17 +65,17 @@ def test_offset_and_spans_move_server_pauses_onto_the_client_clock() -> None:
         (107000.0, 109500.0), (117000.0, math.inf)]
 
 
-def test_the_filter_drops_the_cut_shifts_what_follows_and_waits_for_a_keyframe() -> None:
+def test_the_filter_drops_the_cut_shifts_what_follows_and_flags_video_until_a_keyframe() -> None:
     cuts = CutFilter([Cut(2.0, 4.0), Cut(6.0, 7.0)])
-    assert cuts.shift(0, 1.9, video=True, keyframe=False) == 0.0
+    assert cuts.shift(0, 1.9, video=True, keyframe=False) == 0.0 and not cuts.waiting(0)
     assert cuts.shift(0, 2.5, video=True, keyframe=True) is None
     assert cuts.shift(1, 3.9, video=False, keyframe=True) is None
-    assert cuts.shift(1, 4.0, video=False, keyframe=True) == 2.0
-    assert cuts.shift(0, 4.04, video=True, keyframe=False) is None  # refers to a picture that was cut
-    assert cuts.shift(0, 4.25, video=True, keyframe=True) == 2.0
-    assert cuts.shift(0, 4.29, video=True, keyframe=False) == 2.0
+    assert cuts.shift(1, 4.0, video=False, keyframe=True) == 2.0 and not cuts.waiting(1)
+    assert cuts.shift(0, 4.04, video=True, keyframe=False) == 2.0 and cuts.waiting(0)  # refers to a cut picture
+    assert cuts.shift(0, 4.25, video=True, keyframe=True) == 2.0 and not cuts.waiting(0)
+    assert cuts.shift(0, 4.29, video=True, keyframe=False) == 2.0 and not cuts.waiting(0)
     assert cuts.shift(1, 7.5, video=False, keyframe=True) == 3.0
-    assert (cuts.dropped, cuts.removed_seconds) == (3, 3.0)
+    assert (cuts.dropped, cuts.removed_seconds) == (2, 3.0)
 
 
 def stream_cuts(chunks, pause: tuple[float, float], client_start: float) -> StreamCuts:
@@ -110,6 +110,25 @@ def test_the_muxer_cuts_the_paused_span_out_of_real_webm(tmp_path: Path, chunks)
 
     assert result.segments == 1
     assert_cut_output(result.path, expected=4.0, tolerance=0.1)
+
+
+def test_video_after_a_cut_is_bridged_to_the_next_keyframe_not_frozen(tmp_path: Path) -> None:
+    """Keyframes every 100 frames as browsers send them: the frames between the cut and the next keyframe are
+    re-encoded (the first as a keyframe), so the picture after the pause shows at once and decodes cleanly."""
+    sparse = slice_by_time(encode_phases(PHASES, keyframe_frames=100), TIMESLICE)  # keyframes at 0 and ~4.17 s
+    files = write_chunks([piece for _, piece in sparse], tmp_path / "v")
+    cuts = stream_cuts(sparse, (T0 + 2000, T0 + 3500), T0)  # ends 0.67 s before the next keyframe
+
+    result = mux_participant([StreamInput("video", files, cuts)], tmp_path, "kim")
+
+    got = probe(result.path)
+    assert got.decode_errors == 0 and abs(got.duration - 4.5) <= 0.1, got.duration
+    assert abs(got.ends["audio"] - got.ends["video"]) <= 0.1, got.ends
+    times = sorted(got.video_times)
+    assert max(b - a for a, b in zip(times, times[1:])) <= 0.1  # no frozen picture after the cut
+    colours = decoded_colours(result.path)
+    assert {c for t, c in colours if 2.05 <= t <= 2.45} == {"blue"}  # what followed the 1.5 s cut (blue until 4 s)
+    assert {c for t, c in colours if t < 1.95} == {"red"} and {c for t, c in colours if t > 2.55} == {"green"}
 
 
 def test_without_a_pause_nothing_is_cut(tmp_path: Path, chunks) -> None:

@@ -102,8 +102,8 @@ def _merged(cuts: list[Cut]) -> list[Cut]:
 
 class CutFilter:
     """Applies one segment's cuts packet by packet: media inside a cut is left out and media after it moves
-    back by the cut's length (every track alike, so lip-sync holds). Video resumes at its next keyframe:
-    the frames between the cut and it refer to pictures that were cut."""
+    back by the cut's length (every track alike, so lip-sync holds). Video frames between a cut and the next
+    keyframe refer to pictures that were cut: waiting() tells the caller to bridge or drop them."""
 
     def __init__(self, cuts: Sequence[Cut]) -> None:
         self.cuts = list(cuts)
@@ -113,9 +113,14 @@ class CutFilter:
             self._before.append(self._before[-1] + cut.seconds)
         self._waiting: set[int] = set()
         self.dropped = 0
-        """Packets left out: inside a cut, or video after one before its keyframe."""
+        """Packets left out: inside a cut, or (counted by the caller) video after one that cannot be bridged."""
         self.removed_seconds = 0.0
         """How far the latest media kept was moved back: the paused time taken out so far."""
+
+    def waiting(self, track: int) -> bool:
+        """True for a video track past a cut and not yet at a keyframe: its frames refer to cut pictures, so
+        they must be bridged (workers/media/bridge.py) or left out."""
+        return track in self._waiting
 
     def shift(self, track: int, seconds: float, video: bool, keyframe: bool) -> float | None:
         """Seconds to move a packet at `seconds` (segment time) back by, or None to leave it out."""
@@ -125,10 +130,7 @@ class CutFilter:
                 self._waiting.add(track)
             self.dropped += 1
             return None
-        if track in self._waiting:
-            if not keyframe:
-                self.dropped += 1
-                return None
+        if track in self._waiting and keyframe:
             self._waiting.discard(track)
         shift = self._before[at]
         self.removed_seconds = max(self.removed_seconds, shift)

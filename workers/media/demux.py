@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import av
 
+from workers.media.bridge import KeyframeBridge
 from workers.media.chunk_stream import Chunk, ChunkStream, split_segments
 from workers.media.container import Container
 from workers.media.cuts import CutFilter, StreamCuts
@@ -102,6 +103,7 @@ class ChunkDemuxer:
         clock = SegmentClock(spans)
         lanes = self._lanes(container, clock, offset)
         cuts = self._filter
+        bridges = _bridges(container, lanes) if cuts is not None else {}
         for packet in _demux(container, self.stream_type):
             lane = lanes.get(packet.stream_index)
             if lane is None or packet.size == 0:
@@ -114,17 +116,29 @@ class ChunkDemuxer:
             elif pts is None:
                 pts = dts
             if cuts is not None:
-                shift = cuts.shift(packet.stream_index, float(dts * lane.time_base), lane.track.media_type == "video",
-                                   packet.is_keyframe)
+                index, bridge = packet.stream_index, bridges.get(packet.stream_index)
+                if bridge is not None:
+                    bridge.remember(packet, pts, dts)
+                shift = cuts.shift(index, float(dts * lane.time_base), bridge is not None, packet.is_keyframe)
                 if shift is None:
                     continue
                 ticks = round(shift / lane.time_base)
+                if bridge is not None and cuts.waiting(index):
+                    made = list(bridge.bridge())  # after a cut, before the client's next keyframe
+                    if not made and not bridge.active:
+                        cuts.dropped += 1  # cannot be bridged: the picture holds until that keyframe
+                    for out in made:
+                        yield from _place(lane, out.pts - ticks, out.dts - ticks, out)
+                    continue
+                if bridge is not None and bridge.active:
+                    for out in bridge.finish():
+                        yield from _place(lane, out.pts - ticks, out.dts - ticks, out)
                 pts, dts = pts - ticks, dts - ticks
             last = lane.last_seconds
             if lane.held is None and last is not None and (
                 -LEAP_SECONDS <= (dts + lane.shift) * lane.seconds_per_tick - last <= LEAP_SECONDS
             ):
-                yield lane.take(pts, dts, packet), lane.track, packet  # the common case, kept cheap
+                yield lane.take(pts, dts, packet), lane.track, packet  # the common case, kept cheap (inline)
                 continue
             for seconds, ready in lane.admit(pts, dts, packet):
                 yield seconds, lane.track, ready
@@ -186,6 +200,28 @@ class ChunkDemuxer:
             self._done_bytes += self._reader_bytes
             self._reader.close()
             self._reader = None
+
+
+def _place(lane: Lane, pts: int, dts: int, packet: av.Packet) -> Iterator[tuple[float, Track, av.Packet]]:
+    """A packet onto its lane's timeline: straight through when it follows on, else held until confirmed."""
+    last = lane.last_seconds
+    if lane.held is None and last is not None and (
+        -LEAP_SECONDS <= (dts + lane.shift) * lane.seconds_per_tick - last <= LEAP_SECONDS
+    ):
+        yield lane.take(pts, dts, packet), lane.track, packet  # the common case, kept cheap
+        return
+    for seconds, ready in lane.admit(pts, dts, packet):
+        yield seconds, lane.track, ready
+
+
+def _bridges(container: av.container.InputContainer, lanes: dict[int, Lane]) -> dict[int, KeyframeBridge]:
+    """A keyframe bridge per video lane of a segment that has cuts."""
+    out = {}
+    for stream in _media_streams(container):
+        if stream.type == "video" and stream.index in lanes:
+            context = stream.codec_context
+            out[stream.index] = KeyframeBridge(codec_name(stream), stream.time_base, context.width, context.height)
+    return out
 
 
 def _reader(stream: ChunkStream, container: Container) -> tuple[ChunkStream | FragmentView, str]:
