@@ -1,4 +1,4 @@
-"""Operator commands: `flask --app app token|status|requeue|rebuild|webhooks`."""
+"""Operator commands: `flask --app app token|status|stop|requeue|rebuild|webhooks`."""
 from __future__ import annotations
 
 import json
@@ -23,6 +23,7 @@ def init_app(app: Flask) -> None:
     app.cli.add_command(token)
     app.cli.add_command(status)
     app.cli.add_command(requeue)
+    app.cli.add_command(stop)
     app.cli.add_command(rebuild)
     app.cli.add_command(webhooks)
 
@@ -90,6 +91,25 @@ def requeue(recording_id: str) -> None:
     svc.store.requeue(recording_id, task_id)
     enqueue_finalize(recording_id, task_id, room=rec["room"])
     click.echo(f"requeued {recording_id} as task {task_id}")
+
+
+@click.command()
+@click.argument("recording_id")
+@with_appcontext
+def stop(recording_id: str) -> None:
+    """Stop a recording or paused recording (stopReason operator); finalize follows after the grace window."""
+    from tasks.maintenance import finalize_after_stop
+    from workers.maintenance.autostop import stop_recording
+
+    svc = services()
+    recording_id, task_id = _id(recording_id, "recordingId"), str(uuid.uuid4())
+    outcome = stop_recording(svc.redis, recording_id, "operator", svc.settings.finalize_grace_seconds, task_id)
+    if outcome == "gone":
+        raise click.ClickException(f"no recording {recording_id}")
+    if outcome != "stopped":
+        raise click.ClickException(f"{recording_id} is {outcome}; only a recording or paused one can be stopped")
+    finalize_after_stop(svc, recording_id, task_id, svc.store.room_of(recording_id), "operator")
+    click.echo(f"stopped {recording_id}; finalize is task {task_id}")
 
 
 @click.command()

@@ -20,6 +20,7 @@ from workers.maintenance.compaction import compact_finished
 from workers.maintenance.recovery import TaskFacts, stalled
 from workers.maintenance.staging_cleanup import cleanup_staging as _cleanup_staging
 from workers.maintenance.uploads import abort_checkpointed, abort_listed
+from workers.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +92,16 @@ def auto_stop(ids: list[str] | None = None) -> list[str]:
     stopped = stop_over_limits(rt.redis, s.max_recording_seconds, s.idle_stop_seconds, s.finalize_grace_seconds,
                                _new_task_id, ids=ids)
     for item in stopped:
-        rt.events.publish(item.recording_id, {"type": "state", "state": "finalizing", "stopReason": item.reason})
-        if not finalize_now_if_complete(rt.redis, item.recording_id):
-            enqueue_finalize(item.recording_id, item.task_id, countdown=s.finalize_grace_seconds, room=item.room)
+        finalize_after_stop(rt, item.recording_id, item.task_id, item.room, item.reason)
     return [item.recording_id for item in stopped]
+
+
+def finalize_after_stop(resources: Resources, recording_id: str, task_id: str, room: str | None, reason: str) -> None:
+    """What a stop by beat or an operator is followed by, as the host's stop is: the state event, then finalize
+    after the grace window (at once when every stream already declared its final chunk)."""
+    resources.events.publish(recording_id, {"type": "state", "state": "finalizing", "stopReason": reason})
+    if not finalize_now_if_complete(resources.redis, recording_id):
+        enqueue_finalize(recording_id, task_id, countdown=resources.settings.finalize_grace_seconds, room=room)
 
 
 @shared_task(name="tapedeck.abort_orphaned_uploads")

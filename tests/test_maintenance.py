@@ -163,3 +163,34 @@ def test_recover_stalled_requeues_dead_and_lost_finalizes_never_waiting_ones(pri
         assert store.get(decision.recording_id)["taskId"] == decision.task_id
     assert store.get(ids["queued"])["taskId"] == "old-queued" and store.get(ids["running"])["taskId"] == "old-running"
     assert stalled(store, 30, lambda task_ids: {}, _task_id, now=T0 + 20) == []  # within the quiet period
+
+
+def test_operator_stops_a_paused_recording_from_the_cli(api, rec, app, worker):
+    for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=1.0)), 2)):
+        assert api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202
+    assert api.client.post(f"/video-calls/{api.room}/recording/pause", headers=api.auth()).status_code == 200
+    runner = app.test_cli_runner()
+    result = runner.invoke(args=["stop", rec])
+    assert result.exit_code == 0 and f"stopped {rec}" in result.output, result.output
+    again = runner.invoke(args=["stop", rec])
+    assert again.exit_code != 0 and "only a recording or paused one" in again.output
+    assert "no recording" in runner.invoke(args=["stop", "rec_nothing_here"]).output
+    body = api.wait_final(rec)
+    assert (body["state"], body["stopReason"]) == ("completed", "operator"), body
+    assert body["pauses"][0]["resumedAt"] is not None  # the stop closed the pause
+
+
+def test_every_beat_task_body_runs_against_the_real_redis(stack_env):
+    """Wiring check of each scheduled task's body on the session's Redis (limits far from anything live)."""
+    import celeryconfig
+    from tasks import celery_app
+
+    celery_app.loader.import_default_modules()  # the include list, as a worker imports it
+    for entry in celeryconfig.beat_schedule.values():
+        task = celery_app.tasks[entry["task"]]
+        if entry["task"] == "tapedeck.recover_stalled":
+            continue  # would requeue other tests' abandoned recordings; its parts run above on a private broker
+        if entry["task"] == "tapedeck.auto_stop":
+            assert task.run(ids=[]) == []
+        else:
+            assert isinstance(task.run(), list), entry["task"]

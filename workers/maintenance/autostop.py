@@ -71,7 +71,7 @@ def stop_over_limits(client: redis.Redis, max_seconds: int, idle_limit: int, gra
     if not max_seconds and not idle_limit:
         return []
     script = client.register_script(_STOP_BY_ID)
-    stopped = []
+    stopped: list[Stopped] = []
     if ids is None:
         ids = [raw.decode() for raw in client.zrange(keys.active_recordings(), 0, SCAN_LIMIT - 1)]
     for recording_id in ids:
@@ -84,12 +84,37 @@ def stop_over_limits(client: redis.Redis, max_seconds: int, idle_limit: int, gra
         if reason is None:
             continue
         task_id = new_task_id()
-        out = script(keys=[keys.recording(recording_id), keys.pending_finalize(), keys.active_recordings()],
-                     args=[repr(now), repr(now + grace_seconds), task_id, reason, recording_id,
-                           rec.get("lastChunkAt", ""), rec.get("pauses", "")])
-        if int(out[1]):
+        if _stop(script, recording_id, rec, reason, grace_seconds, task_id, now) == "stopped":
             log.info("auto-stopped %s (%s)", recording_id, reason,
                      extra={"event": "recording_auto_stopped", "recordingId": recording_id, "room": rec["room"],
                             "stopReason": reason})
             stopped.append(Stopped(recording_id, rec["room"], reason, task_id))
     return stopped
+
+
+def _stop(script, recording_id: str, rec: dict[str, str], reason: str, grace_seconds: float, task_id: str,
+          now: float) -> str:
+    """"stopped" when this call stopped it; else its state, "gone", or "changed" (it moved since `rec` was read)."""
+    out = script(keys=[keys.recording(recording_id), keys.pending_finalize(), keys.active_recordings()],
+                 args=[repr(now), repr(now + grace_seconds), task_id, reason, recording_id,
+                       rec.get("lastChunkAt", ""), rec.get("pauses", "")])
+    if int(out[1]):
+        return "stopped"
+    return out[0].decode() if isinstance(out[0], bytes) else out[0]
+
+
+def stop_recording(client: redis.Redis, recording_id: str, reason: str, grace_seconds: float, task_id: str,
+                   now: float | None = None) -> str:
+    """Stop one recording by id (an operator's stop): "stopped" when this call stopped it, else its state or
+    "gone"."""
+    now = time.time() if now is None else now
+    script = client.register_script(_STOP_BY_ID)
+    for _ in range(3):  # a chunk landing between the read and the script only means: read again
+        rec = {k.decode(): v.decode() for k, v in client.hgetall(keys.recording(recording_id)).items()}
+        outcome = _stop(script, recording_id, rec, reason, grace_seconds, task_id, now)
+        if outcome != "changed":
+            break
+    if outcome == "stopped":
+        log.info("stopped %s (%s)", recording_id, reason,
+                 extra={"event": "recording_stopped", "recordingId": recording_id, "stopReason": reason})
+    return outcome
