@@ -37,8 +37,8 @@ def test_chromium_peer_is_recorded(page, live_gunicorn, worker, api, room) -> No
     assert page.evaluate(CONNECT, [room, mint_token(JWT_SECRET, room, "erin", "participant")]) == "connected"
     began = time.monotonic()
     page.wait_for_timeout(6000)
+    sent = time.monotonic() - began  # media flowed from the connection to the stop call
     host(live_gunicorn, room, "stop")
-    sent = time.monotonic() - began
     page.wait_for_timeout(1500)
     page.evaluate("peer.close()")
     assert page.evaluate("peerErrors") == []
@@ -66,3 +66,19 @@ def test_chromium_gets_a_clear_error_for_a_foreign_token(page, live_gunicorn, ro
       catch (e) { return { code: e.code, message: e.message }; }
     }""", [room, mint_token(JWT_SECRET, "another-room", "erin", "participant")])
     assert error["code"] == "forbidden" and error["message"]
+
+
+def test_demo_page_records_in_webrtc_mode(page, live_gunicorn, worker, api, room) -> None:
+    page.goto(f"{live_gunicorn.url}/demo?room={room}&name=host&role=host&upload=webrtc")
+    page.click("#start")
+    page.wait_for_function("tapedeck.phase === 'recording'", timeout=30_000)
+    page.wait_for_timeout(5000)
+    page.click("#stop")
+    page.wait_for_function("['completed', 'failed'].includes(tapedeck.phase)", timeout=90_000)
+    info = page.evaluate("({phase: tapedeck.phase, id: tapedeck.recordingId, errors: tapedeck.errors})")
+    assert info["phase"] == "completed" and info["errors"] == [], info
+    body = api.status(info["id"]).get_json()
+    stream = body["participants"]["host"]["video"]
+    assert stream.get("finalSequence") == stream["lastSequence"], stream  # stopped before the peer closed
+    video, audio, duration = decoded(api.output_path(body, "host"))
+    assert 4.0 <= duration <= 8.0 and video and audio, duration

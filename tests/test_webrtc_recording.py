@@ -128,8 +128,8 @@ def test_aiortc_client_recorded_through_the_same_finalize(live_gunicorn, worker,
         started = host(live_gunicorn, room, "start")
         began = time.monotonic()
         await asyncio.sleep(6)
+        sent = time.monotonic() - began  # media flowed from the start call to the stop call
         host(live_gunicorn, room, "stop")
-        sent = time.monotonic() - began
         assert await peer.packets_sent() > 0
         await asyncio.sleep(1.5)  # the peer stays connected after stop: its last segment was flushed on stop
         await peer.bye()

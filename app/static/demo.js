@@ -2,6 +2,7 @@
 // joins the room's current recording. Both upload with tapedeck-recorder.js and watch the status
 // through the SSE endpoint (polling GET /video-calls/recordings/<id> when EventSource fails).
 import { Recorder } from "./tapedeck-recorder.js";
+import { WebRtcPeer } from "./tapedeck-webrtc.js";
 
 const $ = (id) => document.getElementById(id);
 const params = new URLSearchParams(location.search);
@@ -360,6 +361,7 @@ async function hostStart() {
 }
 
 async function record(resume = false) {
+  if ($("upload").value === "webrtc") return recordWebRtc();
   // Every chunk is kept in IndexedDB until acknowledged (store: true), so a reload can resume.
   const options = { baseUrl: demo.apiBase, token: demo.token, recordingId: demo.recordingId, participantId: demo.sub,
     stream: demo.stream, timeslice: 1000, upload: $("upload").value, store: true };
@@ -397,6 +399,36 @@ async function record(resume = false) {
   invite.search = new URLSearchParams({ room: demo.room, role: "participant", ...(demo.apiBase && { api: demo.apiBase }) });
   $("invite-link").href = $("invite-link").textContent = invite.href;
   setPhase("recording", demo.role === "host" ? "Recording. Stop when you are done." : "Recording. The host decides when it ends.");
+  tick();
+}
+
+/** WebRTC mode: the server records this page's peer connection; the page keeps a Recorder-shaped handle. */
+async function recordWebRtc() {
+  const peer = new WebRtcPeer({ baseUrl: demo.apiBase || location.origin, room: demo.room, token: demo.token,
+                                stream: demo.stream });
+  peer.addEventListener("error", (e) => { demo.errors.push(e.detail); log(`webrtc: ${e.detail.message}`, "bad"); });
+  peer.addEventListener("state", (e) => log(`peer connection ${e.detail.state}`));
+  await peer.connect();
+  const summary = { queued: 0, sent: 0, bytes: 0, retries: 0, failed: 0, dropped: 0 };
+  demo.recorder = {
+    peer, mimeType: "WebRTC: VP8 + Opus, recorded by the server", startedAt: Date.now(), stoppedAt: null,
+    setToken: (token) => peer.setToken(token),
+    summary: () => summary,
+    async stop() {
+      this.stoppedAt = Date.now();
+      if (demo.role === "host") { // stop first, so the server stores this peer's last segment as the final one
+        await api(`/video-calls/${demo.room}/recording/stop`, { method: "POST" });
+        await sleep(1500);
+      }
+      await peer.close();
+      return summary;
+    },
+  };
+  scheduleRefresh();
+  $("mime").textContent = demo.recorder.mimeType;
+  $("upload-text").textContent = "Streaming to the server over WebRTC";
+  $("invite").hidden = demo.role !== "host";
+  setPhase("recording", demo.role === "host" ? "Recording over WebRTC. Stop when you are done." : "Recording over WebRTC.");
   tick();
 }
 
@@ -459,7 +491,7 @@ function init() {
   document.querySelector(`input[name="role"][value="${wanted}"]`).checked = true;
   $("api").value = params.get("api") || "";
   $("token").value = params.get("token") || "";
-  $("upload").value = params.get("upload") === "json" ? "json" : "put";
+  $("upload").value = ["json", "webrtc"].includes(params.get("upload")) ? params.get("upload") : "put";
   if (params.get("api") || params.get("token")) $("advanced").open = true;
   const syncRole = () => { $("start").textContent = role() === "host" ? "Start recording" : "Join recording"; };
   for (const input of document.querySelectorAll('input[name="role"]')) input.addEventListener("change", syncRole);
