@@ -111,3 +111,33 @@ def test_compaction_takes_only_long_completed_recordings_once(private_redis):
     assert private_redis.exists(keys.stream_stats(ids["failed"], "alice", "video"))
     assert not private_redis.exists(keys.stream_stats(ids["old"], "alice", "video"))
     assert compact_finished(store, 3600, now=T0 + 9000) == [ids["young"]]
+
+
+def test_maintenance_key_strings():
+    assert keys.active_recordings() == "tapedeck:active"
+    assert keys.compaction_watermark() == "tapedeck:maintenance:compacted-until"
+    assert keys.all_upload_sessions_pattern() == "tapedeck:upload:*"
+    assert keys.celery_queue("finalize") == "finalize"
+    session = keys.upload_session("rec_a", "recordings/r/rec_a/alice.webm")
+    assert keys.upload_session_parts(session) == ("rec_a", "recordings/r/rec_a/alice.webm")
+    assert keys.upload_session_parts("tapedeck:upload:no-key") is None
+    assert keys.upload_session_parts(keys.recording("rec_a")) is None
+
+
+def test_gcs_sessions_checkpointed_for_a_final_recording_are_cancelled(private_redis, make_provider):
+    provider = make_provider("gcs")
+    store = RecordingStore(private_redis)
+    for name in ("done", "live"):
+        store.start(f"room-{name}", f"rec_{name}", "webm", {})
+    store.finish("rec_done", State.COMPLETED)
+    bucket = provider.client.bucket(provider.settings.bucket)
+    for name in ("done", "live"):
+        key = f"recordings/room-{name}/rec_{name}/alice.webm"
+        url = bucket.blob(key).create_resumable_upload_session(content_type="video/webm", size=10 * 1024 * 1024)
+        RedisCheckpoint(private_redis, f"rec_{name}", key).save(
+            {"provider": "gcs", "bucket": provider.settings.bucket, "key": key, "session_url": url, "confirmed": 0})
+
+    assert abort_checkpointed(private_redis, provider) == ["recordings/room-done/rec_done/alice.webm"]
+    assert private_redis.get(keys.upload_session("rec_done", "recordings/room-done/rec_done/alice.webm")) is None
+    assert private_redis.get(keys.upload_session("rec_live", "recordings/room-live/rec_live/alice.webm"))
+    assert abort_listed(private_redis, provider, min_age_seconds=0) == []  # GCS lists no sessions: Redis is the record
