@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from workers.chunk_index import ChunkRecord
 from workers.media.chunk_stream import HEADER_PROBE_BYTES
 from workers.media.container import starts_header
+from workers.records import RecordingHash
 from workers import keys
 from workers.errors import NotFound
 from workers.staging import CHUNK_NAME, Staging
@@ -29,7 +30,7 @@ class RebuildReport:
     """Files whose bytes no longer match the hash in their name: left out, reported."""
 
 
-def descriptor(rec: dict[str, str]) -> dict:
+def descriptor(rec: RecordingHash) -> dict:
     """What staging keeps of a recording beside its chunks, from its Redis hash: room, format, metadata, start and
     pauses (rewritten at each pause and resume). Participants need no entry: every chunk's name carries its own."""
     return {"recordingId": rec["recordingId"], "room": rec["room"], "format": rec.get("format") or "webm",

@@ -38,6 +38,14 @@ class RecordingHash(TypedDict, total=False):
     """JSON list of StoredOutput.to_json()."""
     participantErrors: str
     """JSON object participantId → why that participant has no output."""
+    stopReason: str
+    """host, idle, max_duration or operator."""
+    lastChunkAt: str
+    """Epoch seconds of the last accepted chunk (beat's idle stop)."""
+    compactedAt: str
+    """Epoch seconds when a long-completed recording was reduced to its summary."""
+    participantsSummary: str
+    """JSON of the participants' status entries, frozen at compaction."""
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,7 @@ def participant_entries(store: RecordingStore, recording_id: str, errors: dict[s
     return entries
 
 
-def _participants(store: RecordingStore, recording_id: str, rec: dict[str, str], errors: dict,
+def _participants(store: RecordingStore, recording_id: str, rec: RecordingHash, errors: dict,
                   only: str | None) -> dict[str, dict]:
     """Live from the stream facts, or frozen in the hash once beat compacted the recording."""
     if rec.get("compactedAt"):

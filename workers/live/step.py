@@ -25,6 +25,7 @@ from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, _verify
 from workers.outputs import PreparedOutput, _poster
 from workers.pause import parse_pauses
+from workers.records import RecordingHash
 from workers.staging import Staging
 from workers.state import ChunkRecord, RecordingStore
 
@@ -57,7 +58,7 @@ class LiveFinalizer:
         for participant_id, types in sorted(streams.items()):
             self.step_participant(recording_id, rec, participant_id, types, final)
 
-    def step_participant(self, recording_id: str, rec: dict, participant_id: str, types: list[str],
+    def step_participant(self, recording_id: str, rec: RecordingHash, participant_id: str, types: list[str],
                          final: bool) -> bool:
         """One step for one participant under its lock; False when the lock stayed with another holder (at
         stop, after waiting LOCK_SECONDS: a step killed mid-way; then the participant goes to batch)."""
@@ -74,7 +75,8 @@ class LiveFinalizer:
                 pass
         return True
 
-    def _step_locked(self, recording_id: str, rec: dict, participant_id: str, types: list[str], final: bool) -> None:
+    def _step_locked(self, recording_id: str, rec: RecordingHash, participant_id: str, types: list[str],
+                     final: bool) -> None:
         state = self.states.get(recording_id, participant_id)
         if state is not None and (state.failed or state.closed):
             return
@@ -91,7 +93,7 @@ class LiveFinalizer:
             self.states.fail(recording_id, participant_id, types[0], reason)
             self._file(recording_id, participant_id, "webm").remove()
 
-    def finish(self, rec: dict, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
+    def finish(self, rec: RecordingHash, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
                ) -> PreparedOutput | None:
         """Finalize's hook: fold the tail, close the file, add the poster; None sends the participant to batch."""
         recording_id = rec["recordingId"]
@@ -140,7 +142,7 @@ class LiveFinalizer:
                          tracks=infos, segments=1, dropped_chunks=[], dropped_packets=state.tracks.dropped,
                          start_seconds=round(state.tracks.start or 0.0, 6))
 
-    def _check(self, rec: dict, types: list[str]) -> None:
+    def _check(self, rec: RecordingHash, types: list[str]) -> None:
         if len(types) != 1:
             raise Unsupported("several streams per participant are muxed by the batch path")
         if rec.get("format", "webm") == "mp4":

@@ -10,6 +10,7 @@ import redis
 
 from workers import keys
 from workers.pause import parse_pauses, paused_seconds, recorded_seconds
+from workers.records import RecordingHash
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,14 @@ class Stopped:
     task_id: str
 
 
-def idle_seconds(rec: dict[str, str], now: float) -> float:
+def idle_seconds(rec: RecordingHash, now: float) -> float:
     """Seconds since the last chunk (or the start), paused time not counted."""
     since = max(float(rec.get("lastChunkAt") or 0), float(rec.get("startedAt") or now))
     pauses = parse_pauses(rec.get("pauses"))
     return max(0.0, now - since - (paused_seconds(pauses, now) - paused_seconds(pauses, since)))
 
 
-def limit_reached(rec: dict[str, str], now: float, max_seconds: int, idle_limit: int) -> str | None:
+def limit_reached(rec: RecordingHash, now: float, max_seconds: int, idle_limit: int) -> str | None:
     """max_duration, idle or None; a limit of 0 is off."""
     if max_seconds and recorded_seconds(rec, now) >= max_seconds:
         return "max_duration"
@@ -92,7 +93,7 @@ def stop_over_limits(client: redis.Redis, max_seconds: int, idle_limit: int, gra
     return stopped
 
 
-def _stop(script, recording_id: str, rec: dict[str, str], reason: str, grace_seconds: float, task_id: str,
+def _stop(script, recording_id: str, rec: RecordingHash, reason: str, grace_seconds: float, task_id: str,
           now: float) -> str:
     """"stopped" when this call stopped it; else its state, "gone", or "changed" (it moved since `rec` was read)."""
     out = script(keys=[keys.recording(recording_id), keys.pending_finalize(), keys.active_recordings()],
