@@ -95,7 +95,7 @@ def _drain(ws: Client) -> None:
 def host(server, room: str, action: str) -> dict:
     token = mint_token(JWT_SECRET, room, "host", "host")
     reply = server.request("POST", f"/video-calls/{room}/recording/{action}", {"Authorization": f"Bearer {token}"})
-    assert reply.status in (201, 202), reply.body
+    assert reply.status in (200, 201, 202), reply.body
     return reply.json()
 
 
@@ -276,3 +276,47 @@ def test_claims_keep_one_peer_and_unique_sequences(app) -> None:
     assert claims.holds(room, "gina", "new")
     assert [claims.next_sequence(recording_id, "gina", "video") for _ in range(3)] == [7, 8, 9]
     assert claims.next_sequence(recording_id, "hugo", "video") == 0
+
+
+def test_expired_token_ends_that_participants_recording_cleanly(live_gunicorn, worker, api, room) -> None:
+    async def scenario() -> tuple[str, dict]:
+        started = host(live_gunicorn, room, "start")
+        peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "ivan", "participant", ttl=5))
+        await peer.connect()
+        message = json.loads(await asyncio.to_thread(peer.ws.receive, 15))  # no refresh: the token runs out
+        await asyncio.to_thread(_drain, peer.ws)
+        await asyncio.sleep(2)  # the room records on without ivan
+        host(live_gunicorn, room, "stop")
+        await peer.pc.close()
+        return started["recordingId"], {**message, "close": peer.ws.close_reason}
+
+    recording_id, message = asyncio.run(scenario())
+    assert (message["type"], message["code"], message["close"]) == ("error", "token_expired", 4401)
+    body = api.wait_final(recording_id, timeout=90)
+    assert body["state"] == "completed", body
+    stream = body["participants"]["ivan"]["video"]
+    assert stream["missingCount"] == 0 and "finalSequence" not in stream, stream  # ended, not declared final
+    video, audio, duration = decoded(api.output_path(body, "ivan"))
+    assert 2.0 <= duration <= 5.5 and video and audio, duration  # what it sent while its token lived
+
+
+def test_pause_is_cut_from_a_peer_that_keeps_sending(live_gunicorn, worker, api, room) -> None:
+    async def scenario() -> str:
+        started = host(live_gunicorn, room, "start")
+        peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "judy", "participant"))
+        await peer.connect()
+        await asyncio.sleep(3)
+        host(live_gunicorn, room, "pause")
+        await asyncio.sleep(3)
+        host(live_gunicorn, room, "resume")
+        await asyncio.sleep(3)
+        host(live_gunicorn, room, "stop")
+        await asyncio.sleep(1.5)
+        await peer.bye()
+        return started["recordingId"]
+
+    recording_id = asyncio.run(scenario())
+    body = api.wait_final(recording_id, timeout=90)
+    assert body["state"] == "completed", body
+    video, audio, duration = decoded(api.output_path(body, "judy"))
+    assert 4.5 <= duration <= 7.5, duration  # about 9 s sent, 3 s of them paused
