@@ -31,16 +31,16 @@ def packets(path: Path) -> list[tuple]:
         return [(kinds[p.stream_index], p.pts, p.dts, p.size, p.is_keyframe) for p in container.demux() if p.size]
 
 
-def batch(live: LiveFinalizer, rec: str, out: Path) -> Path:
-    chunks = live.store.chunks(rec, "alice", "video")
+def batch(live: LiveFinalizer, rec: str, out: Path, participant: str = "alice") -> Path:
+    chunks = live.store.chunks(rec, participant, "video")
     wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
-    paths = live.staging.local_chunks(rec, "alice", "video", wanted)
-    return mux_participant([StreamInput("video", paths)], out, "batch").path  # type: ignore[arg-type]
+    paths = live.staging.local_chunks(rec, participant, "video", wanted)
+    return mux_participant([StreamInput("video", paths)], out, f"batch-{participant}").path  # type: ignore[arg-type]
 
 
-def send(api, rec: str, pieces: list[bytes], first: int = 0) -> None:
+def send(api, rec: str, pieces: list[bytes], first: int = 0, participant: str = "alice") -> None:
     for offset, piece in enumerate(pieces):
-        assert api.put_chunk(rec, "alice", "video", first + offset, piece).status_code == 202
+        assert api.put_chunk(rec, participant, "video", first + offset, piece).status_code == 202
 
 
 def test_live_steps_then_stop_equal_batch_packet_for_packet(api, rec, live, tmp_path):
@@ -88,3 +88,20 @@ def test_a_restarted_recorder_leaves_the_participant_to_batch(api, rec, live):
     live.step(rec, final=True)
     assert live.states.get(rec, "alice").failed
     assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None
+
+
+def test_each_participant_is_folded_on_its_own(api, rec, live, tmp_path):
+    """Two participants with their own media and chunking: each output equals its own batch file."""
+    streams = {"alice": slice_timeslice(encode_webm(CLIP), 18),
+               "bob": slice_timeslice(encode_webm(replace(CLIP, seconds=7, width=160, height=120)), 10)}
+    for part in range(3):
+        for participant, pieces in streams.items():
+            third = len(pieces) // 3
+            send(api, rec, pieces[part * third:(part + 1) * third if part < 2 else None], part * third, participant)
+        live.step(rec)
+    live.step(rec, final=True)
+    for participant in streams:
+        assert live.states.get(rec, participant).windows >= 2
+        result = live.result(rec, participant, {"video": live.store.chunks(rec, participant, "video")})
+        assert result is not None
+        assert packets(result.path) == packets(batch(live, rec, tmp_path, participant))
