@@ -7,6 +7,7 @@ from pathlib import Path
 
 import av
 import pytest
+from prometheus_client import REGISTRY
 
 from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
 from workers.live.state import LiveStates
@@ -71,13 +72,19 @@ def test_a_single_step_at_stop_is_the_whole_file(api, rec, live, tmp_path):
     assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
 
 
+def steps(outcome: str) -> float:
+    return REGISTRY.get_sample_value("tapedeck_live_steps_total", {"outcome": outcome}) or 0.0
+
+
 def test_a_hole_at_stop_leaves_the_participant_to_batch(api, rec, live):
     pieces = slice_timeslice(encode_webm(CLIP), 12)
+    folded, batched = steps("folded"), steps("batch")
     send(api, rec, pieces[:8])
     live.step(rec)
     send(api, rec, pieces[9:], 9)
     live.step(rec, final=True)
     assert "holes" in live.states.get(rec, "alice").failed
+    assert (steps("folded"), steps("batch")) == (folded + 1, batched + 1)  # what the metrics show operators
     assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import redis
 
-from workers import keys
+from workers import keys, metrics
 from workers.live.output import LiveFile
 from workers.live.source import NotYet, Unsupported, header_length, scan_clusters, write_window
 from workers.live.state import LiveState, LiveStates
@@ -65,9 +65,14 @@ class LiveFinalizer:
         lock = self.store.redis.lock(keys.live_lock(recording_id, participant_id), timeout=LOCK_SECONDS,
                                      blocking=final, blocking_timeout=LOCK_SECONDS if final else None)
         if not lock.acquire():
+            metrics.LIVE_STEPS.labels("waiting").inc()
             return False
         try:
-            self._step_locked(recording_id, rec, participant_id, types, final)
+            started = time.perf_counter()
+            outcome = self._step_locked(recording_id, rec, participant_id, types, final)
+            metrics.LIVE_STEPS.labels(outcome).inc()
+            if outcome == "folded":
+                metrics.LIVE_STEP_DURATION.observe(time.perf_counter() - started)
         finally:
             try:
                 lock.release()
@@ -76,22 +81,25 @@ class LiveFinalizer:
         return True
 
     def _step_locked(self, recording_id: str, rec: RecordingHash, participant_id: str, types: list[str],
-                     final: bool) -> None:
+                     final: bool) -> str:
+        """The step's outcome, for metrics: folded, waiting or batch."""
         state = self.states.get(recording_id, participant_id)
         if state is not None and (state.failed or state.closed):
-            return
+            return "batch" if state.failed else "waiting"
         try:
             self._check(rec, types)
             state = state or LiveState(types[0])
             self._fold(recording_id, participant_id, state, final)
+            return "folded"
         except NotYet:
-            return
+            return "waiting"
         except (Unsupported, MediaError, OSError) as exc:
             reason = exc.message if isinstance(exc, MediaError) else str(exc)
             log.info("recording %s participant %s: live finalize left to batch: %s", recording_id,
                      participant_id, reason)
             self.states.fail(recording_id, participant_id, types[0], reason)
             self._file(recording_id, participant_id, "webm").remove()
+            return "batch"
 
     def finish(self, rec: RecordingHash, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
                ) -> PreparedOutput | None:
