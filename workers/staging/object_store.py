@@ -87,7 +87,13 @@ class ObjectStoreStaging(Staging):
         return self.objects.open(self.chunk_key(recording_id, participant_id, kind, name))
 
     def delete_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> None:
-        self.provider.delete(self.chunk_key(recording_id, participant_id, kind, name))
+        """Best effort: intake drops a rejected chunk here, and a bucket hiccup must not turn its 409 into a 500;
+        an object left behind is harmless (the index never names it) and goes with the recording's prefix."""
+        key = self.chunk_key(recording_id, participant_id, kind, name)
+        try:
+            self.provider.delete(key)
+        except StorageError as exc:
+            log.warning("could not delete %s (left for the recording's cleanup): %s", key, exc)
 
     def local_chunks(self, recording_id: str, participant_id: str, kind: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
         """Fetch the stream's chunks to this worker's disk, PREFETCH at a time, in sequence order. A chunk that is
