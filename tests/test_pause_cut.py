@@ -11,6 +11,7 @@ import pytest
 
 from tests.media import probe, write_chunks
 from tests.pause_media import Phase, decoded_colours, encode_phases, slice_by_time
+from workers.media import bridge
 from workers.media.cuts import Cut, CutFilter, StreamCuts, chunk_interval_ms, client_spans, segment_cuts
 from workers.media.muxer import StreamInput, mux_participant
 
@@ -129,6 +130,23 @@ def test_video_after_a_cut_is_bridged_to_the_next_keyframe_not_frozen(tmp_path: 
     colours = decoded_colours(result.path)
     assert {c for t, c in colours if 2.05 <= t <= 2.45} == {"blue"}  # what followed the 1.5 s cut (blue until 4 s)
     assert {c for t, c in colours if t < 1.95} == {"red"} and {c for t, c in colours if t > 2.55} == {"green"}
+
+
+def test_past_its_frame_budget_the_bridge_holds_the_picture_until_the_keyframe(tmp_path: Path, monkeypatch) -> None:
+    """A client that rarely sends keyframes cannot make finalize a transcode: after MAX_BRIDGE_FRAMES the
+    picture holds until the client's keyframe (its own frames would not decode after bridged ones)."""
+    monkeypatch.setattr(bridge, "MAX_BRIDGE_FRAMES", 4)
+    sparse = slice_by_time(encode_phases(PHASES, keyframe_frames=100), TIMESLICE)  # next keyframe at ~4.17 s
+    files = write_chunks([piece for _, piece in sparse], tmp_path / "v")
+
+    result = mux_participant([StreamInput("video", files, stream_cuts(sparse, (T0 + 2000, T0 + 3500), T0))],
+                             tmp_path, "kim")
+
+    got = probe(result.path)
+    assert got.decode_errors == 0 and abs(got.duration - 4.5) <= 0.1, got.duration
+    times = sorted(got.video_times)
+    assert 0.4 <= max(b - a for a, b in zip(times, times[1:])) <= 0.6  # ~0.67 s after the cut, less 4 frames
+    assert {c for t, c in decoded_colours(result.path) if t > 2.7} == {"green"}
 
 
 def test_without_a_pause_nothing_is_cut(tmp_path: Path, chunks) -> None:

@@ -21,12 +21,17 @@ log = logging.getLogger(__name__)
 ENCODERS = {"vp8": "libvpx", "vp9": "libvpx-vp9"}
 """Decoder codec → the encoder whose output a stream copy of that codec can carry."""
 
-ENCODER_OPTIONS = {"deadline": "realtime", "cpu-used": "6", "lag-in-frames": "0", "auto-alt-ref": "0"}
+ENCODER_OPTIONS = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0", "auto-alt-ref": "0"}
 """One packet per frame, at once, and no hidden alt-ref frames: a bridged frame replaces exactly one frame."""
 
-BRIDGE_BIT_RATE = 4_000_000
-"""Generous, so the bridged frames (and those the client's later frames are predicted from) stay close to
-the original pictures."""
+BRIDGE_BIT_RATE = 2_000_000
+"""Generous for a few seconds of video, so the bridged frames stay close to the original pictures."""
+
+MAX_BRIDGE_FRAMES = 300
+"""Frames re-encoded per cut at most (10 s at 30 fps; browsers send a keyframe every ~100 frames): past it the
+picture holds until the client's next keyframe, so a client that rarely sends one cannot turn finalize into a
+transcode. (The client's own frames cannot follow bridged ones: VP8/VP9 frames carry entropy state from the
+frames before them, and would not decode.)"""
 
 MAX_GOP_PACKETS = 3_000
 """Packets kept since the last keyframe (about 100 s at 30 fps): past this a bridge is impossible, and the
@@ -48,32 +53,39 @@ class KeyframeBridge:
         self.codec = codec
         self.time_base = time_base
         self.width, self.height = width, height
-        self._gop: list[_Held] | None = [] if codec in ENCODERS else None
+        self._supported = codec in ENCODERS
+        self._gop: list[_Held] | None = [] if self._supported else None
+        """Packets since the last keyframe; None until the next one when bridging is impossible meanwhile."""
         self._decoder: av.CodecContext | None = None
         self._encoder: av.CodecContext | None = None
         self.frames = 0
-        """Frames re-encoded so far (for the log)."""
-
-    @property
-    def supported(self) -> bool:
-        return self._gop is not None
+        """Frames re-encoded since the cut."""
+        self.exhausted = False
+        """MAX_BRIDGE_FRAMES reached: nothing more is bridged until the client's next keyframe."""
 
     def remember(self, packet: av.Packet, pts: int, dts: int) -> None:
         """Every packet of the track passes here first; a keyframe starts the list again."""
-        if self._gop is None:
+        if not self._supported:
             return
         if packet.is_keyframe:
-            self._gop.clear()
+            self._gop = []
+            self.exhausted = False
+        if self._gop is None:
+            return
         if len(self._gop) < MAX_GOP_PACKETS:
             self._gop.append(_Held(bytes(packet), pts, dts))
         else:
-            self._gop = None  # too long without a keyframe: give up bridging on this track
+            self._gop = None  # too long without a keyframe: no bridging until the next one
             log.warning("%s track: no keyframe in %d packets; video after a pause waits for one", self.codec,
                         MAX_GOP_PACKETS)
 
     def bridge(self) -> Iterator[av.Packet]:
         """Re-encode the packet just remembered (the newest): its picture, decoded from the last keyframe on."""
-        if self._gop is None or not self._gop:
+        if self._gop is None or not self._gop or self.exhausted:
+            return
+        if self.frames >= MAX_BRIDGE_FRAMES:
+            yield from self.finish()
+            self.exhausted = True
             return
         try:
             if self._decoder is None:

@@ -125,10 +125,10 @@ class ChunkDemuxer:
                 ticks = round(shift / lane.time_base)
                 if bridge is not None and cuts.waiting(index):
                     made = list(bridge.bridge())  # after a cut, before the client's next keyframe
-                    if not made and not bridge.active:
-                        cuts.dropped += 1  # cannot be bridged: the picture holds until that keyframe
                     for out in made:
                         yield from _place(lane, out.pts - ticks, out.dts - ticks, out)
+                    if not made and not bridge.active:
+                        cuts.dropped += 1  # not bridged: the picture holds until that keyframe
                     continue
                 if bridge is not None and bridge.active:
                     for out in bridge.finish():
