@@ -202,27 +202,37 @@ class PeerManager:
         self.settings = settings
         self.on_final = on_final
         self.rtc = RtcLoop(settings.rtc.udp_port_min, settings.rtc.udp_port_max)
+        self.io = RtcLoop()
+        """Redis and staging work, on a thread of its own so a slow write (fsync, an object-store PUT) never
+        stalls the media loop; one thread, so one peer's segments are stored in order."""
         self.sessions: dict[str, set[PeerSession]] = {}
         self.count = 0
         self.resources: Resources | None = None
         self.wake: asyncio.Event | None = None
         self.stopping = False
+        self.io.call(self._build(), 10)
         self.rtc.call(self._start(), 10)
 
     # Lifecycle on the loop -------------------------------------------------
 
-    async def _start(self) -> None:
-        self.wake = asyncio.Event()
-        self.resources = Resources.build(self.settings)  # its own Redis pool, used on this thread only
+    async def _build(self) -> None:
+        """On the io thread: its own Redis pool and storage client, used from that thread only (under gevent a
+        socket belongs to the thread that made it)."""
+        self.resources = Resources.build(self.settings)
         self.claims = Claims(self.resources.redis)
         self.gaps = Gaps(self.resources.redis)
+
+    async def _start(self) -> None:
+        self.wake = asyncio.Event()
         asyncio.ensure_future(self._watch())
         start_real_thread(self._listen)
 
     async def _io(self, fn, *args):  # type: ignore[no-untyped-def]
-        """Redis and staging calls run on the media thread itself: a few ms per segment; under gevent they yield to
-        the thread's own hub (aiortc's decoder greenlets), and no socket is ever shared with another thread."""
-        return fn(*args)
+        """Runs fn(*args) on the io thread; the media loop goes on meanwhile."""
+        async def call():  # type: ignore[no-untyped-def]
+            return fn(*args)
+
+        return await asyncio.wrap_future(self.io.submit(call()))
 
     def _listen(self) -> None:
         """State events of every recording (start, pause, stop) wake the watcher; its own thread and Redis client
@@ -249,6 +259,7 @@ class PeerManager:
             self.rtc.call(self._close_everything(), timeout)
         finally:
             self.rtc.stop()
+            self.io.stop()
 
     async def _close_everything(self) -> None:
         for peers in list(self.sessions.values()):
