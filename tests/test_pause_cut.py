@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import math
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
 from tests.media import probe, write_chunks
-from tests.pause_media import Phase, decoded_colours, encode_phases, slice_by_time
+from tests.pause_media import FPS, Phase, decoded_colours, encode_phases, slice_by_time
 from workers.media import bridge
 from workers.media.cuts import Cut, CutFilter, StreamCuts, chunk_interval_ms, client_spans, segment_cuts
 from workers.media.muxer import StreamInput, mux_participant
@@ -89,17 +90,22 @@ def chunks() -> list[tuple[float, bytes]]:
     return slice_by_time(encode_phases(PHASES), TIMESLICE)
 
 
-def assert_cut_output(path: Path, expected: float, tolerance: float) -> None:
+def assert_cut_output(path: Path, paused: tuple[float, float], tolerance: float) -> None:
+    """The output of PHASES with the media in `paused` (seconds of the recording) cut out: its duration,
+    continuous timestamps, tracks in line, and the right picture at every time: red until the pause, then
+    whatever of the blue the pause did not cover, then green."""
+    start, end = paused
     got = probe(path)
-    assert abs(got.duration - expected) <= tolerance, got.duration
+    assert abs(got.duration - (6.0 - (end - start))) <= tolerance, (got.duration, paused)
     assert got.decode_errors == 0
     times = sorted(got.video_times)
     assert max(b - a for a, b in zip(times, times[1:])) <= 0.3  # at most a keyframe interval frozen
     assert abs(got.ends["audio"] - got.ends["video"]) <= 0.1  # the tracks still line up
     colours = decoded_colours(path)
-    assert [c for _, c in colours].count("blue") <= 2, colours  # at most a frame or two either side of the pause
-    assert {c for t, c in colours if t < 1.7} == {"red"}
-    assert {c for t, c in colours if t > 2.5} == {"green"}
+    blue = max(0.0, min(4.0, start) - 2.0) + max(0.0, 4.0 - max(2.0, end))  # blue media the pause left
+    assert abs([c for _, c in colours].count("blue") / FPS - blue) <= tolerance, (colours, paused)
+    assert {c for t, c in colours if t < min(2.0, start) - tolerance} == {"red"}
+    assert {c for t, c in colours if t > 2.0 + blue + tolerance} == {"green"}
     assert sum(1 for _, c in colours if c == "green") >= 40  # the media after the pause is there
 
 
@@ -110,7 +116,7 @@ def test_the_muxer_cuts_the_paused_span_out_of_real_webm(tmp_path: Path, chunks)
     result = mux_participant([StreamInput("video", files, cuts)], tmp_path, "kim")
 
     assert result.segments == 1
-    assert_cut_output(result.path, expected=4.0, tolerance=0.1)
+    assert_cut_output(result.path, paused=(2.0, 4.0), tolerance=0.1)
 
 
 def test_video_after_a_cut_is_bridged_to_the_next_keyframe_not_frozen(tmp_path: Path) -> None:
@@ -181,4 +187,9 @@ def test_a_client_recording_through_a_pause_gets_one_file_without_it(api, worker
     assert [o["participantId"] for o in body["outputs"]] == ["alice"]
     assert body["participants"]["alice"]["video"]["missingCount"] == 0
     assert len(body["pauses"]) == 1
-    assert_cut_output(api.output_path(body, "alice"), expected=4.0, tolerance=0.25)
+    paused = tuple(iso_seconds(body["pauses"][0][k]) - began for k in ("pausedAt", "resumedAt"))
+    assert_cut_output(api.output_path(body, "alice"), paused=paused, tolerance=0.25)  # where the server paused
+
+
+def iso_seconds(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
