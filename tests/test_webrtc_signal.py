@@ -137,3 +137,16 @@ def test_unrefreshed_token_expires_and_refresh_extends(live_gunicorn, room) -> N
     time.sleep(3.5)
     assert ws.connected  # past the first token's expiry: the refresh kept it open
     assert_refused(ws, "token_expired", 4401)
+
+
+def test_many_open_sockets_are_not_capped_by_a_thread_pool(live_gunicorn, room) -> None:
+    """40 sockets open at once (the thread worker it replaced froze at 2 x 16): every one answers, and so does HTTP."""
+    sockets = [connect(live_gunicorn, room, token(room, sub=f"guest{i}")) for i in range(40)]
+    try:
+        for i, ws in enumerate(sockets):
+            ws.send(json.dumps({"type": "token", "token": token(room, sub=f"guest{i}")}))
+        assert all(json.loads(ws.receive(timeout=20))["type"] == "token" for ws in sockets)
+        assert live_gunicorn.request("GET", "/healthz").status == 200
+    finally:
+        for ws in sockets:
+            ws.close()
