@@ -53,7 +53,7 @@ def count_accepted(receipt: ChunkReceipt) -> ChunkReceipt:
     if not receipt.duplicate:
         started = g.get("chunk_started")
         elapsed = time.perf_counter() - started if started is not None else 0.0
-        chunk_accepted(receipt.upload.kind, len(receipt.upload.data), elapsed)
+        chunk_accepted(receipt.upload.stream_type, len(receipt.upload.data), elapsed)
     return receipt
 
 

@@ -50,7 +50,7 @@ def test_scan_lists_chunks_in_participant_type_sequence_order(staging, rid):
     for pid, kind, seq in [("bob", "audio", 1), ("alice", "video", 10), ("alice", "video", 2), ("alice", "audio", 0)]:
         staging.stage(rid, pid, kind, seq, f"{pid}{kind}{seq}".encode())
     staging.stage(rid + "b", "alice", "video", 0, b"another recording")
-    found = [(f.participant_id, f.kind, f.sequence) for f in staging.scan(rid)]
+    found = [(f.participant_id, f.stream_type, f.sequence) for f in staging.scan(rid)]
     assert found == [("alice", "audio", 0), ("alice", "video", 2), ("alice", "video", 10), ("bob", "audio", 1)]
 
 

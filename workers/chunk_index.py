@@ -185,20 +185,20 @@ class ChunkIndex:
         self._unreadable = client.register_script(_UNREADABLE)
 
     @staticmethod
-    def _keys(recording_id: str, participant_id: str, kind: str) -> list[str]:
-        return [keys.recording(recording_id), keys.stream_chunks(recording_id, participant_id, kind),
-                keys.streams(recording_id), keys.stream_stats(recording_id, participant_id, kind),
-                keys.stream_holes(recording_id, participant_id, kind), keys.participants(recording_id)]
+    def _keys(recording_id: str, participant_id: str, stream_type: str) -> list[str]:
+        return [keys.recording(recording_id), keys.stream_chunks(recording_id, participant_id, stream_type),
+                keys.streams(recording_id), keys.stream_stats(recording_id, participant_id, stream_type),
+                keys.stream_holes(recording_id, participant_id, stream_type), keys.participants(recording_id)]
 
     @staticmethod
-    def _args(participant_id: str, kind: str, sequence: int, record: ChunkRecord, now: float, container_ok: bool,
+    def _args(participant_id: str, stream_type: str, sequence: int, record: ChunkRecord, now: float, container_ok: bool,
               header: bool, max_participants: int, final: bool = False) -> list[object]:
         stamp = normalize_ms(record.timestamp)
         skew = "" if stamp is None else repr(round(now * 1000.0 - stamp, 3))
-        return [sequence, record.encode(), repr(now), f"{participant_id}/{kind}", "1" if container_ok else "0",
+        return [sequence, record.encode(), repr(now), f"{participant_id}/{stream_type}", "1" if container_ok else "0",
                 "1" if header else "0", record.size, participant_id, max_participants, skew, "1" if final else "0"]
 
-    def accept(self, recording_id: str, participant_id: str, kind: str, sequence: int, record: ChunkRecord, *,
+    def accept(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, record: ChunkRecord, *,
                now: float, container_ok: bool, header: bool, max_participants: int = 0,
                final: bool = False, rate: RateCheck | None = None) -> tuple[str, str | None]:
         """(outcome, recording state): rate_limited (first: `rate.retry_after_ms` says when the window reopens),
@@ -206,11 +206,11 @@ class ChunkIndex:
         one), not_found, not_recording, participant_limit or unsupported; duplicates are recognized in any state,
         so retries are always safe."""
         windows = rate.windows if rate is not None else ()
-        args = self._args(participant_id, kind, sequence, record, now, container_ok, header, max_participants, final)
+        args = self._args(participant_id, stream_type, sequence, record, now, container_ok, header, max_participants, final)
         args.append(len(windows))
         for window in windows:
             args += [window.limit, window.seconds]
-        out = self._accept(keys=self._keys(recording_id, participant_id, kind) + [w.key for w in windows], args=args)
+        out = self._accept(keys=self._keys(recording_id, participant_id, stream_type) + [w.key for w in windows], args=args)
         out = [v.decode() if isinstance(v, bytes) else v for v in out]
         if rate is not None:
             rate.counted = True
@@ -219,33 +219,33 @@ class ChunkIndex:
                 return out[0], None
         return out[0], out[1] if len(out) > 1 else None
 
-    def restore(self, recording_id: str, participant_id: str, kind: str, sequence: int, record: ChunkRecord, *,
+    def restore(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, record: ChunkRecord, *,
                 header: bool, now: float) -> bool:
         """Index a chunk found in staging (rebuild), whatever the state; False when the sequence is indexed."""
-        args = self._args(participant_id, kind, sequence, record, now, True, header, 0)
-        return bool(self._restore(keys=self._keys(recording_id, participant_id, kind), args=args))
+        args = self._args(participant_id, stream_type, sequence, record, now, True, header, 0)
+        return bool(self._restore(keys=self._keys(recording_id, participant_id, stream_type), args=args))
 
-    def mark_unreadable(self, recording_id: str, participant_id: str, kind: str, sequence: int, size: int) -> None:
+    def mark_unreadable(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, size: int) -> None:
         """A chunk the index holds but staging cannot give back: from now on it counts as missing (once)."""
-        self._unreadable(keys=[keys.stream_stats(recording_id, participant_id, kind),
-                               keys.stream_unreadable(recording_id, participant_id, kind)], args=[sequence, size])
+        self._unreadable(keys=[keys.stream_stats(recording_id, participant_id, stream_type),
+                               keys.stream_unreadable(recording_id, participant_id, stream_type)], args=[sequence, size])
 
-    def record(self, recording_id: str, participant_id: str, kind: str, sequence: int) -> ChunkRecord | None:
-        raw = self.redis.hget(keys.stream_chunks(recording_id, participant_id, kind), str(sequence))
+    def record(self, recording_id: str, participant_id: str, stream_type: str, sequence: int) -> ChunkRecord | None:
+        raw = self.redis.hget(keys.stream_chunks(recording_id, participant_id, stream_type), str(sequence))
         return ChunkRecord.decode(raw.decode()) if raw else None
 
-    def records(self, recording_id: str, participant_id: str, kind: str) -> dict[int, ChunkRecord]:
+    def records(self, recording_id: str, participant_id: str, stream_type: str) -> dict[int, ChunkRecord]:
         """The whole index of one stream: finalize's read, linear in the chunk count."""
-        raw = self.redis.hgetall(keys.stream_chunks(recording_id, participant_id, kind))
+        raw = self.redis.hgetall(keys.stream_chunks(recording_id, participant_id, stream_type))
         return {int(k): ChunkRecord.decode(v.decode()) for k, v in raw.items()}
 
     def facts(self, recording_id: str, streams: list[tuple[str, str]]) -> dict[tuple[str, str], StreamFacts]:
         """Every listed stream's facts in one round trip of bounded reads."""
         pipe = self.redis.pipeline(transaction=False)
-        for participant_id, kind in streams:
-            pipe.hmget(keys.stream_stats(recording_id, participant_id, kind), STAT_FIELDS)
-            pipe.zrange(keys.stream_holes(recording_id, participant_id, kind), 0, MAX_LISTED_MISSING - 1)
-            pipe.zrange(keys.stream_unreadable(recording_id, participant_id, kind), 0, MAX_LISTED_MISSING - 1)
+        for participant_id, stream_type in streams:
+            pipe.hmget(keys.stream_stats(recording_id, participant_id, stream_type), STAT_FIELDS)
+            pipe.zrange(keys.stream_holes(recording_id, participant_id, stream_type), 0, MAX_LISTED_MISSING - 1)
+            pipe.zrange(keys.stream_unreadable(recording_id, participant_id, stream_type), 0, MAX_LISTED_MISSING - 1)
         replies = pipe.execute()
         out = {}
         for i, stream in enumerate(streams):

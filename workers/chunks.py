@@ -21,7 +21,7 @@ class ChunkUpload:
 
     recording_id: str
     participant_id: str
-    kind: str
+    stream_type: str
     sequence: int
     data: bytes
     timestamp: float | None = None
@@ -44,7 +44,7 @@ class ChunkReceipt:
         return {
             "recordingId": self.upload.recording_id,
             "participantId": self.upload.participant_id,
-            "type": self.upload.kind,
+            "type": self.upload.stream_type,
             "sequence": self.upload.sequence,
             "bytes": len(self.upload.data),
             "duplicate": self.duplicate,
@@ -84,7 +84,7 @@ class ChunkIntake:
         record = ChunkRecord(digest=staged.digest, size=staged.size, timestamp=upload.timestamp, name=staged.name)
         try:
             outcome, state = self.store.accept_chunk(
-                upload.recording_id, upload.participant_id, upload.kind, upload.sequence, record,
+                upload.recording_id, upload.participant_id, upload.stream_type, upload.sequence, record,
                 container_ok=container_problem is None, header=starts_header(upload.data[:HEADER_PROBE_BYTES]),
                 max_participants=self.max_participants, final=upload.final, rate=rate,
             )
@@ -117,7 +117,7 @@ class ChunkIntake:
     def _stage(self, upload: ChunkUpload, digest: str | None) -> StagedChunk:
         self.staging.check_space()
         try:
-            return self.staging.stage(upload.recording_id, upload.participant_id, upload.kind, upload.sequence,
+            return self.staging.stage(upload.recording_id, upload.participant_id, upload.stream_type, upload.sequence,
                                       upload.data, digest)
         except OSError as exc:  # disk full or unmounted: the client should retry, not drop the chunk
             raise Unavailable(f"chunk staging failed ({exc.strerror or type(exc).__name__}); retry later") from None
@@ -125,14 +125,14 @@ class ChunkIntake:
     def _settle_unknown(self, upload: ChunkUpload, staged: StagedChunk) -> None:
         """The commit may have happened: keep the file unless one more read proves the index does not name it."""
         try:
-            held = self.store.chunk_record(upload.recording_id, upload.participant_id, upload.kind, upload.sequence)
+            held = self.store.chunk_record(upload.recording_id, upload.participant_id, upload.stream_type, upload.sequence)
         except Exception:  # noqa: BLE001 - still unknown: keeping an orphan is cheap, losing a chunk is not
             return
         if held is None or held.digest != staged.digest:
             self._discard(upload, staged)
 
     def _discard(self, upload: ChunkUpload, staged: StagedChunk) -> None:
-        self.staging.delete_chunk(upload.recording_id, upload.participant_id, upload.kind, staged.name)
+        self.staging.delete_chunk(upload.recording_id, upload.participant_id, upload.stream_type, staged.name)
 
     @staticmethod
     def _receipt(upload: ChunkUpload, outcome: str, state: str | None, container_problem: str | None) -> ChunkReceipt:

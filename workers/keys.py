@@ -58,25 +58,25 @@ def participants(recording_id: str) -> str:
     return f"{PREFIX}:rec:{recording_id}:participants"
 
 
-def stream_chunks(recording_id: str, participant_id: str, kind: str) -> str:
+def stream_chunks(recording_id: str, participant_id: str, stream_type: str) -> str:
     """Hash: sequence -> "<sha256> <bytes> <timestamp> <file name>" for one stream (read whole only by finalize)."""
-    return f"{PREFIX}:rec:{recording_id}:chunks:{participant_id}:{kind}"
+    return f"{PREFIX}:rec:{recording_id}:chunks:{participant_id}:{stream_type}"
 
 
-def stream_stats(recording_id: str, participant_id: str, kind: str) -> str:
+def stream_stats(recording_id: str, participant_id: str, stream_type: str) -> str:
     """Hash: chunks, bytes, min/max sequence, whether the lowest holds a header, and the least clock skew of one
     stream, kept at intake so a status read costs the same at 10 or 200,000 chunks."""
-    return f"{PREFIX}:rec:{recording_id}:stats:{participant_id}:{kind}"
+    return f"{PREFIX}:rec:{recording_id}:stats:{participant_id}:{stream_type}"
 
 
-def stream_holes(recording_id: str, participant_id: str, kind: str) -> str:
+def stream_holes(recording_id: str, participant_id: str, stream_type: str) -> str:
     """Sorted set: one "<first>-<last>" member per run of missing sequences between min and max, scored by first."""
-    return f"{PREFIX}:rec:{recording_id}:holes:{participant_id}:{kind}"
+    return f"{PREFIX}:rec:{recording_id}:holes:{participant_id}:{stream_type}"
 
 
-def stream_unreadable(recording_id: str, participant_id: str, kind: str) -> str:
+def stream_unreadable(recording_id: str, participant_id: str, stream_type: str) -> str:
     """Sorted set: sequences the index holds but finalize could not read from staging (reported as missing)."""
-    return f"{PREFIX}:rec:{recording_id}:unreadable:{participant_id}:{kind}"
+    return f"{PREFIX}:rec:{recording_id}:unreadable:{participant_id}:{stream_type}"
 
 
 def events(recording_id: str) -> str:

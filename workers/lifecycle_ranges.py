@@ -33,13 +33,13 @@ def _run(member: bytes) -> tuple[int, int]:
     return int(first), int(last or first)
 
 
-def held_ranges(client: redis.Redis, recording_id: str, participant_id: str, kind: str, *,
+def held_ranges(client: redis.Redis, recording_id: str, participant_id: str, stream_type: str, *,
                 after: int = -1, limit: int = MAX_RANGES) -> HeldRanges:
     """Runs of held sequences above `after`, at most `limit`, in one round trip of bounded reads."""
-    holes = keys.stream_holes(recording_id, participant_id, kind)
-    unreadable = keys.stream_unreadable(recording_id, participant_id, kind)
+    holes = keys.stream_holes(recording_id, participant_id, stream_type)
+    unreadable = keys.stream_unreadable(recording_id, participant_id, stream_type)
     pipe = client.pipeline(transaction=False)
-    pipe.hmget(keys.stream_stats(recording_id, participant_id, kind), ("chunks", "bytes", "min", "max"))
+    pipe.hmget(keys.stream_stats(recording_id, participant_id, stream_type), ("chunks", "bytes", "min", "max"))
     pipe.zrevrangebyscore(holes, after, "-inf", start=0, num=1)  # a run of missing sequences spanning `after`
     pipe.zrangebyscore(holes, f"({after}", "+inf", start=0, num=limit + 1)
     pipe.zrangebyscore(unreadable, f"({after}", "+inf", start=0, num=limit + 1)

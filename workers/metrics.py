@@ -41,9 +41,9 @@ LIVE_STEP_DURATION = Histogram("live_step_seconds", "Wall time of one participan
                                namespace=NAMESPACE, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 
 
-def chunk_accepted(kind: str, size: int, seconds: float) -> None:
+def chunk_accepted(stream_type: str, size: int, seconds: float) -> None:
     """Counts one accepted chunk: three in-process updates, the whole cost on the hot path."""
-    CHUNKS_RECEIVED.labels(kind).inc()
+    CHUNKS_RECEIVED.labels(stream_type).inc()
     BYTES_RECEIVED.inc(size)
     UPLOAD_LATENCY.observe(seconds)
 

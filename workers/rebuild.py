@@ -50,7 +50,7 @@ def rebuild(store: RecordingStore, staging: Staging, recording_id: str) -> Rebui
         if report.recreated and isinstance(facts.get("pauses"), str) and facts["pauses"]:
             store.redis.hset(keys.recording(recording_id), "pauses", facts["pauses"])
     for found in staging.scan(recording_id):
-        with staging.open_chunk(recording_id, found.participant_id, found.kind, found.name) as handle:
+        with staging.open_chunk(recording_id, found.participant_id, found.stream_type, found.name) as handle:
             data = handle.read()  # one chunk (MAX_CHUNK_BYTES at most), never the recording
         digest = hashlib.sha256(data).hexdigest()
         named = CHUNK_NAME.fullmatch(found.name).group(2)  # type: ignore[union-attr]
@@ -58,7 +58,7 @@ def rebuild(store: RecordingStore, staging: Staging, recording_id: str) -> Rebui
             report.corrupt.append(str(found.path))
             continue
         record = ChunkRecord(digest=digest, size=len(data), timestamp=None, name=found.name)
-        fresh = store.index.restore(recording_id, found.participant_id, found.kind, found.sequence, record,
+        fresh = store.index.restore(recording_id, found.participant_id, found.stream_type, found.sequence, record,
                                     header=starts_header(data[:HEADER_PROBE_BYTES]), now=time.time())
         if fresh:
             report.restored += 1

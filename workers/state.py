@@ -178,12 +178,12 @@ class RecordingStore:
 
     # Chunks ----------------------------------------------------------------
 
-    def accept_chunk(self, recording_id: str, participant_id: str, kind: str, sequence: int, record: ChunkRecord,
+    def accept_chunk(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, record: ChunkRecord,
                      container_ok: bool, header: bool = False, max_participants: int = 0,
                      now: float | None = None, final: bool = False, rate: RateCheck | None = None) -> tuple[str, str | None]:
         """Record a staged chunk unless the caller's rate, the state, an existing sequence, the participant limit
         or the container forbids it; returns (outcome, recording state)."""
-        return self.index.accept(recording_id, participant_id, kind, sequence, record,
+        return self.index.accept(recording_id, participant_id, stream_type, sequence, record,
                                  now=time.time() if now is None else now, container_ok=container_ok,
                                  header=header, max_participants=max_participants, final=final, rate=rate)
 
@@ -192,17 +192,17 @@ class RecordingStore:
         members = sorted(m.decode() for m in self.redis.smembers(keys.streams(recording_id)))
         return [tuple(m.split("/", 1)) for m in members]  # type: ignore[misc]
 
-    def chunk_record(self, recording_id: str, participant_id: str, kind: str, sequence: int) -> ChunkRecord | None:
-        return self.index.record(recording_id, participant_id, kind, sequence)
+    def chunk_record(self, recording_id: str, participant_id: str, stream_type: str, sequence: int) -> ChunkRecord | None:
+        return self.index.record(recording_id, participant_id, stream_type, sequence)
 
-    def chunks(self, recording_id: str, participant_id: str, kind: str) -> dict[int, ChunkRecord]:
-        return self.index.records(recording_id, participant_id, kind)
+    def chunks(self, recording_id: str, participant_id: str, stream_type: str) -> dict[int, ChunkRecord]:
+        return self.index.records(recording_id, participant_id, stream_type)
 
     def delete(self, recording_id: str) -> None:
         """Forget a recording's chunk index (after its staging files are gone); status hash and stream facts stay."""
         pipe = self.redis.pipeline()
-        for participant_id, kind in self.streams(recording_id):
-            pipe.delete(keys.stream_chunks(recording_id, participant_id, kind))
+        for participant_id, stream_type in self.streams(recording_id):
+            pipe.delete(keys.stream_chunks(recording_id, participant_id, stream_type))
         pipe.zrem(keys.completed_index(), recording_id)
         pipe.execute()
 

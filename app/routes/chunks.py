@@ -28,20 +28,20 @@ def upload_json():
     intake = services().intake
     intake.check_size(decoded_size(text))  # 413 before decoding megabytes
     upload = ChunkUpload(
-        recording_id=body.recordingId, participant_id=body.participantId, kind=body.type,
+        recording_id=body.recordingId, participant_id=body.participantId, stream_type=body.type,
         sequence=body.sequence, data=decode_chunk(text), timestamp=body.timestamp,
         sha256=body.sha256.lower() if body.sha256 else None, final=bool(body.final),
     )
     return _answer(count_accepted(intake.accept(upload, principal, g.get("rate_check"))))
 
 
-@bp.put("/recordings/<recording_id>/participants/<participant_id>/<kind>/chunks/<sequence>")
+@bp.put("/recordings/<recording_id>/participants/<participant_id>/<stream_type>/chunks/<sequence>")
 @limited(CHUNKS)
-def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str):
+def upload_raw(recording_id: str, participant_id: str, stream_type: str, sequence: str):
     principal = authenticate()
     check_id(recording_id, "recordingId")
     check_id(participant_id, "participantId")
-    check_stream_type(kind)
+    check_stream_type(stream_type)
     seq = check_sequence(sequence)
     timestamp = parse_timestamp_header(request.headers.get("Tapedeck-Timestamp"))
     sha256 = sha256_from_repr_digest(request.headers.get(REPR_DIGEST))
@@ -53,7 +53,7 @@ def upload_raw(recording_id: str, participant_id: str, kind: str, sequence: str)
     if not data:
         raise InvalidRequest("chunk body must not be empty", field="body")
     upload = ChunkUpload(
-        recording_id=recording_id, participant_id=participant_id, kind=kind, sequence=seq, data=data, timestamp=timestamp,
+        recording_id=recording_id, participant_id=participant_id, stream_type=stream_type, sequence=seq, data=data, timestamp=timestamp,
         sha256=sha256, final=final,
     )
     return _answer(count_accepted(intake.accept(upload, principal, g.get("rate_check"))))

@@ -30,12 +30,12 @@ def _bounded_int(name: str, low: int, high: int, default: int) -> int:
     return int(raw)
 
 
-@bp.get("/recordings/<recording_id>/participants/<participant_id>/<kind>/chunks")
-def held_chunks(recording_id: str, participant_id: str, kind: str):
+@bp.get("/recordings/<recording_id>/participants/<participant_id>/<stream_type>/chunks")
+def held_chunks(recording_id: str, participant_id: str, stream_type: str):
     principal = authenticate()
     check_id(recording_id, "recordingId")
     check_id(participant_id, "participantId")
-    check_stream_type(kind)
+    check_stream_type(stream_type)
     after = _bounded_int("after", 0, MAX_SEQUENCE, -1)
     limit = _bounded_int("limit", 1, MAX_RANGES, MAX_RANGES)
     svc = services()
@@ -45,7 +45,7 @@ def held_chunks(recording_id: str, participant_id: str, kind: str):
     principal.require_room(recording["room"])
     if not principal.is_host and participant_id != principal.sub:
         raise Forbidden("only that participant or a host can see its chunks")
-    page = held_ranges(svc.redis, recording_id, participant_id, kind, after=after, limit=limit)
+    page = held_ranges(svc.redis, recording_id, participant_id, stream_type, after=after, limit=limit)
     return jsonify(page.body())
 
 

@@ -33,7 +33,7 @@ class FoundChunk:
     """A chunk found by scanning staging (rebuild): a file, or an object key on the object-store backend."""
 
     participant_id: str
-    kind: str
+    stream_type: str
     sequence: int
     path: PurePath
 
@@ -58,16 +58,16 @@ class Staging(ABC):
         """Raise Unavailable (503, retried by clients) when a chunk could not be stored durably now."""
 
     @abstractmethod
-    def stage(self, recording_id: str, participant_id: str, kind: str, sequence: int, data: bytes,
+    def stage(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, data: bytes,
               digest: str | None = None) -> StagedChunk:
         """Store the chunk durably under its content name before intake acknowledges it."""
 
     @abstractmethod
-    def open_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> BinaryIO:
+    def open_chunk(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> BinaryIO:
         """A binary stream of one staged chunk (read in pieces, never a recording at once)."""
 
     @abstractmethod
-    def delete_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> None:
+    def delete_chunk(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> None:
         """Remove one staged chunk; a missing one is not an error."""
 
     @abstractmethod
@@ -91,7 +91,7 @@ class Staging(ABC):
         """A directory on this process's own disk where finalize writes outputs before uploading them."""
 
     @abstractmethod
-    def local_chunks(self, recording_id: str, participant_id: str, kind: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
+    def local_chunks(self, recording_id: str, participant_id: str, stream_type: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
         """Each wanted chunk as a readable file on this process's disk, in sequence order; None for one staging
         cannot give back whole (gone, or another size than the index recorded). The muxer reads files by path."""
 

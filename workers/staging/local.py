@@ -33,8 +33,8 @@ class ChunkStaging(Staging):
     def recording_dir(self, recording_id: str) -> Path:
         return self.root / check_id(recording_id, "recordingId")
 
-    def stream_dir(self, recording_id: str, participant_id: str, kind: str) -> Path:
-        return self.recording_dir(recording_id) / check_id(participant_id, "participantId") / check_stream_type(kind)
+    def stream_dir(self, recording_id: str, participant_id: str, stream_type: str) -> Path:
+        return self.recording_dir(recording_id) / check_id(participant_id, "participantId") / check_stream_type(stream_type)
 
     def output_dir(self, recording_id: str) -> Path:
         """Where finalize writes outputs before upload (kept until the recording is cleaned up)."""
@@ -58,10 +58,10 @@ class ChunkStaging(Staging):
         if free < self.min_free_bytes:
             raise Unavailable("chunk staging is low on disk space; retry later", reason="staging_full")
 
-    def stage(self, recording_id: str, participant_id: str, kind: str, sequence: int, data: bytes,
+    def stage(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, data: bytes,
               digest: str | None = None) -> StagedChunk:
         """Write the chunk under its content name; `digest` is its SHA-256 when intake already verified it."""
-        directory = self.stream_dir(recording_id, participant_id, kind)
+        directory = self.stream_dir(recording_id, participant_id, stream_type)
         directory.mkdir(parents=True, exist_ok=True)
         digest = digest or hashlib.sha256(data).hexdigest()
         final = directory / self.chunk_name(sequence, digest)
@@ -76,20 +76,20 @@ class ChunkStaging(Staging):
             tmp.unlink(missing_ok=True)
         return StagedChunk(path=final, digest=digest, size=len(data))
 
-    def chunk_path(self, recording_id: str, participant_id: str, kind: str, name: str) -> Path:
-        return self.stream_dir(recording_id, participant_id, kind) / name
+    def chunk_path(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> Path:
+        return self.stream_dir(recording_id, participant_id, stream_type) / name
 
-    def open_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> BinaryIO:
-        return open(self.chunk_path(recording_id, participant_id, kind, name), "rb")
+    def open_chunk(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> BinaryIO:
+        return open(self.chunk_path(recording_id, participant_id, stream_type, name), "rb")
 
-    def delete_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> None:
-        self.chunk_path(recording_id, participant_id, kind, name).unlink(missing_ok=True)
+    def delete_chunk(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> None:
+        self.chunk_path(recording_id, participant_id, stream_type, name).unlink(missing_ok=True)
 
-    def local_chunks(self, recording_id: str, participant_id: str, kind: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
+    def local_chunks(self, recording_id: str, participant_id: str, stream_type: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
         """The staged files themselves, each only if it has the size the index recorded (fsynced before it)."""
         out: list[tuple[int, Path | None]] = []
         for sequence, name, size in wanted:
-            path = self.chunk_path(recording_id, participant_id, kind, name)
+            path = self.chunk_path(recording_id, participant_id, stream_type, name)
             out.append((sequence, path if _size(path) == size else None))
         return out
 
@@ -119,9 +119,9 @@ class ChunkStaging(Staging):
         root = self.recording_dir(recording_id)
         for path in sorted(root.glob("*/*/*.chunk")):
             match = CHUNK_NAME.fullmatch(path.name)
-            participant_id, kind = path.parent.parent.name, path.parent.name
-            if match and kind in ("video", "audio") and not participant_id.startswith("_"):
-                yield FoundChunk(participant_id, kind, int(match.group(1)), path)
+            participant_id, stream_type = path.parent.parent.name, path.parent.name
+            if match and stream_type in ("video", "audio") and not participant_id.startswith("_"):
+                yield FoundChunk(participant_id, stream_type, int(match.group(1)), path)
 
     def remove_recording(self, recording_id: str) -> None:
         shutil.rmtree(self.recording_dir(recording_id), ignore_errors=True)

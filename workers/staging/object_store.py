@@ -52,11 +52,11 @@ class ObjectStoreStaging(Staging):
     def recording_prefix(self, recording_id: str) -> str:
         return f"{PREFIX}{check_id(recording_id, 'recordingId')}/"
 
-    def chunk_key(self, recording_id: str, participant_id: str, kind: str, name: str) -> str:
+    def chunk_key(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> str:
         if not CHUNK_NAME.fullmatch(name):
             raise ValueError(f"not a staged chunk name: {name!r}")
         return (f"{self.recording_prefix(recording_id)}{check_id(participant_id, 'participantId')}/"
-                f"{check_stream_type(kind)}/{name}")
+                f"{check_stream_type(stream_type)}/{name}")
 
     def output_dir(self, recording_id: str) -> Path:
         return self.scratch / check_id(recording_id, "recordingId") / "_outputs"
@@ -69,13 +69,13 @@ class ObjectStoreStaging(Staging):
     def check_space(self) -> None:
         """A bucket has no floor to check; an unreachable one answers 503 at stage()."""
 
-    def stage(self, recording_id: str, participant_id: str, kind: str, sequence: int, data: bytes,
+    def stage(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, data: bytes,
               digest: str | None = None) -> StagedChunk:
         import hashlib
 
         digest = digest or hashlib.sha256(data).hexdigest()
         name = self.chunk_name(sequence, digest)
-        key = self.chunk_key(recording_id, participant_id, kind, name)
+        key = self.chunk_key(recording_id, participant_id, stream_type, name)
         try:
             self.objects.put(key, data, digest)
         except StorageError as exc:  # unreachable, throttled or refused: the client retries, nothing acknowledged
@@ -83,22 +83,22 @@ class ObjectStoreStaging(Staging):
             raise Unavailable("chunk staging is unavailable (object store); retry later") from None
         return StagedChunk(path=Path(key), digest=digest, size=len(data))
 
-    def open_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> BinaryIO:
-        return self.objects.open(self.chunk_key(recording_id, participant_id, kind, name))
+    def open_chunk(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> BinaryIO:
+        return self.objects.open(self.chunk_key(recording_id, participant_id, stream_type, name))
 
-    def delete_chunk(self, recording_id: str, participant_id: str, kind: str, name: str) -> None:
+    def delete_chunk(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> None:
         """Best effort: intake drops a rejected chunk here, and a bucket hiccup must not turn its 409 into a 500;
         an object left behind is harmless (the index never names it) and goes with the recording's prefix."""
-        key = self.chunk_key(recording_id, participant_id, kind, name)
+        key = self.chunk_key(recording_id, participant_id, stream_type, name)
         try:
             self.provider.delete(key)
         except StorageError as exc:
             log.warning("could not delete %s (left for the recording's cleanup): %s", key, exc)
 
-    def local_chunks(self, recording_id: str, participant_id: str, kind: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
+    def local_chunks(self, recording_id: str, participant_id: str, stream_type: str, wanted: Wanted) -> list[tuple[int, Path | None]]:
         """Fetch the stream's chunks to this worker's disk, PREFETCH at a time, in sequence order. A chunk that is
         gone or of another size is None (reported missing); an unreachable store raises (the task retries)."""
-        directory = self._fetch_dir(recording_id, participant_id) / check_stream_type(kind)
+        directory = self._fetch_dir(recording_id, participant_id) / check_stream_type(stream_type)
         directory.mkdir(parents=True, exist_ok=True)
 
         def fetch(item: tuple[int, str, int]) -> tuple[int, Path | None]:
@@ -107,7 +107,7 @@ class ObjectStoreStaging(Staging):
             if _size(target) == size:
                 return sequence, target  # fetched by an earlier attempt of this finalize
             try:
-                with self.open_chunk(recording_id, participant_id, kind, name) as source, open(target, "wb") as out:
+                with self.open_chunk(recording_id, participant_id, stream_type, name) as source, open(target, "wb") as out:
                     shutil.copyfileobj(source, out, COPY_PIECE)
             except ObjectNotFoundError:
                 target.unlink(missing_ok=True)
@@ -130,11 +130,11 @@ class ObjectStoreStaging(Staging):
             parts = info.key[len(prefix):].split("/")
             if len(parts) != 3:
                 continue
-            participant_id, kind, name = parts
+            participant_id, stream_type, name = parts
             match = CHUNK_NAME.fullmatch(name)
-            if match and kind in ("video", "audio") and not participant_id.startswith("_"):
-                found.append(FoundChunk(participant_id, kind, int(match.group(1)), PurePosixPath(info.key)))
-        yield from sorted(found, key=lambda f: (f.participant_id, f.kind, f.sequence, f.name))
+            if match and stream_type in ("video", "audio") and not participant_id.startswith("_"):
+                found.append(FoundChunk(participant_id, stream_type, int(match.group(1)), PurePosixPath(info.key)))
+        yield from sorted(found, key=lambda f: (f.participant_id, f.stream_type, f.sequence, f.name))
 
     def remember(self, recording_id: str, facts: dict) -> None:
         """Best effort, as on disk: a bucket that cannot take the descriptor refuses the chunks too (503)."""

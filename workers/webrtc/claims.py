@@ -54,10 +54,10 @@ class Claims:
     def release(self, room: str, participant_id: str, peer_id: str) -> None:
         self._release(keys=[keys.webrtc_peer(room, participant_id)], args=[peer_id])
 
-    def next_sequence(self, recording_id: str, participant_id: str, kind: str) -> int:
+    def next_sequence(self, recording_id: str, participant_id: str, stream_type: str) -> int:
         """The next free sequence of the stream: after the highest held when the counter starts, then one each."""
         return int(self._next(keys=[keys.webrtc_sequence(recording_id, participant_id),
-                                    keys.stream_stats(recording_id, participant_id, kind)]))
+                                    keys.stream_stats(recording_id, participant_id, stream_type)]))
 
 
 MAX_GAPS = 100

@@ -326,7 +326,7 @@ class PeerManager:
             log.info("webrtc peer of %s/%s superseded by a newer one", principal.room, principal.sub)
             return False
         sequence = await self._io(self.claims.next_sequence, recording_id, principal.sub, STREAM_KIND)
-        upload = ChunkUpload(recording_id=recording_id, participant_id=principal.sub, kind=STREAM_KIND,
+        upload = ChunkUpload(recording_id=recording_id, participant_id=principal.sub, stream_type=STREAM_KIND,
                              sequence=sequence, data=data, timestamp=timestamp_ms, final=final)
         for attempt in range(STORE_RETRIES):
             try:
