@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.media import probe, write_chunks
+from tests.media import WEBM_HEADER, probe, write_chunks
 from tests.pause_media import FPS, Phase, decoded_colours, encode_phases, slice_by_time
 from workers.media import bridge
 from workers.media.cuts import Cut, CutFilter, StreamCuts, chunk_interval_ms, client_spans, segment_cuts
@@ -193,3 +193,16 @@ def test_a_client_recording_through_a_pause_gets_one_file_without_it(api, worker
 
 def iso_seconds(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def test_a_declared_last_chunk_does_not_skew_the_clock_offset(api, rec) -> None:
+    """The offset estimate places the cut: a final chunk, cut short by stop and sent at once, must not pull it."""
+    now_ms = time.time() * 1000.0
+    assert api.put_chunk(rec, "alice", "video", 0, WEBM_HEADER, timestamp=now_ms - 60_000).status_code == 202
+    before = api.status(rec).get_json()["participants"]["alice"]["clockOffsetSeconds"]
+    final = {**api.auth("alice", "participant"), "Content-Type": "application/octet-stream",
+             "Tapedeck-Timestamp": str(now_ms), "Tapedeck-Final": "true"}
+    url = f"/video-calls/recordings/{rec}/participants/alice/video/chunks/1"
+    assert api.client.put(url, data=b"\x01" * 32, headers=final).status_code == 202
+    body = api.status(rec).get_json()["participants"]["alice"]
+    assert body["video"]["finalSequence"] == 1 and body["clockOffsetSeconds"] == before >= 60.0, body

@@ -194,7 +194,9 @@ class ChunkIndex:
     def _args(participant_id: str, stream_type: str, sequence: int, record: ChunkRecord, now: float, container_ok: bool,
               header: bool, max_participants: int, final: bool = False) -> list[object]:
         stamp = normalize_ms(record.timestamp)
-        skew = "" if stamp is None else repr(round(now * 1000.0 - stamp, 3))
+        # A declared last chunk is cut short by stop and sent at once: its skew would understate the clock
+        # offset by up to a chunk's length (the pause cut relies on it), so it does not count.
+        skew = "" if stamp is None or final else repr(round(now * 1000.0 - stamp, 3))
         return [sequence, record.encode(), repr(now), f"{participant_id}/{stream_type}", "1" if container_ok else "0",
                 "1" if header else "0", record.size, participant_id, max_participants, skew, "1" if final else "0"]
 
