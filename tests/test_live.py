@@ -112,3 +112,30 @@ def test_each_participant_is_folded_on_its_own(api, rec, live, tmp_path):
         result = live.result(rec, participant, {"video": live.store.chunks(rec, participant, "video")})
         assert result is not None
         assert packets(result.path) == packets(batch(live, rec, tmp_path, participant))
+
+
+def test_a_step_killed_after_appending_is_undone(api, rec, live, tmp_path):
+    """A worker killed between appending a window and saving the state leaves bytes the state does not
+    count: the next step truncates them, and the output still equals batch."""
+    pieces = slice_timeslice(encode_webm(CLIP), 18)
+    send(api, rec, pieces[:9])
+    live.step(rec)
+    state = live.states.get(rec, "alice")
+    directory = live.staging.output_dir(rec) / "live"
+    for name in ("alice.live.webm", "alice.live.cues"):
+        with open(directory / name, "ab") as handle:
+            handle.write(b"\x1f\x43\xb6\x75" + b"\x00" * 1000)  # half a Cluster, half a cue point
+    assert live.states.get(rec, "alice") == state
+    send(api, rec, pieces[9:], 9)
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
+    assert b"\x1f\x43\xb6\x75" + b"\x00" * 1000 not in result.path.read_bytes()
+
+
+@pytest.mark.parametrize("start", [{"format": "mp4"}], ids=["mp4 output"])
+def test_mp4_output_is_left_to_batch(api, live, start):
+    rec = api.start(**start).get_json()["recordingId"]
+    send(api, rec, slice_timeslice(encode_webm(CLIP), 9))
+    live.step(rec)
+    assert "mp4" in live.states.get(rec, "alice").failed

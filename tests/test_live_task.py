@@ -1,0 +1,41 @@
+"""tapedeck.live_step and its scheduling: one queued step per LIVE_STEP_SECONDS per recording, steps only while
+the room records (finalize folds the tail itself)."""
+from __future__ import annotations
+
+import pytest
+
+import tasks.live
+from tests.media import Recording, encode_webm, slice_timeslice
+from tests.test_live_flow import live_api, live_env, resources  # noqa: F401 - the module's own Redis and app
+from workers import keys
+
+
+@pytest.fixture
+def queued(monkeypatch, resources):  # noqa: F811
+    sent = []
+    monkeypatch.setattr(tasks.live.live_step, "apply_async", lambda args, countdown: sent.append((args, countdown)))
+    monkeypatch.setattr(tasks.live, "runtime", lambda: resources)
+    return sent
+
+
+def test_chunks_queue_one_step_per_period(live_api, resources, queued):  # noqa: F811
+    rec = live_api.start().get_json()["recordingId"]
+    for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=2)), 4)):
+        assert live_api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202
+    assert queued == [([rec], 1.0)]  # LIVE_STEP_SECONDS=1 in this module's environment
+    assert 0 < resources.redis.pttl(keys.live_due(rec)) <= 1000
+
+
+def test_the_task_steps_while_recording_and_not_after_stop(live_api, resources, queued):  # noqa: F811
+    rec = live_api.start().get_json()["recordingId"]
+    pieces = slice_timeslice(encode_webm(Recording(seconds=6)), 12)
+    for sequence, piece in enumerate(pieces[:10]):
+        live_api.put_chunk(rec, "alice", "video", sequence, piece)
+    tasks.live.live_step.run(rec)
+    folded = resources.finalizer.live.states.get(rec, "alice")
+    assert folded.windows == 1
+    for sequence, piece in enumerate(pieces[10:], 10):
+        live_api.put_chunk(rec, "alice", "video", sequence, piece)
+    assert live_api.stop().status_code == 202
+    tasks.live.live_step.run(rec)  # a step queued before stop arrives after it: finalize's work now
+    assert resources.finalizer.live.states.get(rec, "alice").windows == 1
