@@ -99,6 +99,8 @@ SCHEMAS: dict[str, Schema] = {
         "durationSeconds": {"type": ["number", "null"]}, "provider": {"type": "string"},
         "key": {"type": "string"}, "url": NULLABLE_STRING,
         "thumbnailKey": NULLABLE_STRING, "thumbnailUrl": NULLABLE_STRING,
+        "pausedSecondsCut": {"type": "number", "description": "media recorded inside pauses and cut out "
+                                                              "(a client that kept recording); absent when none"},
     }),
     "Status": _obj(["recordingId", "room", "state", "progress", "format", "participants", "outputs"], {
         "recordingId": ref("Id"), "room": ref("Id"), "state": ref("State"),

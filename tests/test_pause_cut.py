@@ -15,6 +15,7 @@ from tests.pause_media import FPS, Phase, decoded_colours, encode_phases, slice_
 from workers.media import bridge
 from workers.media.cuts import Cut, CutFilter, StreamCuts, chunk_interval_ms, client_spans, segment_cuts
 from workers.media.muxer import StreamInput, mux_participant
+from workers.records import StoredOutput
 
 T0 = 1_800_000_000_000.0
 """A client clock reading (epoch ms) the unit tests start at."""
@@ -115,7 +116,7 @@ def test_the_muxer_cuts_the_paused_span_out_of_real_webm(tmp_path: Path, chunks)
 
     result = mux_participant([StreamInput("video", files, cuts)], tmp_path, "kim")
 
-    assert result.segments == 1
+    assert result.segments == 1 and result.paused_seconds_cut == pytest.approx(2.0, abs=0.01)
     assert_cut_output(result.path, paused=(2.0, 4.0), tolerance=0.1)
 
 
@@ -158,7 +159,7 @@ def test_past_its_frame_budget_the_bridge_holds_the_picture_until_the_keyframe(t
 def test_without_a_pause_nothing_is_cut(tmp_path: Path, chunks) -> None:
     files = write_chunks([piece for _, piece in chunks], tmp_path / "v")
     result = mux_participant([StreamInput("video", files, StreamCuts((), {}, 500.0))], tmp_path, "kim")
-    assert result.duration_seconds == pytest.approx(6.0, abs=0.06)
+    assert result.duration_seconds == pytest.approx(6.0, abs=0.06) and result.paused_seconds_cut == 0.0
 
 
 CLIENT_AHEAD_MS = 7_300.0
@@ -187,6 +188,9 @@ def test_a_client_recording_through_a_pause_gets_one_file_without_it(api, worker
     assert [o["participantId"] for o in body["outputs"]] == ["alice"]
     assert body["participants"]["alice"]["video"]["missingCount"] == 0
     assert len(body["pauses"]) == 1
+    assert abs(body["outputs"][0]["pausedSecondsCut"] - 2.0) <= 0.25, body["outputs"]
+    stored = StoredOutput.from_json(body["outputs"][0])
+    assert stored.to_json()["pausedSecondsCut"] == body["outputs"][0]["pausedSecondsCut"]  # read back the same
     paused = tuple(iso_seconds(body["pauses"][0][k]) - began for k in ("pausedAt", "resumedAt"))
     assert_cut_output(api.output_path(body, "alice"), paused=paused, tolerance=0.25)  # where the server paused
 

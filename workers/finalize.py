@@ -225,6 +225,7 @@ class Finalizer:
                 sha256=checksum, method=output.method, tracks=output.tracks, segments=output.segments,
                 media_start_seconds=output.start_seconds, timestamp_repairs=output.timestamp_repairs,
                 dropped_packets=output.dropped_packets, thumbnail_key=thumbnail_key,
+                paused_seconds_cut=output.paused_seconds_cut,
                 thumbnail=OutputThumbnail(output.thumbnail.width, output.thumbnail.height, output.thumbnail.seconds)
                 if output.thumbnail else None,
             )

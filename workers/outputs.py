@@ -34,6 +34,8 @@ class PreparedOutput:
     timestamp_repairs: int
     dropped_packets: int
     thumbnail: Thumbnail | None
+    paused_seconds_cut: float = 0.0
+    """Media recorded inside pauses and cut out of this output."""
     dropped_chunks: dict[str, list[int]] = field(default_factory=dict)
     """Stream type → sequences that could not be demuxed and are not in the file."""
 
@@ -61,6 +63,7 @@ def prepare_output(inputs: list[StreamInput], output_dir: Path, participant_id: 
     return PreparedOutput(path=path, format=path.suffix.lstrip("."), bytes=size, duration_seconds=duration,
                           method=method, tracks=tracks, segments=muxed.segments, start_seconds=muxed.start_seconds,
                           timestamp_repairs=muxed.timestamp_repairs, dropped_packets=muxed.dropped_packets,
+                          paused_seconds_cut=muxed.paused_seconds_cut,
                           dropped_chunks=muxed.dropped_by_stream,
                           thumbnail=_poster(path, output_dir / f"{participant_id}.jpg", thumbnail_offset, thumbnail_width))
 

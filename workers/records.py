@@ -90,6 +90,8 @@ class StoredOutput:
     """True once finalize placed the output on the recording's timeline (start_offset_seconds is then set)."""
     start_offset_seconds: float | None = None
     """Seconds from the recording's first frame (any participant) to this output's first one; None: unknown."""
+    paused_seconds_cut: float = 0.0
+    """Media the client recorded inside pauses, cut out at finalize (listed only when there was some)."""
 
     def aligned_at(self, offset: float | None) -> StoredOutput:
         """This output placed on the recording's timeline."""
@@ -111,6 +113,8 @@ class StoredOutput:
         }
         if self.aligned:
             body["startOffsetSeconds"] = self.start_offset_seconds
+        if self.paused_seconds_cut:
+            body["pausedSecondsCut"] = self.paused_seconds_cut
         return body
 
     @classmethod
@@ -127,6 +131,7 @@ class StoredOutput:
             thumbnail_key=body.get("thumbnailKey"),
             thumbnail=OutputThumbnail.from_json(thumbnail) if thumbnail else None,
             aligned="startOffsetSeconds" in body, start_offset_seconds=body.get("startOffsetSeconds"),
+            paused_seconds_cut=body.get("pausedSecondsCut") or 0.0,
         )
 
 

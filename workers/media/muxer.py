@@ -81,6 +81,8 @@ class MuxResult:
     0 or a few ms before it (codec priming such as Opus pre-skip, which is not media)."""
     timestamp_repairs: int = 0
     """Jumps inside a segment repaired so the output plays on: pauses collapsed, restarts without a header joined."""
+    paused_seconds_cut: float = 0.0
+    """Media recorded inside pauses and cut out (a client that kept recording; workers/media/cuts.py)."""
     dropped_by_stream: dict[str, list[int]] = field(default_factory=dict)
     """Stream type → sequences that could not be demuxed (left out of the output; status lists them missing)."""
 
@@ -126,6 +128,7 @@ def mux_participant(
         dropped_packets=dropped_packets + sum(source.spikes for source in sources),
         start_seconds=round(start, 6),
         timestamp_repairs=sum(source.repairs for source in sources),
+        paused_seconds_cut=round(max((source.paused_seconds for source in sources), default=0.0), 3),
         dropped_by_stream={source.stream_type: sorted(source.dropped) for source in sources if source.dropped},
     )
 
