@@ -98,6 +98,8 @@ def test_celery_settings_share_redis_and_refuse_bad_values():
     ("s3", {}, "S3_BUCKET"),
     ("s3", {"S3_BUCKET": "b", "AWS_MAX_ATTEMPTS": "0"}, "AWS_MAX_ATTEMPTS"),
     ("s3", {"S3_BUCKET": "b", "STORAGE_PART_SIZE": "1024"}, "STORAGE_PART_SIZE"),
+    ("s3", {"S3_BUCKET": "b", "STORAGE_PART_SIZE": str(5 * 1024**3 + 1)}, "STORAGE_PART_SIZE"),
+    ("s3", {"S3_BUCKET": "b", "AWS_MAX_ATTEMPTS": "21"}, "AWS_MAX_ATTEMPTS"),
     ("s3", {"S3_BUCKET": "b", "S3_FORCE_PATH_STYLE": "perhaps"}, "S3_FORCE_PATH_STYLE"),
     ("gcs", {"GCS_BUCKET": "b", "GCS_CREDENTIALS_FILE": "/nonexistent/key.json"}, "GCS_CREDENTIALS_FILE"),
     ("vercel_blob", {"BLOB_READ_WRITE_TOKEN": "vercel_blob_rw_"}, "BLOB_READ_WRITE_TOKEN"),
