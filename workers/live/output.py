@@ -52,6 +52,8 @@ class LiveFile:
     def append(self, window: Path, fmt: str, length: int, cue_length: int) -> Appended:
         """Append a remuxed window's Clusters at `length` and its cue points at `cue_length`."""
         segment_start = len(ebml.ebml_header(DOC_TYPES[fmt])) + 4 + ebml.SIZE_WIDTH
+        if length and (_size(self.path) < length or _size(self.cues) < cue_length):
+            raise Unsupported("the live files are shorter than the state says")  # never pad a gap with zeros
         with open(window, "rb") as source:
             parsed = _parse(source)
             if length == 0:
@@ -193,3 +195,10 @@ def _copy(source: BinaryIO, start: int, end: int, out: BinaryIO) -> None:
             raise Unsupported("the window file ended early")
         out.write(block)
         left -= len(block)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return -1

@@ -39,6 +39,8 @@ class LiveState:
     """Why this participant is left to the batch path (set once, never cleared)."""
     closed: bool = False
     """The file got its Cues and header: it is never written again (a retry uploads it as it is)."""
+    host: str = ""
+    """The node whose disk holds the files."""
 
     def to_json(self) -> str:
         return json.dumps({
@@ -46,6 +48,7 @@ class LiveState:
             "header": self.header, "position": self.position, "bytes": self.bytes, "cueBytes": self.cue_bytes,
             "endSeconds": self.end_seconds, "tracks": self.tracks.to_json(), "infos": self.infos,
             "windows": self.windows, "updatedAt": self.updated_at, "failed": self.failed, "closed": self.closed,
+            "host": self.host,
         })
 
     @classmethod
@@ -54,7 +57,7 @@ class LiveState:
         return cls(data["streamType"], data["sequence"], data["offset"], data["header"], data["position"],
                    data["bytes"], data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]),
                    data["infos"], data["windows"], data["updatedAt"], data["failed"],
-                   data.get("closed", False))
+                   data.get("closed", False), data.get("host", ""))
 
 
 class LiveStates:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import logging
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,7 @@ from workers.outputs import PreparedOutput, _poster
 from workers.pause import parse_pauses
 from workers.records import RecordingHash
 from workers.staging import Staging
+from workers.staging.local import ChunkStaging
 from workers.state import ChunkRecord, RecordingStore
 
 log = logging.getLogger(__name__)
@@ -39,6 +41,9 @@ LOCK_SECONDS = 30
 expires by itself well inside the two minutes a restarted worker has to complete the recording."""
 
 BUFFER_BYTES = 64 * 1024
+
+HOST = socket.gethostname()
+"""The node a live output was started on: its files are on that node's disk only."""
 
 
 @dataclass
@@ -88,7 +93,9 @@ class LiveFinalizer:
             return "batch" if state.failed else "waiting"
         try:
             self._check(rec, types)
-            state = state or LiveState(types[0])
+            state = state or LiveState(types[0], host=HOST)
+            if state.host != HOST:
+                raise Unsupported(f"the live output is on {state.host}, not on this node")
             self._fold(recording_id, participant_id, state, final)
             return "folded"
         except NotYet:
@@ -126,7 +133,8 @@ class LiveFinalizer:
         """At stop, after the final step: the closed live output of a participant, when it holds exactly what
         the batch path would read (every chunk, nothing after its position), else None."""
         state = self.states.get(recording_id, participant_id)
-        if state is None or state.failed or not state.windows or list(streams) != [state.stream_type]:
+        if state is None or state.failed or not state.windows or list(streams) != [state.stream_type] \
+                or state.host != HOST:
             return None
         chunks = streams[state.stream_type]
         if state.position != max(chunks) or len(chunks) != state.position + 1:
@@ -151,6 +159,8 @@ class LiveFinalizer:
                          start_seconds=round(state.tracks.start or 0.0, 6))
 
     def _check(self, rec: RecordingHash, types: list[str]) -> None:
+        if not isinstance(self.staging, ChunkStaging):
+            raise Unsupported("object-store staging: live steps could run on nodes that do not share a disk")
         if len(types) != 1:
             raise Unsupported("several streams per participant are muxed by the batch path")
         if rec.get("format", "webm") == "mp4":
