@@ -155,3 +155,15 @@ def test_live_files_behind_the_state_are_never_padded(api, rec, live):
     send(api, rec, pieces[9:], 9)
     live.step(rec)
     assert "shorter" in live.states.get(rec, "alice").failed
+
+
+def test_h264_in_matroska_equals_batch(api, rec, live, tmp_path):
+    """Chromium's video/webm;codecs=h264 writes Matroska: the live output is .mkv with the same packets."""
+    pieces = slice_timeslice(encode_webm(replace(CLIP, video_codec="libx264")), 18)
+    for start in range(0, 18, 6):
+        send(api, rec, pieces[start:start + 6], start)
+        live.step(rec)
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None and result.path.suffix == ".mkv" and live.states.get(rec, "alice").windows >= 2
+    assert packets(result.path) == packets(batch(live, rec, tmp_path))
