@@ -26,7 +26,8 @@ class Phase:
     seconds: float
 
 
-def encode_phases(phases: list[Phase], width: int = 160, height: int = 120, keyframe_frames: int = KEYFRAME_FRAMES) -> bytes:
+def encode_phases(phases: list[Phase], width: int = 160, height: int = 120,
+                  keyframe_frames: int = KEYFRAME_FRAMES) -> bytes:
     """A live WebM (VP8 + Opus, no Duration, no Cues) whose picture takes each phase's colour in turn."""
     out = NonSeekableSink()
     with av.open(out, mode="w", format="webm", options={"live": "1"}) as container:
@@ -91,7 +92,8 @@ def _picture(index: int, colour: str, width: int, height: int) -> av.VideoFrame:
     return frame
 
 
-_TONE = array.array("h", (round(6000 * math.sin(2 * math.pi * 400 * k / SAMPLE_RATE)) for k in range(OPUS_FRAME))).tobytes()
+_TONE = array.array(
+    "h", (round(6000 * math.sin(2 * math.pi * 400 * k / SAMPLE_RATE)) for k in range(OPUS_FRAME))).tobytes()
 
 
 def _tone(index: int) -> av.AudioFrame:
