@@ -38,3 +38,27 @@ def test_the_demo_resumes_after_a_reload_with_nothing_lost(page, live_server, wo
     result = probe(api.output_path(body, "host"))
     assert result.frames.get("video", 0) > 0 and result.frames.get("audio", 0) > 0, result.frames
     assert result.duration >= 5.0, result.duration  # ~3.5 s before the reload and ~2.5 s after it
+
+
+def test_resume_of_a_recording_that_ended_meanwhile_cleans_the_store(page, live_server, worker, api, room):
+    page.goto(f"{live_server.url}/demo?room={room}&name=host&role=host")
+    page.route(CHUNKS, lambda route: route.abort() if int(route.request.url.rsplit("/", 1)[1]) >= 1
+               else route.continue_())
+    record_for(page, 2.5)
+    recording_id = page.evaluate("tapedeck.recordingId")
+    page.reload()
+    page.unroute(CHUNKS)
+    kept = f"""async () => {{
+      const {{ ChunkStore }} = await import("/static/tapedeck-store.js");
+      return (await new ChunkStore("{recording_id}", "host", "video").list()).length;
+    }}"""
+    assert page.evaluate(kept) >= 1  # unacknowledged chunks survived the reload
+    assert api.stop().status_code == 202  # the host ends it from elsewhere before this tab resumes
+    assert api.wait_final(recording_id)["state"] in ("completed", "failed")
+
+    page.wait_for_selector("#resume", state="visible")
+    page.click("#resume")
+    page.wait_for_function("tapedeck.phase === 'idle'", timeout=20_000)
+    assert "nothing to resume" in page.inner_text("#message")
+    assert page.evaluate(kept) == 0  # nobody can take them any more: the store is emptied
+    assert page.locator("#resume").is_hidden()

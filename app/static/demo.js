@@ -2,6 +2,7 @@
 // joins the room's current recording. Both upload with tapedeck-recorder.js and watch the status
 // through the SSE endpoint (polling GET /video-calls/recordings/<id> when EventSource fails).
 import { Recorder } from "./tapedeck-recorder.js";
+import { ChunkStore } from "./tapedeck-store.js";
 import { WebRtcPeer } from "./tapedeck-webrtc.js";
 
 const $ = (id) => document.getElementById(id);
@@ -286,6 +287,7 @@ async function resumeSaved() {
     const status = await api(`/video-calls/recordings/${saved.recordingId}`);
     if (!LIVE.includes(status.state)) {
       forgetSession();
+      await new ChunkStore(saved.recordingId, saved.sub, "video").clear(); // nobody can take them any more
       return setPhase("idle", `Recording ${saved.recordingId} is ${status.state}: nothing to resume.`);
     }
     $("who-badge").textContent = `${demo.sub} · ${demo.role} · live`;

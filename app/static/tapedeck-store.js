@@ -50,8 +50,16 @@ export class ChunkStore {
 
   /** Every kept chunk of this stream, in sequence order. */
   list() {
-    const range = IDBKeyRange.bound([...this.prefix, 0], [...this.prefix, Number.MAX_SAFE_INTEGER]);
-    return this._run("readonly", (s) => s.getAll(range));
+    return this._run("readonly", (s) => s.getAll(this._range()));
+  }
+
+  /** Forget every kept chunk of this stream (the recording is over: nothing can take them any more). */
+  clear() {
+    return this._run("readwrite", (s) => s.delete(this._range()));
+  }
+
+  _range() {
+    return IDBKeyRange.bound([...this.prefix, 0], [...this.prefix, Number.MAX_SAFE_INTEGER]);
   }
 }
 
