@@ -102,6 +102,28 @@ def on_starting(server) -> None:  # type: ignore[no-untyped-def]
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(path)
 
 
+def worker_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
+    """A worker leaving (restart, deploy, shutdown): its WebRTC peers store what they recorded before it goes (not
+    marked final: the recording goes on with the participant's next peer, or ends with the room's stop). The wait is
+    a real sleep: gevent's hub, which may be handing this greenlet the worker's exit, is not needed by the media and
+    io threads doing the work."""
+    import time
+
+    app = getattr(worker, "wsgi", None)
+    manager = getattr(app, "extensions", {}).get("tapedeck.webrtc") if app is not None else None
+    if manager is None:
+        return
+    from gevent import monkey
+
+    sleep = monkey.get_original("time", "sleep") if monkey.is_module_patched("time") else time.sleep
+    done = manager.begin_shutdown()
+    deadline = time.monotonic() + 10
+    while not done.done() and time.monotonic() < deadline:
+        sleep(0.05)
+    if not done.done() or done.exception() is not None:
+        server.log.warning("webrtc peers not all flushed at worker exit: %s", done.exception() if done.done() else "timeout")
+
+
 def child_exit(server, worker) -> None:  # type: ignore[no-untyped-def]
     """A worker that exited: its live gauges leave the sums (its counters stay, as Prometheus expects)."""
     from prometheus_client import multiprocess

@@ -8,6 +8,7 @@ process) with a poll as a safety net for a lost message; on stop each peer flush
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import logging
 import secrets
@@ -253,13 +254,21 @@ class PeerManager:
         client.close()
 
     def shutdown(self, timeout: float = 15) -> None:
-        """Close every peer (each flushes what it recorded, not as final), then stop the loop and the follower."""
+        """Close every peer (each flushes what it recorded, not as final), then stop the loops and the follower."""
+        self.begin_shutdown().result(timeout)
+
+    def begin_shutdown(self) -> concurrent.futures.Future:
+        """shutdown() without waiting: the future is done once every peer flushed and the loops stopped (a process
+        that is exiting polls it with a real sleep, past gevent's hub)."""
         self.stopping = True
-        try:
-            self.rtc.call(self._close_everything(), timeout)
-        finally:
+        future = self.rtc.submit(self._close_everything())
+
+        def stop_loops(_done: concurrent.futures.Future) -> None:
             self.rtc.stop()
             self.io.stop()
+
+        future.add_done_callback(stop_loops)
+        return future
 
     async def _close_everything(self) -> None:
         for peers in list(self.sessions.values()):

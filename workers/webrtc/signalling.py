@@ -48,13 +48,29 @@ def close_code(code: str) -> int:
     return CLOSE_CODES.get(code, 4400)
 
 
+CLOSE_WAIT_SECONDS = 2.0
+"""How long a close waits for the client's closing frame before the server drops the connection."""
+
+
+def close_cleanly(ws: Socket, code: int, reason: str) -> None:
+    """Close, then wait until the socket's reader has taken the client's answering close frame: a TCP connection
+    closed with unread bytes sends RST, and a client may then lose the error message still in its buffers."""
+    try:
+        ws.close(code, reason[:120])
+    except Exception:  # noqa: BLE001 - already closed by the client
+        return
+    reader = getattr(ws, "thread", None)
+    if reader is not None:
+        reader.join(CLOSE_WAIT_SECONDS)
+
+
 def refuse(ws: Socket, code: str, message: str) -> None:
     """The one way a socket ends in error: the message, then the close code."""
     try:
         ws.send(json.dumps({"type": "error", "code": code, "message": message}))
-        ws.close(close_code(code), message[:120])
     except Exception:  # noqa: BLE001 - the client may be gone already
-        pass
+        return
+    close_cleanly(ws, close_code(code), message)
 
 
 class Conversation:
@@ -100,7 +116,7 @@ class Conversation:
             message = parse_message(raw)
             if isinstance(message, Bye):
                 self._end()
-                self.ws.close(1000, "bye")
+                close_cleanly(self.ws, 1000, "bye")
                 return
             self._handle(message)
 
