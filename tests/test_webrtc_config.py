@@ -83,10 +83,15 @@ def test_udp_endpoints_bind_inside_the_range() -> None:
     assert sorted(ports) == [low, low + 1, high]
 
 
-def test_peer_bound_per_process(stack_env) -> None:
+def test_peer_bound_per_process(stack_env, monkeypatch) -> None:
+    import aioice.ice
+    import aiortc.rtcrtpreceiver
+
     from workers.access import Principal
     from workers.webrtc.peers import PeerManager, SignalError
 
+    monkeypatch.setattr(aiortc.rtcrtpreceiver, "get_decoder", aiortc.rtcrtpreceiver.get_decoder)  # undone after
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", aioice.ice.get_host_addresses)
     manager = PeerManager(Settings.from_env({**stack_env, "RTC_MAX_PEERS": "1"}))
     first = manager.open(Principal("p1", "room-bound", "participant"))
     with pytest.raises(SignalError) as refused:
