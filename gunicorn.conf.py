@@ -65,7 +65,8 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     """The app is loaded by now: freeze its objects out of the garbage collector's sight (full collections
     walked every module, class and compiled template on the chunk path). Then, under gevent, which makes
     sockets cooperative but not disk flushes: run fsync in gevent's thread pool, so one chunk's flush to disk
-    no longer stalls every other request and stream of the worker while it waits."""
+    no longer stalls every other request and stream of the worker while it waits; and a chunk's whole disk work
+    (creating, writing and renaming its file wait on the filesystem journal too) in the same pool."""
     import gc
 
     gc.collect()
@@ -84,6 +85,10 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
         get_hub().threadpool.apply(blocking_fsync, (fd,))
 
     os.fsync = cooperative_fsync
+
+    from workers import chunks
+
+    chunks.run_disk_work = lambda work, *args: get_hub().threadpool.apply(work, args)  # a whole chunk's disk work
 
 
 def _metrics_dir() -> Path:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 from workers.access import Principal
 from workers.media.chunk_stream import HEADER_PROBE_BYTES
@@ -12,7 +13,10 @@ from workers.chunk_index import RateCheck
 from workers.errors import (ChecksumMismatch, NotFound, ParticipantLimit, PayloadTooLarge, RateLimited, RecordingNotAccepting,
                             SequenceConflict, Unavailable, UnsupportedMedia)
 from workers.staging import StagedChunk, Staging
+from workers.staging.local import ChunkStaging
 from workers.state import ChunkRecord, RecordingStore
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -51,6 +55,15 @@ class ChunkReceipt:
             **extra,
         }
 
+
+def run_inline(work: Callable[..., T], *args: object) -> T:
+    return work(*args)
+
+
+run_disk_work: Callable[..., object] = run_inline
+"""How intake runs a local chunk's disk work (free-space check, write, fsync, rename). The gevent web worker
+replaces it (gunicorn.conf.py) with its thread pool: creating and renaming files wait on the filesystem's
+journal while other uploads fsync, and on the event loop each wait stalled every request of the worker."""
 
 KNOWN_ROOMS = 10_000
 """Recordings whose room one process remembers. A recording's room never changes, so a participant's second and
@@ -115,6 +128,11 @@ class ChunkIntake:
         return room
 
     def _stage(self, upload: ChunkUpload, digest: str | None) -> StagedChunk:
+        if isinstance(self.staging, ChunkStaging):  # local disk: off the event loop (an object store's I/O is a socket's)
+            return run_disk_work(self._stage_now, upload, digest)  # type: ignore[return-value]
+        return self._stage_now(upload, digest)
+
+    def _stage_now(self, upload: ChunkUpload, digest: str | None) -> StagedChunk:
         self.staging.check_space()
         try:
             return self.staging.stage(upload.recording_id, upload.participant_id, upload.stream_type, upload.sequence,
