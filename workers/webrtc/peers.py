@@ -1,4 +1,5 @@
 """Server-side peers: one RTCPeerConnection per signalling socket, all on the process's media loop (loop.py).
+aiortc is imported here at module level, i.e. when the app is built, never first inside a thread (FIELD-NOTES).
 
 A peer may connect before its room records. While the room's current recording is `recording` (or `paused`),
 each peer feeds a SegmentRecorder whose segments go through the chunk intake, exactly as uploaded chunks do.
@@ -9,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import secrets
 import time
@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
-from aiortc.contrib.media import MediaBlackhole  # noqa: F401 - imported at module level (gevent: FIELD-NOTES)
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
 
@@ -28,8 +27,8 @@ from workers.errors import TapedeckError, Unavailable
 from workers.resources import Resources
 from workers.settings import Settings
 from workers.webrtc import forwarding
-from workers.webrtc.claims import Claims, Gaps
 from workers.redis_client import for_settings
+from workers.webrtc.claims import Claims, Gaps
 from workers.webrtc.loop import RtcLoop, start_real_thread
 from workers.webrtc.recorder import SegmentRecorder
 
@@ -72,8 +71,9 @@ class PeerSession:
     tasks: list = field(default_factory=list)
     closed: bool = False
     superseded: bool = False
-    claimed: bool = False
     """A newer peer of the same participant took over: this one records nothing more."""
+    claimed: bool = False
+    """This peer has taken its participant over (at its first segment)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     id: str = field(default_factory=lambda: secrets.token_hex(8))
 
@@ -382,6 +382,3 @@ class PeerManager:
                 if not peers:
                     del self.sessions[session.room]
 
-
-def json_message(kind: str, **fields: object) -> str:
-    return json.dumps({"type": kind, **fields})
