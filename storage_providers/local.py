@@ -86,14 +86,13 @@ class LocalStorage(StorageProvider):
         checkpoint: UploadCheckpoint | None = None,
     ) -> ObjectInfo:
         target = self.path_for(key)
-        target.parent.mkdir(parents=True, exist_ok=True)
         total = os.path.getsize(path)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         sent = 0
         expected = _sha256_of(metadata)
         digest = hashlib.sha256() if expected else None
         try:
-            with open(path, "rb") as src, open(tmp, "wb") as dst:
+            with open(path, "rb") as src, _create(tmp) as dst:
                 while block := src.read(COPY_BLOCK):
                     dst.write(block)
                     if digest is not None:
@@ -108,9 +107,9 @@ class LocalStorage(StorageProvider):
                                             f"not the {expected} it was sent with")
             meta = {"contentType": content_type, "metadata": dict(metadata or {})}
             meta_path = self._meta_path(key)
-            meta_path.parent.mkdir(parents=True, exist_ok=True)
             meta_tmp = meta_path.with_name(meta_path.name + ".part")
-            meta_tmp.write_text(json.dumps(meta))
+            with _create(meta_tmp) as handle:
+                handle.write(json.dumps(meta).encode())
             os.replace(meta_tmp, meta_path)
             os.replace(tmp, target)
         except OSError as exc:
@@ -138,8 +137,13 @@ class LocalStorage(StorageProvider):
         )
 
     def delete(self, key: str) -> None:
-        self.path_for(key).unlink(missing_ok=True)
-        self._meta_path(key).unlink(missing_ok=True)
+        """Also removes the folders the key leaves empty, so deleting recordings leaves no empty folder per
+        room and recording behind (under the files and under the sidecar folder)."""
+        target, meta = self.path_for(key), self._meta_path(key)
+        target.unlink(missing_ok=True)
+        meta.unlink(missing_ok=True)
+        _prune_empty(target.parent, self.root)
+        _prune_empty(meta.parent, self.root / META_DIR)
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         if not self.root.is_dir():
@@ -197,6 +201,27 @@ class LocalStorage(StorageProvider):
         if not target.is_file():
             raise ObjectNotFoundError(key)
         return target
+
+
+def _create(path: Path):
+    """Opens a new file for writing, making its folders; once more if a delete pruned them meanwhile."""
+    for attempt in (1, 2):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            return open(path, "wb")
+        except FileNotFoundError:
+            if attempt == 2:
+                raise
+
+
+def _prune_empty(folder: Path, stop: Path) -> None:
+    """Removes folder and its parents while they are empty, up to (not including) stop."""
+    while folder != stop and stop in folder.parents:
+        try:
+            folder.rmdir()
+        except OSError:   # not empty (or already gone): parents above it are not empty either
+            return
+        folder = folder.parent
 
 
 def _sha256_of(metadata: Mapping[str, str] | None) -> str | None:

@@ -41,7 +41,7 @@ def test_delete_removes_every_object_file_and_key(api, worker, stack_env, pieces
     rec = body["recordingId"]
     folder = Path(os.environ["LOCAL_STORAGE_DIR"]) / "recordings" / api.room / rec
     staged = Path(stack_env["STAGING_DIR"]) / rec
-    assert (folder / "manifest.json").exists() and api.output_path(body, "alice").exists() and staged.exists()
+    assert (folder / "manifest.json").exists() and (Path(os.environ["LOCAL_STORAGE_DIR"]) / ".tapedeck-meta").is_dir() and api.output_path(body, "alice").exists() and staged.exists()
     response = delete(api, rec)
     assert response.status_code == 202 and response.get_json() == {"recordingId": rec, "state": "deleting"}
     wait_until(lambda: api.status(rec).status_code == 404, 30, interval=0.2, what="the purge")
@@ -49,7 +49,8 @@ def test_delete_removes_every_object_file_and_key(api, worker, stack_env, pieces
     assert [k for k in client.scan_iter(match=f"*{rec}*", count=1000)] == []
     for index in ("tapedeck:completed", "tapedeck:pending-finalize", f"tapedeck:room:{api.room}:recordings"):
         assert client.zscore(index, rec) is None
-    assert not folder.exists() or list(folder.rglob("*")) == []
+    sidecars = Path(os.environ["LOCAL_STORAGE_DIR"]) / ".tapedeck-meta" / "recordings" / api.room / rec
+    assert not folder.exists() and not sidecars.exists(), "a deleted recording leaves no (empty) folder behind"
     assert not staged.exists()
     error(delete(api, rec), 404, "not_found")
     listed = api.client.get(f"/video-calls/{api.room}/recordings", headers=api.auth()).get_json()["recordings"]
