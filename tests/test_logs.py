@@ -91,3 +91,37 @@ def test_audit_names_who_did_what_and_refusals(api) -> None:
         ("start", "done", "host", api.room), ("stop", "refused", "bob", api.room), ("stop", "done", "host", api.room)]
     assert all(line["address"] == "127.0.0.1" and line["request_id"] and line["room"] == api.room
                for line in lines.lines)
+
+
+def test_fields_given_as_extra_reach_the_json_line(stack_env) -> None:
+    """Beat's tasks log what they did with `extra={"event": …, "recordingId": …}` (README: the `event` field):
+    those fields must be in the JSON line an operator searches, not only on the record. Run against real Redis."""
+    import redis as redis_lib
+
+    from workers.maintenance.autostop import stop_over_limits
+    from workers.state import RecordingStore
+
+    client = redis_lib.Redis.from_url(stack_env["REDIS_URL"].rsplit("/", 1)[0] + "/14")  # no app or worker uses it
+    client.flushdb()
+    autostop, lines = logging.getLogger("workers.maintenance.autostop"), Lines()
+    autostop.addHandler(lines)
+    autostop.setLevel(logging.INFO)
+    try:
+        _, rid = RecordingStore(client).start("room-idle-log", "rec_idlelog", "webm", {}, now=1_800_000_000.0)
+        stopped = stop_over_limits(client, 0, 300, 5, lambda: "task-log", 1_800_000_400.0)
+    finally:
+        autostop.removeHandler(lines)
+        autostop.setLevel(logging.NOTSET)
+        client.flushdb()
+        client.close()
+    assert [s.recording_id for s in stopped] == [rid]
+    [line] = [line for line in lines.lines if line.get("event") == "recording_auto_stopped"]
+    assert (line["recordingId"], line["room"], line["stopReason"]) == (rid, "room-idle-log", "idle")
+
+
+def test_extra_fields_never_override_the_line_s_own_keys() -> None:
+    record = logging.LogRecord("tapedeck.test", logging.INFO, __file__, 1, "hello", (), None)
+    record.__dict__.update({"event": "x", "message": "spoofed", "level": "DEBUG", "unserializable": object()})
+    line = json.loads(logs.formatter("json").format(record))
+    assert (line["message"], line["level"], line["event"]) == ("hello", "INFO", "x")
+    assert isinstance(line["unserializable"], str)

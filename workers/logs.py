@@ -10,6 +10,8 @@ from datetime import datetime, timezone
 
 HANDLER_NAME = "tapedeck"
 CONTEXT_FIELDS = ("request_id", "recording_id", "room", "participant_id", "task_id")
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime", "fields"}
+"""What every LogRecord carries; anything else on a record came from a caller's `extra={…}`."""
 _context: dict[str, ContextVar[str | None]] = {name: ContextVar(f"tapedeck_{name}", default=None)
                                                for name in CONTEXT_FIELDS}
 
@@ -29,14 +31,20 @@ def current() -> dict[str, str]:
     return {name: value for name, var in _context.items() if (value := var.get()) is not None}
 
 
+def extra_fields(record: logging.LogRecord) -> dict:
+    """The fields a caller passed as `extra={"event": …, "recordingId": …}` (`fields` is the audit's dict)."""
+    return {k: v for k, v in record.__dict__.items() if k not in _RECORD_ATTRIBUTES and not k.startswith("_")}
+
+
 class JsonFormatter(logging.Formatter):
-    """{"ts","level","logger","message", the bound ids, "exc"}: one line, searchable by any id."""
+    """{"ts","level","logger","message", the bound ids, the caller's extra fields, "exc"}: one line, searchable by
+    any id or field (beat's `event`, the audit's `action`); a field never replaces the line's own keys."""
 
     def format(self, record: logging.LogRecord) -> str:
         line = {
+            **extra_fields(record), **current(), **getattr(record, "fields", {}),
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
-            "level": record.levelname, "logger": record.name, "message": record.getMessage(), **current(),
-            **getattr(record, "fields", {}),
+            "level": record.levelname, "logger": record.name, "message": record.getMessage(),
         }
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
