@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from typing import Callable
 
+import redis
 from flask import Blueprint, current_app
 from flask.blueprints import BlueprintSetupState
 from flask_sock import Sock
@@ -84,6 +85,8 @@ def signal(ws, room: str) -> None:
         Conversation(ws, principal, expires_at, manager(), _verify, heartbeat=lease.refresh).run()
     except TapedeckError as exc:
         refuse(ws, exc.code, exc.message)
+    except redis.RedisError:
+        refuse(ws, "unavailable", "state store is unavailable; reconnect later")
     finally:
         if lease is not None:
             lease.release()

@@ -14,6 +14,7 @@ import time
 from collections import deque
 from typing import Callable, Protocol
 
+import redis
 from simple_websocket import ConnectionClosed
 
 from workers.access import Principal
@@ -95,6 +96,9 @@ class Conversation:
             refuse(self.ws, exc.code, exc.message)
         except ConnectionClosed:
             raise  # the client went away: flask-sock ends the socket
+        except redis.RedisError:
+            log.warning("webrtc signalling: Redis unavailable")
+            refuse(self.ws, "unavailable", "state store is unavailable; reconnect later")
         except Exception:  # noqa: BLE001 - a bug of ours: logged with its traceback, the client told plainly
             log.exception("webrtc signalling failed")
             refuse(self.ws, "internal_error", "internal error")
