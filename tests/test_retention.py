@@ -14,8 +14,10 @@ def test_retention_days_is_optional_and_bounded():
     base = {"TAPEDECK_ENV": "development"}
     assert Settings.from_env(base).retention_days is None
     assert Settings.from_env({**base, "RETENTION_DAYS": "30"}).retention_days == 30.0
-    with pytest.raises(Exception, match="RETENTION_DAYS"):
-        Settings.from_env({**base, "RETENTION_DAYS": "-1"})
+    assert Settings.from_env({**base, "RETENTION_DAYS": "36500"}).retention_days == 36500.0
+    for bad in ("-1", "0", "36501", "inf", "nan", "1e400"):   # 0 would delete every ended recording at once
+        with pytest.raises(Exception, match="RETENTION_DAYS"):
+            Settings.from_env({**base, "RETENTION_DAYS": bad})
 
 
 def test_beat_deletes_only_what_is_past_its_period(stack_env, room, monkeypatch):

@@ -82,8 +82,9 @@ class Settings(RedisSettings):
     staging_backend: Literal["local", "object-store"] = "local"
     """Where accepted chunks wait for finalize: local (STAGING_DIR) or object-store (the storage provider's bucket,
     under staging/, so any worker finalizes any recording; STAGING_DIR is then the worker's scratch disk)."""
-    retention_days: Annotated[float, Field(ge=0)] | None = None
-    """Completed and failed recordings older than this are deleted by beat; None keeps them forever."""
+    retention_days: Annotated[float, Field(gt=0, le=36500, allow_inf_nan=False)] | None = None
+    """Completed and failed recordings older than this are deleted by beat; None keeps them forever. 0 is refused
+    rather than read: elsewhere 0 means "never" (MAX_RECORDING_SECONDS), here it would mean "delete at once"."""
     max_recording_seconds: int = Field(4 * 3600, ge=0)
     """Beat stops a recording that recorded this long (paused time not counted); 0 never."""
     idle_stop_seconds: int = Field(300, ge=0)
