@@ -368,3 +368,29 @@ def live_request(port: int):
     from tests.live_gunicorn import LiveGunicorn
 
     return LiveGunicorn(port, Path("/dev/null"), None).request  # type: ignore[arg-type]
+
+
+def test_audio_only_peer_and_a_stop_from_another_process(live_gunicorn, worker, api, room) -> None:
+    """An offer without video records audio alone; the stop comes from this test's own app (not a web worker), so
+    only Redis can carry it to the peer, which then stores its last segment as final."""
+    async def scenario() -> str:
+        started = api.start().get_json()
+        peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "lena", "participant"))
+        await peer.connect(video=False)
+        await asyncio.sleep(4)
+        assert api.stop().status_code == 202
+        await asyncio.sleep(1.5)
+        await peer.bye()
+        return started["recordingId"]
+
+    recording_id = asyncio.run(scenario())
+    body = api.wait_final(recording_id, timeout=90)
+    assert body["state"] == "completed", body
+    stream = body["participants"]["lena"]["video"]
+    assert stream.get("finalSequence") == stream["lastSequence"], stream
+    path = api.output_path(body, "lena")
+    with av.open(str(path)) as container:
+        assert [s.type for s in container.streams] == ["audio"]
+    _video, audio, duration = decoded(path)
+    assert 3.0 <= duration <= 5.5, duration
+    assert_throughout(audio, duration, "audio")
