@@ -7,7 +7,6 @@ and finalize takes the batch path for it, which stays the reference.
 """
 from __future__ import annotations
 
-import io
 import logging
 import socket
 import time
@@ -17,11 +16,11 @@ from pathlib import Path
 import redis
 
 from workers import keys, metrics
+from workers.live.chunks import contiguous, header_chunks, locate, open_chunks
 from workers.live.output import LiveFile
 from workers.live.source import NotYet, Unsupported, header_length, scan_clusters, write_window
 from workers.live.state import LiveState, LiveStates
 from workers.live.window import remux_window
-from workers.media.chunk_stream import ChunkStream
 from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, _verify
 from workers.outputs import PreparedOutput, _poster
@@ -39,11 +38,6 @@ MAX_WINDOW_CHUNKS = 600
 LOCK_SECONDS = 30
 """A step's lock outlives any step (at most MAX_WINDOW_CHUNKS, about a second of work); one left by a killed worker
 expires by itself well inside the two minutes a restarted worker has to complete the recording."""
-
-BUFFER_BYTES = 64 * 1024
-
-INDEX_BATCH = 256
-"""Chunk index entries read per HMGET."""
 
 HOST = socket.gethostname()
 """The node a live output was started on: its files are on that node's disk only."""
@@ -172,14 +166,16 @@ class LiveFinalizer:
             raise Unsupported("recordings with pauses are cut by the batch path")
 
     def _fold(self, recording_id: str, participant_id: str, state: LiveState, final: bool) -> None:
-        chunks = self._contiguous(recording_id, participant_id, state, final)
+        chunks = contiguous(self.store, self.staging, recording_id, participant_id, state, final,
+                            MAX_WINDOW_CHUNKS)
         if not chunks:
             raise NotYet("no new chunk")
         work = self._work_dir(recording_id)
-        with _stream(_header_chunks(self, recording_id, participant_id, state)) as head:
+        with open_chunks(header_chunks(self.store, self.staging, recording_id, participant_id, state,
+                                        MAX_WINDOW_CHUNKS)) as head:
             if not state.header:
                 state.header = header_length(head)
-            with _stream(chunks) as body:
+            with open_chunks(chunks) as body:
                 size = body.raw.size  # type: ignore[attr-defined]
                 start = max(state.offset, state.header) if state.sequence == 0 else state.offset
                 if final:
@@ -203,30 +199,9 @@ class LiveFinalizer:
         state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
         state.end_seconds = max(state.end_seconds, appended.end_seconds)
         state.infos = [info.__dict__ | {"packets": count} for info, count in zip(infos, state.tracks.packets)]
-        state.sequence, state.offset, state.position = _locate(chunks, cut)
+        state.sequence, state.offset, state.position = locate(chunks, cut)
         state.windows += 1
         self.states.put(recording_id, participant_id, state)
-
-    def _contiguous(self, recording_id: str, participant_id: str, state: LiveState,
-                    final: bool) -> list[tuple[int, Path]]:
-        """The chunks from the live position on, up to the first hole (at stop: every one, or Unsupported).
-        Reads only the index entries from the position on, so a step costs the same an hour in."""
-        wanted = _run(self.store, recording_id, participant_id, state.stream_type, state.sequence,
-                      None if final else MAX_WINDOW_CHUNKS)
-        if final:
-            facts = self.store.index.facts(recording_id, [(participant_id, state.stream_type)])
-            last = facts[(participant_id, state.stream_type)].last
-            if last is None or (wanted[-1][0] if wanted else state.sequence - 1) != last:
-                raise Unsupported("the stream has holes at stop")
-        found = self.staging.local_chunks(recording_id, participant_id, state.stream_type, wanted)
-        present = []
-        for seq, path in found:
-            if path is None:
-                if final:
-                    raise Unsupported(f"chunk {seq} is not on this worker's disk")
-                break
-            present.append((seq, path))
-        return present
 
     def _file(self, recording_id: str, participant_id: str, extension: str) -> LiveFile:
         return LiveFile(self._work_dir(recording_id), participant_id, extension)
@@ -235,64 +210,3 @@ class LiveFinalizer:
         path = self.staging.output_dir(recording_id) / "live"
         path.mkdir(parents=True, exist_ok=True)
         return path
-
-
-def _header_chunks(live: LiveFinalizer, recording_id: str, participant_id: str, state: LiveState
-                   ) -> list[tuple[int, Path]]:
-    """The chunks from sequence 0 holding the stream's header (all of the first ones until it is known)."""
-    run = _run(live.store, recording_id, participant_id, state.stream_type, 0, MAX_WINDOW_CHUNKS)
-    wanted, total = [], 0
-    for item in run:
-        if state.header and total >= state.header:
-            break
-        wanted.append(item)
-        total += item[2]
-    found = live.staging.local_chunks(recording_id, participant_id, state.stream_type, wanted)
-    if not found or any(path is None for _, path in found):
-        raise Unsupported("the stream's header chunks are not on this worker's disk")
-    return [(seq, path) for seq, path in found]  # type: ignore[misc]
-
-
-def _run(store: RecordingStore, recording_id: str, participant_id: str, stream_type: str, first: int,
-         limit: int | None) -> list[tuple[int, str, int]]:
-    """(sequence, name, size) of the indexed chunks from `first` up to the first one missing, read in pieces
-    of INDEX_BATCH (HMGET), never the whole index."""
-    key = keys.stream_chunks(recording_id, participant_id, stream_type)
-    out: list[tuple[int, str, int]] = []
-    sequence = first
-    while limit is None or len(out) < limit:
-        batch = INDEX_BATCH if limit is None else min(INDEX_BATCH, limit - len(out))
-        for raw in store.redis.hmget(key, [str(n) for n in range(sequence, sequence + batch)]):
-            if raw is None:
-                return out
-            record = ChunkRecord.decode(raw.decode())
-            out.append((sequence, record.name, record.size))
-            sequence += 1
-    return out
-
-
-class _stream:
-    """A buffered reader over chunk files (EBML headers may straddle two of them)."""
-
-    def __init__(self, chunks: list[tuple[int, Path]]) -> None:
-        if not chunks:
-            raise NotYet("no chunk yet")
-        self.reader = io.BufferedReader(ChunkStream([p for _, p in chunks], [s for s, _ in chunks]), BUFFER_BYTES)
-
-    def __enter__(self) -> io.BufferedReader:
-        return self.reader
-
-    def __exit__(self, *exc: object) -> None:
-        self.reader.close()
-
-
-def _locate(chunks: list[tuple[int, Path]], cut: int) -> tuple[int, int, int]:
-    """(sequence, offset) of byte `cut` of the chunks' concatenation, and the last sequence wholly before it."""
-    total = 0
-    for sequence, path in chunks:
-        size = path.stat().st_size
-        if cut < total + size:
-            return sequence, cut - total, sequence - 1
-        total += size
-    last = chunks[-1][0]
-    return last + 1, 0, last
