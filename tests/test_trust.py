@@ -113,6 +113,28 @@ def test_a_stored_absurd_clock_fails_no_one(api, app, worker, pieces):
     assert manifest["participants"]["bob"]["clientStartTimestamp"] is None
 
 
+
+def test_one_participant_s_absurd_timestamp_does_not_move_the_others(api, worker, pieces):
+    """Found from outside: bob sends one chunk stamped 2099 (a time, so accepted). His clock offset (least arrival
+    minus timestamp) then says -73 years, his corrected start lands 73 years before the recording began, and
+    alice's output was placed 2.3e9 s into the recording. Each start must stay on the recording's own timeline."""
+    import time
+
+    recording_id = start(api)
+    now_ms = time.time() * 1000.0
+    for sequence, piece in enumerate(pieces):
+        assert api.put_chunk(recording_id, "alice", "video", sequence, piece, timestamp=now_ms + 500 * sequence).status_code == 202
+        stamp = YEAR_2100_MS - 1 if sequence == 1 else now_ms + 500 * sequence
+        assert api.put_chunk(recording_id, "bob", "video", sequence, piece, timestamp=stamp).status_code == 202
+    assert api.stop().status_code == 202
+    body = api.wait_final(recording_id)
+    assert body["state"] == "completed", body
+    offsets = {o["participantId"]: o["startOffsetSeconds"] for o in body["outputs"]}
+    assert sorted(offsets) == ["alice", "bob"]
+    assert all(0.0 <= offset < 60.0 for offset in offsets.values()), offsets
+    manifest = api.manifest(body)
+    assert {pid: p["startOffsetSeconds"] for pid, p in manifest["participants"].items()} == offsets
+
 # 3. An acknowledged chunk never vanishes ----------------------------------------------------------------
 
 def test_commit_whose_reply_is_lost_keeps_the_chunk(api, app, worker, pieces, monkeypatch):

@@ -23,7 +23,8 @@ from workers.errors import UploadFailed
 from workers.media.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
 from workers.live.step import LiveFinalizer
-from workers.manifest import CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, start_offsets
+from workers.manifest import (CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, recording_window_ms,
+                              start_offsets)
 from workers.media.cuts import StreamCuts
 from workers.media.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
@@ -81,7 +82,7 @@ class Finalizer:
             self._upload_all(rec, prepared, done, reporter, guard)
             entries = participant_entries(self.store, recording_id, errors)
             clock_offsets = {pid: entry.get("clockOffsetSeconds") for pid, entry in entries.items()}
-            for pid, offset in start_offsets(plan, done, clock_offsets).items():
+            for pid, offset in start_offsets(plan, done, clock_offsets, recording_window_ms(rec)).items():
                 if pid in done:
                     done[pid] = done[pid].aligned_at(offset)
             guard()

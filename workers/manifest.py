@@ -6,6 +6,7 @@ time in it comes from a client clock through workers.clock, so no participant's 
 from __future__ import annotations
 
 import json
+import math
 import time
 
 from workers.chunk_index import ChunkRecord
@@ -33,23 +34,44 @@ def media_origin_ms(streams: dict[str, dict[int, ChunkRecord]]) -> float | None:
     return min(known) if known else None
 
 
-def start_offsets(plan: Plan, outputs: dict[str, StoredOutput],
-                  clock_offsets: dict[str, float | None]) -> dict[str, float | None]:
+def recording_window_ms(rec: RecordingHash) -> tuple[float, float]:
+    """Server epoch ms in which the recording's media can begin: from its start to its stop (now while it runs),
+    widened by CLOCK_TRUST_SECONDS for a recorder started a little early or a late stop."""
+    started, stopped = epoch(rec.get("startedAt")), epoch(rec.get("stoppedAt")) or time.time()
+    slack = CLOCK_TRUST_SECONDS * 1000.0
+    return (started * 1000.0 - slack if started else -math.inf), stopped * 1000.0 + slack
+
+
+def first_frame_ms(origin: float, offset: float | None, window: tuple[float, float]) -> float:
+    """Server-time estimate of a participant's container time 0. The offset is a least over chunks, so one absurd
+    timestamp of that participant's can make it absurd too: the preferred estimate (corrected when the clock is
+    far off, else the clock as it is) is used when it lies in the recording's window, else the other one, else
+    the preferred one clamped into the window. So only that participant's own alignment can suffer."""
+    corrected = origin + offset * 1000.0 if offset is not None else None
+    far_off = offset is not None and abs(offset) > CLOCK_TRUST_SECONDS
+    candidates = [c for c in ((corrected, origin) if far_off else (origin, corrected)) if c is not None]
+    low, high = window
+    for candidate in candidates:
+        if low <= candidate <= high:
+            return candidate
+    return min(max(candidates[0], low), high)
+
+
+def start_offsets(plan: Plan, outputs: dict[str, StoredOutput], clock_offsets: dict[str, float | None],
+                  window: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, float | None]:
     """Seconds from the recording's first frame (any participant) to each output's first frame.
 
     An output starts at its own first frame, `mediaStartSeconds` into its container; add that to the client
-    clock of container time 0 (corrected by the clock's estimated offset when it is far off), and the earliest
-    of those is the recording's start.
+    clock of container time 0 (corrected by the clock's estimated offset when it is far off, and kept inside
+    the recording's window: see first_frame_ms), and the earliest of those is the recording's start.
     """
     first_frames: dict[str, float | None] = {}
     for pid, streams in plan.items():
         origin = media_origin_ms(streams)
-        offset = clock_offsets.get(pid)
-        if origin is not None and offset is not None and abs(offset) > CLOCK_TRUST_SECONDS:
-            origin += offset * 1000.0
         output = outputs.get(pid)
         media_start = output.media_start_seconds if output else 0.0
-        first_frames[pid] = None if origin is None else origin + media_start * 1000.0
+        first_frames[pid] = None if origin is None else (
+            first_frame_ms(origin, clock_offsets.get(pid), window) + media_start * 1000.0)
     known = [ms for ms in first_frames.values() if ms is not None]
     start = min(known) if known else None
     return {pid: None if ms is None or start is None else round((ms - start) / 1000.0, 3) for pid, ms in first_frames.items()}
@@ -57,7 +79,8 @@ def start_offsets(plan: Plan, outputs: dict[str, StoredOutput],
 
 def build_manifest(rec: RecordingHash, plan: Plan, outputs: dict[str, StoredOutput], entries: dict[str, dict]) -> dict:
     """entries: the status' participants.<pid> (error, clockOffsetSeconds, one summary per stream type)."""
-    offsets = start_offsets(plan, outputs, {pid: e.get("clockOffsetSeconds") for pid, e in entries.items()})
+    offsets = start_offsets(plan, outputs, {pid: e.get("clockOffsetSeconds") for pid, e in entries.items()},
+                            recording_window_ms(rec))
     participants = {}
     for pid in sorted(set(plan) | set(entries)):
         entry = entries.get(pid, {})
