@@ -15,7 +15,7 @@ import aioice.ice
 import av
 import psutil
 import pytest
-from aiortc import (AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSessionDescription,
+from aiortc import (AudioStreamTrack, RTCConfiguration, RTCPeerConnection, RTCRtpSender, RTCSessionDescription,
                     VideoStreamTrack)
 from simple_websocket import ConnectionClosed
 
@@ -56,9 +56,11 @@ class Peer:
         self.ws = Client.connect(f"ws://127.0.0.1:{port}/video-calls/{room}/signal?token={token}")
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
 
-    async def connect(self, video: bool = True, audio: bool = True) -> None:
+    async def connect(self, video: bool = True, audio: bool = True, video_codec: str = "video/VP8") -> None:
         if video:
             self.pc.addTrack(ColorBars())
+            caps = RTCRtpSender.getCapabilities("video")
+            self.pc.getTransceivers()[-1].setCodecPreferences([c for c in caps.codecs if c.mimeType == video_codec])
         if audio:
             self.pc.addTrack(AudioStreamTrack())  # 48 kHz silence, Opus-encoded by aiortc
         await self.pc.setLocalDescription(await self.pc.createOffer())
@@ -394,3 +396,32 @@ def test_audio_only_peer_and_a_stop_from_another_process(live_gunicorn, worker, 
     _video, audio, duration = decoded(path)
     assert 3.0 <= duration <= 5.5, duration
     assert_throughout(audio, duration, "audio")
+
+
+def test_video_the_server_would_have_to_decode_is_declined(live_gunicorn, worker, api, room) -> None:
+    """H.264-only video is answered inactive (recording it would mean decoding and encoding): with Opus audio the
+    audio is recorded; without audio the offer is refused as no_media."""
+    async def scenario() -> str:
+        started = host(live_gunicorn, room, "start")
+        lone = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "olga", "participant"))
+        lone.pc.addTrack(ColorBars())
+        lone.pc.getTransceivers()[0].setCodecPreferences(
+            [c for c in RTCRtpSender.getCapabilities("video").codecs if c.mimeType == "video/H264"])
+        await lone.pc.setLocalDescription(await lone.pc.createOffer())
+        lone.ws.send(json.dumps({"type": "offer", "sdp": lone.pc.localDescription.sdp}))
+        refusal = json.loads(await asyncio.to_thread(lone.ws.receive, 20))
+        assert refusal["type"] == "error" and refusal["code"] == "no_media", refusal
+        await lone.pc.close()
+
+        peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "max", "participant"))
+        await peer.connect(video_codec="video/H264")
+        await asyncio.sleep(3)
+        host(live_gunicorn, room, "stop")
+        await asyncio.sleep(1.5)
+        await peer.bye()
+        return started["recordingId"]
+
+    body = api.wait_final(asyncio.run(scenario()), timeout=90)
+    assert body["state"] == "completed", body
+    with av.open(str(api.output_path(body, "max"))) as container:
+        assert [s.type for s in container.streams] == ["audio"]

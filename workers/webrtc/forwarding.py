@@ -19,6 +19,7 @@ import aioice.ice
 import aiortc
 import aiortc.rtcrtpreceiver
 from aiortc import RTCRtpReceiver, RTCRtpTransceiver
+from aiortc.sdp import SessionDescription
 
 AIORTC_VERSION = "1.16.0"
 """The version whose internals this module was written and tested against."""
@@ -89,11 +90,18 @@ def install(host_addresses: Iterable[str] = ()) -> None:
         aioice.ice.get_host_addresses = _original_host_addresses
 
 
-def prefer_forwarded_codecs(transceiver: RTCRtpTransceiver) -> bool:
-    """Limit a transceiver to VP8 / Opus (what is forwarded into WebM); False when the peer offers neither."""
+def offered_codecs(sdp: str) -> dict[str, set[str]]:
+    """mid → the lowercase MIME types the offer lists in that m-section."""
+    parsed = SessionDescription.parse(sdp)
+    return {media.rtp.muxId: {codec.mimeType.lower() for codec in media.rtp.codecs} for media in parsed.media}
+
+
+def prefer_forwarded_codecs(transceiver: RTCRtpTransceiver, offered: set[str] | None = None) -> bool:
+    """Limit a transceiver to VP8 / Opus (what is forwarded into WebM); False when the peer offers neither
+    (`offered`: the MIME types its m-section lists; None trusts aiortc's own list)."""
     caps = RTCRtpReceiver.getCapabilities(transceiver.kind)
     wanted = [c for c in (caps.codecs if caps else []) if c.mimeType.lower() in FORWARDED or c.mimeType.lower() == "video/rtx"]
-    if not any(c.mimeType.lower() in FORWARDED for c in wanted):
+    if not any(c.mimeType.lower() in FORWARDED and (offered is None or c.mimeType.lower() in offered) for c in wanted):
         return False
     transceiver.setCodecPreferences(wanted)
     return True

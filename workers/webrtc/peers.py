@@ -83,10 +83,14 @@ class PeerSession:
 
     async def answer(self, sdp: str) -> str:
         await self.pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
+        offered = forwarding.offered_codecs(sdp)
         for transceiver in self.pc.getTransceivers():
-            if transceiver.kind in ("audio", "video") and forwarding.prefer_forwarded_codecs(transceiver):
+            if transceiver.kind in ("audio", "video") and forwarding.prefer_forwarded_codecs(
+                    transceiver, offered.get(transceiver.mid, set())):
                 self.kinds.add(transceiver.kind)
                 self.receivers[transceiver.kind] = transceiver.receiver
+            else:  # a codec we would have to decode (H.264-only video): answered inactive, so nothing is sent
+                transceiver.direction = "inactive"
         if not self.kinds:
             raise SignalError("no_media", "the offer has no VP8 video or Opus audio to record")
         answer = await self.pc.createAnswer()
