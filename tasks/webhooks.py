@@ -23,7 +23,8 @@ def deliver_webhooks(recording_id: str) -> float | None:
     rt = runtime()
     s = rt.settings
     wait = deliver_due(rt.redis, recording_id, s.webhook_url, s.webhook_secret, time.time(),
-                       timeout=s.webhook_timeout_seconds, give_up_after=s.webhook_give_up_seconds)
+                       timeout=s.webhook_timeout_seconds, give_up_after=s.webhook_give_up_seconds,
+                       url_for=rt.download_url)
     if wait is not None:
         deliver_webhooks.apply_async(args=[recording_id], countdown=max(1.0, wait))
     return wait
@@ -40,7 +41,8 @@ def enqueue_webhook(recording_id: str, event: str, room: str, data: dict, resour
 
 
 def send_final_state(recording_id: str) -> None:
-    """recording.completed (data = the status body, download URLs minted now) or recording.failed, once each;
+    """recording.completed (data = the status body; its download URLs are minted again each time it is sent) or
+    recording.failed, once each;
     a webhook problem is logged and never fails the finalize that called it."""
     try:
         rt = runtime()

@@ -227,3 +227,48 @@ def test_deliveries_are_counted_by_outcome(rdb):
     finally:
         receiver.close()
     assert count("retry") - before["retry"] == 1 and count("delivered") - before["delivered"] == 1
+
+
+def test_download_urls_are_minted_when_sent_not_when_queued(rdb):
+    """Found from outside: recording.completed carried the links minted when finalize queued it, so a receiver
+    down longer than DOWNLOAD_URL_TTL_SECONDS (or a replay after give-up) got dead links. DESIGN: minted when sent;
+    the signature covers the bytes actually sent."""
+    rec, port = f"rec_wh_{free_port()}", free_port()
+    url = f"http://127.0.0.1:{port}/hook"
+    queued = {"state": "completed", "outputs": [
+        {"participantId": "alice", "key": "recordings/r/alice.webm", "url": "http://old/alice?expires=1",
+         "thumbnailKey": "recordings/r/alice.jpg", "thumbnailUrl": "http://old/alice.jpg?expires=1"},
+        {"participantId": "bob", "key": "recordings/r/bob.webm", "url": "http://old/bob?expires=1", "thumbnailKey": None,
+         "thumbnailUrl": None}]}
+    enqueue_webhook(rdb, rec, "recording.completed", "roomU", queued, now=1000.0)
+    sent_at = {"now": 1000}
+
+    def url_for(key: str) -> str:
+        return f"http://fresh/{key}?at={sent_at['now']}"
+
+    deliver_due(rdb, rec, url, SECRET, now=1000.0, timeout=2, url_for=url_for)  # receiver down: nothing sent
+    receiver = Receiver(port, [])
+    sent_at["now"] = 9000
+    try:
+        assert deliver_due(rdb, rec, url, SECRET, now=9000.0, timeout=2, url_for=url_for) is None
+    finally:
+        receiver.close()
+    [(body, signature)] = receiver.received
+    assert verify(SECRET, body, signature)
+    outputs = json.loads(body)["data"]["outputs"]
+    assert [(o["url"], o["thumbnailUrl"]) for o in outputs] == [
+        ("http://fresh/recordings/r/alice.webm?at=9000", "http://fresh/recordings/r/alice.jpg?at=9000"),
+        ("http://fresh/recordings/r/bob.webm?at=9000", None)]
+    assert json.loads(list_deliveries(rdb, rec)[0].body)["data"] == queued  # the outbox keeps what was queued
+
+
+def test_a_link_the_provider_cannot_mint_now_keeps_the_queued_one(rdb):
+    rec, port = f"rec_wh_{free_port()}", free_port()
+    queued = {"outputs": [{"key": "k", "url": "http://queued/k", "thumbnailKey": None, "thumbnailUrl": None}]}
+    enqueue_webhook(rdb, rec, "recording.completed", "roomV", queued, now=0.0)
+    receiver = Receiver(port, [])
+    try:
+        deliver_due(rdb, rec, f"http://127.0.0.1:{port}/", SECRET, now=0.0, timeout=2, url_for=lambda key: None)
+    finally:
+        receiver.close()
+    assert json.loads(receiver.received[0][0])["data"]["outputs"][0]["url"] == "http://queued/k"

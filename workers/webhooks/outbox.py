@@ -17,7 +17,8 @@ MAX_SHOWN = 50
 
 @dataclass
 class Delivery:
-    """One event to POST; body is fixed at enqueue so a replay sends the same bytes."""
+    """One event to POST; body is fixed at enqueue (a replay sends the same event), except its outputs' download
+    links, which the sender mints when it sends."""
     id: str
     event: str
     body: str

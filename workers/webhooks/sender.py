@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import http.client
+import json
 import logging
 import random
+from typing import Callable
 from urllib.parse import urlsplit
 
 import redis
@@ -14,6 +16,9 @@ from workers.webhooks.signing import sign
 
 log = logging.getLogger(__name__)
 FIRST_DELAY, MAX_DELAY = 10.0, 3600.0
+UrlFor = Callable[[str], "str | None"]
+LINKS = (("key", "url"), ("thumbnailKey", "thumbnailUrl"))
+"""Each output's object key and the download link minted from it."""
 
 
 def backoff(attempts: int) -> float:
@@ -39,9 +44,29 @@ def post(url: str, body: bytes, signature: str, timeout: float) -> int | None:
         conn.close()
 
 
-def _attempt(d: Delivery, url: str, secret: str, now: float, timeout: float, give_up_after: float) -> None:
-    """Try one delivery and record the outcome on it."""
-    status = post(url, d.body.encode(), sign(secret, d.body.encode(), int(now)), timeout)
+def with_fresh_links(body: str, url_for: UrlFor | None) -> str:
+    """The queued body with every output's download links minted now (DESIGN: URLs in webhooks are minted when
+    sent), so a receiver that was down for hours, or a replay, gets links with their whole lifetime; a link the
+    provider cannot mint now keeps the queued one. Bodies without outputs are sent as queued."""
+    if url_for is None:
+        return body
+    event = json.loads(body)
+    outputs = (event.get("data") or {}).get("outputs") if isinstance(event.get("data"), dict) else None
+    if not isinstance(outputs, list) or not outputs:
+        return body
+    for output in outputs:
+        for key_field, url_field in LINKS:
+            key = output.get(key_field) if isinstance(output, dict) else None
+            if key and url_field in output:
+                output[url_field] = url_for(key) or output[url_field]
+    return json.dumps(event, separators=(",", ":"))
+
+
+def _attempt(d: Delivery, url: str, secret: str, now: float, timeout: float, give_up_after: float,
+             url_for: UrlFor | None = None) -> None:
+    """Try one delivery (its links minted now) and record the outcome on it."""
+    body = with_fresh_links(d.body, url_for).encode()
+    status = post(url, body, sign(secret, body, int(now)), timeout)
     d.attempts, d.lastStatus = d.attempts + 1, status
     if status is not None and 200 <= status < 300:
         d.state, outcome = DELIVERED, "delivered"
@@ -54,9 +79,10 @@ def _attempt(d: Delivery, url: str, secret: str, now: float, timeout: float, giv
 
 
 def deliver_due(client: redis.Redis, recording_id: str, url: str | None, secret: str, now: float, *,
-                timeout: float = 10.0, give_up_after: float = 86400.0) -> float | None:
+                timeout: float = 10.0, give_up_after: float = 86400.0, url_for: UrlFor | None = None) -> float | None:
     """Deliver what is due, oldest first, stopping at the first that must wait; answers seconds until the next try
-    (None: nothing left). No URL configured → nothing is sent and the outbox is left as it is."""
+    (None: nothing left). No URL configured → nothing is sent and the outbox is left as it is. url_for mints an
+    object key's download link at send time (the worker's storage provider)."""
     if not url:
         return None
     lock = keys.webhook_sender(recording_id)
@@ -68,7 +94,7 @@ def deliver_due(client: redis.Redis, recording_id: str, url: str | None, secret:
                 continue
             if d.nextAttemptAt > now:
                 return d.nextAttemptAt - now
-            _attempt(d, url, secret, now, timeout, give_up_after)
+            _attempt(d, url, secret, now, timeout, give_up_after, url_for)
             save(client, recording_id, index, d)
             if d.state == PENDING:
                 return d.nextAttemptAt - now
