@@ -44,5 +44,10 @@ bench: setup-dev
 bench-load: setup-dev
 	$(BIN)/python -m bench.load_bench $(BENCH_ARGS)
 
+## bench-webrtc: web CPU per recorded 640x480 WebRTC participant, and peers per process (BENCH_ARGS="--peers 1 4 8 16")
+.PHONY: bench-webrtc
+bench-webrtc: setup-dev
+	$(BIN)/python -m bench.webrtc_bench $(BENCH_ARGS)
+
 clean:
 	rm -rf var .pytest_cache
