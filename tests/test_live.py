@@ -167,3 +167,22 @@ def test_h264_in_matroska_equals_batch(api, rec, live, tmp_path):
     result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
     assert result is not None and result.path.suffix == ".mkv" and live.states.get(rec, "alice").windows >= 2
     assert packets(result.path) == packets(batch(live, rec, tmp_path))
+
+
+def test_a_first_window_shorter_than_the_look_ahead_reads_past_the_cap(api, rec, live, monkeypatch, tmp_path):
+    """Tiny chunks: the capped first window cannot fix the timeline start, so that step reads on; later ones are
+    capped again."""
+    from workers.live import step as live_step
+
+    monkeypatch.setattr(live_step, "MAX_WINDOW_CHUNKS", 3)  # a third of a second each
+    pieces = slice_timeslice(encode_webm(CLIP), 27)
+    send(api, rec, pieces[:24])
+    live.step(rec)
+    first = live.states.get(rec, "alice")
+    assert first.failed is None and first.windows == 1 and first.position >= 6
+    live.step(rec)
+    assert live.states.get(rec, "alice").position <= first.position + 3
+    send(api, rec, pieces[24:], 24)
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))

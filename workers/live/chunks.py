@@ -20,7 +20,7 @@ INDEX_BATCH = 256
 
 
 def contiguous(store: RecordingStore, staging: Staging, recording_id: str, participant_id: str, state: LiveState,
-               final: bool, limit: int) -> list[tuple[int, Path]]:
+               final: bool, limit: int | None) -> list[tuple[int, Path]]:
     """The chunks from the live position on, up to the first hole (at stop: every one, or Unsupported).
     Reads only the index entries from the position on, so a step costs the same an hour in."""
     wanted = _run(store, recording_id, participant_id, state.stream_type, state.sequence,

@@ -28,6 +28,10 @@ class NotYet(Exception):
     """Raised when a step has too little new media to fold in; the next step tries again."""
 
 
+class ShortWindow(NotYet):
+    """Raised when the first window ends before the timeline start's look-ahead: read on, past the step's cap."""
+
+
 @dataclass(frozen=True)
 class Scan:
     clusters: list[int]

@@ -18,7 +18,7 @@ import redis
 from workers import keys, metrics
 from workers.live.chunks import contiguous, header_chunks, locate, open_chunks
 from workers.live.output import LiveFile
-from workers.live.source import NotYet, Unsupported, header_length, scan_clusters, write_window
+from workers.live.source import NotYet, ShortWindow, Unsupported, header_length, scan_clusters, write_window
 from workers.live.state import LiveState, LiveStates
 from workers.live.window import remux_window
 from workers.media.errors import MediaError
@@ -33,7 +33,9 @@ from workers.state import ChunkRecord, RecordingStore
 log = logging.getLogger(__name__)
 
 MAX_WINDOW_CHUNKS = 600
-"""Chunks one step reads at most while recording (ten minutes of one-second chunks): a step's work is bounded."""
+"""Chunks one step reads at most while recording (ten minutes of one-second chunks): a step's work is bounded.
+When the first window must reach past the timeline start's look-ahead, that step reads on without a cap. A
+Cluster lasts at most 32 s (Matroska's 16-bit block offsets), so any timeslice from 55 ms up finds one in it."""
 
 LOCK_SECONDS = 30
 """A step's lock outlives any step (at most MAX_WINDOW_CHUNKS, about a second of work); one left by a killed worker
@@ -93,7 +95,10 @@ class LiveFinalizer:
             state = state or LiveState(types[0], host=HOST)
             if state.host != HOST:
                 raise Unsupported(f"the live output is on {state.host}, not on this node")
-            self._fold(recording_id, participant_id, state, final)
+            try:
+                self._fold(recording_id, participant_id, state, final)
+            except ShortWindow:
+                self._fold(recording_id, participant_id, state, final, capped=False)  # however small the chunks
             return "folded"
         except NotYet:
             return "waiting"
@@ -165,9 +170,10 @@ class LiveFinalizer:
         if parse_pauses(rec.get("pauses")):
             raise Unsupported("recordings with pauses are cut by the batch path")
 
-    def _fold(self, recording_id: str, participant_id: str, state: LiveState, final: bool) -> None:
+    def _fold(self, recording_id: str, participant_id: str, state: LiveState, final: bool,
+              capped: bool = True) -> None:
         chunks = contiguous(self.store, self.staging, recording_id, participant_id, state, final,
-                            MAX_WINDOW_CHUNKS)
+                            MAX_WINDOW_CHUNKS if capped else None)
         if not chunks:
             raise NotYet("no new chunk")
         work = self._work_dir(recording_id)

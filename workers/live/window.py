@@ -15,7 +15,7 @@ from pathlib import Path
 
 import av
 
-from workers.live.source import NotYet, Unsupported
+from workers.live.source import ShortWindow, Unsupported
 from workers.media import muxer
 from workers.media.demux import ChunkDemuxer, describe_av_error
 from workers.media.errors import MediaError
@@ -112,5 +112,5 @@ def _first_start(feed, final: bool):
             break
     else:
         if not final:
-            raise NotYet("the first window is shorter than the timeline start's look-ahead")
+            raise ShortWindow("the first window is shorter than the timeline start's look-ahead")
     return itertools.chain(buffered, merged), start
