@@ -21,8 +21,10 @@ _started: dict[str, float] = {}
 
 @worker_init.connect
 def serve_metrics(**_: object) -> None:
-    """Empties this worker's metrics folder (a previous run's files would be summed in) and serves the sums."""
-    port = get_settings().worker_metrics_port
+    """Empties this worker's metrics folder (a previous run's files would be summed in) and serves the sums, on
+    BIND_HOST like web and flower (loopback under `make run` in development; every interface when empty)."""
+    settings = get_settings()
+    port, address = settings.worker_metrics_port, settings.bind_host.strip() or "0.0.0.0"
     folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
     if not port:
         return
@@ -36,11 +38,11 @@ def serve_metrics(**_: object) -> None:
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry)
     try:
-        start_http_server(port, registry=registry)
+        start_http_server(port, addr=address, registry=registry)
     except OSError as exc:
         log.error("worker metrics not served: port %s: %s", port, exc.strerror or exc)
         return
-    log.info("worker metrics on :%s/metrics", port)
+    log.info("worker metrics on %s:%s/metrics", address, port)
 
 
 @worker_process_shutdown.connect

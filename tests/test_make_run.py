@@ -31,11 +31,13 @@ def make_run(tmp_path):
     """`make run` with only PATH, HOME and documented variables; yields (web port, flower port, storage, log)."""
     redis_server = RedisServer(tmp_path / "redis", appendonly=True)
     port, flower_port = free_port(), free_port()
+    metrics_port = free_port()
     storage = tmp_path / "recordings"
     env = minimal_env(
         tmp_path, REDIS_URL=redis_server.url, PORT=str(port), FLOWER_PORT=str(flower_port), JWT_SECRET=JWT_SECRET,
         LOCAL_STORAGE_DIR=str(storage), STAGING_DIR=str(tmp_path / "staging"), FINALIZE_GRACE_SECONDS="1",
         CELERY_BEAT_SCHEDULE_FILE=str(tmp_path / "celerybeat-schedule"), ENV_FILE=str(tmp_path / "absent.env"),
+        WORKER_METRICS_PORT=str(metrics_port), METRICS_DIR=str(tmp_path / "metrics"),
     )
     log_path = tmp_path / "make-run.log"
     log = open(log_path, "wb")
@@ -43,7 +45,7 @@ def make_run(tmp_path):
     process = subprocess.Popen(["make", "--no-print-directory", "-o", ".venv/.runtime", "run"], cwd=ROOT, env=env,
                                stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        yield port, flower_port, storage, log_path
+        yield port, flower_port, storage, log_path, metrics_port
     finally:
         kill_session(process.pid, signal.SIGTERM)  # honcho stops its processes on SIGTERM
         try:
@@ -69,10 +71,12 @@ def _wait_for_stack(port: int, flower_port: int, log_path: Path) -> None:
 def test_make_run_serves_the_documented_port_on_loopback_and_its_links_download(make_run):
     from app.auth import mint_token
 
-    port, flower_port, storage, log_path = make_run
+    port, flower_port, storage, log_path, metrics_port = make_run
     _wait_for_stack(port, flower_port, log_path)
     assert listening_addresses(port) == {"127.0.0.1"}, "development binds web to loopback only"
     assert listening_addresses(flower_port) == {"127.0.0.1"}, "development binds flower to loopback only"
+    wait_until(lambda: answers(f"http://127.0.0.1:{metrics_port}/metrics"), 30, what="the worker's /metrics")
+    assert listening_addresses(metrics_port) == {"127.0.0.1"}, "development binds the worker's /metrics to loopback"
 
     base, room = f"http://localhost:{port}", "make-run"
     host = mint_token(JWT_SECRET, room, "host", "host", 600)

@@ -119,6 +119,9 @@ class Settings(RedisSettings):
     mp4_audio_bit_rate: int = Field(Mp4Settings.audio_bit_rate, ge=8_000, validation_alias="MP4_AUDIO_BITRATE")
     redis_allow_no_persistence: bool = False
     worker_metrics_port: int = Field(9191, ge=0, le=65535)
+    bind_host: str = ""
+    """Address the listening processes bind (web and flower on their Procfile lines, the worker's /metrics here);
+    empty: every interface. `make run` sets 127.0.0.1 in development."""
     log_format: Literal["json", "text"] = "json"
     """Unset: json in production, text in development."""
     webhook_url: str | None = None
