@@ -100,6 +100,8 @@ def run_side(name: str, command: str, redis_server: RedisServer, args: argparse.
     staging, port = OUT / f"{name}-staging", free_port()
     shutil.rmtree(staging, ignore_errors=True)
     env = web_env(port, redis_server.url, staging, args.rate_limit)
+    if name == "floorpool":
+        env["FLOOR_DISK_IN_POOL"] = "true"
     with open(OUT / f"{name}-web.log", "wb") as log:
         web = subprocess.Popen(["bash", "-c", command], cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
@@ -124,7 +126,7 @@ def run_side(name: str, command: str, redis_server: RedisServer, args: argparse.
 
 def _target(name: str, port: int) -> Target:
     """tapedeck: a real recording and a participant token each; the floor takes anything."""
-    if name == "floor":
+    if name.startswith("floor"):
         return Target("127.0.0.1", port, "rec_floor", lambda participant: {})
     from app.auth import mint_token
 
@@ -199,10 +201,15 @@ def print_report(sides: list[Side], args: argparse.Namespace, command: str) -> N
         calls = ", ".join(f"{name} {count / max(s.ok, 1):.2f}" for name, count in list(s.command_calls.items())[:8])
         print(f"redis calls per chunk, {s.name}: {calls}")
     by_name = {s.name: s for s in sides}
-    if {"tapedeck", "floor"} <= by_name.keys():
-        ours, floor = by_name["tapedeck"], by_name["floor"]
-        print(f"\nthroughput ratio tapedeck/floor: {ours.rate / floor.rate:.2f} (goal >= 0.90)")
-        print(f"p99 ratio tapedeck/floor:        {ours.percentile(0.99) / floor.percentile(0.99):.2f} (goal <= 1.20)")
+    ours = by_name.get("tapedeck")
+    for name in ("floor", "floorpool"):
+        if ours is None or name not in by_name:
+            continue
+        floor = by_name[name]
+        print(f"\nthroughput ratio tapedeck/{name}: {ours.rate / floor.rate:.2f} (goal >= 0.90)")
+        print(f"p99 ratio tapedeck/{name}:        {ours.percentile(0.99) / floor.percentile(0.99):.2f} (goal <= 1.20)")
+        print(f"web CPU per chunk tapedeck/{name}: {ours.web_cpu / max(ours.ok, 1) / (floor.web_cpu / max(floor.ok, 1)):.2f}")
+    if ours is not None:
         print(f"per-participant rate (tapedeck): {ours.rate / args.participants:.1f} chunks/s")
 
 
@@ -243,14 +250,16 @@ def main() -> None:
     parser.add_argument("--rate-limit", default="1000/second",
                         help="CHUNK_RATE_LIMIT for tapedeck: above any one participant's rate, so it is checked "
                              "on every request but never trips (default 1000/second)")
-    parser.add_argument("--sides", default="tapedeck,floor", help="which servers to load, in order")
+    parser.add_argument("--sides", default="tapedeck,floor,floorpool",
+                        help="which servers to load, in order: tapedeck, floor (write on the event loop, fsync in "
+                             "gevent's pool) and floorpool (write and fsync in the pool, as tapedeck's intake)")
     parser.add_argument("--rounds", type=int, default=2, help="split --seconds over mirrored rounds (default 2)")
     parser.add_argument("--profile", type=int, default=0, metavar="N", help="also cProfile N PUTs in process")
     args = parser.parse_args()
     OUT.mkdir(parents=True, exist_ok=True)
     first, bodies = make_bodies(encode_webm(Recording(seconds=2.0)), args.chunk_kb * 1024)
     command = procfile_web()
-    commands = {"tapedeck": command, "floor": floor_line(command)}
+    commands = {"tapedeck": command, "floor": floor_line(command), "floorpool": floor_line(command)}
     redis_server = RedisServer(OUT / "redis")
     try:
         args.load_before = f"{os.getloadavg()[0]:.2f}"
