@@ -186,3 +186,14 @@ def test_a_first_window_shorter_than_the_look_ahead_reads_past_the_cap(api, rec,
     live.step(rec, final=True)
     result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
     assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
+
+
+def test_a_stream_counted_from_one_is_folded_too(api, rec, live, tmp_path):
+    pieces = slice_timeslice(encode_webm(CLIP), 18)
+    for start in range(0, 18, 6):
+        send(api, rec, pieces[start:start + 6], start + 1)
+        live.step(rec)
+    live.step(rec, final=True)
+    assert live.states.get(rec, "alice").windows >= 2
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))

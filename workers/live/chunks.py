@@ -43,8 +43,8 @@ def contiguous(store: RecordingStore, staging: Staging, recording_id: str, parti
 
 def header_chunks(store: RecordingStore, staging: Staging, recording_id: str, participant_id: str,
                   state: LiveState, limit: int) -> list[tuple[int, Path]]:
-    """The chunks from sequence 0 holding the stream's header (all of the first ones until it is known)."""
-    run = _run(store, recording_id, participant_id, state.stream_type, 0, limit)
+    """The chunks from the stream's first holding its header (all of the first ones until it is known)."""
+    run = _run(store, recording_id, participant_id, state.stream_type, state.first, limit)
     wanted, total = [], 0
     for item in run:
         if state.header and total >= state.header:

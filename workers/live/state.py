@@ -24,7 +24,7 @@ class LiveState:
     offset: int = 0
     """Byte offset of that Cluster in its chunk."""
     header: int = 0
-    """Bytes of the stream's header (before its first Cluster), counted from chunk 0."""
+    """Bytes of the stream's header (before its first Cluster), counted from the stream's first chunk."""
     position: int = -1
     """The last sequence whose every byte is in the output."""
     bytes: int = 0
@@ -41,6 +41,8 @@ class LiveState:
     """The file got its Cues and header: it is never written again (a retry uploads it as it is)."""
     host: str = ""
     """The node whose disk holds the files."""
+    first: int = 0
+    """The stream's first sequence, which holds its header (0, or 1 for clients that count from 1)."""
 
     def to_json(self) -> str:
         return json.dumps({
@@ -48,7 +50,7 @@ class LiveState:
             "header": self.header, "position": self.position, "bytes": self.bytes, "cueBytes": self.cue_bytes,
             "endSeconds": self.end_seconds, "tracks": self.tracks.to_json(), "infos": self.infos,
             "windows": self.windows, "updatedAt": self.updated_at, "failed": self.failed, "closed": self.closed,
-            "host": self.host,
+            "host": self.host, "first": self.first,
         })
 
     @classmethod
@@ -57,7 +59,7 @@ class LiveState:
         return cls(data["streamType"], data["sequence"], data["offset"], data["header"], data["position"],
                    data["bytes"], data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]),
                    data["infos"], data["windows"], data["updatedAt"], data["failed"],
-                   data.get("closed", False), data.get("host", ""))
+                   data.get("closed", False), data.get("host", ""), data.get("first", 0))
 
 
 class LiveStates:

@@ -92,7 +92,7 @@ class LiveFinalizer:
             return "batch" if state.failed else "waiting"
         try:
             self._check(rec, types)
-            state = state or LiveState(types[0], host=HOST)
+            state = state or self._new_state(recording_id, participant_id, types[0])
             if state.host != HOST:
                 raise Unsupported(f"the live output is on {state.host}, not on this node")
             try:
@@ -139,7 +139,7 @@ class LiveFinalizer:
                 or state.host != HOST:
             return None
         chunks = streams[state.stream_type]
-        if state.position != max(chunks) or len(chunks) != state.position + 1:
+        if state.position != max(chunks) or min(chunks) != state.first or len(chunks) != state.position - state.first + 1:
             return None
         live = self._file(recording_id, participant_id, EXTENSIONS[state.tracks.fmt])
         if not live.path.exists() or live.path.stat().st_size < state.bytes:
@@ -183,7 +183,7 @@ class LiveFinalizer:
                 state.header = header_length(head)
             with open_chunks(chunks) as body:
                 size = body.raw.size  # type: ignore[attr-defined]
-                start = max(state.offset, state.header) if state.sequence == 0 else state.offset
+                start = max(state.offset, state.header) if state.sequence == state.first else state.offset
                 if final:
                     cut = size
                 else:
@@ -208,6 +208,13 @@ class LiveFinalizer:
         state.sequence, state.offset, state.position = locate(chunks, cut)
         state.windows += 1
         self.states.put(recording_id, participant_id, state)
+
+    def _new_state(self, recording_id: str, participant_id: str, stream_type: str) -> LiveState:
+        """Begin at the stream's first sequence: 0, or the lowest one when it holds a header (clients that count
+        from 1); a chunk arriving below it later makes the result unusable, and batch takes over."""
+        facts = self.store.index.facts(recording_id, [(participant_id, stream_type)])[(participant_id, stream_type)]
+        first = facts.first or 0
+        return LiveState(stream_type, sequence=first, first=first, host=HOST)
 
     def _file(self, recording_id: str, participant_id: str, extension: str) -> LiveFile:
         return LiveFile(self._work_dir(recording_id), participant_id, extension)
