@@ -62,3 +62,36 @@ def test_resume_of_a_recording_that_ended_meanwhile_cleans_the_store(page, live_
     assert "nothing to resume" in page.inner_text("#message")
     assert page.evaluate(kept) == 0  # nobody can take them any more: the store is emptied
     assert page.locator("#resume").is_hidden()
+
+
+def test_a_new_tab_joining_again_uploads_what_a_closed_tab_kept(page, live_server, worker, api, room):
+    """A closed tab leaves no sessionStorage, only its kept chunks: joining again from a new tab sends them."""
+    assert api.start().status_code == 201
+    url = f"{live_server.url}/demo?room={room}&name=bob&role=participant"
+    page.goto(url)
+    page.route("**/participants/bob/video/chunks/*", lambda route: route.abort()
+               if int(route.request.url.rsplit("/", 1)[1]) >= 1 else route.continue_())
+    record_for(page, 3.5)
+    recording_id = page.evaluate("tapedeck.recordingId")
+    before = page.evaluate("tapedeck.recorder.stats")
+    assert before["produced"] >= 3 and before["sent"] == 1, before
+    context = page.context
+    page.close()  # the tab is gone, and its sessionStorage with it
+
+    tab = context.new_page()
+    tab.goto(url)
+    assert tab.locator("#resume").is_hidden()  # nothing to offer a reload: this is a new tab
+    record_for(tab, 2.5)
+    assert tab.evaluate("tapedeck.recordingId") == recording_id
+    assert (tab.evaluate("tapedeck.recorder.recovered") or 0) >= before["produced"] - 1, "the kept chunks were not resent"
+    assert api.stop().status_code == 202
+    assert wait_for_phase(tab, "completed", "failed") == "completed", tab.evaluate(PAGE_SUMMARY)
+    body = api.status(recording_id).get_json()
+    assert body["participants"]["bob"]["video"]["missingCount"] == 0, body["participants"]
+    result = probe(api.output_path(body, "bob"))
+    assert result.frames.get("video", 0) > 0 and result.duration >= 5.0, (result.frames, result.duration)
+    kept = f"""async () => {{
+      const {{ ChunkStore }} = await import("/static/tapedeck-store.js");
+      return (await new ChunkStore("{recording_id}", "bob", "video").list()).length;
+    }}"""
+    assert tab.evaluate(kept) == 0

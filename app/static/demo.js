@@ -368,9 +368,12 @@ async function record(resume = false) {
   const options = { baseUrl: demo.apiBase, token: demo.token, recordingId: demo.recordingId, participantId: demo.sub,
     stream: demo.stream, timeslice: 1000, upload: $("upload").value, store: true };
   let rec;
-  if (resume) {
+  // A tab that closed (or a browser that did not restore it) leaves its unacknowledged chunks in IndexedDB and
+  // nothing in sessionStorage: joining the same recording again as the same participant resumes from them.
+  const leftover = !resume && (await new ChunkStore(demo.recordingId, demo.sub, "video").list().catch(() => [])).length > 0;
+  if (resume || leftover) {
     rec = demo.recorder = await Recorder.resume(options);
-    log(`resumed after a reload: ${rec.recovered} kept chunk${rec.recovered === 1 ? "" : "s"} to upload, recording on at ${rec.options.firstSequence}`);
+    log(`resumed ${resume ? "after a reload" : "what an earlier tab kept"}: ${rec.recovered} kept chunk${rec.recovered === 1 ? "" : "s"} to upload, recording on at ${rec.options.firstSequence}`);
   } else {
     // Rejoining (a second tab) continues the sequence numbers, as the API asks (docs/api.md).
     const status = await api(`/video-calls/recordings/${demo.recordingId}`);
@@ -393,7 +396,7 @@ async function record(resume = false) {
   rec.addEventListener("ended", () => log("the server stopped taking chunks"));
   rec.addEventListener("pause", () => log("paused: the recorder holds still"));
   rec.addEventListener("resume", () => log("resumed"));
-  if (!resume) await rec.start();
+  if (!resume && !leftover) await rec.start();  // Recorder.resume started it already
   scheduleRefresh();
   $("mime").textContent = rec.mimeType;
   $("invite").hidden = demo.role !== "host";
