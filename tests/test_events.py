@@ -126,3 +126,21 @@ def test_a_second_delivery_produces_the_output_once(api, app, worker):
     events = read_sse(api.client.get(f"/video-calls/recordings/{recording_id}/events?token={api.token()}"))
     assert [e["state"] for e in events if e["event"] == "state"].count("completed") == 1
     assert [e["state"] for e in events].count("muxing") >= 1
+
+
+def test_a_participant_s_stream_does_not_name_the_others(api, worker):
+    """Found from outside: alice's EventSource carried `participantId: "bob"` on finalize progress, naming everyone
+    in the call, where her status shows only her own entry (DESIGN §4). A host's stream still names each one."""
+    recording_id = api.start().get_json()["recordingId"]
+    for participant in ("alice", "bob"):
+        for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=2.0)), 3)):
+            assert api.put_chunk(recording_id, participant, "video", sequence, piece).status_code == 202
+    api.stop()
+    url = f"/video-calls/recordings/{recording_id}/events"
+    alice = read_sse(api.client.get(f"{url}?token={api.token('alice', 'participant')}"))
+    host = read_sse(api.client.get(f"{url}?token={api.token('host', 'host')}"))
+    assert alice[-1]["state"] == "completed" and host[-1]["state"] == "completed"
+    assert {e.get("participantId") for e in host} >= {"alice", "bob"}
+    assert {e.get("participantId") for e in alice} <= {"alice", None}
+    assert "bob" not in json.dumps(alice)
+    assert [e["id"] for e in alice] == [e["id"] for e in host]  # the same events, progress included

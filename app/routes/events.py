@@ -95,16 +95,26 @@ def stream(recording_id: str):
     token = bearer_token() or ""
     streams: EventStreams = current_app.extensions[STREAMS_EXTENSION_KEY]
     lease = streams.limiter.acquire(recording_id, token)
-    body = _follow(streams.reader, svc.store, lease, recording_id, after, token_expiry(token))
+    viewer = None if principal.is_host else principal.sub  # as the status: a participant sees only itself
+    body = _follow(streams.reader, svc.store, lease, recording_id, after, token_expiry(token), viewer)
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     response = Response(body, mimetype="text/event-stream", headers=headers)  # needs no request context
     response.call_on_close(lease.release)  # the server closes every response, however it ended
     return response
 
 
+def _shown_to(viewer: str | None, event: dict) -> dict:
+    """The event as this token may see it: a participant (viewer) gets every event, but only its own id in
+    `participantId` (another participant's progress still moves the bar, without naming who)."""
+    if viewer is None or event.get("participantId") in (None, viewer):
+        return event
+    return {k: v for k, v in event.items() if k != "participantId"}
+
+
 def _follow(reader: EventPublisher, store: RecordingStore, lease: StreamLease, recording_id: str, after: str,
-            expires_at: float) -> Iterator[str]:
-    """Events after `after` until a final state, the token's expiry or a Redis failure (then an error event)."""
+            expires_at: float, viewer: str | None = None) -> Iterator[str]:
+    """Events after `after` until a final state, the token's expiry or a Redis failure (then an error event);
+    viewer: the participant's sub (None for a host), see _shown_to."""
     last = after
     yield "retry: 2000\n\n"
     try:
@@ -115,7 +125,7 @@ def _follow(reader: EventPublisher, store: RecordingStore, lease: StreamLease, r
                 return
             for event_id, event in reader.read(recording_id, after=last, block_ms=min(BLOCK_MS, remaining_ms)):
                 last = event_id
-                yield _frame(event_id, event)
+                yield _frame(event_id, _shown_to(viewer, event))
                 if event.get("type") == "state" and event.get("state") in FINAL_STATES:
                     return
             lease.refresh()
@@ -125,7 +135,7 @@ def _follow(reader: EventPublisher, store: RecordingStore, lease: StreamLease, r
                 # the real event (with an id to resume from); only a trimmed or lost one is synthesized.
                 late = reader.read(recording_id, after=last, block_ms=FINAL_EVENT_WAIT_MS)
                 for event_id, event in late:
-                    yield _frame(event_id, event)
+                    yield _frame(event_id, _shown_to(viewer, event))
                 if not any(e.get("type") == "state" and e.get("state") in FINAL_STATES for _i, e in late):
                     yield _frame(None, {"type": "state", "state": state, "recordingId": recording_id})
                 return
