@@ -12,6 +12,7 @@ import resource
 import shutil
 import time
 import uuid
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,9 +92,26 @@ def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: b
     return Side(elapsed, sum(mux_times), _peak_mb(), live_cpu, duration)
 
 
+def _moto(stack: ExitStack, work: Path) -> dict[str, str]:
+    """The moto S3 server the tests use, with their bucket; the s3 provider's environment."""
+    from tests.services import free_port
+    from tests.storage_servers import BUCKET, _program, _server, s3_client
+
+    url = f"http://127.0.0.1:{free_port()}"
+    stack.enter_context(_server([_program("moto_server"), "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]], url,
+                                work / "moto.log"))
+    env = {"STORAGE_PROVIDER": "s3", "S3_BUCKET": BUCKET, "S3_ENDPOINT_URL": url, "S3_REGION": "us-east-1",
+           "S3_FORCE_PATH_STYLE": "true", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "S3_PREFIX": "bench"}
+    s3_client(env).create_bucket(Bucket=BUCKET)
+    return env
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10, 60], help="recording lengths")
+    parser.add_argument("--s3-minutes", type=float, nargs="*", default=[10],
+                        help="lengths also run against the moto S3 server (it holds every object in memory)")
     args = parser.parse_args()
     from tasks import celery_app
     from tests.conftest import JWT_SECRET
@@ -110,40 +128,46 @@ def main() -> None:
            "LOG_FORMAT": "text", "PUBLIC_BASE_URL": "http://localhost"}
     celery_app.conf.update(broker_url=server.url, result_backend=server.url)  # queued tasks wait, unconsumed
     rows = []
+    stack = ExitStack()
     try:
+        s3_env = _moto(stack, work) if args.s3_minutes else {}
         clip = make_clip(work)
-        for minutes in args.minutes:
-            case = work / f"{minutes:g}min"
+        cases = [(m, "local", env) for m in args.minutes] + [(m, "s3", {**env, **s3_env}) for m in args.s3_minutes]
+        for minutes, provider, case_env in cases:
+            case = work / f"{minutes:g}min-{provider}"
             case.mkdir()
             source = case / "recording.webm"
             length = synthesize(clip, source, minutes * 60)
             chunks = slice_file(source, case / "chunks", max(1, round(length)))
             ffmpeg = run_ffmpeg(source, case)
-            batch = record_and_stop(env, chunks, live=False)
-            live = record_and_stop(env, chunks, live=True)
-            rows.append((minutes, source.stat().st_size / 1e6, len(chunks), ffmpeg, batch, live))
+            batch = record_and_stop(case_env, chunks, live=False)
+            live = record_and_stop(case_env, chunks, live=True)
+            rows.append((minutes, provider, source.stat().st_size / 1e6, ffmpeg, batch, live))
             shutil.rmtree(case)
-            print(f"{minutes:g} min done", flush=True)
+            print(f"{minutes:g} min {provider} done", flush=True)
     finally:
+        stack.close()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    header = (f"{'length':>7}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'(mux)':>7}"
+    header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'(mux)':>7}"
               f"{'live/ff':>8}{'mux/ff':>7}{'batch RSS':>10}{'live RSS':>9}{'live CPU/h':>11}{'dur':>6}")
     print(header)
     print("-" * len(header))
-    for minutes, mb, _count, ffmpeg, batch, live in rows:
+    for minutes, provider, mb, ffmpeg, batch, live in rows:
         per_hour = live.live_cpu_seconds * 60 / minutes
-        print(f"{minutes:>6g}m{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}"
+        print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}"
               f"{live.stop_seconds:>7.2f}{live.mux_seconds:>7.2f}{live.stop_seconds / ffmpeg.seconds:>7.2f}x"
               f"{live.mux_seconds / ffmpeg.seconds:>6.2f}x{batch.peak_rss_mb:>8.0f}MB{live.peak_rss_mb:>7.0f}MB"
               f"{per_hour:>10.1f}s{live.duration:>6.0f}")
-    if len(rows) > 1:
-        first, last = rows[0][5], rows[-1][5]
-        print(f"flatness {rows[-1][0]:g} min / {rows[0][0]:g} min: stop {last.stop_seconds / first.stop_seconds:.2f}x, "
-              f"mux stage {last.mux_seconds / first.mux_seconds:.2f}x")
-    print("seconds from the stop request to `completed` (finalize in this process, grace 0, local storage); (mux) = "
+    local = [row for row in rows if row[1] == "local"]
+    if len(local) > 1:
+        first, last = local[0][5], local[-1][5]
+        print(f"flatness {local[-1][0]:g} min / {local[0][0]:g} min: stop {last.stop_seconds / first.stop_seconds:.2f}x,"
+              f" mux stage {last.mux_seconds / first.mux_seconds:.2f}x")
+    print("seconds from the stop request to `completed` (finalize in this process, grace 0); (mux) = "
           "its mux stage, the rest is upload, checksum, poster, manifest; ffmpeg = `ffmpeg -c copy` of the same "
-          "bytes; RSS = VmHWM reset just before stop; live CPU/h = CPU of the live steps per recorded hour.")
+          "bytes; RSS = VmHWM reset just before stop; live CPU/h = CPU of the live steps per recorded hour. s3 = the "
+          "moto server on this machine: its CompleteMultipartUpload concatenates every part, its own linear cost.")
 
 
 if __name__ == "__main__":
