@@ -72,7 +72,11 @@ def parse_json(request: Request, model: type[Model], *, optional: bool = False) 
         payload = json.loads(raw, parse_constant=_no_constant)
     except RecursionError:
         raise InvalidRequest("request body is nested too deeply") from None
-    except (ValueError, UnicodeDecodeError):  # json.JSONDecodeError, and NaN/Infinity (not JSON)
+    except UnicodeDecodeError:
+        raise InvalidRequest("request body is not valid JSON: it is not UTF-8") from None
+    except json.JSONDecodeError as exc:  # says where, so a client can find its mistake
+        raise InvalidRequest(f"request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except ValueError:  # _no_constant
         raise InvalidRequest("request body is not valid JSON (NaN and Infinity are not JSON numbers)") from None
     if not isinstance(payload, dict):
         raise InvalidRequest("request body must be a JSON object")

@@ -284,3 +284,20 @@ def test_redis_outage_is_503_with_retry_after(stack_env, api):
     response = broken.post(f"/video-calls/{api.room}/recording/start", headers=api.auth())
     error(response, 503, "unavailable")
     assert response.headers["Retry-After"] == "2"
+
+
+@pytest.mark.parametrize("body, says", [("hello", "Expecting value at line 1 column 1"),
+                                        ('{"format": "webm",}', "line 1 column"),
+                                        ("\xff\xfe", "not valid JSON")])
+def test_a_body_that_is_not_json_says_what_is_wrong(client, body, says):
+    """Found from outside: every malformed body was answered 'NaN and Infinity are not JSON numbers'."""
+    from app.auth import mint_token
+    from tests.conftest import JWT_SECRET
+
+    headers = {"Authorization": f"Bearer {mint_token(JWT_SECRET, 'errs', 'host', 'host', 600)}",
+               "Content-Type": "application/json"}
+    data = body.encode("latin-1") if body.startswith("\xff") else body
+    response = client.post("/video-calls/errs/recording/start", data=data, headers=headers)
+    assert response.status_code == 400
+    error = response.get_json()["error"]
+    assert error["code"] == "invalid_request" and says in error["message"] and "NaN" not in error["message"]
