@@ -80,15 +80,19 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     from gevent import get_hub
 
     blocking_fsync = monkey.get_original("os", "fsync")
+    thread_id = monkey.get_original("_thread", "get_ident")
+    loop_thread, hub = thread_id(), get_hub()
 
     def cooperative_fsync(fd: int) -> None:
-        get_hub().threadpool.apply(blocking_fsync, (fd,))
+        if thread_id() != loop_thread:  # already in a pool thread (a chunk's disk work): flush right here; asking
+            return blocking_fsync(fd)  # get_hub() there would build that thread its own hub and pool of threads
+        hub.threadpool.apply(blocking_fsync, (fd,))
 
     os.fsync = cooperative_fsync
 
     from workers import chunks
 
-    chunks.run_disk_work = lambda work, *args: get_hub().threadpool.apply(work, args)  # a whole chunk's disk work
+    chunks.run_disk_work = lambda work, *args: hub.threadpool.apply(work, args)  # a whole chunk's disk work
 
 
 def _metrics_dir() -> Path:
