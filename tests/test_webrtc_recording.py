@@ -181,6 +181,7 @@ def test_reconnect_within_one_recording_gives_one_output(live_gunicorn, worker, 
     assert body["participants"]["bob"]["video"]["missingCount"] == 0
     (gap,) = body["participants"]["bob"]["gaps"]  # the time between the two connections, listed once
     assert 2.0 <= gap["fromSeconds"] <= 5.0 and 1.5 <= gap["toSeconds"] - gap["fromSeconds"] <= 5.0, gap
+    assert api.manifest(body)["participants"]["bob"]["gaps"] == [gap]  # DESIGN §5: holes in the manifest too
     video, audio, duration = decoded(api.output_path(body, "bob"))
     assert 4.0 <= duration <= 8.5, duration  # both connections' media in one file
     assert len(video) > 60 and audio
@@ -279,6 +280,32 @@ def test_claims_keep_one_peer_and_unique_sequences(app) -> None:
     assert claims.holds(room, "gina", "new")
     assert [claims.next_sequence(recording_id, "gina", "video") for _ in range(3)] == [7, 8, 9]
     assert claims.next_sequence(recording_id, "hugo", "video") == 0
+
+
+def test_gaps_count_recorded_time_not_paused_time(app) -> None:
+    """DESIGN §4: a paused span is absent from the output and limits do not count it; a gap's seconds are recording
+    time the same way (paused time left out), and a gap lying wholly inside a pause lost nothing, so is not listed."""
+    from workers import keys
+    from workers.status import participant_entries
+    from workers.state import RecordingStore
+    from workers.webrtc.claims import Gaps
+
+    redis_client = app.extensions["tapedeck"].redis
+    recording_id, t0 = f"rec_gaps{time.time_ns()}", 1_800_000_000.0
+    redis_client.hset(keys.recording(recording_id), mapping={
+        "recordingId": recording_id, "room": "gaps", "state": "recording", "startedAt": repr(t0),
+        "pauses": f"{t0 + 10}:{t0 + 20};{t0 + 40}:"})  # paused 10-20 s, and again from 40 s on
+    redis_client.sadd(keys.streams(recording_id), "kate/video")
+    gaps = Gaps(redis_client)
+    for ended, resumed in ((5, 25), (12, 18), (30, 35), (38, 45)):
+        gaps.ended(recording_id, "kate", t0 + ended)
+        gaps.resumed(recording_id, "kate", t0 + resumed)
+    listed = [{"fromSeconds": 5.0, "toSeconds": 15.0},   # 5-25 s of wall time, 10 of them paused
+              {"fromSeconds": 20.0, "toSeconds": 25.0},  # after the first pause: 10 s less
+              {"fromSeconds": 28.0, "toSeconds": 30.0}]  # runs into the open pause, which counts up to 40 s
+    store = RecordingStore(redis_client)
+    assert Gaps.read(redis_client, recording_id, store.get(recording_id)) == {"kate": listed}
+    assert participant_entries(store, recording_id, {})["kate"]["gaps"] == listed
 
 
 def test_expired_token_ends_that_participants_recording_cleanly(live_gunicorn, worker, api, room) -> None:

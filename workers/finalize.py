@@ -80,7 +80,7 @@ class Finalizer:
         prepared = self._mux_all(rec, plan, done, errors, reporter)
         try:
             self._upload_all(rec, prepared, done, reporter, guard)
-            entries = participant_entries(self.store, recording_id, errors)
+            entries = participant_entries(self.store, recording_id, errors, rec=rec)
             clock_offsets = {pid: entry.get("clockOffsetSeconds") for pid, entry in entries.items()}
             for pid, offset in start_offsets(plan, done, clock_offsets, recording_window_ms(rec)).items():
                 if pid in done:

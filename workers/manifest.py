@@ -93,6 +93,7 @@ def build_manifest(rec: RecordingHash, plan: Plan, outputs: dict[str, StoredOutp
             "mediaStartSeconds": output.media_start_seconds if output else None,
             "startOffsetSeconds": offsets.get(pid),
             "streams": {stream_type: entry[stream_type] for stream_type in ("audio", "video") if stream_type in entry},
+            "gaps": entry.get("gaps", []),  # spans without media (WebRTC reconnects), as in the status
             "output": output.to_json() if output else None,
         }
     return {

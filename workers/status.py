@@ -29,8 +29,9 @@ def clock_offset_seconds(facts: list[StreamFacts]) -> float | None:
 
 
 def participant_entries(store: RecordingStore, recording_id: str, errors: dict[str, str],
-                        only: str | None = None) -> dict[str, dict]:
-    """participants.<pid>: error, clockOffsetSeconds and one summary per stream type."""
+                        only: str | None = None, rec: RecordingHash | None = None) -> dict[str, dict]:
+    """participants.<pid>: error, clockOffsetSeconds, one summary per stream type, and gaps (pass rec when the
+    caller has just read the recording hash; else it is read here for the gaps' pauses)."""
     streams = [s for s in store.streams(recording_id) if only is None or s[0] == only]
     facts = store.index.facts(recording_id, streams)
     entries: dict[str, dict] = {}
@@ -43,8 +44,9 @@ def participant_entries(store: RecordingStore, recording_id: str, errors: dict[s
     for participant_id, message in errors.items():
         if only is None or participant_id == only:
             entries.setdefault(participant_id, {"error": message})
-    for participant_id, gaps in Gaps.read(store.redis, recording_id).items():  # WebRTC reconnects (README)
-        if participant_id in entries:
+    rec = rec if rec is not None else store.get(recording_id)
+    for participant_id, gaps in Gaps.read(store.redis, recording_id, rec).items():  # WebRTC reconnects (README)
+        if participant_id in entries and gaps:
             entries[participant_id]["gaps"] = gaps
     return entries
 
@@ -55,7 +57,7 @@ def _participants(store: RecordingStore, recording_id: str, rec: RecordingHash, 
     if rec.get("compactedAt"):
         frozen = _json(rec.get("participantsSummary"), {})
         return {pid: entry for pid, entry in frozen.items() if only is None or pid == only}
-    return participant_entries(store, recording_id, errors, only)
+    return participant_entries(store, recording_id, errors, only, rec)
 
 
 def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | None = None,

@@ -29,7 +29,7 @@ def compact(store: RecordingStore, recording_id: str, now: float) -> bool:
     if rec is None or rec["state"] != "completed" or rec.get("compactedAt"):
         return False
     errors = json.loads(rec.get("participantErrors") or "{}")
-    summary = participant_entries(store, recording_id, errors)
+    summary = participant_entries(store, recording_id, errors, rec=rec)
     client = store.redis
     store.update(recording_id, participantsSummary=json.dumps(summary), compactedAt=repr(now))
     doomed = [k for pattern in (keys.recording_keys_pattern(recording_id), keys.upload_sessions_pattern(recording_id))

@@ -9,9 +9,13 @@ never write the same sequence even while they overlap for a moment.
 """
 from __future__ import annotations
 
+import json
+from typing import Mapping
+
 import redis
 
 from workers import keys
+from workers.pause import Pause, parse_pauses, paused_seconds
 
 CLAIM_SECONDS = 3600
 """A claim outlives any gap between segments; it is renewed with every segment and deleted when its peer ends."""
@@ -88,7 +92,8 @@ GAP_KEY_SECONDS = 30 * 24 * 3600
 
 class Gaps:
     """participants.<pid>.gaps for WebRTC reconnects: when a participant's peer stops sending (socket closed, token
-    expired) and when a later peer of the same participant sends again, in seconds since the recording started."""
+    expired) and when a later peer of the same participant sends again, in seconds since the recording started
+    (paused time not counted: see read)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self.client = client
@@ -104,9 +109,23 @@ class Gaps:
                                   args=[participant_id, repr(at), MAX_GAPS]))
 
     @staticmethod
-    def read(client: redis.Redis, recording_id: str) -> dict[str, list[dict]]:
-        """Every participant's closed gaps (one HGETALL of a bounded hash)."""
-        import json
-
+    def read(client: redis.Redis, recording_id: str, rec: Mapping | None) -> dict[str, list[dict]]:
+        """Every participant's closed gaps (one HGETALL of a bounded hash), in recorded seconds: the hash holds wall
+        seconds since the start, and paused time is left out as it is from the output and the limits (DESIGN §4);
+        a gap wholly inside a pause lost nothing, so it is not listed. rec: the recording hash (its pauses)."""
         raw = client.hgetall(keys.webrtc_gaps(recording_id))
-        return {k.decode(): json.loads(v) for k, v in raw.items() if not k.endswith(b":ended")}
+        pauses = parse_pauses(rec.get("pauses")) if rec else []
+        started = float(rec.get("startedAt") or 0) if rec else 0.0
+        out: dict[str, list[dict]] = {}
+        for key, value in raw.items():
+            if key.endswith(b":ended"):
+                continue
+            spans = [(recorded(pauses, started, g["fromSeconds"]), recorded(pauses, started, g["toSeconds"]))
+                     for g in json.loads(value)]
+            out[key.decode()] = [{"fromSeconds": a, "toSeconds": b} for a, b in spans if b > a]
+        return out
+
+
+def recorded(pauses: list[Pause], started: float, seconds: float) -> float:
+    """Wall seconds since the start as recorded seconds: minus the time paused before then."""
+    return round(seconds - paused_seconds(pauses, started + seconds), 3)
