@@ -17,8 +17,9 @@ from flask import Blueprint, Response, current_app, request
 from flask.blueprints import BlueprintSetupState
 
 from app.auth import authenticate, bearer_token, token_expiry
+from app.guards import visible_recording
 from app.services import EXTENSION_KEY, SOCKET_TIMEOUT_SECONDS, services
-from workers.errors import InvalidRequest, NotFound
+from workers.errors import InvalidRequest
 from workers.events import EventPublisher
 from workers.ids import check_id
 from workers.redis_client import for_settings
@@ -87,10 +88,7 @@ def stream(recording_id: str):
     check_id(recording_id, "recordingId")
     after = _resume_from()
     svc = services()
-    recording = svc.store.get(recording_id)
-    if recording is None:
-        raise NotFound("no such recording", recordingId=recording_id)
-    principal.require_room(recording["room"])
+    visible_recording(principal, recording_id)
     # The caps are checked after the room, so a token of another room cannot use up this recording's slots.
     token = bearer_token() or ""
     streams: EventStreams = current_app.extensions[STREAMS_EXTENSION_KEY]

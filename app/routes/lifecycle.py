@@ -5,6 +5,7 @@ from flask import Blueprint, jsonify, request
 
 from app.auth import authenticate
 from app.control import require_control_address
+from app.guards import controlled_recording, visible_recording
 from app.services import services
 from tasks.lifecycle import enqueue_purge
 from workers.errors import Forbidden, InvalidRequest, InvalidState, NotFound, RoomNeverRecorded
@@ -38,27 +39,17 @@ def held_chunks(recording_id: str, participant_id: str, stream_type: str):
     check_stream_type(stream_type)
     after = _bounded_int("after", 0, MAX_SEQUENCE, -1)
     limit = _bounded_int("limit", 1, MAX_RANGES, MAX_RANGES)
-    svc = services()
-    recording = svc.store.get(recording_id)
-    if recording is None:
-        raise NotFound("no such recording", recordingId=recording_id)
-    principal.require_room(recording["room"])
+    visible_recording(principal, recording_id)
     if not principal.is_host and participant_id != principal.sub:
         raise Forbidden("only that participant or a host can see its chunks")
-    page = held_ranges(svc.redis, recording_id, participant_id, stream_type, after=after, limit=limit)
+    page = held_ranges(services().redis, recording_id, participant_id, stream_type, after=after, limit=limit)
     return jsonify(page.body())
 
 
 def _pause_or_resume(room: str, action: str):
     """Pause and resume share the API's order: token, path, control address, recording (404), host (403), state (409)."""
-    principal = authenticate()
-    check_id(room, "room")
-    require_control_address(principal, room)
+    _, recording_id = controlled_recording(room)
     svc = services()
-    recording_id = svc.store.current(room)
-    if recording_id is None:
-        raise RoomNeverRecorded("this room has never recorded")
-    principal.require_host(room)
     control = PauseControl(svc.redis)
     outcome, state = control.pause(recording_id) if action == "pause" else control.resume(recording_id)
     if outcome == "not_found":

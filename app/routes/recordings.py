@@ -8,12 +8,13 @@ from flask import Blueprint, jsonify, request
 
 from app.auth import authenticate
 from app.control import require_control_address
+from app.guards import controlled_recording, visible_recording
 from app.schemas import parse_start
 from app.services import services
 from tasks.finalize import enqueue_finalize
 from tasks.lifecycle import finalize_now_if_complete
 from tasks.webhooks import enqueue_webhook
-from workers.errors import AlreadyRecording, NotFound, RoomNeverRecorded
+from workers.errors import AlreadyRecording, RoomNeverRecorded
 from workers.ids import check_id, new_recording_id
 from workers.status import build_status
 
@@ -54,13 +55,8 @@ def current(room: str):
 
 @bp.post("/<room>/recording/stop")
 def stop(room: str):
-    principal = authenticate()
-    check_id(room, "room")
-    require_control_address(principal, room)
+    controlled_recording(room)
     svc = services()
-    if svc.store.current(room) is None:
-        raise RoomNeverRecorded("this room has never recorded")
-    principal.require_host(room)
     outcome = svc.store.stop(room, svc.settings.finalize_grace_seconds, task_id=str(uuid.uuid4()))
     if outcome is None:
         raise RoomNeverRecorded("this room has never recorded")
@@ -77,9 +73,6 @@ def status(recording_id: str):
     principal = authenticate()
     check_id(recording_id, "recordingId")
     svc = services()
-    recording = svc.store.get(recording_id)
-    if recording is None:
-        raise NotFound("no such recording", recordingId=recording_id)
-    principal.require_room(recording["room"])
+    recording = visible_recording(principal, recording_id)
     only = None if principal.is_host else principal.sub  # a participant sees the state and only itself
     return jsonify(build_status(svc.store, recording_id, url_for=svc.download_url, rec=recording, only=only))
