@@ -1,4 +1,4 @@
-"""gunicorn settings for the Procfile's `web` line: an access log that never shows a token.
+"""gunicorn settings for the Procfile's `web` line: an access log that never shows a token, in LOG_FORMAT.
 
 The worker class and counts stay on the Procfile line where operators see them. This file imports nothing
 from the app: it is loaded in gunicorn's master, before the gevent worker patches the standard library, and
@@ -7,8 +7,11 @@ at module level first — see README "Serving").
 """
 from __future__ import annotations
 
+import json
+import logging
 import os
 import re
+from datetime import datetime, timezone
 from pathlib import Path
 from urllib.parse import unquote_plus
 
@@ -43,8 +46,56 @@ def redact_uri_in_line(line: str) -> str:
     return f"{method} {redact(uri)} {protocol}" if uri else redact(line)
 
 
+def json_logs(environ: dict[str, str] = os.environ) -> bool:  # type: ignore[assignment]
+    """LOG_FORMAT as workers/settings.py reads it: json, text, or unset (json unless TAPEDECK_ENV=development)."""
+    chosen = environ.get("LOG_FORMAT", "").strip().lower()
+    return chosen == "json" or (not chosen and environ.get("TAPEDECK_ENV", "").strip().lower() != "development")
+
+
+class JsonLineFormatter(logging.Formatter):
+    """gunicorn's own lines (start-up, worker boots, access) in the app's JSON shape: ts, level, logger, message,
+    then the access fields (method, path, status, request_id …), so one search covers every web line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = {"ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+                "level": record.levelname, "logger": record.name, "message": record.getMessage()}
+        for key, value in getattr(record, "fields", {}).items():
+            line.setdefault(key, value)
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def access_fields(atoms: dict, request_time) -> dict:  # type: ignore[no-untyped-def]
+    """The searchable parts of one (already redacted) access line; '-' (absent) is left out."""
+    status = atoms.get("s")
+    fields = {"remote_addr": atoms.get("h"), "method": atoms.get("m"), "path": atoms.get("U"),
+              "query": atoms.get("q"), "status": int(status) if str(status).isdigit() else status,
+              "bytes": atoms.get("B"), "duration_ms": round(request_time.total_seconds() * 1000.0, 3),
+              "referer": atoms.get("f"), "user_agent": atoms.get("a"), "request_id": atoms.get("{x-request-id}o")}
+    return {k: v for k, v in fields.items() if v not in (None, "", "-")}
+
+
 class RedactingLogger(Logger):
-    """gunicorn's logger whose access-log atoms (request line, query, referer, headers) carry no token."""
+    """gunicorn's logger whose access-log atoms (request line, query, referer, headers) carry no token, and whose
+    lines are JSON when LOG_FORMAT is (production's default), like the app's."""
+
+    def setup(self, cfg):  # type: ignore[no-untyped-def]
+        super().setup(cfg)
+        if json_logs():
+            for log in (self.error_log, self.access_log):
+                for handler in log.handlers:
+                    handler.setFormatter(JsonLineFormatter())
+
+    def access(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
+        if not self.access_log_enabled:
+            return
+        atoms = self.atoms(resp, req, environ, request_time)
+        try:
+            self.access_log.info(self.cfg.access_log_format, self.atoms_wrapper_class(atoms),
+                                 extra={"fields": access_fields(atoms, request_time)})
+        except Exception:  # noqa: BLE001 - as gunicorn's own access(): a log line never fails a request
+            self.error("access log line failed", exc_info=True)
 
     def atoms(self, resp, req, environ, request_time):  # type: ignore[no-untyped-def]
         atoms = super().atoms(resp, req, environ, request_time)
