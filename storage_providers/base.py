@@ -78,6 +78,13 @@ class IncompleteUpload:
     """Epoch seconds."""
 
 
+def caller_sha256(metadata: Mapping[str, str] | None) -> str | None:
+    """The caller's hex SHA-256 (finalize hashes each output once and passes it as metadata), lower-cased;
+    None when absent or not a digest. Backends verify the copy against it rather than reading the file twice."""
+    value = (metadata or {}).get("sha256", "").lower()
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file; hashlib.file_digest streams it (outputs can be gigabytes)."""
     with open(path, "rb") as handle:

@@ -23,6 +23,7 @@ from storage_providers.base import (
     StorageError,
     StorageProvider,
     UploadCheckpoint,
+    caller_sha256,
     check_key,
 )
 
@@ -89,7 +90,7 @@ class LocalStorage(StorageProvider):
         total = os.path.getsize(path)
         tmp = target.with_name(f".{target.name}.{secrets.token_hex(4)}.part")
         sent = 0
-        expected = _sha256_of(metadata)
+        expected = caller_sha256(metadata)
         digest = hashlib.sha256() if expected else None
         try:
             with open(path, "rb") as src, _create(tmp) as dst:
@@ -222,13 +223,6 @@ def _prune_empty(folder: Path, stop: Path) -> None:
         except OSError:   # not empty (or already gone): parents above it are not empty either
             return
         folder = folder.parent
-
-
-def _sha256_of(metadata: Mapping[str, str] | None) -> str | None:
-    """The caller's SHA-256 (finalize's manifest checksum), which the copy is verified against as it is written;
-    None when absent or not a hex digest (then nothing to verify)."""
-    value = (metadata or {}).get("sha256", "").lower()
-    return value if len(value) == 64 and all(c in "0123456789abcdef" for c in value) else None
 
 
 def create(env: Mapping[str, str]) -> LocalStorage:

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import base64
 import os
-import re
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, ClassVar, Iterator, Mapping
@@ -13,6 +12,7 @@ from pydantic import AliasChoices, Field, field_validator
 from storage_providers.base import (
     IncompleteUpload,
     ChecksumMismatchError,
+    caller_sha256,
     ObjectInfo,
     ObjectNotFoundError,
     ProgressCallback,
@@ -145,7 +145,7 @@ class S3Storage(StorageProvider):
     ) -> ObjectInfo:
         full_key = self._key(key)
         total = os.path.getsize(path)
-        meta = {**(metadata or {}), "sha256": _known_sha256(metadata) or sha256_file(path)}
+        meta = {**(metadata or {}), "sha256": caller_sha256(metadata) or sha256_file(path)}
         with self._translating("upload", key):
             if total <= self.settings.part_size:
                 self._put(full_key, path, content_type, meta)
@@ -226,13 +226,6 @@ class S3Storage(StorageProvider):
 
 def create(env: Mapping[str, str]) -> S3Storage:
     return S3Storage(S3Settings.from_env(env))
-
-
-def _known_sha256(metadata: Mapping[str, str] | None) -> str | None:
-    """The caller's hex digest (finalize hashes each output once): reading a gigabyte twice costs more than
-    trusting it, and a single PUT still has the store verify it (ChecksumSHA256)."""
-    value = (metadata or {}).get("sha256", "")
-    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
 
 
 __all__ = ["S3Settings", "S3Storage", "create"]
