@@ -8,11 +8,10 @@ a running sync Playwright owns the main thread's event loop, which asyncio.run()
 """
 from __future__ import annotations
 
-import os
-import signal
 import threading
 from pathlib import Path
 
+import psutil
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,30 +39,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=_is_browser_test)
 
 
-def _descendants(root: int) -> list[int]:
-    """Every process below `root`, read from /proc (no psutil needed)."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
-    found, todo = [], [root]
-    while todo:
-        for child in children.get(todo.pop(), []):
-            found.append(child)
-            todo.append(child)
-    return found
-
-
 def _kill_chromium() -> None:
     """SIGKILL the Chromium processes this test process started (other sessions' browsers are left alone)."""
-    for pid in _descendants(os.getpid()):
+    for child in psutil.Process().children(recursive=True):
         try:
-            if "chrom" in Path(f"/proc/{pid}/comm").read_text():
-                os.kill(pid, signal.SIGKILL)
-        except OSError:
+            if "chrom" in child.name():
+                child.kill()
+        except psutil.Error:
             pass
 
 

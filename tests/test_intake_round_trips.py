@@ -3,13 +3,12 @@ counted by the accept script, a refused retry never loses an acknowledged chunk,
 room never lets a chunk through for a recording Redis no longer knows."""
 from __future__ import annotations
 
-import uuid
 from pathlib import Path
 
 import pytest
 import redis
 
-from tests.conftest import JWT_SECRET
+from tests.rate_room import Room, window_pattern
 
 LIMIT = 3
 RATE = f"{LIMIT}/minute"
@@ -28,33 +27,13 @@ def rc(stack_env) -> redis.Redis:
     return redis.Redis.from_url(stack_env["REDIS_URL"])
 
 
-class Room:
-    def __init__(self, app) -> None:
-        from app.auth import mint_token
-
-        self.client, self.room = app.test_client(), f"room-{uuid.uuid4().hex[:10]}"
-        self.token = lambda sub, role="participant": mint_token(JWT_SECRET, self.room, sub, role, 600)
-        started = self.client.post(f"/video-calls/{self.room}/recording/start",
-                                   headers={"Authorization": f"Bearer {self.token('host', 'host')}"})
-        assert started.status_code == 201, started.get_json()
-        self.rec = started.get_json()["recordingId"]
-
-    def put(self, sub: str, sequence: int, data: bytes | None = None, path_sub: str | None = None):
-        url = f"/video-calls/recordings/{self.rec}/participants/{path_sub or sub}/video/chunks/{sequence}"
-        return self.client.put(url, data=b"media-%d" % sequence if data is None else data,
-                               headers={"Authorization": f"Bearer {self.token(sub)}",
-                                        "Content-Type": "application/octet-stream"})
-
-
 def staged(stack_env, rec: str) -> list[Path]:
     root = Path(stack_env["STAGING_DIR"]) / rec
     return sorted(p for p in root.rglob("*.chunk")) if root.exists() else []
 
 
 def window_count(rc: redis.Redis, room: Room, sub: str) -> int:
-    from workers import keys
-
-    found = rc.keys(f"{keys.rate_limits()}:LIMITER/{room.room}/{sub}/chunks/*")
+    found = rc.keys(window_pattern(room, sub))
     assert len(found) == 1, found
     return int(rc.get(found[0]))
 

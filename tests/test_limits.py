@@ -1,16 +1,15 @@
 """CHUNK_RATE_LIMIT: one bucket per participant across both chunk routes, checked after the token, before the body."""
 from __future__ import annotations
 
-import base64
 import logging
 import time
-import uuid
 from pathlib import Path
 
 import pytest
 import redis
 
 from tests.conftest import JWT_SECRET
+from tests.rate_room import Room, window_pattern
 from tests.services import free_port, wait_until
 
 RATE = "5/second"
@@ -31,42 +30,10 @@ def rc(stack_env) -> redis.Redis:
     return redis.Redis.from_url(stack_env["REDIS_URL"])
 
 
-class Room:
-    """One room with a started recording on the rate-limited app."""
-
-    def __init__(self, app) -> None:
-        from app.auth import mint_token
-
-        self.client, self.room = app.test_client(), f"room-{uuid.uuid4().hex[:10]}"
-        self.token = lambda sub, role="participant": mint_token(JWT_SECRET, self.room, sub, role, 600)
-        started = self.client.post(f"/video-calls/{self.room}/recording/start", headers=self.auth("host", "host"))
-        assert started.status_code == 201, started.get_json()
-        self.rec = started.get_json()["recordingId"]
-
-    def auth(self, sub: str, role: str = "participant") -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token(sub, role)}"}
-
-    def put(self, sub: str, sequence: int, headers: dict[str, str] | None = None):
-        url = f"/video-calls/recordings/{self.rec}/participants/{sub}/video/chunks/{sequence}"
-        return self.client.put(url, data=b"media-%d" % sequence,
-                               headers=headers or {**self.auth(sub), "Content-Type": "application/octet-stream"})
-
-    def post(self, sub: str, sequence: int):
-        body = {"recordingId": self.rec, "participantId": sub, "type": "video", "sequence": sequence,
-                "chunk": base64.b64encode(b"media-%d" % sequence).decode(), "timestamp": 1.0}
-        return self.client.post("/video-calls/chunks/upload", json=body, headers=self.auth(sub))
-
-
-def bucket(room: Room, sub: str) -> str:
-    from workers import keys
-
-    return f"{keys.rate_limits()}:LIMITER/{room.room}/{sub}/chunks/*"
-
-
 def exhaust(room: Room, sub: str, rc: redis.Redis) -> int:
     """Spend sub's whole window on both routes (PUT and JSON alternately); returns the next unused sequence."""
     for _attempt in range(5):
-        wait_until(lambda: not rc.keys(bucket(room, sub)), 10, interval=0.05, what="sub's window to close")
+        wait_until(lambda: not rc.keys(window_pattern(room, sub)), 10, interval=0.05, what="sub's window to close")
         began = time.monotonic()
         sent = [(room.put if n % 2 else room.post)(sub, 1 + n) for n in range(LIMIT)]
         if time.monotonic() - began < BURST_BUDGET_SECONDS:
@@ -96,7 +63,7 @@ def test_sixth_upload_in_a_second_is_429_with_retry_after_and_changes_nothing(li
     assert 1 <= int(response.headers["Retry-After"]) <= 2
     assert staged(stack_env, room.rec) == files_before  # the rejected request wrote nothing
     assert not rc.hexists(keys.stream_chunks(room.rec, "alice", "video"), str(next_seq))
-    assert rc.keys(bucket(room, "alice"))  # the counters live under tapedeck:limits
+    assert rc.keys(window_pattern(room, "alice"))  # the counters live under tapedeck:limits
 
 
 def test_another_participant_is_unaffected_and_the_window_reopens(limited_app, rc):
