@@ -2,6 +2,7 @@
 packet, and anything the live path does not handle leaves the participant to batch."""
 from __future__ import annotations
 
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -197,3 +198,51 @@ def test_a_stream_counted_from_one_is_folded_too(api, rec, live, tmp_path):
     assert live.states.get(rec, "alice").windows >= 2
     result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
     assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
+
+
+def _pause(api, seconds: float, during=None) -> None:
+    host = api.auth()
+    assert api.client.post(f"/video-calls/{api.room}/recording/pause", headers=host).status_code == 200
+    if during:
+        during()
+    time.sleep(seconds)
+    assert api.client.post(f"/video-calls/{api.room}/recording/resume", headers=host).status_code == 200
+
+
+def test_a_client_that_paused_its_recorder_keeps_its_live_output(api, rec, live, tmp_path):
+    """The browser module pauses its MediaRecorder: its timestamps jump over the pause and nothing is cut, so
+    the output folded while recording stands."""
+    pieces = slice_timeslice(encode_webm(CLIP), 18)
+    for sequence, piece in enumerate(pieces[:9]):
+        assert api.put_chunk(rec, "alice", "video", sequence, piece, timestamp=time.time() * 1000).status_code == 202
+    live.step(rec)
+    _pause(api, 2.0)
+    for sequence, piece in enumerate(pieces[9:], 9):
+        assert api.put_chunk(rec, "alice", "video", sequence, piece, timestamp=time.time() * 1000).status_code == 202
+    live.step(rec)
+    rec_hash = live.store.get(rec)
+    streams = {"video": live.store.chunks(rec, "alice", "video")}
+    prepared = live.finish(rec_hash, "alice", streams)
+    assert prepared is not None and packets(prepared.path) == packets(batch(live, rec, tmp_path))
+
+
+def test_a_client_that_kept_recording_through_a_pause_goes_to_batch(api, rec, live):
+    """Its paused media is cut, which only batch does: the live output is not used."""
+    pieces = slice_timeslice(encode_webm(CLIP), 18)
+    sent = iter(enumerate(pieces))
+
+    def send_some(count: int) -> None:
+        for _ in range(count):
+            sequence, piece = next(sent)
+            assert api.put_chunk(rec, "alice", "video", sequence, piece,
+                                 timestamp=time.time() * 1000).status_code == 202
+            time.sleep(0.2)
+
+    send_some(8)
+    live.step(rec)
+    _pause(api, 0.4, during=lambda: send_some(6))
+    send_some(4)
+    live.step(rec)
+    assert live.states.get(rec, "alice").failed is None  # folded on while paused: the cut is decided at stop
+    streams = {"video": live.store.chunks(rec, "alice", "video")}
+    assert live.finish(live.store.get(rec), "alice", streams) is None

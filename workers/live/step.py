@@ -24,7 +24,7 @@ from workers.live.window import remux_window
 from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, _verify
 from workers.outputs import PreparedOutput, _poster
-from workers.pause import parse_pauses
+from workers.pause import parse_pauses, stream_cuts
 from workers.records import RecordingHash
 from workers.staging import Staging
 from workers.staging.local import ChunkStaging
@@ -119,6 +119,9 @@ class LiveFinalizer:
             return None  # nothing folded while recording (or lost): batch does the same work, and is the reference
         if not self.step_participant(recording_id, rec, participant_id, sorted(streams), final=True):
             return None
+        if self._batch_would_cut(rec, participant_id, streams):
+            log.info("recording %s participant %s: paused media to cut, batch instead", recording_id, participant_id)
+            return None
         muxed = self.result(recording_id, participant_id, streams)
         if muxed is None:
             return None
@@ -167,8 +170,6 @@ class LiveFinalizer:
             raise Unsupported("several streams per participant are muxed by the batch path")
         if rec.get("format", "webm") == "mp4":
             raise Unsupported("mp4 output is transcoded by the batch path")
-        if parse_pauses(rec.get("pauses")):
-            raise Unsupported("recordings with pauses are cut by the batch path")
 
     def _fold(self, recording_id: str, participant_id: str, state: LiveState, final: bool,
               capped: bool = True) -> None:
@@ -208,6 +209,18 @@ class LiveFinalizer:
         state.sequence, state.offset, state.position = locate(chunks, cut)
         state.windows += 1
         self.states.put(recording_id, participant_id, state)
+
+    def _batch_would_cut(self, rec: RecordingHash, participant_id: str,
+                         streams: dict[str, dict[int, ChunkRecord]]) -> bool:
+        """Whether batch would cut paused media out of this participant (a client that kept recording through a
+        pause): the same decision finalize makes, from every chunk's timestamp, so it waits for stop. A client
+        that paused its own recorder (the browser module) has nothing cut, and its live output stands."""
+        pauses = parse_pauses(rec.get("pauses"))
+        if not pauses:
+            return False
+        facts = self.store.index.facts(rec["recordingId"], [(participant_id, t) for t in streams])
+        cuts = stream_cuts(pauses, streams, {t: fact.skew_ms for (_, t), fact in facts.items()})
+        return any(cut.for_segment(sorted(streams[t]), 0.0) is not None for t, cut in cuts.items())
 
     def _new_state(self, recording_id: str, participant_id: str, stream_type: str) -> LiveState:
         """Begin at the stream's first sequence: 0, or the lowest one when it holds a header (clients that count
