@@ -86,20 +86,20 @@ def test_lost_live_state_falls_back_to_batch(live_api, resources, tmp_path):
     assert resources.finalizer.live.states.get(rec, "alice") is None  # nothing was folded at stop
 
 
-def test_live_output_goes_to_s3(live_env, moto_server, tmp_path):
-    """With S3 (moto) as the provider, the live output is what finalize uploads (one PUT at this size)."""
+@pytest.mark.parametrize("server", ["moto_server", "gcs_emulator"], ids=["s3", "gcs"])
+def test_live_output_goes_to_object_storage(live_env, request, server, tmp_path):
+    """With S3 (moto) or GCS (the emulator) as the provider, the live output is what finalize uploads."""
     from app import create_app
-    from tests.storage_servers import s3_client
+    from tests.storage_fixtures import fetch
 
-    env = {**live_env, **moto_server, "S3_PREFIX": f"live-{uuid.uuid4().hex[:8]}"}
+    env = {**live_env, **request.getfixturevalue(server), "S3_PREFIX": f"live-{uuid.uuid4().hex[:8]}"}
     resources = Resources.build(Settings.from_env(env), env)
     app = create_app(env)
     api = Api(app.test_client(), app, f"room-{uuid.uuid4().hex[:10]}")
     rec, _ = record(api, resources, 8, 3)
     assert api.stop().status_code == 202
     assert resources.finalizer.run(rec) == "completed"
-    key = api.status(rec).get_json()["outputs"][0]["key"]
     downloaded = tmp_path / "stored.webm"
-    s3_client(env).download_file(env["S3_BUCKET"], f"{env['S3_PREFIX']}/{key}", str(downloaded))
+    downloaded.write_bytes(fetch(resources.provider, api.status(rec).get_json()["outputs"][0]["key"]))
     assert downloaded.read_bytes() == (resources.staging.output_dir(rec) / "live" / "alice.live.webm").read_bytes()
     assert packets(downloaded) == batch_packets(resources, rec, tmp_path)
