@@ -13,6 +13,7 @@ import os
 import signal
 import socket
 import subprocess
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
@@ -100,14 +101,15 @@ def _answers(port: int) -> bool:
         return False
 
 
-@pytest.fixture(scope="session")
-def live_gunicorn(stack_env, tmp_root) -> Iterator[LiveGunicorn]:
-    """`bash -c "<Procfile web line>"` on a free port against the session's Redis; stopped at the end."""
+@contextmanager
+def web_line(stack_env: dict[str, str], log_dir: Path, name: str = "gunicorn",
+             **extra_env: str) -> Iterator[LiveGunicorn]:
+    """The Procfile's web line on a free port with stack_env plus extra_env, answering /healthz; stopped on exit."""
     port = free_port()
     env = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
            "HOME": os.environ.get("HOME", "/root"), **stack_env, "PORT": str(port),
-           "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "GUNICORN_CMD_ARGS": "--no-control-socket"}
-    log_path = tmp_root / f"gunicorn-{port}.log"
+           "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "GUNICORN_CMD_ARGS": "--no-control-socket", **extra_env}
+    log_path = log_dir / f"{name}-{port}.log"
     with open(log_path, "ab") as log:
         process = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
@@ -118,6 +120,13 @@ def live_gunicorn(stack_env, tmp_root) -> Iterator[LiveGunicorn]:
         yield server
     finally:
         _stop(process)
+
+
+@pytest.fixture(scope="session")
+def live_gunicorn(stack_env, tmp_root) -> Iterator[LiveGunicorn]:
+    """`bash -c "<Procfile web line>"` on a free port against the session's Redis; stopped at the end."""
+    with web_line(stack_env, tmp_root) as server:
+        yield server
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -2,17 +2,13 @@
 rename) runs in gevent's thread pool: the bytes land whole, and a failure in the pool still answers as intake's own."""
 from __future__ import annotations
 
-import os
-import subprocess
 import threading
 from pathlib import Path
 
 import pytest
 
-from tests.live_gunicorn import LiveGunicorn, _answers, _stop
+from tests.live_gunicorn import web_line
 from tests.media import WEBM_HEADER
-from tests.procfile import procfile_command
-from tests.services import ROOT, VENV_BIN, free_port, wait_until
 
 UPLOADERS = 8
 CHUNKS_EACH = 5
@@ -53,19 +49,8 @@ def test_concurrent_uploads_through_the_pool_are_staged_whole(live_gunicorn, api
 
 
 def test_a_failure_inside_the_pool_is_503_and_stages_nothing(stack_env, tmp_root, api, rec) -> None:
-    port = free_port()
-    env = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}",
-           "HOME": os.environ.get("HOME", "/root"), **stack_env, "PORT": str(port),
-           "STAGING_MIN_FREE_BYTES": str(2**62),  # more than any disk has: the free-space check refuses in the pool
-           "GUNICORN_CMD_ARGS": "--no-control-socket"}
-    log_path = tmp_root / f"gunicorn-full-{port}.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
-    server = LiveGunicorn(port, log_path, process)
-    try:
-        wait_until(lambda: process.poll() is not None or _answers(port), 60, what="gunicorn web")
-        assert process.poll() is None, server.log_text()[-3000:]
+    # more free bytes than any disk has: the free-space check refuses in the pool
+    with web_line(stack_env, tmp_root, "gunicorn-full", STAGING_MIN_FREE_BYTES=str(2**62)) as server:
         headers = {**api.auth("alice", "participant"), "Content-Type": "application/octet-stream"}
         reply = server.request("PUT", f"/video-calls/recordings/{rec}/participants/alice/video/chunks/0",
                                headers=headers, body=WEBM_HEADER)
@@ -74,5 +59,3 @@ def test_a_failure_inside_the_pool_is_503_and_stages_nothing(stack_env, tmp_root
         folder = Path(stack_env["STAGING_DIR"]) / rec
         assert not folder.exists() or not [p for p in folder.rglob("*") if p.is_file() and p.suffix != ".json"]
         assert api.status(rec).get_json()["participants"] == {}
-    finally:
-        _stop(process)

@@ -133,33 +133,22 @@ def test_web_writes_only_json_lines_access_included(stack_env, tmp_path) -> None
     by its request id. Every line is JSON now; access lines carry method, path, status and request_id, no token."""
     import os
     import signal
-    import subprocess
 
     from app.auth import mint_token
     from tests.conftest import JWT_SECRET
-    from tests.live_gunicorn import _answers, _stop
-    from tests.procfile import http, procfile_command
-    from tests.services import ROOT, VENV_BIN, free_port, wait_until
+    from tests.live_gunicorn import web_line
+    from tests.procfile import http
+    from tests.services import wait_until
 
-    port = free_port()
-    env = {"PATH": f"{VENV_BIN}{os.pathsep}{os.environ.get('PATH', '/usr/bin:/bin')}", "HOME": str(tmp_path),
-           **stack_env, "PORT": str(port), "WEB_CONCURRENCY": "1", "LOG_FORMAT": "json",
-           "METRICS_DIR": str(tmp_path / "metrics"), "GUNICORN_CMD_ARGS": "--no-control-socket"}
-    log_path = tmp_path / "web.log"
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
     token = mint_token(JWT_SECRET, "jsonlog", "alice", "participant", 600)
-    try:
-        wait_until(lambda: process.poll() is not None or _answers(port), 60, what="gunicorn web")
-        assert process.poll() is None, log_path.read_text()[-3000:]
-        http("GET", f"http://127.0.0.1:{port}/healthz", headers={"X-Request-Id": "probe-json-1"})
-        http("GET", f"http://127.0.0.1:{port}/video-calls/recordings/rec_nope?token={token}")
+    with web_line(stack_env, tmp_path, "web", HOME=str(tmp_path), WEB_CONCURRENCY="1", LOG_FORMAT="json",
+                  METRICS_DIR=str(tmp_path / "metrics")) as server:
+        log_path = server.log_path
+        http("GET", f"{server.url}/healthz", headers={"X-Request-Id": "probe-json-1"})
+        http("GET", f"{server.url}/video-calls/recordings/rec_nope?token={token}")
         wait_until(lambda: "rec_nope" in log_path.read_text(), 30, what="the access line")
-        os.killpg(process.pid, signal.SIGTERM)  # what a process manager sends (SIGINT's quick exit makes gevent
-        process.wait(30)                        # print a plain traceback of the worker's SystemExit)
-    finally:
-        _stop(process)
+        os.killpg(server.process.pid, signal.SIGTERM)  # what a process manager sends (SIGINT's quick exit makes
+        server.process.wait(30)                        # gevent print a plain traceback of the worker's SystemExit)
     text = log_path.read_text()
     assert token not in text
     lines = [json.loads(line) for line in text.splitlines() if line.strip()]  # raises on any plain line
