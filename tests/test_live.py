@@ -246,3 +246,19 @@ def test_a_client_that_kept_recording_through_a_pause_goes_to_batch(api, rec, li
     assert live.states.get(rec, "alice").failed is None  # folded on while paused: the cut is decided at stop
     streams = {"video": live.store.chunks(rec, "alice", "video")}
     assert live.finish(live.store.get(rec), "alice", streams) is None
+
+
+def test_an_audio_only_stream_equals_batch_and_seeks(api, rec, live, tmp_path):
+    """The browser module's type "audio": Opus only, its Cues (one per Cluster, libavformat's choice) kept."""
+    pieces = slice_timeslice(encode_webm(replace(CLIP, video=False, seconds=30)), 30)
+    for start in range(0, 30, 10):
+        send(api, rec, pieces[start:start + 10], start)
+        live.step(rec)
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None and live.states.get(rec, "alice").windows >= 2
+    assert packets(result.path) == packets(batch(live, rec, tmp_path))
+    with av.open(str(result.path)) as container:
+        container.seek(20 * av.time_base)
+        first = next(p for p in container.demux() if p.size)
+        assert 15 <= float(first.pts * first.time_base) <= 20.5
