@@ -59,6 +59,26 @@ def batch_packets(resources: Resources, rec: str, tmp_path) -> list[tuple]:
     return packets(mux_participant([StreamInput("video", paths)], tmp_path, "batch").path)  # type: ignore[arg-type]
 
 
+def batch_output(resources: Resources, rec: str, tmp_path) -> dict:
+    """The output entry batch finalize would record for these chunks (bytes, key and checksum aside)."""
+    from workers.outputs import prepare_output
+    from workers.records import OutputThumbnail, StoredOutput
+
+    chunks = resources.store.chunks(rec, "alice", "video")
+    paths = resources.staging.local_chunks(rec, "alice", "video", [(s, r.name, r.size) for s, r in sorted(chunks.items())])
+    settings = resources.settings
+    out = prepare_output([StreamInput("video", paths)], tmp_path / "reference", "alice", "webm",  # type: ignore[list-item]
+                         mp4=settings.mp4, thumbnail_offset=settings.thumbnail_offset_seconds,
+                         thumbnail_width=settings.thumbnail_width)
+    return StoredOutput(
+        participant_id="alice", format=out.format, bytes=out.bytes, duration_seconds=round(out.duration_seconds, 3),
+        provider="", key="", sha256="", method=out.method, tracks=out.tracks, segments=out.segments,
+        media_start_seconds=out.start_seconds, timestamp_repairs=out.timestamp_repairs,
+        dropped_packets=out.dropped_packets, thumbnail_key=None,
+        thumbnail=OutputThumbnail(out.thumbnail.width, out.thumbnail.height, out.thumbnail.seconds) if out.thumbnail else None,
+    ).to_json()
+
+
 def test_live_output_is_uploaded_and_equals_batch(live_api, resources, tmp_path):
     rec, pieces = record(live_api, resources, 8, 3)
     assert resources.redis.exists(keys.live_due(rec))  # intake queued a step
@@ -72,6 +92,10 @@ def test_live_output_is_uploaded_and_equals_batch(live_api, resources, tmp_path)
     assert stored.read_bytes() == live_file.read_bytes()  # the live output is what was uploaded
     assert packets(stored) == batch_packets(resources, rec, tmp_path)
     assert body["outputs"][0]["durationSeconds"] == pytest.approx(8.0, abs=0.05)
+    reference = batch_output(resources, rec, tmp_path)  # what the manifest says about the file, as batch has it
+    for field in ("format", "durationSeconds", "method", "tracks", "segments", "mediaStartSeconds",
+                  "timestampRepairs", "droppedPackets", "thumbnail"):
+        assert body["outputs"][0][field] == reference[field], field
     assert resources.finalizer.live.states.get(rec, "alice").position == len(pieces) - 1
 
 
