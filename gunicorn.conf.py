@@ -143,7 +143,11 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
 
     from workers import chunks
 
-    chunks.run_disk_work = lambda work, *args: hub.threadpool.apply(work, args)  # a whole chunk's disk work
+    def run_disk_work(work, *args):  # type: ignore[no-untyped-def]
+        """A whole chunk's disk work, off the loop; a caller already on a thread of its own (WebRTC's io thread) runs it."""
+        return hub.threadpool.apply(work, args) if thread_id() == loop_thread else work(*args)
+
+    chunks.run_disk_work = run_disk_work
 
 
 def _metrics_dir() -> Path:
