@@ -179,6 +179,18 @@ class Api:
 
 
 @pytest.fixture
+def private_redis(stack_env):
+    """Database 11 of the session's Redis, which no worker or app uses, emptied around the test."""
+    import redis
+
+    client = redis.Redis.from_url(stack_env["REDIS_URL"].rsplit("/", 1)[0] + "/11")
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+@pytest.fixture
 def now_ms() -> float:
     return time.time() * 1000
 

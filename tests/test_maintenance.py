@@ -25,16 +25,6 @@ def _task_id() -> str:
     return f"task-{next(_ids)}"
 
 
-@pytest.fixture
-def private_redis(stack_env):
-    """A database of the session's Redis that no worker or app uses, emptied around the test."""
-    client = redis.Redis.from_url(stack_env["REDIS_URL"].rsplit("/", 1)[0] + "/11")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
-
-
 def _start(store: RecordingStore, name: str, started: float, last_chunk: float | None = None) -> str:
     _, rid = store.start(f"room-{name}", f"rec_{name}", "webm", {}, now=started)
     if last_chunk is not None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-import redis
 
 from tests.media import Recording, encode_webm, slice_timeslice
 from tests.storage_servers import BUCKET, s3_client
@@ -16,15 +15,6 @@ from workers.maintenance.uploads import abort_checkpointed, abort_listed, record
 from workers.state import RecordingStore, State
 
 T0 = 1_800_000_000.0
-
-
-@pytest.fixture
-def private_redis(stack_env):
-    client = redis.Redis.from_url(stack_env["REDIS_URL"].rsplit("/", 1)[0] + "/11")
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
 
 
 def _uploads(s3) -> set[str]:
