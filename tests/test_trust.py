@@ -300,3 +300,22 @@ def test_deeply_nested_metadata_is_400_so_it_cannot_fail_finalize(api):
     shallow = api.client.post(f"/video-calls/{api.room}/recording/start",
                               json={"metadata": {"call": {"topic": "weekly", "tags": ["a", "b"]}}}, headers=api.auth())
     assert shallow.status_code == 201, shallow.get_json()
+
+
+def test_rebuild_of_a_recording_lost_while_paused_closes_its_pause_at_its_stop(api, app, pieces):
+    """As stop closes an open pause: a rebuilt recording is stopped, so no pause of it may stay open."""
+    from app.services import services
+    from workers import keys
+
+    recording_id = start(api)
+    assert api.put_chunk(recording_id, "alice", "video", 0, pieces[0]).status_code == 202
+    assert api.client.post(f"/video-calls/{api.room}/recording/pause", headers=api.auth()).status_code == 200
+    with app.app_context():
+        client = services().redis
+    client.delete(*client.scan_iter(match=keys.recording(recording_id) + "*"))  # lost while paused
+
+    result = app.test_cli_runner().invoke(args=["rebuild", recording_id])
+    assert result.exit_code == 0, result.output
+    body = api.status(recording_id).get_json()
+    assert body["state"] == "failed" and len(body["pauses"]) == 1, body
+    assert body["pauses"][0]["resumedAt"] == body["stoppedAt"], body["pauses"]

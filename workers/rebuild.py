@@ -48,7 +48,11 @@ def rebuild(store: RecordingStore, staging: Staging, recording_id: str) -> Rebui
         report.recreated = store.restore(recording_id, facts["room"], facts.get("format") or "webm",
                                          facts.get("metadata") or {}, facts.get("startedAt"))
         if report.recreated and isinstance(facts.get("pauses"), str) and facts["pauses"]:
-            store.redis.hset(keys.recording(recording_id), "pauses", facts["pauses"])
+            pauses = facts["pauses"]
+            if pauses.endswith(":"):  # lost while paused: closed where the rebuilt recording stops, as stop does
+                stopped = store.redis.hget(keys.recording(recording_id), "stoppedAt")
+                pauses += stopped.decode() if isinstance(stopped, bytes) else stopped
+            store.redis.hset(keys.recording(recording_id), "pauses", pauses)
     for found in staging.scan(recording_id):
         with staging.open_chunk(recording_id, found.participant_id, found.stream_type, found.name) as handle:
             data = handle.read()  # one chunk (MAX_CHUNK_BYTES at most), never the recording
