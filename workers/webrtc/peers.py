@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import redis
 from aiortc import RTCConfiguration, RTCIceServer, RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamError
 from aiortc.sdp import candidate_from_sdp
@@ -41,7 +42,11 @@ POLL_SECONDS = 2.0
 KEYFRAME_RETRY_SECONDS = 1.0
 GATHER_TIMEOUT_SECONDS = 10.0
 RECORDING_STATES = ("recording", "paused")
-STORE_RETRIES = 3
+STORE_RETRY_SECONDS = 1.0
+"""While Redis or staging is away, a peer's held segments are tried again this often (from its tick)."""
+MAX_HELD_SEGMENTS = 120
+"""Segments a peer holds while they cannot be stored (about two minutes of media, a few MB): a Redis restart or
+failover costs nothing; beyond it the oldest are dropped (a hole, reported as missing, when its sequence was taken)."""
 
 
 class SignalError(Exception):
@@ -76,6 +81,10 @@ class PeerSession:
     """This peer has taken its participant over (at its first segment)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     id: str = field(default_factory=lambda: secrets.token_hex(8))
+    head_sequence: int | None = None
+    """The sequence taken for pending[0] by a store that then failed: its retry reuses it (no hole)."""
+    retry_at: float = 0.0
+    outage: bool = False
 
     @property
     def room(self) -> str:
@@ -139,7 +148,26 @@ class PeerSession:
                 await forwarding.request_keyframe(self.receivers["video"])
             if recorder.due():
                 recorder.cut()
-            await self._store_pending()
+            if self.pending and time.monotonic() >= self.retry_at:
+                try:
+                    await self._store_pending()
+                except (Unavailable, redis.RedisError) as exc:  # held; tried again in STORE_RETRY_SECONDS
+                    self.retry_at = time.monotonic() + STORE_RETRY_SECONDS
+                    if not self.outage:
+                        log.warning("webrtc segments of %s/%s held: %s", self.room, self.principal.sub,
+                                    getattr(exc, "message", type(exc).__name__))
+                    self.outage = True
+                except Exception:  # noqa: BLE001 - a bug of ours must not end the recording: logged, tried again
+                    self.retry_at = time.monotonic() + STORE_RETRY_SECONDS
+                    log.exception("webrtc segment store failed")
+
+    def _hold(self, item: tuple) -> None:
+        """A cut segment waits here until stored; bounded (MAX_HELD_SEGMENTS, the oldest dropped)."""
+        self.pending.append(item)
+        while len(self.pending) > MAX_HELD_SEGMENTS:
+            self.pending.pop(0)
+            self.head_sequence = None
+            log.warning("webrtc segment of %s/%s dropped: storage away too long", self.room, self.principal.sub)
 
     async def _store_pending(self) -> None:
         if self.pending and not self.claimed:
@@ -150,8 +178,14 @@ class PeerSession:
             if recorder is not None and recorder.media_began is not None:
                 await self.manager.resumed(self, self.pending[0][0], recorder.media_began)
         while self.pending:
-            recording_id, _seq, data, final, timestamp_ms = self.pending.pop(0)
-            if not await self.manager.store(self, recording_id, data, final, timestamp_ms):
+            recording_id, _seq, data, final, timestamp_ms = self.pending[0]
+            stored = await self.manager.store(self, recording_id, data, final, timestamp_ms)  # raises: left held
+            self.pending.pop(0)
+            self.head_sequence = None
+            if self.outage:
+                log.info("webrtc segments of %s/%s stored again", self.room, self.principal.sub)
+                self.outage = False
+            if not stored:
                 self.pending.clear()
                 self.superseded = True
                 recorder, self.recorder, self.recording_id = self.recorder, None, None
@@ -170,14 +204,20 @@ class PeerSession:
                 self.recording_id = recording
                 rid = recording
                 self.recorder = SegmentRecorder(
-                    lambda seq, data, final, ts: self.pending.append((rid, seq, data, final, ts)),
+                    lambda seq, data, final, ts: self._hold((rid, seq, data, final, ts)),
                     0, "video" in self.kinds, "audio" in self.kinds, self.manager.settings.rtc.segment_seconds)
 
     async def _finish(self, final: bool) -> None:
         recorder, recording_id, self.recorder = self.recorder, self.recording_id, None
         if recorder is not None:
             recorder.finish(final)
-            await self._store_pending()
+            try:
+                await self._store_pending()
+            except (Unavailable, redis.RedisError):  # closing while storage is away: what is held is lost
+                log.warning("webrtc: %d segments of %s/%s lost at close (storage away)", len(self.pending),
+                            self.room, self.principal.sub)
+                self.pending.clear()
+                self.head_sequence = None
             if not final and not self.superseded and self.claimed and recording_id is not None:
                 await self.manager.ended(self, recording_id)  # a gap starts, unless this participant is back soon
         self.recording_id = None
@@ -289,6 +329,9 @@ class PeerManager:
             for room in list(self.sessions):
                 try:
                     await self.sync_room(room)
+                except redis.RedisError as exc:  # Redis away: peers keep what they do until it is back
+                    log.warning("webrtc room sync skipped: Redis unavailable (%s)", type(exc).__name__)
+                    break
                 except Exception:  # noqa: BLE001 - keep following the other rooms
                     log.exception("webrtc room sync failed")
 
@@ -333,25 +376,24 @@ class PeerManager:
 
     async def store(self, session: PeerSession, recording_id: str, data: bytes, final: bool,
                     timestamp_ms: float) -> bool:
-        """Store one segment as the stream's next chunk; False when a newer peer took the participant over."""
+        """Store one segment as the stream's next chunk; False when a newer peer took the participant over.
+        Redis or staging away: Unavailable or RedisError is raised and the caller holds the segment (its sequence,
+        once taken, is kept in session.head_sequence for the retry, so an outage leaves no hole)."""
         principal = session.principal
         if not await self._io(self.claims.holds, principal.room, principal.sub, session.id):
             log.info("webrtc peer of %s/%s superseded by a newer one", principal.room, principal.sub)
             return False
-        sequence = await self._io(self.claims.next_sequence, recording_id, principal.sub, STREAM_KIND)
+        if session.head_sequence is None:
+            session.head_sequence = await self._io(self.claims.next_sequence, recording_id, principal.sub, STREAM_KIND)
+        sequence = session.head_sequence
         upload = ChunkUpload(recording_id=recording_id, participant_id=principal.sub, stream_type=STREAM_KIND,
                              sequence=sequence, data=data, timestamp=timestamp_ms, final=final)
-        for attempt in range(STORE_RETRIES):
-            try:
-                await self._io(self.resources.intake.accept, upload, principal)  # type: ignore[union-attr]
-                break
-            except Unavailable:
-                await asyncio.sleep(0.5 * (attempt + 1))
-            except TapedeckError as exc:
-                log.warning("webrtc segment %s of %s/%s refused: %s", sequence, recording_id, principal.sub, exc.code)
-                return True
-        else:
-            log.warning("webrtc segment %s of %s/%s lost: staging unavailable", sequence, recording_id, principal.sub)
+        try:
+            await self._io(self.resources.intake.accept, upload, principal)  # type: ignore[union-attr]
+        except Unavailable:
+            raise
+        except TapedeckError as exc:
+            log.warning("webrtc segment %s of %s/%s refused: %s", sequence, recording_id, principal.sub, exc.code)
             return True
         if final and self.on_final is not None:
             self.on_final(recording_id)

@@ -28,12 +28,20 @@ class SocketLease:
     def __init__(self, client: redis.Redis, key: str, member: str) -> None:
         self.client, self.key, self.member = client, key, member
         self.refreshed = time.time()
+        self.retry_at = 0.0
 
     def refresh(self) -> None:
-        """Cheap to call often: writes at most every LEASE_SECONDS / 4."""
+        """Cheap to call often: writes at most every LEASE_SECONDS / 4. A Redis outage shorter than the lease does
+        not end the call (the peer holds its segments meanwhile); one outlasting it raises (→ `unavailable`)."""
         now = time.time()
-        if now - self.refreshed >= LEASE_SECONDS / 4:
-            self.client.zadd(self.key, {self.member: now + LEASE_SECONDS})
+        if now - self.refreshed >= LEASE_SECONDS / 4 and now >= self.retry_at:
+            try:
+                self.client.zadd(self.key, {self.member: now + LEASE_SECONDS})
+            except redis.RedisError:
+                if now - self.refreshed >= LEASE_SECONDS:
+                    raise
+                self.retry_at = now + 1.0
+                return
             self.refreshed = now
 
     def release(self) -> None:

@@ -1,0 +1,83 @@
+"""WebRTC ingest while Redis is away (DESIGN §4: a dependency down → `unavailable`), against the Procfile's real `web`
+on a private Redis that the test stops and starts again (append-only, so what it acknowledged survives):
+- a socket opened during the outage gets `unavailable` and close 4503, never a traceback;
+- a peer recording through the outage keeps its socket, and the segments cut meanwhile are stored once Redis is back
+  (held, in order, not dropped): the stream has no hole and covers the whole call."""
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from app.auth import mint_token
+from tests.conftest import JWT_SECRET
+from tests.procfile import answers, minimal_env, procfile_command
+from tests.services import ROOT, RedisServer, free_port, wait_until
+from tests.test_webrtc_recording import Peer, host, live_request
+from tests.test_webrtc_signal import Client, assert_refused
+
+pytestmark = pytest.mark.timeout(180)
+OUTAGE_SECONDS = 4.0
+"""Longer than the store's own retries (0.5 + 1 + 1.5 s), so the held segments are what carries the call over."""
+
+
+def test_a_peer_records_through_a_redis_outage_and_new_sockets_are_told_unavailable(stack_env, tmp_path, room) -> None:
+    import redis
+
+    from workers import keys
+
+    private = RedisServer(tmp_path / "redis", appendonly=True)
+    port = free_port()
+    env = minimal_env(tmp_path, **{**stack_env, "REDIS_URL": private.url}, PORT=str(port), WEB_CONCURRENCY="1")
+    with open(tmp_path / "web.log", "wb") as log:
+        web = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
+                               stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, what="web")
+
+        class Web:
+            request = staticmethod(live_request(port))
+
+        async def scenario() -> tuple[str, float]:
+            started = host(Web, room, "start")
+            peer = Peer(port, room, mint_token(JWT_SECRET, room, "lena", "participant"))
+            await peer.connect()
+            began = time.monotonic()
+            await asyncio.sleep(2.5)
+            private.stop()
+            late = await asyncio.to_thread(
+                Client.connect, f"ws://127.0.0.1:{port}/video-calls/{room}/signal?token="
+                                f"{mint_token(JWT_SECRET, room, 'mia', 'participant')}")
+            await asyncio.to_thread(assert_refused, late, "unavailable", 4503)
+            await asyncio.sleep(OUTAGE_SECONDS)
+            private.restart()
+            await asyncio.sleep(3)
+            assert peer.ws.connected, "the peer's socket was closed by the outage"
+            host(Web, room, "stop")
+            sent = time.monotonic() - began  # recorded from here back to the first segment
+            await asyncio.sleep(1.5)
+            await peer.bye()
+            return started["recordingId"], sent
+
+        recording_id, sent = asyncio.run(scenario())
+    finally:
+        if web.poll() is None:
+            os.killpg(web.pid, signal.SIGTERM)
+            web.wait(30)
+        private.stop()
+    client = redis.Redis(port=private.port)
+    private.restart()
+    try:
+        stats = {k.decode(): v.decode() for k, v in
+                 client.hgetall(keys.stream_stats(recording_id, "lena", "video")).items()}
+    finally:
+        client.close()
+        private.stop()
+    chunks = int(stats["chunks"])
+    assert chunks == int(stats["max"]) + 1, stats  # no hole: every segment cut during the outage was stored
+    assert chunks >= sent - 2.5, (chunks, sent)  # 1 s segments over the whole call, the outage included
+    assert "Traceback" not in (tmp_path / "web.log").read_text(errors="replace")
