@@ -65,10 +65,11 @@ def prepare_output(inputs: list[StreamInput], output_dir: Path, participant_id: 
                           timestamp_repairs=muxed.timestamp_repairs, dropped_packets=muxed.dropped_packets,
                           paused_seconds_cut=muxed.paused_seconds_cut,
                           dropped_chunks=muxed.dropped_by_stream,
-                          thumbnail=_poster(path, output_dir / f"{participant_id}.jpg", thumbnail_offset, thumbnail_width))
+                          thumbnail=poster_or_none(path, output_dir / f"{participant_id}.jpg", thumbnail_offset,
+                                                   thumbnail_width))
 
 
-def _poster(source: Path, target: Path, offset: float, width: int) -> Thumbnail | None:
+def poster_or_none(source: Path, target: Path, offset: float, width: int) -> Thumbnail | None:
     """A missing poster never fails a recording: log and go on without it."""
     if width <= 0:
         return None

@@ -22,8 +22,8 @@ from workers.live.source import NotYet, ShortWindow, Unsupported, header_length,
 from workers.live.state import LiveState, LiveStates
 from workers.live.window import remux_window
 from workers.media.errors import MediaError
-from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, _verify
-from workers.outputs import PreparedOutput, _poster
+from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, verify_seekable
+from workers.outputs import PreparedOutput, poster_or_none
 from workers.pause import parse_pauses, stream_cuts
 from workers.records import RecordingHash
 from workers.staging import Staging
@@ -129,8 +129,8 @@ class LiveFinalizer:
             path=muxed.path, format=muxed.format, bytes=muxed.bytes, duration_seconds=muxed.duration_seconds,
             method="copy", tracks=[t.to_json() | {"method": "copy"} for t in muxed.tracks], segments=1,
             start_seconds=muxed.start_seconds, timestamp_repairs=0, dropped_packets=muxed.dropped_packets,
-            thumbnail=_poster(muxed.path, muxed.path.with_name(f"{participant_id}.jpg"), self.thumbnail_offset,
-                              self.thumbnail_width),
+            thumbnail=poster_or_none(muxed.path, muxed.path.with_name(f"{participant_id}.jpg"),
+                                     self.thumbnail_offset, self.thumbnail_width),
         )
 
     def result(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
@@ -153,7 +153,7 @@ class LiveFinalizer:
                 state.closed = True
                 self.states.put(recording_id, participant_id, state)
             path = live.path
-            duration = _verify(path)
+            duration = verify_seekable(path)
         except (Unsupported, MediaError, OSError) as exc:
             log.warning("recording %s participant %s: live output unusable, batch instead: %s", recording_id,
                         participant_id, exc)

@@ -121,7 +121,7 @@ def mux_participant(
         path=final,
         format=fmt,
         bytes=final.stat().st_size,
-        duration_seconds=_verify(final),
+        duration_seconds=verify_seekable(final),
         tracks=[_info(track) for track in tracks],
         segments=sum(source.segment_count for source in sources),
         dropped_chunks=sorted(sequence for source in sources for sequence in source.dropped),
@@ -233,7 +233,7 @@ def _info(track: Track) -> TrackInfo:
     return TrackInfo(track.media_type, track.codec, track.source, track.packets, track.width, track.height)
 
 
-def _verify(path: Path) -> float:
+def verify_seekable(path: Path) -> float:
     """Reopen the output and seek to its middle: without Duration and Cues it would be as unseekable as the input."""
     try:
         with av.open(str(path)) as container:
