@@ -143,3 +143,20 @@ def test_ice_servers_may_carry_credentials_and_are_never_echoed():
     with pytest.raises(ConfigurationError, match="RTC_ICE_SERVERS") as caught:
         Settings.from_env({**DEV, "RTC_ICE_SERVERS": '[{"urls": "http://turn", "credential": "hunter2"}]'})
     assert "hunter2" not in str(caught.value)
+
+
+def test_env_example_lists_every_variable_the_settings_read():
+    """README promises `.env.example` lists every variable: a setting added without its line there fails here."""
+    import re
+    from pathlib import Path
+
+    from workers.settings import RtcSettings, Settings
+
+    listed = set(re.findall(r"^#?\s*([A-Z][A-Z0-9_]+)=", (Path(__file__).parent.parent / ".env.example").read_text(), re.M))
+    read = set()
+    for model in (Settings, RtcSettings):
+        for name, field in model.model_fields.items():
+            alias = field.validation_alias
+            if isinstance(alias, str) or alias is None:
+                read.add(alias or name.upper())
+    assert read - {"RTC"} - listed == set()
