@@ -11,9 +11,8 @@ from tasks.finalize import OUTAGE_RETRY, enqueue_finalize
 from tasks.labels import argsrepr
 from tasks.runtime import runtime
 from tasks.webhooks import enqueue_webhook
-from workers import keys
-from workers.lifecycle_final import close_if_complete
-from workers.purge import expired, mark_deleting, purge
+from workers.lifecycle_final import close_if_complete, finalize_target
+from workers.purge import claim_expired, purge
 
 log = logging.getLogger(__name__)
 
@@ -49,15 +48,11 @@ def purge_expired(now: float | None = None) -> list[str]:
     if rt.settings.retention_days is None:
         return []
     removed = []
-    for recording_id in expired(rt.redis, rt.settings.retention_days, now):
-        outcome, _state = mark_deleting(rt.redis, recording_id, now)
-        if outcome == "not_found":
-            rt.redis.zrem(keys.ended_index(), recording_id)
-        elif outcome == "queued":
-            room = purge(rt.redis, rt.provider, rt.staging, recording_id)
-            if room is not None:
-                send_recording_deleted(recording_id, room)
-                removed.append(recording_id)
+    for recording_id in claim_expired(rt.redis, rt.settings.retention_days, now):
+        room = purge(rt.redis, rt.provider, rt.staging, recording_id)
+        if room is not None:
+            send_recording_deleted(recording_id, room)
+            removed.append(recording_id)
     return removed
 
 
@@ -66,6 +61,6 @@ def finalize_now_if_complete(client: redis.Redis, recording_id: str) -> bool:
     grace window and queue finalize now (the delayed message finds the work done and exits)."""
     if not close_if_complete(client, recording_id):
         return False
-    task_id, room = client.hmget(keys.recording(recording_id), "taskId", "room")
-    enqueue_finalize(recording_id, task_id.decode() if task_id else recording_id, room=room.decode() if room else None)
+    task_id, room = finalize_target(client, recording_id)
+    enqueue_finalize(recording_id, task_id, room=room)
     return True

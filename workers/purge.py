@@ -94,3 +94,16 @@ def expired(client: redis.Redis, retention_days: float, now: float | None = None
     now = time.time() if now is None else now
     cutoff = now - retention_days * 86400.0
     return [m.decode() for m in client.zrangebyscore(keys.ended_index(), "-inf", cutoff, start=0, num=limit)]
+
+
+def claim_expired(client: redis.Redis, retention_days: float, now: float | None = None) -> list[str]:
+    """The expired recordings this call marked deleting (the caller purges them); an id whose recording is gone
+    leaves the ended index, so the next sweep does not meet it again."""
+    claimed = []
+    for recording_id in expired(client, retention_days, now):
+        outcome, _state = mark_deleting(client, recording_id, now)
+        if outcome == "not_found":
+            client.zrem(keys.ended_index(), recording_id)
+        elif outcome == "queued":
+            claimed.append(recording_id)
+    return claimed
