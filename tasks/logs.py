@@ -3,6 +3,7 @@ line written while a task runs carries its task id and the recording it works on
 from __future__ import annotations
 
 import logging
+import re
 
 from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
 
@@ -20,11 +21,19 @@ def use_tapedeck_format(logger: logging.Logger | None = None, **_: object) -> No
         handler.setFormatter(formatter)
 
 
+ROOM_IN_ARGSREPR = re.compile(r"(?:^|\s)room=(\S+)")
+"""tasks/labels.py sends `room=<room> recording=<id>` as each job's argsrepr (what Flower shows)."""
+
+
 @task_prerun.connect
-def bind_task(task_id: str | None = None, args: tuple | None = None, kwargs: dict | None = None,
-              **_: object) -> None:
+def bind_task(task_id: str | None = None, task: object = None, args: tuple | None = None,
+              kwargs: dict | None = None, **_: object) -> None:
+    """task_id, the recording (first argument) and its room (from the job's argsrepr: no Redis call per task)."""
     first = args[0] if args else (kwargs or {}).get("recording_id")
-    logs.bind(task_id=task_id, recording_id=first if isinstance(first, str) else None)
+    shown = getattr(getattr(task, "request", None), "argsrepr", None)
+    room = ROOM_IN_ARGSREPR.search(shown) if isinstance(shown, str) else None
+    logs.bind(task_id=task_id, recording_id=first if isinstance(first, str) else None,
+              room=room.group(1) if room else None)
 
 
 @task_postrun.connect

@@ -157,3 +157,30 @@ def test_web_writes_only_json_lines_access_included(stack_env, tmp_path) -> None
     assert (probe["method"], probe["path"], probe["status"]) == ("GET", "/healthz", 200)
     (missing,) = [line for line in lines if line["logger"] == "gunicorn.access" and line.get("path", "").endswith("rec_nope")]
     assert missing["status"] == 404 and missing["query"] == "token=[redacted]" and missing["request_id"]
+
+
+def test_worker_lines_carry_the_room_of_their_task(stack_env, tmp_path) -> None:
+    """Issue 12 asks every worker line for the room as well as the recording and task ids: tasks are sent with
+    argsrepr `room=<room> recording=<id>` (what Flower shows), and the worker binds both ids from it."""
+    import os
+
+    from tasks import celery_app
+    from tests.services import VENV_BIN, CeleryProcess, free_port, wait_until
+
+    queue = f"logs-room-{free_port()}"
+    env = {**os.environ, **stack_env, "LOG_FORMAT": "json", "WORKER_METRICS_PORT": "0",
+           "PATH": f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"}
+    worker = CeleryProcess(env, tmp_path / "worker.log", "worker", "-Q", queue)
+    try:
+        worker.wait_ready()
+        sent = celery_app.send_task("tapedeck.deliver_webhooks", args=["rec_logroom"], queue=queue,
+                                    argsrepr="room=standup-7 recording=rec_logroom").id
+
+        def done() -> list[dict]:
+            lines = [json.loads(line) for line in worker.log_path.read_text().splitlines() if line.startswith("{")]
+            return [line for line in lines if line.get("task_id") == sent and "succeeded" in line["message"]]
+
+        (line,) = wait_until(done, 60, interval=0.2, what="the task's trace line")
+    finally:
+        worker.stop()
+    assert (line["recording_id"], line["room"]) == ("rec_logroom", "standup-7")

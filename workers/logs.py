@@ -45,7 +45,7 @@ class JsonFormatter(logging.Formatter):
             "ts": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
             "level": record.levelname, "logger": record.name, "message": record.getMessage(),
         }
-        for key, value in {**extra_fields(record), **current(), **getattr(record, "fields", {})}.items():
+        for key, value in {**current(), **extra_fields(record), **getattr(record, "fields", {})}.items():
             line.setdefault(key, value)
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
