@@ -232,10 +232,14 @@ class GcsStorage(StorageProvider):
         """Cancel the session (GCS keeps unfinished bytes for a week otherwise); best effort."""
         state = checkpoint.load()
         if state and state.get("provider") == self.name and state.get("session_url"):
-            try:
+            from google.auth.exceptions import GoogleAuthError
+            from requests import RequestException
+
+            try:  # any answer ends it: real GCS answers 499, the emulator 501
                 self.transport.request("DELETE", state["session_url"], timeout=SDK_RETRY_SECONDS)
-            except Exception:  # noqa: BLE001 - the emulator answers 501; real GCS 499
-                pass
+            except (RequestException, GoogleAuthError) as exc:  # unreachable: said, so the caller can log it
+                checkpoint.clear()
+                raise StorageUnavailableError(self._message("abort", key, type(exc).__name__)) from None
         checkpoint.clear()
 
     def head(self, key: str) -> ObjectInfo:

@@ -103,3 +103,26 @@ def test_session_adoption_uses_fields_the_installed_library_still_has(tmp_path: 
     for module in (gcs, gcs_resumable):
         source = Path(module.__file__).read_text()
         assert "storage._media" not in source and "client._http" not in source and "client._credentials" not in source
+
+
+def test_gcs_abort_ends_the_session_and_says_when_it_cannot(make_provider: MakeProvider, large_file: Path,
+                                                            prefix: str) -> None:
+    from storage_providers.base import StorageUnavailableError
+    from tests.services import free_port
+
+    def die_after_first_chunk(sent: int, total: int) -> None:
+        raise Interrupted
+
+    provider = make_provider("gcs")
+    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
+    with pytest.raises(Interrupted):
+        provider.upload_file(key, large_file, content_type="video/webm", checkpoint=checkpoint,
+                             progress=die_after_first_chunk)
+    assert checkpoint.state is not None
+    provider.abort_upload(key, checkpoint)  # the emulator answers the DELETE (501): nothing to report
+    assert checkpoint.state is None
+
+    checkpoint.state = {"provider": "gcs", "session_url": f"http://127.0.0.1:{free_port()}/upload/x", "confirmed": 0}
+    with pytest.raises(StorageUnavailableError) as raised:  # nobody listens there
+        provider.abort_upload(key, checkpoint)
+    assert "abort" in str(raised.value) and checkpoint.state is None
