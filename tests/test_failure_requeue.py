@@ -23,6 +23,7 @@ def test_failed_upload_keeps_chunks_and_requeue_completes(api, app, worker, stac
         blocker.unlink()
     assert body["state"] == "failed" and body["outputs"] == []
     assert "upload of recordings/" in body["error"] and "failed" in body["error"]
+    assert "Not a directory" in body["error"] and os.environ["LOCAL_STORAGE_DIR"] not in body["error"]  # no server path
     staged = Path(stack_env["STAGING_DIR"]) / recording_id / "alice" / "video"
     assert len(list(staged.glob("*.chunk"))) == 4
 

@@ -256,7 +256,10 @@ class Finalizer:
                 except (StorageError, OSError):
                     log.warning("abort of %s failed; the provider's lifecycle rules must clean it", key)
             checkpoint.clear()
-            raise UploadFailed(f"upload of {key} to {self.provider.name} failed after {attempts} attempts: {exc}") from exc
+            if not isinstance(exc, StorageError):  # local: the operator gets the path, the status only the errno text
+                log.warning("upload of %s failed locally: %s", key, exc)
+            detail = exc if isinstance(exc, StorageError) else exc.strerror or type(exc).__name__
+            raise UploadFailed(f"upload of {key} to {self.provider.name} failed after {attempts} attempts: {detail}") from exc
         checkpoint.clear()
         metrics.STORAGE_BYTES_WRITTEN.inc(path.stat().st_size)
 
