@@ -84,6 +84,7 @@ def test_pubsub_channel_carries_live_events(api, app, worker):
         if message["type"] == "message":
             live.append(json.loads(message["data"]))
     assert [e["state"] for e in live if e["type"] == "state"] == ["finalizing", "completed"]
+    assert next(e for e in live if e["type"] == "state")["stopReason"] == "host"  # as beat and operator stops say theirs
     assert all(e["id"] for e in live)
 
 

@@ -11,8 +11,7 @@ from app.control import require_control_address
 from app.guards import controlled_recording, visible_recording
 from app.schemas import parse_start
 from app.services import services
-from tasks.finalize import enqueue_finalize
-from tasks.lifecycle import finalize_now_if_complete
+from tasks.maintenance import finalize_after_stop
 from tasks.webhooks import enqueue_webhook
 from workers.errors import AlreadyRecording, RoomNeverRecorded
 from workers.ids import check_id, new_recording_id
@@ -62,9 +61,7 @@ def stop(room: str):
         raise RoomNeverRecorded("this room has never recorded")
     recording_id, state, task_id, newly_stopped = outcome
     if newly_stopped:
-        svc.events.publish(recording_id, {"type": "state", "state": state})
-        if not finalize_now_if_complete(svc.redis, recording_id):  # every stream already sent its final chunk
-            enqueue_finalize(recording_id, task_id, countdown=svc.settings.finalize_grace_seconds, room=room)
+        finalize_after_stop(svc, recording_id, task_id, room, "host")
     return jsonify(recordingId=recording_id, state=state, taskId=task_id or None), 202
 
 
