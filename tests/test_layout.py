@@ -66,6 +66,8 @@ def test_keys_are_exact():
     assert keys.participants("rec_1") == "tapedeck:rec:rec_1:participants"
     assert keys.stream_stats("rec_1", "alice", "video") == "tapedeck:rec:rec_1:stats:alice:video"
     assert keys.stream_holes("rec_1", "alice", "video") == "tapedeck:rec:rec_1:holes:alice:video"
+    assert keys.stream_stats_prefix("rec_1") == "tapedeck:rec:rec_1:stats:"  # the end-of-stream script appends
+    assert keys.stream_holes_prefix("rec_1") == "tapedeck:rec:rec_1:holes:"  # "<participantId>:<type>" to them
     assert keys.stream_unreadable("rec_1", "alice", "video") == "tapedeck:rec:rec_1:unreadable:alice:video"
     assert keys.completed_index() == "tapedeck:completed"
     assert keys.ended_index() == "tapedeck:ended"

@@ -66,12 +66,22 @@ def stream_chunks(recording_id: str, participant_id: str, stream_type: str) -> s
 def stream_stats(recording_id: str, participant_id: str, stream_type: str) -> str:
     """Hash: chunks, bytes, min/max sequence, whether the lowest holds a header, and the least clock skew of one
     stream, kept at intake so a status read costs the same at 10 or 200,000 chunks."""
-    return f"{PREFIX}:rec:{recording_id}:stats:{participant_id}:{stream_type}"
+    return f"{stream_stats_prefix(recording_id)}{participant_id}:{stream_type}"
+
+
+def stream_stats_prefix(recording_id: str) -> str:
+    """What every stream_stats key of a recording starts with (a script appends "<participantId>:<type>")."""
+    return f"{PREFIX}:rec:{recording_id}:stats:"
 
 
 def stream_holes(recording_id: str, participant_id: str, stream_type: str) -> str:
     """Sorted set: one "<first>-<last>" member per run of missing sequences between min and max, scored by first."""
-    return f"{PREFIX}:rec:{recording_id}:holes:{participant_id}:{stream_type}"
+    return f"{stream_holes_prefix(recording_id)}{participant_id}:{stream_type}"
+
+
+def stream_holes_prefix(recording_id: str) -> str:
+    """What every stream_holes key of a recording starts with (a script appends "<participantId>:<type>")."""
+    return f"{PREFIX}:rec:{recording_id}:holes:"
 
 
 def stream_unreadable(recording_id: str, participant_id: str, stream_type: str) -> str:

@@ -16,10 +16,10 @@ if #streams == 0 then return 0 end
 for _, stream in ipairs(streams) do
   local slash = string.find(stream, '/', 1, true)
   local tail = string.sub(stream, 1, slash - 1) .. ':' .. string.sub(stream, slash + 1)
-  local stats = redis.call('HMGET', ARGV[2] .. 'stats:' .. tail, 'final', 'max', 'min', 'minHeader')
+  local stats = redis.call('HMGET', ARGV[2] .. tail, 'final', 'max', 'min', 'minHeader')
   if not stats[1] or stats[1] ~= stats[2] then return 0 end
   if stats[4] ~= '1' and stats[3] ~= '0' then return 0 end
-  if redis.call('ZCARD', ARGV[2] .. 'holes:' .. tail) > 0 then return 0 end
+  if redis.call('ZCARD', ARGV[4] .. tail) > 0 then return 0 end
 end
 redis.call('HSET', KEYS[1], 'acceptUntil', ARGV[1], 'updatedAt', ARGV[1])
 redis.call('ZADD', KEYS[3], ARGV[1], ARGV[3])
@@ -38,4 +38,5 @@ def close_if_complete(client: redis.Redis, recording_id: str, now: float | None 
     now = time.time() if now is None else now
     script = client.register_script(_CLOSE_IF_COMPLETE)
     return bool(script(keys=[keys.recording(recording_id), keys.streams(recording_id), keys.pending_finalize()],
-                       args=[repr(now), keys.recording(recording_id) + ":", recording_id]))
+                       args=[repr(now), keys.stream_stats_prefix(recording_id), recording_id,
+                             keys.stream_holes_prefix(recording_id)]))
