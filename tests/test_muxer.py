@@ -238,6 +238,33 @@ def test_chunks_before_a_restart_without_their_header_are_reported_dropped(recor
     assert result.duration_seconds == pytest.approx(3.0, abs=0.05)
 
 
+
+def test_a_restart_with_other_codecs_is_reported_not_silently_lost(recording: bytes, tmp_path: Path) -> None:
+    """Found from outside: a recorder restarted with other codecs (VP8/Opus, then H.264/Opus from another
+    browser) was muxed as if its second segment never existed: no dropped chunk, no dropped packet, 'segments: 2'.
+    The output keeps the first codecs; the media it cannot hold is reported (here: its chunks, as missing)."""
+    first = write_chunks(slice_timeslice(recording, 10), tmp_path / "v")
+    h264 = encode_webm(Recording(seconds=3, video_codec="libx264"))
+    second = write_chunks(slice_timeslice(h264, 3), tmp_path / "v", first_sequence=10)
+
+    result = mux_participant([StreamInput("video", first + second)], tmp_path, "kim")
+
+    assert [t.codec for t in result.tracks] == ["vp8", "opus"]
+    assert result.duration_seconds == pytest.approx(13.0, abs=0.1)  # the Opus track of the restart is kept
+    assert result.dropped_packets >= 90  # the 90 H.264 frames it cannot hold, counted
+    assert probe(result.path).frames["video"] == 10 * TEN_SECONDS.fps
+
+
+def test_a_restart_sharing_no_track_is_reported_as_missing_chunks(recording: bytes, tmp_path: Path) -> None:
+    first = write_chunks(slice_timeslice(recording, 10), tmp_path / "v")
+    other = encode_webm(Recording(seconds=3, video_codec="libx264", audio=False))
+    second = write_chunks(slice_timeslice(other, 3), tmp_path / "v", first_sequence=10)
+
+    result = mux_participant([StreamInput("video", first + second)], tmp_path, "lou")
+
+    assert result.dropped_chunks == [10, 11, 12]  # status and manifest list them as missing
+    assert result.duration_seconds == pytest.approx(10.0, abs=0.1)
+
 def test_h264_from_chromium_goes_to_matroska(tmp_path: Path) -> None:
     data = encode_webm(Recording(seconds=3, video_codec="libx264"))
     chunks = write_chunks(slice_timeslice(data, 3), tmp_path / "v")

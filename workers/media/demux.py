@@ -48,6 +48,9 @@ class ChunkDemuxer:
         self.tracks: list[Track] = []
         self.segment_count = 0
         self.spikes = 0
+        self.left_out = 0
+        """Packets of a restarted recorder's tracks that match none of the output's (another codec): counted, so
+        the loss shows in droppedPackets instead of vanishing."""
         """Packets dropped because their timestamp leapt ahead alone (a corrupt timecode)."""
         self.repairs = 0
         """Pauses collapsed and restarts joined inside segments (see workers/media/timeline.py)."""
@@ -107,6 +110,7 @@ class ChunkDemuxer:
         for packet in _demux(container, self.stream_type):
             lane = lanes.get(packet.stream_index)
             if lane is None or packet.size == 0:
+                self.left_out += lane is None and packet.size > 0
                 continue
             pts, dts = packet.pts, packet.dts
             if dts is None:
@@ -178,6 +182,12 @@ class ChunkDemuxer:
         if not _media_streams(container):
             container.close()
             return self._drop(segment, stream, f"{where} has no audio or video track")
+        if self.tracks and not self._shares_a_track(container):
+            codecs = ", ".join(codec_name(s) for s in _media_streams(container))
+            container.close()
+            log.warning("%s stream: %s restarted with other codecs (%s); its chunks are reported missing",
+                        self.stream_type, where, codecs)
+            return self._drop(segment, stream, f"{where} holds none of the output's codecs ({codecs})")
         if isinstance(reader, FragmentView):
             self.cuts += reader.plan.cuts
         self._container, self._reader, self._reader_bytes = container, reader, stream.size
@@ -185,6 +195,11 @@ class ChunkDemuxer:
                         if self._pause_cuts is not None else None)
         self.segment_count += 1
         return None
+
+    def _shares_a_track(self, container: av.container.InputContainer) -> bool:
+        """Whether a later segment has a track the output holds (same media type, codec, rank)."""
+        keys, counts = {track.key for track in self.tracks}, {}
+        return any(_track_key(stream, counts) in keys for stream in _media_streams(container))
 
     def _drop(self, segment: list[Chunk], stream: ChunkStream, reason: str) -> str:
         stream.close()

@@ -125,7 +125,7 @@ def mux_participant(
         tracks=[_info(track) for track in tracks],
         segments=sum(source.segment_count for source in sources),
         dropped_chunks=sorted(sequence for source in sources for sequence in source.dropped),
-        dropped_packets=dropped_packets + sum(source.spikes for source in sources),
+        dropped_packets=dropped_packets + sum(source.spikes + source.left_out for source in sources),
         start_seconds=round(start, 6),
         timestamp_repairs=sum(source.repairs for source in sources),
         paused_seconds_cut=round(max((source.paused_seconds for source in sources), default=0.0), 3),
