@@ -275,6 +275,27 @@ def test_staging_failure_is_503_with_retry_after_and_leaves_no_record(stack_env,
     assert api.status(rec).get_json()["participants"] == {}
 
 
+@pytest.mark.parametrize("backend", ["local", "object-store"])
+def test_start_is_503_and_creates_nothing_while_staging_cannot_keep_its_descriptor(stack_env, storage_env, api,
+                                                                                   tmp_path, backend):
+    """Found from outside: a recording started while staging was down answered 201 without its recording.json, so
+    once its chunks were staged, `rebuild` after a lost Redis could not bring it back (no room, no format)."""
+    from app import create_app
+
+    blocker = tmp_path / "file"
+    blocker.write_text("paths under a regular file fail with ENOTDIR, even for root")
+    if backend == "local":
+        env = {**stack_env, "STAGING_BACKEND": "local", "STAGING_DIR": str(blocker / "staging")}
+    else:
+        env = {**stack_env, **storage_env("s3"), "STAGING_BACKEND": "object-store",
+               "S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"}
+    response = create_app(env).test_client().post(f"/video-calls/{api.room}/recording/start", headers=api.auth())
+    error(response, 503, "unavailable")
+    assert response.headers["Retry-After"] == "2"
+    error(api.client.get(f"/video-calls/{api.room}/recording", headers=api.auth()), 404, "not_recording")
+    assert api.start().status_code == 201  # staging is back: the room starts as if nothing happened
+
+
 def test_redis_outage_is_503_with_retry_after(stack_env, api):
     from app import create_app
 

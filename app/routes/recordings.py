@@ -13,8 +13,9 @@ from app.schemas import parse_start
 from app.services import services
 from tasks.maintenance import finalize_after_stop
 from tasks.webhooks import enqueue_webhook
-from workers.errors import AlreadyRecording, RoomNeverRecorded
+from workers.errors import AlreadyRecording, RoomNeverRecorded, Unavailable
 from workers.ids import check_id, new_recording_id
+from workers.state import ACTIVE_STATES
 from workers.status import build_status
 
 bp = Blueprint("recordings", __name__, url_prefix="/video-calls")
@@ -29,14 +30,28 @@ def start(room: str):
     principal.require_host(room)
     svc = services()
     fmt = body.format or svc.settings.recording_format
-    created, recording_id = svc.store.start(room, new_recording_id(), fmt, body.metadata)
-    if not created:
-        raise AlreadyRecording("this room is already recording", recordingId=recording_id)
-    svc.staging.remember(recording_id, {"recordingId": recording_id, "room": room, "format": fmt,
-                                        "metadata": body.metadata, "startedAt": time.time()})
+    live = svc.store.current(room)
+    if live and (svc.store.get(live) or {}).get("state") in {state.value for state in ACTIVE_STATES}:
+        raise AlreadyRecording("this room is already recording", recordingId=live)
+    recording_id = new_recording_id()
+    _stage_descriptor(svc, recording_id, {"recordingId": recording_id, "room": room, "format": fmt,
+                                          "metadata": body.metadata, "startedAt": time.time()})
+    created, current = svc.store.start(room, recording_id, fmt, body.metadata)
+    if not created:  # another start won the race after the check above: its descriptor is the one that counts
+        svc.staging.remove_recording(recording_id)
+        raise AlreadyRecording("this room is already recording", recordingId=current)
     svc.events.publish(recording_id, {"type": "state", "state": "recording"})
     enqueue_webhook(recording_id, "recording.started", room, {"format": fmt, "metadata": body.metadata}, svc)
     return jsonify(recordingId=recording_id, room=room, state="recording", format=fmt), 201
+
+
+def _stage_descriptor(svc, recording_id: str, facts: dict) -> None:
+    """Staging keeps recording.json before the recording exists: without it, `rebuild` after a lost Redis cannot
+    bring back a recording whose chunks are staged. Staging that cannot keep it (writes are best effort there) is
+    503 and nothing is created, as for a chunk."""
+    svc.staging.remember(recording_id, facts)
+    if svc.staging.recall(recording_id) is None:
+        raise Unavailable("chunk staging cannot keep the recording's descriptor; retry later")
 
 
 @bp.get("/<room>/recording")
