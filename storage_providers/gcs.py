@@ -160,7 +160,7 @@ class GcsStorage(StorageProvider):
         return self._file_credentials
 
     @contextmanager
-    def _translating(self, action: str, key: str) -> Iterator[None]:
+    def translating(self, action: str, key: str) -> Iterator[None]:
         """Turn google-api-core, media and transport failures into the storage errors."""
         import requests
         from google.api_core import exceptions as api
@@ -208,7 +208,7 @@ class GcsStorage(StorageProvider):
         total = os.path.getsize(path)
         digests = _digests(path)
         meta = {**(metadata or {}), "sha256": digests.sha256}
-        with self._translating("upload", key):
+        with self.translating("upload", key):
             blob = self.client.bucket(self.settings.bucket).blob(key)
             blob.metadata = meta
             if total <= self.settings.chunk_size:
@@ -244,7 +244,7 @@ class GcsStorage(StorageProvider):
 
     def head(self, key: str) -> ObjectInfo:
         check_key(key)
-        with self._translating("head", key):
+        with self.translating("head", key):
             blob = self.client.bucket(self.settings.bucket).get_blob(key, retry=sdk_retry())
         if blob is None:
             raise ObjectNotFoundError(key)
@@ -254,13 +254,13 @@ class GcsStorage(StorageProvider):
     def delete(self, key: str) -> None:
         check_key(key)
         try:
-            with self._translating("delete", key):
+            with self.translating("delete", key):
                 self.client.bucket(self.settings.bucket).blob(key).delete(retry=sdk_retry())
         except ObjectNotFoundError:
             pass
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
-        with self._translating("list", prefix):
+        with self.translating("list", prefix):
             for blob in self.client.list_blobs(self.settings.bucket, prefix=prefix or None,
                                                retry=sdk_retry()):
                 yield ObjectInfo(key=blob.name, size=int(blob.size or 0), content_type=blob.content_type,
@@ -273,7 +273,7 @@ class GcsStorage(StorageProvider):
             return (f"{self.settings.emulator_host}/download/storage/v1/b/{self.settings.bucket}"
                     f"/o/{quote(key, safe='')}?alt=media")
         seconds = max(1, min(int(expires_in), MAX_SIGNED_SECONDS))
-        with self._translating("sign", key):
+        with self.translating("sign", key):
             credentials, extra = self._signer()
             return self.client.bucket(self.settings.bucket).blob(key).generate_signed_url(
                 version="v4", method="GET", expiration=datetime.timedelta(seconds=seconds),
@@ -293,7 +293,7 @@ class GcsStorage(StorageProvider):
         return credentials, {"service_account_email": email, "access_token": credentials.token}
 
     def check(self) -> None:
-        with self._translating("check", self.settings.bucket):
+        with self.translating("check", self.settings.bucket):
             if self.client.lookup_bucket(self.settings.bucket, retry=sdk_retry()) is None:
                 raise PermanentStorageError(f"GCS_BUCKET {self.settings.bucket!r} does not exist")
 

@@ -103,11 +103,12 @@ class S3Storage(StorageProvider):
             self._client_pid = os.getpid()
         return self._client
 
-    def _key(self, key: str) -> str:
+    def prefixed_key(self, key: str) -> str:
+        """The object's key in the bucket (S3_PREFIX first), checked; object-store staging uses it too."""
         return self.settings.prefix + check_key(key)
 
     @contextmanager
-    def _translating(self, action: str, key: str) -> Iterator[None]:
+    def translating(self, action: str, key: str) -> Iterator[None]:
         """Turn botocore failures into the storage errors callers retry (or not) on."""
         from botocore.exceptions import BotoCoreError, ClientError, ConnectionError, HTTPClientError
 
@@ -143,10 +144,10 @@ class S3Storage(StorageProvider):
         progress: ProgressCallback | None = None,
         checkpoint: UploadCheckpoint | None = None,
     ) -> ObjectInfo:
-        full_key = self._key(key)
+        full_key = self.prefixed_key(key)
         total = os.path.getsize(path)
         meta = {**(metadata or {}), "sha256": caller_sha256(metadata) or sha256_file(path)}
-        with self._translating("upload", key):
+        with self.translating("upload", key):
             if total <= self.settings.part_size:
                 self._put(full_key, path, content_type, meta)
                 if progress:
@@ -171,13 +172,13 @@ class S3Storage(StorageProvider):
     def abort_upload(self, key: str, checkpoint: UploadCheckpoint) -> None:
         state = checkpoint.load()
         if state:
-            with self._translating("abort", key):
+            with self.translating("abort", key):
                 self._uploader().abort(state)
         checkpoint.clear()
 
     def incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
         skip = len(self.settings.prefix)
-        with self._translating("list uploads", prefix):
+        with self.translating("list uploads", prefix):
             pages = self.client.get_paginator("list_multipart_uploads").paginate(
                 Bucket=self.settings.bucket, Prefix=self.settings.prefix + prefix)
             for page in pages:
@@ -186,23 +187,23 @@ class S3Storage(StorageProvider):
                                            initiated=item["Initiated"].timestamp())
 
     def abort_incomplete(self, upload: IncompleteUpload) -> None:
-        with self._translating("abort", upload.key):
+        with self.translating("abort", upload.key):
             self._uploader().abort({"provider": self.name, "bucket": self.settings.bucket,
-                                    "key": self._key(upload.key), "upload_id": upload.upload_id})
+                                    "key": self.prefixed_key(upload.key), "upload_id": upload.upload_id})
 
     def head(self, key: str) -> ObjectInfo:
-        with self._translating("head", key):
-            answer = self.client.head_object(Bucket=self.settings.bucket, Key=self._key(key))
+        with self.translating("head", key):
+            answer = self.client.head_object(Bucket=self.settings.bucket, Key=self.prefixed_key(key))
         return ObjectInfo(key=key, size=int(answer["ContentLength"]), content_type=answer.get("ContentType"),
                           metadata=dict(answer.get("Metadata") or {}))
 
     def delete(self, key: str) -> None:
-        with self._translating("delete", key):
-            self.client.delete_object(Bucket=self.settings.bucket, Key=self._key(key))
+        with self.translating("delete", key):
+            self.client.delete_object(Bucket=self.settings.bucket, Key=self.prefixed_key(key))
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
         skip = len(self.settings.prefix)
-        with self._translating("list", prefix):
+        with self.translating("list", prefix):
             pages = self.client.get_paginator("list_objects_v2").paginate(
                 Bucket=self.settings.bucket, Prefix=self.settings.prefix + prefix
             )
@@ -211,14 +212,14 @@ class S3Storage(StorageProvider):
                     yield ObjectInfo(key=item["Key"][skip:], size=int(item["Size"]))
 
     def download_url(self, key: str, expires_in: int) -> str:
-        with self._translating("presign", key):
+        with self.translating("presign", key):
             return self.client.generate_presigned_url(
-                "get_object", Params={"Bucket": self.settings.bucket, "Key": self._key(key)},
+                "get_object", Params={"Bucket": self.settings.bucket, "Key": self.prefixed_key(key)},
                 ExpiresIn=max(1, min(int(expires_in), MAX_PRESIGN_SECONDS)))
 
     def check(self) -> None:
         try:
-            with self._translating("check", self.settings.bucket):
+            with self.translating("check", self.settings.bucket):
                 self.client.head_bucket(Bucket=self.settings.bucket)
         except ObjectNotFoundError:
             raise PermanentStorageError(f"S3_BUCKET {self.settings.bucket!r} does not exist") from None

@@ -174,20 +174,20 @@ class _S3Objects:
 
     def put(self, key: str, data: bytes, digest: str, content_type: str = "application/octet-stream") -> None:
         p = self.provider
-        with p._translating("stage", key):
-            p.client.put_object(Bucket=p.settings.bucket, Key=p._key(key), Body=data, ContentType=content_type,
+        with p.translating("stage", key):
+            p.client.put_object(Bucket=p.settings.bucket, Key=p.prefixed_key(key), Body=data, ContentType=content_type,
                                 ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode())
 
     def open(self, key: str) -> BinaryIO:
         p = self.provider
-        with p._translating("read", key):
-            return _Translated(p.client.get_object(Bucket=p.settings.bucket, Key=p._key(key))["Body"], p, key)
+        with p.translating("read", key):
+            return _Translated(p.client.get_object(Bucket=p.settings.bucket, Key=p.prefixed_key(key))["Body"], p, key)
 
     def delete_many(self, keys: list[str]) -> None:
         p = self.provider
         for start in range(0, len(keys), 1000):
-            batch = [{"Key": p._key(key)} for key in keys[start:start + 1000]]
-            with p._translating("delete", PREFIX):
+            batch = [{"Key": p.prefixed_key(key)} for key in keys[start:start + 1000]]
+            with p.translating("delete", PREFIX):
                 p.client.delete_objects(Bucket=p.settings.bucket, Delete={"Objects": batch, "Quiet": True})
 
 
@@ -203,13 +203,13 @@ class _GcsObjects:
     def put(self, key: str, data: bytes, digest: str, content_type: str = "application/octet-stream") -> None:
         from storage_providers.gcs_resumable import sdk_retry
 
-        with self.provider._translating("stage", key):
+        with self.provider.translating("stage", key):
             self._blob(key).upload_from_string(data, content_type=content_type, checksum="crc32c", retry=sdk_retry())
 
     def open(self, key: str) -> BinaryIO:
         from storage_providers.gcs_resumable import sdk_retry
 
-        with self.provider._translating("read", key):
+        with self.provider.translating("read", key):
             blob = self.provider.client.bucket(self.provider.settings.bucket).get_blob(key, retry=sdk_retry())
             if blob is None:
                 raise ObjectNotFoundError(key)
@@ -228,7 +228,7 @@ class _Translated:
         self.whole_read_is_none = provider.name == "s3"  # botocore's StreamingBody reads all with amt=None
 
     def read(self, size: int = -1) -> bytes:
-        with self.provider._translating("read", self.key):
+        with self.provider.translating("read", self.key):
             if size is None or size < 0:
                 return self.reader.read() if self.whole_read_is_none else self.reader.read(-1)
             return self.reader.read(size)
