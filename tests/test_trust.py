@@ -2,6 +2,7 @@
 client clock and no lost Redis reply can fail a recording, hide a hole or lose an acknowledged chunk."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,26 @@ def test_participant_token_sees_only_its_own_entry_and_output(api, worker, piece
     carol = api.client.get(f"/video-calls/recordings/{recording_id}", headers=api.auth("carol", "participant")).get_json()
     assert carol["participants"] == {} and carol["outputs"] == []
 
+
+
+def test_a_failed_recording_s_error_names_no_other_participant_to_a_participant(api, worker, pieces):
+    """Found from outside: when no participant produced an output, the recording's `error` listed each
+    participant's id and reason, so a participant's token learnt everyone's. It sees its own reason only."""
+    import os
+
+    recording_id = start(api)
+    for participant in ("alice", "bob"):
+        assert api.put_chunk(recording_id, participant, "video", 0, pieces[0][:200]).status_code == 202
+        assert api.put_chunk(recording_id, participant, "video", 1, os.urandom(4000)).status_code == 202
+    assert api.stop().status_code == 202
+    host_view = api.wait_final(recording_id)
+    assert host_view["state"] == "failed" and "alice" in host_view["error"] and "bob" in host_view["error"]
+    bob = api.client.get(f"/video-calls/recordings/{recording_id}", headers=api.auth("bob", "participant")).get_json()
+    assert bob["state"] == "failed" and bob["error"].startswith("no participant produced an output")
+    assert "alice" not in json.dumps(bob)
+    assert bob["participants"]["bob"]["error"] and bob["error"].endswith(bob["participants"]["bob"]["error"])
+    events = api.client.get(f"/video-calls/recordings/{recording_id}/events?token={api.token('bob', 'participant')}")
+    assert "failed" in events.get_data(as_text=True) and "alice" not in events.get_data(as_text=True)
 
 # Participant limit ------------------------------------------------------------------------------------------
 

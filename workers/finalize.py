@@ -33,7 +33,7 @@ from workers.records import OutputThumbnail, RecordingHash, StoredOutput, output
 from workers.settings import Settings
 from workers.staging import Staging
 from workers.state import ChunkRecord, RecordingStore, State
-from workers.status import participant_entries
+from workers.status import NO_OUTPUT, participant_entries
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class Finalizer:
         except UploadFailed as exc:
             return self._fail(recording_id, str(exc), reporter)
         if not done:
-            reason = "no participant produced an output" + (f": {'; '.join(f'{p}: {m}' for p, m in sorted(errors.items()))}" if errors else "")
+            reason = NO_OUTPUT + (f": {'; '.join(f'{p}: {m}' for p, m in sorted(errors.items()))}" if errors else "")
             return self._fail(recording_id, reason, reporter)
         guard()
         self.store.finish(recording_id, State.COMPLETED)

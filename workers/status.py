@@ -60,6 +60,17 @@ def _participants(store: RecordingStore, recording_id: str, rec: RecordingHash, 
     return participant_entries(store, recording_id, errors, only, rec)
 
 
+NO_OUTPUT = "no participant produced an output"
+"""How finalize's error begins when every participant failed; it goes on with each one's id and reason."""
+
+
+def _error_seen_by(error: str | None, errors: dict[str, str], only: str | None) -> str | None:
+    """The recording's error as a participant may see it: the reasons of others name them, so only its own."""
+    if only is None or not error or not error.startswith(NO_OUTPUT):
+        return error
+    return f"{NO_OUTPUT}: {errors[only]}" if only in errors else NO_OUTPUT
+
+
 def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | None = None,
                  rec: RecordingHash | None = None, only: str | None = None) -> dict | None:
     """The full status body, or None for an unknown recording. url_for mints download URLs (never stored);
@@ -83,7 +94,7 @@ def build_status(store: RecordingStore, recording_id: str, url_for: UrlFor | Non
         "stoppedAt": iso(epoch(rec.get("stoppedAt"))),
         "stopReason": rec.get("stopReason") or None,
         "completedAt": iso(epoch(rec.get("completedAt"))),
-        "error": rec.get("error") or None,
+        "error": _error_seen_by(rec.get("error") or None, errors, only),
         "upload": {"bytesSent": int(rec["bytesSent"]), "bytesTotal": int(rec["bytesTotal"])} if rec.get("bytesTotal") else None,
         "metadata": _json(rec.get("metadata"), {}),
         "taskId": rec.get("taskId") or None,

@@ -24,6 +24,7 @@ from workers.events import EventPublisher
 from workers.ids import check_id
 from workers.redis_client import for_settings
 from workers.state import FINAL_STATES, RecordingStore
+from workers.status import NO_OUTPUT
 from workers.stream_leases import StreamLease, StreamLimiter
 
 bp = Blueprint("events", __name__, url_prefix="/video-calls")
@@ -103,10 +104,14 @@ def stream(recording_id: str):
 
 def _shown_to(viewer: str | None, event: dict) -> dict:
     """The event as this token may see it: a participant (viewer) gets every event, but only its own id in
-    `participantId` (another participant's progress still moves the bar, without naming who)."""
-    if viewer is None or event.get("participantId") in (None, viewer):
+    `participantId` (another participant's progress still moves the bar, without naming who), and a failure's
+    error without the others' reasons."""
+    if viewer is None:
         return event
-    return {k: v for k, v in event.items() if k != "participantId"}
+    shown = {k: v for k, v in event.items() if k != "participantId" or v == viewer}
+    if isinstance(shown.get("error"), str) and shown["error"].startswith(NO_OUTPUT):
+        shown["error"] = NO_OUTPUT  # it goes on with every participant's id and reason (the status shows its own)
+    return shown
 
 
 def _follow(reader: EventPublisher, store: RecordingStore, lease: StreamLease, recording_id: str, after: str,
