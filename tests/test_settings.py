@@ -160,3 +160,18 @@ def test_env_example_lists_every_variable_the_settings_read():
             if isinstance(alias, str) or alias is None:
                 read.add(alias or name.upper())
     assert read - {"RTC"} - listed == set()
+
+
+@pytest.mark.parametrize("name, top", [
+    ("FINALIZE_GRACE_SECONDS", "3600"), ("UPLOAD_RETRY_BASE_SECONDS", "300"), ("THUMBNAIL_OFFSET_SECONDS", "86400"),
+    ("WEBHOOK_TIMEOUT_SECONDS", "300"), ("RECOVER_EVERY_SECONDS", "3600"), ("CLEANUP_EVERY_SECONDS", "86400"),
+    ("AUTO_STOP_EVERY_SECONDS", "3600"),
+])
+def test_durations_have_an_upper_bound_and_must_be_finite(name, top):
+    """Found from outside: FINALIZE_GRACE_SECONDS=inf started, then every stop queued a countdown of infinity."""
+    model = CelerySettings if name.endswith("_EVERY_SECONDS") else Settings
+    env = {} if model is CelerySettings else DEV
+    assert getattr(model.from_env({**env, name: top}), name.lower()) == float(top)
+    for bad in (str(float(top) + 1), "inf", "1e400", "nan"):
+        with pytest.raises(ConfigurationError, match=name):
+            model.from_env({**env, name: bad})

@@ -74,7 +74,7 @@ class Settings(RedisSettings):
     storage_provider: str = "local"
     """STORAGE_PROVIDER, or the backend guessed from which credentials are set (storage_providers/registry.py)."""
     recording_format: Literal[OUTPUT_FORMATS] = "webm"  # type: ignore[valid-type]
-    finalize_grace_seconds: float = Field(5.0, ge=0)
+    finalize_grace_seconds: float = Field(5.0, ge=0, le=3600, allow_inf_nan=False)
     max_chunk_bytes: int = Field(8 * 1024 * 1024, ge=1)
     max_participants: int = Field(100, ge=1)
     staging_min_free_bytes: int = Field(256 * 1024 * 1024, ge=0)
@@ -99,7 +99,7 @@ class Settings(RedisSettings):
     live_step_seconds: float = Field(10.0, ge=1, le=600)
     """At most one live step per recording this often: each folds in every chunk that arrived meanwhile."""
     upload_max_retries: int = Field(5, ge=0)
-    upload_retry_base_seconds: float = Field(1.0, ge=0)
+    upload_retry_base_seconds: float = Field(1.0, ge=0, le=300, allow_inf_nan=False)
     download_url_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)
     cors_origins: Csv = ()
     event_stream_maxlen: ClassVar[int] = 1000
@@ -110,7 +110,7 @@ class Settings(RedisSettings):
     chunk_rate_limit: str = "50/second"
     control_allowed_ips: Networks = ()
     trusted_proxies: Networks = ()
-    thumbnail_offset_seconds: float = Field(1.0, ge=0)
+    thumbnail_offset_seconds: float = Field(1.0, ge=0, le=86400, allow_inf_nan=False)
     thumbnail_width: int = Field(640, ge=0)
     mp4_video_codec: str = Mp4Settings.video_codec
     mp4_video_preset: str = Mp4Settings.video_preset
@@ -128,7 +128,7 @@ class Settings(RedisSettings):
     """Where recording events are POSTed (the only URL webhooks ever go to); None sends nothing."""
     webhook_secret: str = Field("", repr=False)
     webhook_give_up_seconds: int = Field(24 * 3600, ge=60)
-    webhook_timeout_seconds: float = Field(10.0, ge=0.5)
+    webhook_timeout_seconds: float = Field(10.0, ge=0.5, le=300, allow_inf_nan=False)
     rtc: RtcSettings = Field(default_factory=RtcSettings)
     """WebRTC ingest (RTC_*): see workers/webrtc/config.py."""
 
@@ -216,9 +216,9 @@ class CelerySettings(RedisSettings):
     finalize_time_limit_seconds: int = Field(3600, ge=1)
     broker_visibility_timeout_seconds: int | None = Field(None, ge=1)
     """Unset: the hard time limit (FINALIZE_TIME_LIMIT_SECONDS + 120) plus 600."""
-    recover_every_seconds: float = Field(20, gt=0)
-    cleanup_every_seconds: float = Field(3600, gt=0)
-    auto_stop_every_seconds: float = Field(15, gt=0)
+    recover_every_seconds: float = Field(20, gt=0, le=3600, allow_inf_nan=False)
+    cleanup_every_seconds: float = Field(3600, gt=0, le=86400, allow_inf_nan=False)
+    auto_stop_every_seconds: float = Field(15, gt=0, le=3600, allow_inf_nan=False)
     """How often beat compares active recordings with MAX_RECORDING_SECONDS and IDLE_STOP_SECONDS."""
     celery_beat_schedule_file: str = "./var/celerybeat-schedule"
 
