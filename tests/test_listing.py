@@ -64,3 +64,25 @@ def test_bad_input_and_other_rooms(api, three):
     error(listing(api, cursor="rec_unknown"), 404, "not_found")
     other = api.client.get(f"/video-calls/{api.room}/recordings", headers=api.auth("alice", "participant", "elsewhere"))
     error(other, 403, "forbidden")
+
+
+def test_a_filtered_page_reads_a_bounded_span_and_next_reaches_past_it(api):
+    """The oldest recording is the only one recording; 11 stopped ones after it fill a page's budget (10 × limit 1):
+    the first page is empty with a next, and following next finds it."""
+    oldest = api.start().get_json()["recordingId"]
+    from app.services import services
+
+    with api.app.app_context():
+        client = services().redis
+    from workers import keys
+
+    client.hset(keys.recording(oldest), "state", "failed")  # ended; the room may start again
+    newer = []
+    for _ in range(11):
+        newer.append(api.start().get_json()["recordingId"])
+        assert api.stop().status_code == 202
+    client.hset(keys.recording(oldest), "state", "recording")  # the one match, past the first page's span
+    first = listing(api, limit=1, state="recording").get_json()
+    assert first["recordings"] == [] and first["next"] == newer[1], first
+    second = listing(api, limit=1, state="recording", cursor=first["next"]).get_json()
+    assert [r["recordingId"] for r in second["recordings"]] == [oldest] and second["next"] is None, second
