@@ -14,6 +14,7 @@ import pytest
 import requests
 
 from tests.conftest import JWT_SECRET
+from tests.http_api import HttpApi
 from tests.media import Recording, encode_webm, slice_timeslice
 from tests.procfile import minimal_env, procfile_command
 from tests.services import ROOT, CeleryProcess, RedisServer, free_port, wait_until
@@ -21,34 +22,9 @@ from tests.test_live import packets
 from workers.media.muxer import StreamInput, mux_participant
 
 
-class Stack:
+class Stack(HttpApi):
     def __init__(self, env: dict[str, str], base: str, worker: CeleryProcess) -> None:
         self.env, self.base, self.worker = env, base, worker
-
-    def headers(self, room: str, sub: str = "host", role: str = "host") -> dict[str, str]:
-        from app.auth import mint_token
-
-        return {"Authorization": f"Bearer {mint_token(JWT_SECRET, room, sub, role, 600)}"}
-
-    def start(self, room: str) -> str:
-        reply = requests.post(f"{self.base}/video-calls/{room}/recording/start", headers=self.headers(room), timeout=30)
-        assert reply.status_code == 201, reply.text
-        return reply.json()["recordingId"]
-
-    def put(self, room: str, rec: str, sequence: int, data: bytes, final: bool = False) -> None:
-        headers = {**self.headers(room, "alice", "participant"), "Content-Type": "application/octet-stream"}
-        if final:
-            headers["Tapedeck-Final"] = "true"
-        reply = requests.put(f"{self.base}/video-calls/recordings/{rec}/participants/alice/video/chunks/{sequence}",
-                             data=data, headers=headers, timeout=30)
-        assert reply.status_code == 202, reply.text
-
-    def status(self, room: str, rec: str) -> dict:
-        return requests.get(f"{self.base}/video-calls/recordings/{rec}", headers=self.headers(room), timeout=30).json()
-
-    def stop(self, room: str) -> None:
-        reply = requests.post(f"{self.base}/video-calls/{room}/recording/stop", headers=self.headers(room), timeout=30)
-        assert reply.status_code == 202, reply.text
 
     def wait_live(self, room: str, rec: str, position: int) -> None:
         def reached() -> bool:
@@ -56,13 +32,6 @@ class Stack:
             return live is not None and live["position"] >= position
 
         wait_until(reached, 60, interval=0.2, what=f"live position {position}")
-
-    def wait_final(self, room: str, rec: str) -> dict:
-        def final():
-            body = self.status(room, rec)
-            return body if body["state"] in ("completed", "failed") else None
-
-        return wait_until(final, 120, interval=0.2, what=f"{rec} to finish")
 
     def stored(self, body: dict) -> Path:
         return Path(self.env["LOCAL_STORAGE_DIR"]) / body["outputs"][0]["key"]
@@ -127,7 +96,7 @@ def test_final_chunk_completes_with_the_live_output(stack, tmp_path):
     stack.wait_live(room, rec, 8)  # steps ran on the worker's live queue while the room recorded
     for sequence, piece in enumerate(pieces[16:-1], 16):
         stack.put(room, rec, sequence, piece)
-    stack.stop(room)
+    stack.control(room, "stop")
     stack.put(room, rec, len(pieces) - 1, pieces[-1], final=True)  # grace is 30 s: only the final chunk ends it
     body = stack.wait_final(room, rec)
     assert body["state"] == "completed", body
@@ -147,7 +116,7 @@ def test_worker_killed_while_recording_still_completes(stack, tmp_path):
         stack.put(room, rec, sequence, piece)
     stack.worker.restart()
     stack.worker.wait_ready()
-    stack.stop(room)
+    stack.control(room, "stop")
     stack.put(room, rec, len(pieces) - 1, pieces[-1], final=True)
     body = stack.wait_final(room, rec)
     assert body["state"] == "completed", body

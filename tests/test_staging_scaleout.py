@@ -18,6 +18,7 @@ import redis
 import requests
 
 from tests.conftest import JWT_SECRET
+from tests.http_api import HttpApi
 from tests.media import Recording, encode_webm, slice_timeslice
 from tests.procfile import minimal_env, procfile_command
 from tests.services import ROOT, VENV_BIN, CeleryProcess, RedisServer, free_port, wait_until
@@ -29,7 +30,7 @@ PARTICIPANTS = [f"p{i}" for i in range(6)]
 
 
 @dataclass
-class Cluster:
+class Cluster(HttpApi):
     env: dict[str, str]
     base: str
     redis: redis.Redis
@@ -38,36 +39,6 @@ class Cluster:
     """The finalize-only worker processes (a, b), each with its own STAGING_DIR."""
     ops: CeleryProcess
     scratch: dict[str, Path]
-
-    def token(self, room: str, sub: str = "host", role: str = "host") -> dict[str, str]:
-        from app.auth import mint_token
-
-        return {"Authorization": f"Bearer {mint_token(JWT_SECRET, room, sub, role, 600)}"}
-
-    def start(self, room: str) -> str:
-        reply = requests.post(f"{self.base}/video-calls/{room}/recording/start", headers=self.token(room), timeout=30)
-        assert reply.status_code == 201, reply.text
-        return reply.json()["recordingId"]
-
-    def put(self, room: str, recording_id: str, participant: str, sequence: int, data: bytes) -> None:
-        url = f"{self.base}/video-calls/recordings/{recording_id}/participants/{participant}/video/chunks/{sequence}"
-        headers = {**self.token(room, participant, "participant"), "Content-Type": "application/octet-stream"}
-        reply = requests.put(url, data=data, headers=headers, timeout=30)
-        assert reply.status_code == 202, reply.text
-
-    def control(self, room: str, action: str) -> None:
-        reply = requests.post(f"{self.base}/video-calls/{room}/recording/{action}", headers=self.token(room), timeout=30)
-        assert reply.status_code in (200, 202), reply.text
-
-    def status(self, room: str, recording_id: str) -> dict:
-        return requests.get(f"{self.base}/video-calls/recordings/{recording_id}", headers=self.token(room), timeout=30).json()
-
-    def wait_final(self, room: str, recording_id: str, timeout: float = 120) -> dict:
-        def final():
-            body = self.status(room, recording_id)
-            return body if body.get("state") in ("completed", "failed") else None
-
-        return wait_until(final, timeout, interval=0.2, what=f"{recording_id} to finish")
 
     def output(self, body: dict, participant: str, directory: Path) -> Path:
         key = next(o["key"] for o in body["outputs"] if o["participantId"] == participant)
@@ -173,7 +144,7 @@ def test_a_worker_that_never_saw_the_chunks_produces_the_single_node_output(clus
     room = f"room-{uuid.uuid4().hex[:10]}"
     recording_id = cluster.start(room)
     for sequence, piece in enumerate(pieces):
-        cluster.put(room, recording_id, "alice", sequence, piece)
+        cluster.put(room, recording_id, sequence, piece)
     assert staged_files(cluster.web_staging) == []  # the web node keeps nothing on its disk
     names = [info.key for info in _bucket_keys(cluster, f"staging/{recording_id}/")]
     assert len([n for n in names if n.endswith(".chunk")]) == len(pieces) and any(n.endswith("recording.json") for n in names)
@@ -201,7 +172,7 @@ def test_a_worker_killed_mid_finalize_is_replaced_by_the_other(cluster, pieces, 
     recording_id = cluster.start(room)
     for participant in PARTICIPANTS:
         for sequence, piece in enumerate(pieces):
-            cluster.put(room, recording_id, participant, sequence, piece)
+            cluster.put(room, recording_id, sequence, piece, participant=participant)
     cluster.control(room, "stop")
     wait_until(lambda: cluster.redis.exists(keys.finalize_lock(recording_id)), 30, interval=0.005,
                what="finalize to start")
@@ -224,17 +195,17 @@ def test_a_worker_killed_mid_finalize_is_replaced_by_the_other(cluster, pieces, 
 def test_rebuild_restores_an_in_progress_recording_from_the_bucket(cluster, pieces, tmp_path):
     room = f"room-{uuid.uuid4().hex[:10]}"
     reply = requests.post(f"{cluster.base}/video-calls/{room}/recording/start", json={"format": "mp4"},
-                          headers=cluster.token(room), timeout=30)
+                          headers=cluster.auth(room), timeout=30)
     assert reply.status_code == 201, reply.text
     recording_id = reply.json()["recordingId"]
     for participant in ("alice", "bob"):
         for sequence, piece in enumerate(pieces[:3]):
-            cluster.put(room, recording_id, participant, sequence, piece)
+            cluster.put(room, recording_id, sequence, piece, participant=participant)
     cluster.control(room, "pause")
     cluster.control(room, "resume")
     for participant in ("alice", "bob"):
         for sequence, piece in enumerate(pieces[3:], start=3):
-            cluster.put(room, recording_id, participant, sequence, piece)
+            cluster.put(room, recording_id, sequence, piece, participant=participant)
     before = cluster.status(room, recording_id)
     assert before["state"] == "recording" and len(before["pauses"]) == 1
     doomed = list(cluster.redis.scan_iter(match=keys.recording(recording_id) + "*"))
