@@ -262,3 +262,31 @@ def test_an_audio_only_stream_equals_batch_and_seeks(api, rec, live, tmp_path):
         container.seek(20 * av.time_base)
         first = next(p for p in container.demux() if p.size)
         assert 15 <= float(first.pts * first.time_base) <= 20.5
+
+
+def test_separate_audio_and_video_streams_equal_batch(api, rec, live, tmp_path):
+    """A client sending its microphone and camera as two streams: windows end where both have arrived (a time),
+    merged as batch merges the streams, and the output equals batch packet for packet."""
+    audio = slice_timeslice(encode_webm(replace(CLIP, video=False)), 18)
+    video = slice_timeslice(encode_webm(replace(CLIP, audio=False)), 27)
+    for step in range(3):
+        for sequence in range(step * 6, step * 6 + 6):
+            assert api.put_chunk(rec, "alice", "audio", sequence, audio[sequence]).status_code == 202
+        for sequence in range(step * 8, step * 8 + 8):
+            assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
+        live.step(rec)
+    for sequence in range(24, 27):
+        assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
+    state = live.states.get(rec, "alice")
+    assert state.failed is None and state.windows >= 2, state
+    live.step(rec, final=True)
+    streams = {kind: live.store.chunks(rec, "alice", kind) for kind in ("audio", "video")}
+    result = live.result(rec, "alice", streams)
+    assert result is not None
+    inputs = []
+    for kind in ("audio", "video"):
+        wanted = [(s, r.name, r.size) for s, r in sorted(streams[kind].items())]
+        inputs.append(StreamInput(kind, live.staging.local_chunks(rec, "alice", kind, wanted)))
+    reference = mux_participant(inputs, tmp_path, "batch")
+    assert packets(result.path) == packets(reference.path)
+    assert [t.packets for t in result.tracks] == [t.packets for t in reference.tracks]

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from workers import keys
 from workers.live.source import NotYet, Unsupported
-from workers.live.state import LiveState
+from workers.live.state import Cursor
 from workers.media.chunk_stream import ChunkStream
 from workers.staging import Staging
 from workers.state import ChunkRecord, RecordingStore
@@ -19,18 +19,18 @@ INDEX_BATCH = 256
 """Chunk index entries read per HMGET."""
 
 
-def contiguous(store: RecordingStore, staging: Staging, recording_id: str, participant_id: str, state: LiveState,
-               final: bool, limit: int | None) -> list[tuple[int, Path]]:
+def contiguous(store: RecordingStore, staging: Staging, recording_id: str, participant_id: str, stream_type: str,
+               state: Cursor, final: bool, limit: int | None) -> list[tuple[int, Path]]:
     """The chunks from the live position on, up to the first hole (at stop: every one, or Unsupported).
     Reads only the index entries from the position on, so a step costs the same an hour in."""
-    wanted = _run(store, recording_id, participant_id, state.stream_type, state.sequence,
+    wanted = _run(store, recording_id, participant_id, stream_type, state.sequence,
                   None if final else limit)
     if final:
-        facts = store.index.facts(recording_id, [(participant_id, state.stream_type)])
-        last = facts[(participant_id, state.stream_type)].last
+        facts = store.index.facts(recording_id, [(participant_id, stream_type)])
+        last = facts[(participant_id, stream_type)].last
         if last is None or (wanted[-1][0] if wanted else state.sequence - 1) != last:
             raise Unsupported("the stream has holes at stop")
-    found = staging.local_chunks(recording_id, participant_id, state.stream_type, wanted)
+    found = staging.local_chunks(recording_id, participant_id, stream_type, wanted)
     present = []
     for seq, path in found:
         if path is None:
@@ -42,16 +42,16 @@ def contiguous(store: RecordingStore, staging: Staging, recording_id: str, parti
 
 
 def header_chunks(store: RecordingStore, staging: Staging, recording_id: str, participant_id: str,
-                  state: LiveState, limit: int) -> list[tuple[int, Path]]:
+                  stream_type: str, state: Cursor, limit: int) -> list[tuple[int, Path]]:
     """The chunks from the stream's first holding its header (all of the first ones until it is known)."""
-    run = _run(store, recording_id, participant_id, state.stream_type, state.first, limit)
+    run = _run(store, recording_id, participant_id, stream_type, state.first, limit)
     wanted, total = [], 0
     for item in run:
         if state.header and total >= state.header:
             break
         wanted.append(item)
         total += item[2]
-    found = staging.local_chunks(recording_id, participant_id, state.stream_type, wanted)
+    found = staging.local_chunks(recording_id, participant_id, stream_type, wanted)
     if not found or any(path is None for _, path in found):
         raise Unsupported("the stream's header chunks are not on this worker's disk")
     return [(seq, path) for seq, path in found]  # type: ignore[misc]

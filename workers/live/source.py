@@ -36,6 +36,8 @@ class ShortWindow(NotYet):
 class Scan:
     clusters: list[int]
     """Offsets (in the scanned byte stream) where each Cluster met begins."""
+    times: list[float]
+    """Each of those Clusters' timestamp in seconds (its first block's time, in a browser's WebM)."""
     end: int
     """Where the last complete top-level element ended (the data may go on, cut short)."""
 
@@ -64,6 +66,7 @@ def scan_clusters(stream: BinaryIO, start: int, limit: int) -> Scan:
     """Walk top-level elements from `start` (a Cluster) up to `limit` bytes, descending only into unknown-size
     Clusters, whose end is the next top-level id."""
     clusters: list[int] = []
+    times: list[float] = []
     offset, complete = start, start
     while offset < limit:
         element = ebml.read_header(stream, offset)
@@ -73,6 +76,7 @@ def scan_clusters(stream: BinaryIO, start: int, limit: int) -> Scan:
             raise Unsupported(f"unexpected element {element.id:#x} at offset {offset}")
         if element.id == ebml.CLUSTER:
             clusters.append(offset)
+            times.append(_cluster_seconds(stream, element))
         if element.size != ebml.UNKNOWN_SIZE:
             offset = element.end
         elif element.id == ebml.CLUSTER:
@@ -83,7 +87,24 @@ def scan_clusters(stream: BinaryIO, start: int, limit: int) -> Scan:
             raise Unsupported(f"element {element.id:#x} of unknown size")
         if offset <= limit:
             complete = offset
-    return Scan(clusters=clusters, end=min(complete, limit))
+    return Scan(clusters=clusters, times=times, end=min(complete, limit))
+
+
+def _cluster_seconds(stream: BinaryIO, cluster: ebml.Element) -> float:
+    """A Cluster's Timestamp (its first child but a CRC-32 or Void, as muxers write it), in seconds at the 1 ms
+    scale."""
+    offset = cluster.data_start
+    for _ in range(3):
+        child = ebml.read_header(stream, offset)
+        if child is None or child.size == ebml.UNKNOWN_SIZE:
+            break
+        if child.id == ebml.CLUSTER_TIMESTAMP and child.size <= 8:
+            stream.seek(child.data_start)
+            return ebml.read_uint(stream.read(child.size)) / 1000.0
+        if child.id not in (ebml.CRC32, ebml.VOID):
+            break
+        offset = child.end
+    raise Unsupported(f"the Cluster at offset {cluster.start} does not begin with its Timestamp")
 
 
 def _cluster_end(stream: BinaryIO, cluster: ebml.Element, limit: int) -> int | None:
@@ -101,16 +122,18 @@ def _cluster_end(stream: BinaryIO, cluster: ebml.Element, limit: int) -> int | N
     return offset if offset == limit else None
 
 
-def write_window(head: BinaryIO, header_len: int, body: BinaryIO, start: int, end: int, target: Path) -> None:
+def write_window(head: BinaryIO, header_len: int, body: BinaryIO, start: int, end: int, target: Path) -> int:
     """The stream's header (its Segment made unknown-size, so the demuxer reads on) followed by the body's
-    bytes [start, end): a WebM file of just this window's Clusters."""
+    bytes [start, end): a WebM file of just this window's Clusters. Returns where the body begins in it."""
     ebml_head = ebml.read_header(head, 0)
     segment = ebml.read_header(head, ebml_head.end)  # type: ignore[union-attr]
     with open(target, "wb") as out:
         _copy(head, 0, ebml_head.end, out)  # type: ignore[union-attr]
         out.write(ebml.encode_id(ebml.SEGMENT) + b"\x01\xff\xff\xff\xff\xff\xff\xff")
         _copy(head, segment.data_start, header_len, out)  # type: ignore[union-attr]
+        body_at = out.tell()
         _copy(body, start, end, out)
+    return body_at
 
 
 def _copy(stream: BinaryIO, start: int, end: int, out: BinaryIO) -> None:

@@ -17,16 +17,35 @@ from workers.live.window import LiveTracks
 
 
 @dataclass
-class LiveState:
-    stream_type: str
+class Cursor:
+    """Where one stream of the participant stands."""
+
     sequence: int = 0
     """The chunk where the next unread Cluster begins."""
     offset: int = 0
     """Byte offset of that Cluster in its chunk."""
     header: int = 0
     """Bytes of the stream's header (before its first Cluster), counted from the stream's first chunk."""
+    first: int = 0
+    """The stream's first sequence, which holds its header (0, or 1 for clients that count from 1)."""
     position: int = -1
     """The last sequence whose every byte is in the output."""
+    skip: int = 0
+    """Bytes from the next Cluster's start to its first packet not yet in the output (several streams: a window
+    ends at a time, which may fall inside a Cluster)."""
+
+    def to_json(self) -> list[int]:
+        return [self.sequence, self.offset, self.header, self.first, self.position, self.skip]
+
+    @classmethod
+    def from_json(cls, data: list[int]) -> Cursor:
+        return cls(*data)
+
+
+@dataclass
+class LiveState:
+    streams: dict[str, Cursor] = field(default_factory=dict)
+    """Stream type → cursor, in the batch muxer's source order (audio first)."""
     bytes: int = 0
     cue_bytes: int = 0
     end_seconds: float = 0.0
@@ -41,25 +60,25 @@ class LiveState:
     """The file got its Cues and header: it is never written again (a retry uploads it as it is)."""
     host: str = ""
     """The node whose disk holds the files."""
-    first: int = 0
-    """The stream's first sequence, which holds its header (0, or 1 for clients that count from 1)."""
+
+    @property
+    def position(self) -> int:
+        """The last sequence every stream's output holds (-1 before the first window)."""
+        return min((cursor.position for cursor in self.streams.values()), default=-1)
 
     def to_json(self) -> str:
         return json.dumps({
-            "streamType": self.stream_type, "sequence": self.sequence, "offset": self.offset,
-            "header": self.header, "position": self.position, "bytes": self.bytes, "cueBytes": self.cue_bytes,
-            "endSeconds": self.end_seconds, "tracks": self.tracks.to_json(), "infos": self.infos,
-            "windows": self.windows, "updatedAt": self.updated_at, "failed": self.failed, "closed": self.closed,
-            "host": self.host, "first": self.first,
+            "streams": {t: c.to_json() for t, c in self.streams.items()}, "bytes": self.bytes, "cueBytes": self.cue_bytes, "endSeconds": self.end_seconds,
+            "tracks": self.tracks.to_json(), "infos": self.infos, "windows": self.windows,
+            "updatedAt": self.updated_at, "failed": self.failed, "closed": self.closed, "host": self.host,
         })
 
     @classmethod
     def from_json(cls, raw: str | bytes) -> LiveState:
         data = json.loads(raw)
-        return cls(data["streamType"], data["sequence"], data["offset"], data["header"], data["position"],
-                   data["bytes"], data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]),
-                   data["infos"], data["windows"], data["updatedAt"], data["failed"],
-                   data.get("closed", False), data.get("host", ""), data.get("first", 0))
+        return cls({t: Cursor.from_json(c) for t, c in data["streams"].items()}, data["bytes"],
+                   data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]), data["infos"],
+                   data["windows"], data["updatedAt"], data["failed"], data["closed"], data["host"])
 
 
 class LiveStates:
@@ -78,8 +97,8 @@ class LiveStates:
         state.updated_at = time.time()
         self.redis.hset(keys.live_state(recording_id), participant_id, state.to_json())
 
-    def fail(self, recording_id: str, participant_id: str, stream_type: str, reason: str) -> None:
-        self.put(recording_id, participant_id, LiveState(stream_type, failed=reason))
+    def fail(self, recording_id: str, participant_id: str, reason: str) -> None:
+        self.put(recording_id, participant_id, LiveState(failed=reason))
 
     def status(self, recording_id: str, now: float | None = None) -> dict | None:
         """The status's `live` entry: the lowest position over participants still live, and how long ago the

@@ -8,6 +8,7 @@ and finalize takes the batch path for it, which stays the reference.
 from __future__ import annotations
 
 import logging
+import math
 import socket
 import time
 from dataclasses import dataclass
@@ -19,8 +20,8 @@ from workers import keys, metrics
 from workers.live.chunks import contiguous, header_chunks, locate, open_chunks
 from workers.live.output import LiveFile
 from workers.live.source import NotYet, ShortWindow, Unsupported, header_length, scan_clusters, write_window
-from workers.live.state import LiveState, LiveStates
-from workers.live.window import remux_window
+from workers.live.state import Cursor, LiveState, LiveStates
+from workers.live.window import WindowSource, remux_window
 from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, verify_seekable
 from workers.outputs import PreparedOutput, poster_or_none
@@ -43,6 +44,32 @@ expires by itself well inside the two minutes a restarted worker has to complete
 
 HOST = socket.gethostname()
 """The node a live output was started on: its files are on that node's disk only."""
+
+
+def batch_order(types) -> list[str]:
+    """The batch muxer's source order (workers/finalize.py _inputs): the audio stream first."""
+    return sorted(types, key=lambda t: (0 if t == "audio" else 1, t))
+
+
+@dataclass(frozen=True)
+class _StreamCut:
+    """What a window took of one stream, and how to find where the next one begins."""
+
+    source: WindowSource
+    chunks: list[tuple[int, Path]]
+    start: int
+    cut: int
+    until: float
+    clusters: list[int]
+
+    def resume(self, waiting: int | None) -> tuple[int, int]:
+        """Where (in the chunks' concatenation) the next window starts: the Cluster holding the first packet left
+        waiting, else the cut; and how many bytes into it that packet lies."""
+        if waiting is None:
+            return self.cut, 0
+        offset = self.start + waiting - self.source.body_at
+        cluster = max((c for c in self.clusters if c <= offset), default=self.start)
+        return cluster, offset - cluster
 
 
 @dataclass
@@ -91,10 +118,14 @@ class LiveFinalizer:
         if state is not None and (state.failed or state.closed):
             return "batch" if state.failed else "waiting"
         try:
-            self._check(rec, types)
-            state = state or self._new_state(recording_id, participant_id, types[0])
+            self._check(rec)
+            types = batch_order(types)
+            state = state if state is not None and state.windows else self._new_state(recording_id, participant_id,
+                                                                                   types)
             if state.host != HOST:
                 raise Unsupported(f"the live output is on {state.host}, not on this node")
+            if list(state.streams) != types:
+                raise Unsupported("a stream began after the first window")
             try:
                 self._fold(recording_id, participant_id, state, final)
             except ShortWindow:
@@ -106,7 +137,7 @@ class LiveFinalizer:
             reason = exc.message if isinstance(exc, MediaError) else str(exc)
             log.info("recording %s participant %s: live finalize left to batch: %s", recording_id,
                      participant_id, reason)
-            self.states.fail(recording_id, participant_id, types[0], reason)
+            self.states.fail(recording_id, participant_id, reason)
             self._file(recording_id, participant_id, "webm").remove()
             return "batch"
 
@@ -138,12 +169,14 @@ class LiveFinalizer:
         """At stop, after the final step: the closed live output of a participant, when it holds exactly what
         the batch path would read (every chunk, nothing after its position), else None."""
         state = self.states.get(recording_id, participant_id)
-        if state is None or state.failed or not state.windows or list(streams) != [state.stream_type] \
+        if state is None or state.failed or not state.windows or list(state.streams) != batch_order(streams) \
                 or state.host != HOST:
             return None
-        chunks = streams[state.stream_type]
-        if state.position != max(chunks) or min(chunks) != state.first or len(chunks) != state.position - state.first + 1:
-            return None
+        for stream_type, cursor in state.streams.items():
+            chunks = streams[stream_type]
+            if cursor.position != max(chunks) or min(chunks) != cursor.first \
+                    or len(chunks) != cursor.position - cursor.first + 1:
+                return None
         live = self._file(recording_id, participant_id, EXTENSIONS[state.tracks.fmt])
         if not live.path.exists() or live.path.stat().st_size < state.bytes:
             return None
@@ -163,52 +196,70 @@ class LiveFinalizer:
                          tracks=infos, segments=1, dropped_chunks=[], dropped_packets=state.tracks.dropped,
                          start_seconds=round(state.tracks.start or 0.0, 6))
 
-    def _check(self, rec: RecordingHash, types: list[str]) -> None:
+    def _check(self, rec: RecordingHash) -> None:
         if not isinstance(self.staging, ChunkStaging):
             raise Unsupported("object-store staging: live steps could run on nodes that do not share a disk")
-        if len(types) != 1:
-            raise Unsupported("several streams per participant are muxed by the batch path")
         if rec.get("format", "webm") == "mp4":
             raise Unsupported("mp4 output is transcoded by the batch path")
 
     def _fold(self, recording_id: str, participant_id: str, state: LiveState, final: bool,
               capped: bool = True) -> None:
-        chunks = contiguous(self.store, self.staging, recording_id, participant_id, state, final,
-                            MAX_WINDOW_CHUNKS if capped else None)
-        if not chunks:
-            raise NotYet("no new chunk")
+        """One window: each stream's new complete Clusters, merged up to the earliest time every stream has
+        reached (the next Cluster's Timestamp of the stream that is furthest behind); what lies beyond waits."""
         work = self._work_dir(recording_id)
-        with open_chunks(header_chunks(self.store, self.staging, recording_id, participant_id, state,
-                                        MAX_WINDOW_CHUNKS)) as head:
-            if not state.header:
-                state.header = header_length(head)
-            with open_chunks(chunks) as body:
-                size = body.raw.size  # type: ignore[attr-defined]
-                start = max(state.offset, state.header) if state.sequence == state.first else state.offset
-                if final:
-                    cut = size
-                else:
-                    clusters = scan_clusters(body, start, size).clusters
-                    if len(clusters) < 2:
-                        raise NotYet("no complete Cluster yet")
-                    cut = clusters[-1]
-                if cut <= start:
-                    raise NotYet("nothing new")
-                window_in, window_out = work / f"{participant_id}.in.webm", work / f"{participant_id}.out.mkv"
-                write_window(head, state.header, body, start, cut, window_in)
+        cuts = [self._stream_window(recording_id, participant_id, stream_type, cursor, final, capped, work)
+                for stream_type, cursor in state.streams.items()]
+        until = math.inf if final or len(cuts) == 1 else min(cut.until for cut in cuts)
+        skips = [cut.source.body_at + state.streams[cut.source.stream_type].skip if cut.chunks else 0 for cut in cuts]
         try:
-            infos = remux_window(window_in, state.stream_type, chunks[0][0], window_out, state.tracks, final)
+            infos, deferred = remux_window([cut.source for cut in cuts], work / f"{participant_id}.out.mkv",
+                                           state.tracks, final, until, skips)
             live = self._file(recording_id, participant_id, EXTENSIONS[state.tracks.fmt])
-            appended = live.append(window_out, state.tracks.fmt, state.bytes, state.cue_bytes)
+            appended = live.append(work / f"{participant_id}.out.mkv", state.tracks.fmt, state.bytes,
+                                   state.cue_bytes)
         finally:
-            window_in.unlink(missing_ok=True)
-            window_out.unlink(missing_ok=True)
+            for cut in cuts:
+                cut.source.path.unlink(missing_ok=True)
+            (work / f"{participant_id}.out.mkv").unlink(missing_ok=True)
         state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
         state.end_seconds = max(state.end_seconds, appended.end_seconds)
         state.infos = [info.__dict__ | {"packets": count} for info, count in zip(infos, state.tracks.packets)]
-        state.sequence, state.offset, state.position = locate(chunks, cut)
+        for cut, waiting in zip(cuts, deferred):
+            if cut.chunks:
+                cursor = state.streams[cut.source.stream_type]
+                resume, cursor.skip = cut.resume(waiting)
+                cursor.sequence, cursor.offset, cursor.position = locate(cut.chunks, resume)
         state.windows += 1
         self.states.put(recording_id, participant_id, state)
+
+    def _stream_window(self, recording_id: str, participant_id: str, stream_type: str, cursor: Cursor,
+                       final: bool, capped: bool, work: Path) -> _StreamCut:
+        """One stream's window file: its header and its complete Clusters from the cursor on."""
+        chunks = contiguous(self.store, self.staging, recording_id, participant_id, stream_type, cursor, final,
+                            MAX_WINDOW_CHUNKS if capped else None)
+        if not chunks and not final:
+            raise NotYet(f"no new {stream_type} chunk")
+        path = work / f"{participant_id}.{stream_type}.in.webm"
+        with open_chunks(header_chunks(self.store, self.staging, recording_id, participant_id, stream_type, cursor,
+                                       MAX_WINDOW_CHUNKS)) as head:
+            if not cursor.header:
+                cursor.header = header_length(head)
+            if not chunks:  # at stop, nothing new in this stream: its header alone, for its tracks
+                body_at = write_window(head, cursor.header, head, 0, 0, path)
+                return _StreamCut(WindowSource(stream_type, cursor.sequence, path, body_at), [], 0, 0, math.inf, [])
+            with open_chunks(chunks) as body:
+                size = body.raw.size  # type: ignore[attr-defined]
+                start = max(cursor.offset, cursor.header) if cursor.sequence == cursor.first else cursor.offset
+                clusters: list[int] = []
+                if final:
+                    cut, until = size, math.inf
+                else:
+                    scan = scan_clusters(body, start, size)
+                    if len(scan.clusters) < 2:
+                        raise NotYet(f"no complete {stream_type} Cluster yet")
+                    clusters, cut, until = scan.clusters, scan.clusters[-1], scan.times[-2]
+                body_at = write_window(head, cursor.header, body, start, cut, path)
+        return _StreamCut(WindowSource(stream_type, chunks[0][0], path, body_at), chunks, start, cut, until, clusters)
 
     def _batch_would_cut(self, rec: RecordingHash, participant_id: str,
                          streams: dict[str, dict[int, ChunkRecord]]) -> bool:
@@ -222,12 +273,12 @@ class LiveFinalizer:
         cuts = stream_cuts(pauses, streams, {t: fact.skew_ms for (_, t), fact in facts.items()})
         return any(cut.for_segment(sorted(streams[t]), 0.0) is not None for t, cut in cuts.items())
 
-    def _new_state(self, recording_id: str, participant_id: str, stream_type: str) -> LiveState:
-        """Begin at the stream's first sequence: 0, or the lowest one when it holds a header (clients that count
-        from 1); a chunk arriving below it later makes the result unusable, and batch takes over."""
-        facts = self.store.index.facts(recording_id, [(participant_id, stream_type)])[(participant_id, stream_type)]
-        first = facts.first or 0
-        return LiveState(stream_type, sequence=first, first=first, host=HOST)
+    def _new_state(self, recording_id: str, participant_id: str, types: list[str]) -> LiveState:
+        """Begin each stream at its first sequence: 0, or the lowest one when it holds a header (clients that
+        count from 1); a chunk arriving below it later makes the result unusable, and batch takes over."""
+        facts = self.store.index.facts(recording_id, [(participant_id, t) for t in types])
+        firsts = {t: facts[(participant_id, t)].first or 0 for t in types}
+        return LiveState({t: Cursor(sequence=firsts[t], first=firsts[t]) for t in types}, host=HOST)
 
     def _file(self, recording_id: str, participant_id: str, extension: str) -> LiveFile:
         return LiveFile(self._work_dir(recording_id), participant_id, extension)

@@ -8,8 +8,10 @@ window's Clusters can be appended to the output as they are.
 """
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,14 +46,58 @@ class LiveTracks:
                    list(data["packets"]), data["dropped"])
 
 
-def remux_window(source: Path, stream_type: str, sequence: int, target: Path, carried: LiveTracks,
-                 final: bool) -> list[muxer.TrackInfo]:
-    """Remux the window file `source` into the seekable `target` (its Cues say where keyframes are); updates
-    `carried`. Raises Unsupported when its packets could differ from the batch path's."""
-    demuxer = ChunkDemuxer(stream_type, [(sequence, source)])
+@dataclass(frozen=True)
+class WindowSource:
+    """One stream's window file, and where its body (the Clusters after the header) begins in it."""
+
+    stream_type: str
+    sequence: int
+    path: Path
+    body_at: int
+
+
+@dataclass
+class _Feed:
+    """One source's packets for this window: those before `skip` (a window file position) were folded by the
+    last window; those at or after `until` wait for the next, which must begin at the Cluster holding the
+    first of them (`deferred`, a window file position). Several sources are merged by time as batch merges
+    them, which gives batch's order only when each source's timestamps never go back: else Unsupported."""
+
+    skip: int
+    until: float
+    ordered: bool
+    deferred: int | None = None
+    last: float = -math.inf
+
+    def packets(self, demuxer: ChunkDemuxer) -> Iterator:
+        for item in demuxer.packets():
+            seconds, _track, packet = item
+            if self.ordered:
+                if seconds < self.last:
+                    raise Unsupported("a stream's timestamps go back: batch merges the streams over the whole file")
+                self.last = seconds
+            if packet.pos is not None and 0 <= packet.pos < self.skip:
+                continue
+            if seconds >= self.until:
+                if packet.pos is None or packet.pos < 0:
+                    raise Unsupported("a packet with no file position")
+                self.deferred = packet.pos if self.deferred is None else min(self.deferred, packet.pos)
+                continue
+            yield item
+
+
+def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks, final: bool, until: float,
+                 skips: list[int]) -> tuple[list[muxer.TrackInfo], list[int | None]]:
+    """Remux the window files' packets before `until` (and from each one's skip position on) into the seekable
+    `target` (its Cues say where keyframes are), merged by time as the batch muxer merges the streams; updates
+    `carried`. Returns the track facts and, per source, the window position of the first packet left for the
+    next window (None: none). Raises Unsupported when its packets could differ from the batch path's."""
+    demuxers: list[ChunkDemuxer] = []
     try:
-        demuxer.open_first()
-        tracks = muxer._track_order([demuxer])  # noqa: SLF001 - the batch muxer's own order, on purpose
+        for source in sources:
+            demuxers.append(ChunkDemuxer(source.stream_type, [(source.sequence, source.path)]))
+            demuxers[-1].open_first()
+        tracks = muxer._track_order(demuxers)  # noqa: SLF001 - the batch muxer's own order, on purpose
         keys = [list(track.key) for track in tracks]
         if carried.keys and keys != carried.keys:
             raise Unsupported("the window's tracks differ from the first window's")
@@ -61,32 +107,35 @@ def remux_window(source: Path, stream_type: str, sequence: int, target: Path, ca
             carried.last_dts, carried.packets = [-math.inf] * len(tracks), [0] * len(tracks)
         for track, last in zip(tracks, carried.last_dts):
             track.last_dts = last
+        feeds = [_Feed(skip, until, len(demuxers) > 1) for skip in skips]
         try:
             with av.open(str(target), mode="w", format=fmt) as output:
                 for track in tracks:
                     track.output = muxer._output_stream(output, track, fmt)  # noqa: SLF001
                     track.template = None
-                _interleave(demuxer, output, carried, final)
+                streams = [feed.packets(demuxer) for feed, demuxer in zip(feeds, demuxers)]
+                merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: item[0])
+                _interleave(merged, output, carried, final)
         except av.FFmpegError as exc:
             raise MediaError(f"could not write a live window: {describe_av_error(exc)}") from exc
-        if demuxer.repairs or demuxer.spikes or demuxer.dropped or demuxer.segment_count != 1 or demuxer.cuts:
-            raise Unsupported("the window needed timestamp repairs the batch path makes across the whole stream")
+        for demuxer in demuxers:
+            if demuxer.repairs or demuxer.spikes or demuxer.dropped or demuxer.segment_count != 1 or demuxer.cuts:
+                raise Unsupported("the window needed timestamp repairs the batch path makes across the whole stream")
         carried.last_dts = [track.last_dts for track in tracks]
         carried.packets = [count + track.packets for count, track in zip(carried.packets, tracks)]
-        return [muxer._info(track) for track in tracks]  # noqa: SLF001
+        return [muxer._info(track) for track in tracks], [feed.deferred for feed in feeds]  # noqa: SLF001
     finally:
-        demuxer.close()
+        for demuxer in demuxers:
+            demuxer.close()
 
 
-def _interleave(demuxer: ChunkDemuxer, output: av.container.OutputContainer, carried: LiveTracks,
-                final: bool) -> None:
-    """The batch muxer's _interleave for one source, with the start and last dts carried across windows."""
-    feed = demuxer.packets()
+def _interleave(merged: Iterator, output: av.container.OutputContainer, carried: LiveTracks, final: bool) -> None:
+    """The batch muxer's _interleave, with the start and last dts carried across windows."""
     if carried.start is None:
-        merged, start = _first_start(feed, final)
+        merged, start = _first_start(merged, final)
         carried.start = start
     else:
-        merged, start = feed, carried.start
+        start = carried.start
     for seconds, track, packet in merged:
         if start:
             seconds -= start
