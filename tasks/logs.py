@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 
-from celery.signals import after_setup_logger, after_setup_task_logger, task_postrun, task_prerun
+from celery.signals import after_setup_logger, after_setup_task_logger, celeryd_after_setup, task_postrun, task_prerun
 
 from workers import logs
 from workers.settings import get_settings
@@ -39,3 +39,15 @@ def bind_task(task_id: str | None = None, task: object = None, args: tuple | Non
 @task_postrun.connect
 def unbind_task(**_: object) -> None:
     logs.clear()
+
+
+@celeryd_after_setup.connect
+def json_instead_of_banner(sender: str | None = None, instance: object = None, **_: object) -> None:
+    """Under LOG_FORMAT=json the worker's ASCII-art start-up banner (some 40 plain lines) would break every line-wise
+    JSON reader of the log: it is left out, and what it says that matters is one JSON line."""
+    if instance is None or get_settings().log_format != "json":
+        return
+    instance.quiet = True  # type: ignore[attr-defined]
+    queues = sorted(q.name for q in instance.app.amqp.queues.consume_from.values())  # type: ignore[attr-defined]
+    logging.getLogger(__name__).info("worker %s starting: queues %s, concurrency %s", sender, ",".join(queues),
+                                     getattr(instance, "concurrency", None))

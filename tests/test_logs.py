@@ -184,3 +184,7 @@ def test_worker_lines_carry_the_room_of_their_task(stack_env, tmp_path) -> None:
     finally:
         worker.stop()
     assert (line["recording_id"], line["room"]) == ("rec_logroom", "standup-7")
+    text = worker.log_path.read_text()
+    assert "[tasks]" not in text and "-------------- [queues]" not in text  # no ASCII-art banner in a JSON log
+    started = [json.loads(x) for x in text.splitlines() if x.startswith("{") and "starting: queues" in x]
+    assert started and queue in started[0]["message"]
