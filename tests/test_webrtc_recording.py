@@ -187,6 +187,39 @@ def test_reconnect_within_one_recording_gives_one_output(live_gunicorn, worker, 
     assert len(video) > 60 and audio
 
 
+def test_a_dropped_network_then_a_reconnect_lists_the_gap_from_when_media_stopped(live_gunicorn, worker, api,
+                                                                                 room) -> None:
+    """The usual reconnect: the first peer's media stops (network gone) while its socket lingers, and the participant
+    comes back on a new peer, which takes over. The gap runs from the last media, not from a socket close."""
+    token = mint_token(JWT_SECRET, room, "olga", "participant")
+
+    async def scenario() -> tuple[str, float]:
+        started = host(live_gunicorn, room, "start")
+        first = Peer(live_gunicorn.port, room, token)
+        await first.connect()
+        await asyncio.sleep(3)
+        for sender in first.pc.getSenders():
+            sender.replaceTrack(None)  # nothing more is sent; socket and connection stay up
+        dropped = time.monotonic()
+        await asyncio.sleep(3)
+        second = Peer(live_gunicorn.port, room, token)
+        await second.connect()
+        away = time.monotonic() - dropped
+        await asyncio.sleep(3)
+        host(live_gunicorn, room, "stop")
+        await asyncio.sleep(1.5)
+        await second.bye()
+        await first.bye()
+        return started["recordingId"], away
+
+    recording_id, away = asyncio.run(scenario())
+    body = api.wait_final(recording_id, timeout=90)
+    assert body["state"] == "completed", body
+    (gap,) = body["participants"]["olga"]["gaps"]
+    assert away - 0.5 <= gap["toSeconds"] - gap["fromSeconds"] <= away + 2.5, (gap, away)  # + the key frame wait
+    assert api.manifest(body)["participants"]["olga"]["gaps"] == [gap]
+
+
 def test_second_offer_is_refused(live_gunicorn, room) -> None:
     async def scenario() -> None:
         peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "carol", "participant"))

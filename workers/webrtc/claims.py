@@ -81,18 +81,25 @@ local gaps = cjson.decode(redis.call('HGET', KEYS[1], ARGV[1]) or '[]')
 if #gaps >= tonumber(ARGV[3]) then return 0 end
 local from = math.max(0, tonumber(ended) - started)
 local to = math.max(from, tonumber(ARGV[2]) - started)
+if to - from < tonumber(ARGV[4]) then return 0 end
 table.insert(gaps, {fromSeconds = math.floor(from * 1000 + 0.5) / 1000, toSeconds = math.floor(to * 1000 + 0.5) / 1000})
 redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(gaps))
 return 1
 """
+
+MIN_GAP_SECONDS = 1.0
+"""Shorter spans between one peer's last media and the next peer's first are a hand-over's own cost (a segment cut,
+a key frame), not a gap: a second tab taking over, or a reconnect racing the old socket, lists none."""
 
 GAP_KEY_SECONDS = 30 * 24 * 3600
 """The gaps hash lives under recording(id):*, so deleting the recording deletes it; this only bounds a forgotten one."""
 
 
 class Gaps:
-    """participants.<pid>.gaps for WebRTC reconnects: when a participant's peer stops sending (socket closed, token
-    expired) and when a later peer of the same participant sends again, in seconds since the recording started
+    """participants.<pid>.gaps for WebRTC reconnects: the arrival of the last media a participant's peer stored
+    (noted with every segment, so a peer whose network dropped while its socket lingered counts from when its media
+    stopped, not from when the socket closed) and of the first media of the participant's next peer, in seconds
+    since the recording started
     (paused time not counted: see read)."""
 
     def __init__(self, client: redis.Redis) -> None:
@@ -101,12 +108,13 @@ class Gaps:
         self._resumed = client.register_script(_RESUMED)
 
     def ended(self, recording_id: str, participant_id: str, at: float) -> None:
+        """The participant's media recorded so far reaches `at` (wall clock of its last frame's arrival)."""
         self._ended(keys=[keys.webrtc_gaps(recording_id)], args=[participant_id, repr(at), GAP_KEY_SECONDS])
 
     def resumed(self, recording_id: str, participant_id: str, at: float) -> bool:
         """True when this closed a gap (the participant had stopped sending during this recording)."""
         return bool(self._resumed(keys=[keys.webrtc_gaps(recording_id), keys.recording(recording_id)],
-                                  args=[participant_id, repr(at), MAX_GAPS]))
+                                  args=[participant_id, repr(at), MAX_GAPS, MIN_GAP_SECONDS]))
 
     @staticmethod
     def read(client: redis.Redis, recording_id: str, rec: Mapping | None) -> dict[str, list[dict]]:

@@ -178,8 +178,10 @@ class PeerSession:
             if recorder is not None and recorder.media_began is not None:
                 await self.manager.resumed(self, self.pending[0][0], recorder.media_began)
         while self.pending:
-            recording_id, _seq, data, final, timestamp_ms = self.pending[0]
+            recording_id, _seq, data, final, timestamp_ms, media_ended = self.pending[0]
             stored = await self.manager.store(self, recording_id, data, final, timestamp_ms)  # raises: left held
+            if stored and media_ended is not None:
+                await self.manager.ended(self, recording_id, media_ended)
             self.pending.pop(0)
             self.head_sequence = None
             if self.outage:
@@ -202,13 +204,14 @@ class PeerSession:
                 await self._finish(final=True)
             if recording is not None and self.recorder is None and self.kinds and not self.superseded:
                 self.recording_id = recording
-                rid = recording
+                rid, made = recording, []
                 self.recorder = SegmentRecorder(
-                    lambda seq, data, final, ts: self._hold((rid, seq, data, final, ts)),
+                    lambda seq, data, final, ts: self._hold((rid, seq, data, final, ts, made[0].media_ended)),
                     0, "video" in self.kinds, "audio" in self.kinds, self.manager.settings.rtc.segment_seconds)
+                made.append(self.recorder)
 
     async def _finish(self, final: bool) -> None:
-        recorder, recording_id, self.recorder = self.recorder, self.recording_id, None
+        recorder, self.recorder = self.recorder, None
         if recorder is not None:
             recorder.finish(final)
             try:
@@ -218,8 +221,6 @@ class PeerSession:
                             self.room, self.principal.sub)
                 self.pending.clear()
                 self.head_sequence = None
-            if not final and not self.superseded and self.claimed and recording_id is not None:
-                await self.manager.ended(self, recording_id)  # a gap starts, unless this participant is back soon
         self.recording_id = None
 
     async def close(self, final: bool = False) -> None:
@@ -356,9 +357,10 @@ class PeerManager:
                 await other._finish(final=False)
         await self._io(self.claims.claim, session.room, session.principal.sub, session.id)
 
-    async def ended(self, session: PeerSession, recording_id: str) -> None:
+    async def ended(self, session: PeerSession, recording_id: str, at: float) -> None:
+        """The participant's stored media reaches `at`: a gap starts there unless more comes (noted per segment)."""
         try:
-            await self._io(self.gaps.ended, recording_id, session.principal.sub, time.time())
+            await self._io(self.gaps.ended, recording_id, session.principal.sub, at)
         except Exception:  # noqa: BLE001 - a gap not listed is not worth failing the close
             log.warning("webrtc gap start of %s not noted", session.principal.sub)
 

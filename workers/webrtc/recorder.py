@@ -91,6 +91,8 @@ class SegmentRecorder:
         self.finished = False
         self.media_began: float | None = None
         """Wall-clock arrival of the first frame written (the end of a reconnect gap)."""
+        self.media_ended: float | None = None
+        """Wall-clock arrival of the last frame written so far (where a gap would begin)."""
 
     @property
     def waiting_for_keyframe(self) -> bool:
@@ -140,6 +142,7 @@ class SegmentRecorder:
         packet.is_keyframe = frame.keyframe
         self.container.mux(packet)
         self.frames[frame.kind] += 1
+        self.media_ended = arrived
 
     def due(self) -> bool:
         return self.now() - self.segment_began >= self.segment_seconds
