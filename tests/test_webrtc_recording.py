@@ -220,6 +220,30 @@ def test_a_dropped_network_then_a_reconnect_lists_the_gap_from_when_media_stoppe
     assert api.manifest(body)["participants"]["olga"]["gaps"] == [gap]
 
 
+def test_a_participant_beyond_max_participants_is_told_and_closed(live_gunicorn, worker, api, room) -> None:
+    """DESIGN §4: a new participant beyond MAX_PARTICIPANTS → participant_limit. Over WebRTC the refusal comes with
+    the peer's first segment: the client gets the error and the close, and nothing of it is stored."""
+    from workers import keys
+
+    redis_client = api.app.extensions["tapedeck"].redis
+    limit = api.app.extensions["tapedeck"].settings.max_participants
+
+    async def scenario() -> tuple[str, dict, int]:
+        started = host(live_gunicorn, room, "start")
+        redis_client.sadd(keys.participants(started["recordingId"]), *[f"other{i}" for i in range(limit)])
+        peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "pete", "participant"))
+        await peer.connect()
+        message = json.loads(await asyncio.to_thread(peer.ws.receive, 20))
+        await asyncio.to_thread(_drain, peer.ws)
+        await peer.pc.close()
+        host(live_gunicorn, room, "stop")
+        return started["recordingId"], message, peer.ws.close_reason
+
+    recording_id, message, close = asyncio.run(scenario())
+    assert (message["type"], message["code"], close) == ("error", "participant_limit", 4409), (message, close)
+    assert not redis_client.exists(keys.stream_stats(recording_id, "pete", "video"))
+
+
 def test_second_offer_is_refused(live_gunicorn, room) -> None:
     async def scenario() -> None:
         peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "carol", "participant"))

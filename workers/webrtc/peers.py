@@ -42,6 +42,8 @@ POLL_SECONDS = 2.0
 KEYFRAME_RETRY_SECONDS = 1.0
 GATHER_TIMEOUT_SECONDS = 10.0
 RECORDING_STATES = ("recording", "paused")
+FATAL_REFUSALS = ("participant_limit", "forbidden")
+"""Refusals of a segment that hold for every later one too: the peer stops recording and its client is told."""
 STORE_RETRY_SECONDS = 1.0
 """While Redis or staging is away, a peer's held segments are tried again this often (from its tick)."""
 MAX_HELD_SEGMENTS = 120
@@ -81,6 +83,9 @@ class PeerSession:
     """This peer has taken its participant over (at its first segment)."""
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     id: str = field(default_factory=lambda: secrets.token_hex(8))
+    refusal: TapedeckError | None = None
+    """Set when the recording refuses this participant for good (participant_limit, forbidden): the signalling
+    conversation tells the client and closes (it polls this every receive slice)."""
     head_sequence: int | None = None
     """The sequence taken for pending[0] by a store that then failed: its retry reuses it (no hole)."""
     retry_at: float = 0.0
@@ -396,6 +401,9 @@ class PeerManager:
             raise
         except TapedeckError as exc:
             log.warning("webrtc segment %s of %s/%s refused: %s", sequence, recording_id, principal.sub, exc.code)
+            if exc.code in FATAL_REFUSALS:
+                session.refusal = exc
+                return False  # records nothing more
             return True
         if final and self.on_final is not None:
             self.on_final(recording_id)

@@ -34,7 +34,7 @@ ANSWER_TIMEOUT_SECONDS = 20.0
 
 CLOSE_CODES = {
     "unauthorized": 4401, "token_expired": 4401, "forbidden": 4403, "not_found": 4404,
-    "already_offered": 4409, "rate_limited": 4429, "busy": 4429, "unavailable": 4503, "internal_error": 1011,
+    "already_offered": 4409, "participant_limit": 4409, "rate_limited": 4429, "busy": 4429, "unavailable": 4503, "internal_error": 1011,
 }
 """Any other code (bad_json, bad_message, unknown_type, message_too_large, no_media, invalid_request) is 4400."""
 
@@ -114,6 +114,8 @@ class Conversation:
                 raise SignalError("bad_message", f"no offer within {OFFER_TIMEOUT_SECONDS:.0f} s")
             raw = self.ws.receive(timeout=max(0.05, min(RECEIVE_SLICE_SECONDS, self.expires_at - now)))
             self.heartbeat()
+            if self.session is not None and self.session.refusal is not None:
+                raise self.session.refusal  # the recording refused this participant (e.g. participant_limit)
             if raw is None:
                 continue
             self._count()
