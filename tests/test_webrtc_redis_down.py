@@ -81,3 +81,22 @@ def test_a_peer_records_through_a_redis_outage_and_new_sockets_are_told_unavaila
     assert chunks == int(stats["max"]) + 1, stats  # no hole: every segment cut during the outage was stored
     assert chunks >= sent - 2.5, (chunks, sent)  # 1 s segments over the whole call, the outage included
     assert "Traceback" not in (tmp_path / "web.log").read_text(errors="replace")
+
+
+def test_held_segments_are_bounded_by_bytes_the_oldest_dropped() -> None:
+    """While storage is away a peer holds at most MAX_HELD_BYTES of segments (RTC_MAX_PEERS of them per process):
+    the oldest go first, and a dropped head's taken sequence is given up (reported missing, not reused)."""
+    from workers.access import Principal
+    from workers.webrtc.peers import MAX_HELD_BYTES, PeerSession
+
+    session = PeerSession(manager=None, principal=Principal("nina", "room", "participant"), pc=None)  # type: ignore[arg-type]
+    piece = MAX_HELD_BYTES // 4
+    session._hold(("rec", 0, b"a" * piece, False, 0.0, None))
+    session.head_sequence = 7  # a store of the head took sequence 7, then failed
+    for n in range(1, 6):
+        session._hold(("rec", n, bytes([97 + n]) * piece, False, 0.0, None))
+    assert [held[1] for held in session.pending] == [2, 3, 4, 5]
+    assert sum(len(held[2]) for held in session.pending) <= MAX_HELD_BYTES
+    assert session.head_sequence is None
+    session._hold(("rec", 6, b"z" * (MAX_HELD_BYTES + 1), True, 0.0, None))  # one larger than the bound still goes
+    assert [held[1] for held in session.pending] == [6]

@@ -46,9 +46,10 @@ FATAL_REFUSALS = ("participant_limit", "forbidden")
 """Refusals of a segment that hold for every later one too: the peer stops recording and its client is told."""
 STORE_RETRY_SECONDS = 1.0
 """While Redis or staging is away, a peer's held segments are tried again this often (from its tick)."""
-MAX_HELD_SEGMENTS = 120
-"""Segments a peer holds while they cannot be stored (about two minutes of media, a few MB): a Redis restart or
-failover costs nothing; beyond it the oldest are dropped (a hole, reported as missing, when its sequence was taken)."""
+MAX_HELD_BYTES = 4 * 2**20
+"""Segment bytes a peer holds while they cannot be stored (about 30 s of a 1 Mbit/s camera; at most RTC_MAX_PEERS
+times this per process): a Redis restart or failover costs nothing; beyond it the oldest are dropped (a hole,
+reported as missing, when its sequence was already taken)."""
 
 
 class SignalError(Exception):
@@ -167,9 +168,9 @@ class PeerSession:
                     log.exception("webrtc segment store failed")
 
     def _hold(self, item: tuple) -> None:
-        """A cut segment waits here until stored; bounded (MAX_HELD_SEGMENTS, the oldest dropped)."""
+        """A cut segment waits here until stored; bounded (MAX_HELD_BYTES, the oldest dropped; the newest stays)."""
         self.pending.append(item)
-        while len(self.pending) > MAX_HELD_SEGMENTS:
+        while len(self.pending) > 1 and sum(len(held[2]) for held in self.pending) > MAX_HELD_BYTES:
             self.pending.pop(0)
             self.head_sequence = None
             log.warning("webrtc segment of %s/%s dropped: storage away too long", self.room, self.principal.sub)
