@@ -26,6 +26,6 @@ def controlled_recording(room: str) -> tuple[Principal, str]:
     require_control_address(principal, room)
     recording_id = services().store.current(room)
     if recording_id is None:
-        raise RoomNeverRecorded("this room has never recorded")
+        raise RoomNeverRecorded("this room has no recording (none was started, or the last one was deleted)")
     principal.require_host(room)
     return principal, recording_id

@@ -67,3 +67,14 @@ def test_only_an_ended_recording_by_a_host(api, worker, pieces):
     error(other, 403, "forbidden")
     error(delete(api, rec), 409, "invalid_state")
     assert api.status(rec).get_json()["state"] == "recording"
+
+
+def test_a_room_whose_last_recording_was_deleted_says_so_not_that_it_never_recorded(api, worker, pieces):
+    rec = completed(api, pieces)["recordingId"]
+    assert delete(api, rec).status_code == 202
+    wait_until(lambda: api.status(rec).status_code == 404, 30, interval=0.2, what="the purge")
+    for action in ("stop", "pause", "resume"):
+        response = api.client.post(f"/video-calls/{api.room}/recording/{action}", headers=api.auth())
+        error(response, 404, "not_recording")
+        assert "never" not in response.get_json()["error"]["message"], response.get_json()
+    error(api.client.get(f"/video-calls/{api.room}/recording", headers=api.auth()), 404, "not_recording")

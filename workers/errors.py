@@ -56,7 +56,7 @@ class NotFound(TapedeckError):
 
 
 class RoomNeverRecorded(NotFound):
-    """Raised when a room has never recorded (404, code not_recording)."""
+    """Raised when a room has no recording: none was started, or the last one was deleted (404, code not_recording)."""
 
     code = "not_recording"
 

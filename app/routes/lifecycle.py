@@ -53,7 +53,7 @@ def _pause_or_resume(room: str, action: str):
     control = PauseControl(svc.redis)
     outcome, state = control.pause(recording_id) if action == "pause" else control.resume(recording_id)
     if outcome == "not_found":
-        raise RoomNeverRecorded("this room has never recorded")
+        raise RoomNeverRecorded("this room has no recording (none was started, or the last one was deleted)")
     if outcome == "too_many":
         raise InvalidState(f"a recording may pause at most {MAX_PAUSES} times", recordingId=recording_id,
                            state=state)

@@ -73,7 +73,7 @@ def stop(room: str):
     svc = services()
     outcome = svc.store.stop(room, svc.settings.finalize_grace_seconds, task_id=str(uuid.uuid4()))
     if outcome is None:
-        raise RoomNeverRecorded("this room has never recorded")
+        raise RoomNeverRecorded("this room has no recording (none was started, or the last one was deleted)")
     recording_id, state, task_id, newly_stopped = outcome
     if newly_stopped:
         finalize_after_stop(svc, recording_id, task_id, room, "host")
