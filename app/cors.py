@@ -4,7 +4,8 @@ from __future__ import annotations
 from flask import Flask
 from flask_cors import CORS
 
-ALLOWED_HEADERS = ["Authorization", "Content-Type", "Tapedeck-Timestamp", "Tapedeck-Final", "Repr-Digest", "Last-Event-ID"]
+ALLOWED_HEADERS = ["Authorization", "Content-Type", "Tapedeck-Timestamp", "Tapedeck-Final", "Repr-Digest", "Content-Digest",
+                   "Last-Event-ID"]
 
 
 def init_app(app: Flask, origins: tuple[str, ...]) -> None:

@@ -108,6 +108,10 @@ def _chunk_paths() -> dict[str, Schema]:
                         {"name": "Repr-Digest", "in": "header", "required": False, "schema": {"type": "string"},
                          "example": "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
                          "description": "RFC 9530; a sha-256 the bytes do not match is 400 checksum_mismatch"},
+                        {"name": "Content-Digest", "in": "header", "required": False, "schema": {"type": "string"},
+                         "example": "sha-256=:47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=:",
+                         "description": "RFC 9530, verified like Repr-Digest (the body is stored as sent); "
+                                        "with both, both must match"},
                         {"name": "Tapedeck-Final", "in": "header", "required": False,
                          "schema": {"type": "string", "enum": ["true", "false"]},
                          "description": "true: this is the stream's last chunk"}],

@@ -219,14 +219,15 @@ def test_dev_token_route_exists_only_in_development(live_server, stack_env):
 
 def test_cors_allows_only_configured_origins(live_server):
     client = live_server.app.test_client()
-    preflight = {"Access-Control-Request-Method": "PUT",
-                 "Access-Control-Request-Headers": "authorization,content-type,tapedeck-timestamp,repr-digest"}
+    preflight = {"Access-Control-Request-Method": "PUT", "Access-Control-Request-Headers":
+                 "authorization,content-type,tapedeck-timestamp,repr-digest,content-digest"}
     path = "/video-calls/recordings/rec_x/participants/alice/video/chunks/0"
     allowed = client.options(path, headers={"Origin": live_server.other_origin, **preflight})
     assert allowed.headers.get("Access-Control-Allow-Origin") == live_server.other_origin
     assert "PUT" in allowed.headers.get("Access-Control-Allow-Methods", "")
     assert "tapedeck-timestamp" in allowed.headers.get("Access-Control-Allow-Headers", "").lower()
     assert "repr-digest" in allowed.headers.get("Access-Control-Allow-Headers", "").lower()
+    assert "content-digest" in allowed.headers.get("Access-Control-Allow-Headers", "").lower()
     denied = client.options(path, headers={"Origin": "http://evil.example", **preflight})
     assert "Access-Control-Allow-Origin" not in denied.headers
     status = client.get("/video-calls/recordings/rec_x", headers={"Origin": live_server.other_origin})

@@ -4,8 +4,7 @@ from __future__ import annotations
 from flask import Blueprint, g, jsonify, request
 
 from app.auth import authenticate
-from app.digests import HEADER as REPR_DIGEST
-from app.digests import parse_final_header, sha256_from_repr_digest
+from app.digests import parse_final_header, sha256_to_verify, sha256s_from_headers
 from app.limits import CHUNKS, limited
 from app.metrics import count_accepted
 from app.schemas import ChunkBody, decode_chunk, decoded_size, parse_json, parse_timestamp_header, strip_data_url
@@ -44,7 +43,7 @@ def upload_raw(recording_id: str, participant_id: str, stream_type: str, sequenc
     check_stream_type(stream_type)
     seq = check_sequence(sequence)
     timestamp = parse_timestamp_header(request.headers.get("Tapedeck-Timestamp"))
-    sha256 = sha256_from_repr_digest(request.headers.get(REPR_DIGEST))
+    named_sha256s = sha256s_from_headers(request.headers)
     final = parse_final_header(request.headers.get("Tapedeck-Final"))
     intake = services().intake
     if request.content_length is not None:
@@ -54,7 +53,7 @@ def upload_raw(recording_id: str, participant_id: str, stream_type: str, sequenc
         raise InvalidRequest("chunk body must not be empty", field="body")
     upload = ChunkUpload(
         recording_id=recording_id, participant_id=participant_id, stream_type=stream_type, sequence=seq, data=data, timestamp=timestamp,
-        sha256=sha256, final=final,
+        sha256=sha256_to_verify(named_sha256s, data), final=final,
     )
     return _answer(count_accepted(intake.accept(upload, principal, g.get("rate_check"))))
 
