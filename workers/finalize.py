@@ -22,6 +22,7 @@ from workers.checkpoints import RedisCheckpoint
 from workers.errors import UploadFailed
 from workers.media.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
+from workers.live.checksum import METADATA_KEY as PARTS_METADATA
 from workers.live.step import LiveFinalizer
 from workers.manifest import (CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, recording_window_ms,
                               start_offsets)
@@ -206,11 +207,16 @@ class Finalizer:
 
         for pid, output in sorted(prepared.items()):
             key = f"{prefix}{pid}.{output.extension}"
-            checksum = sha256_file(output.path)
             metadata = {
                 "recording-id": recording_id, "room": rec["room"], "participant": pid,
-                "duration-seconds": f"{output.duration_seconds:.3f}", "sha256": checksum,
+                "duration-seconds": f"{output.duration_seconds:.3f}",
             }
+            if output.checksum is not None:  # live: hashed while recording, no whole-file read after stop
+                checksum = None
+                metadata[PARTS_METADATA] = output.checksum.metadata()
+            else:
+                checksum = sha256_file(output.path)
+                metadata["sha256"] = checksum
             self._upload(recording_id, key, output.path, CONTENT_TYPES.get(output.extension, "application/octet-stream"),
                          metadata, on_progress, guard)
             sent += output.bytes
@@ -227,6 +233,7 @@ class Finalizer:
                 media_start_seconds=output.start_seconds, timestamp_repairs=output.timestamp_repairs,
                 dropped_packets=output.dropped_packets, thumbnail_key=thumbnail_key,
                 paused_seconds_cut=output.paused_seconds_cut,
+                checksum=output.checksum.to_json() if output.checksum is not None else None,
                 thumbnail=OutputThumbnail(output.thumbnail.width, output.thumbnail.height, output.thumbnail.seconds)
                 if output.thumbnail else None,
             )

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from workers.live.checksum import PartChecksum
 from workers.media.convert import Mp4Settings, to_mp4
 from workers.media.errors import MediaError
 from workers.media.muxer import StreamInput, mux_participant
@@ -38,6 +39,8 @@ class PreparedOutput:
     """Media recorded inside pauses and cut out of this output."""
     dropped_chunks: dict[str, list[int]] = field(default_factory=dict)
     """Stream type → sequences that could not be demuxed and are not in the file."""
+    checksum: PartChecksum | None = None
+    """Live outputs: part checksums computed while recording, instead of a whole-file SHA-256 after stop."""
 
     @property
     def extension(self) -> str:

@@ -75,7 +75,8 @@ class StoredOutput:
     duration_seconds: float
     provider: str
     key: str
-    sha256: str
+    sha256: str | None
+    """Hex SHA-256 of the whole file (batch outputs); None for a live output, which has `checksum` instead."""
     method: str
     """"copy", "transcode" or "mixed": how the output's tracks were produced."""
     tracks: list[dict[str, Any]]
@@ -92,6 +93,8 @@ class StoredOutput:
     """Seconds from the recording's first frame (any participant) to this output's first one; None: unknown."""
     paused_seconds_cut: float = 0.0
     """Media the client recorded inside pauses, cut out at finalize (listed only when there was some)."""
+    checksum: dict[str, Any] | None = None
+    """Live outputs: {algorithm: sha256-parts, partSize, parts, composite} (workers/live/checksum.py)."""
 
     def aligned_at(self, offset: float | None) -> StoredOutput:
         """This output placed on the recording's timeline."""
@@ -115,6 +118,8 @@ class StoredOutput:
             body["startOffsetSeconds"] = self.start_offset_seconds
         if self.paused_seconds_cut:
             body["pausedSecondsCut"] = self.paused_seconds_cut
+        if self.checksum:
+            body["checksum"] = self.checksum
         return body
 
     @classmethod
@@ -131,7 +136,7 @@ class StoredOutput:
             thumbnail_key=body.get("thumbnailKey"),
             thumbnail=OutputThumbnail.from_json(thumbnail) if thumbnail else None,
             aligned="startOffsetSeconds" in body, start_offset_seconds=body.get("startOffsetSeconds"),
-            paused_seconds_cut=body.get("pausedSecondsCut") or 0.0,
+            paused_seconds_cut=body.get("pausedSecondsCut") or 0.0, checksum=body.get("checksum"),
         )
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from workers.live.checksum import PART_SIZE, PartChecksum, hash_part, part_count
 from workers.live.source import Unsupported
 from workers.media import ebml_io as ebml
 
@@ -43,8 +44,11 @@ class _Window:
 class LiveFile:
     """The output and its sidecars under one directory, named after the participant."""
 
-    def __init__(self, directory: Path, participant_id: str, extension: str) -> None:
+    def __init__(self, directory: Path, participant_id: str, extension: str, part_size: int = PART_SIZE) -> None:
         self.path = directory / f"{participant_id}.live.{extension}"
+        self.parts = directory / f"{participant_id}.live.parts"
+        """The SHA-256 of each part complete so far, 32 bytes each (zeros for the header's parts, hashed at stop)."""
+        self.part_size = part_size
         self.cues = directory / f"{participant_id}.live.cues"
         self.info = directory / f"{participant_id}.live.info"
         self.tracks = directory / f"{participant_id}.live.tracks"
@@ -54,6 +58,7 @@ class LiveFile:
         segment_start = len(ebml.ebml_header(DOC_TYPES[fmt])) + 4 + ebml.SIZE_WIDTH
         if length and (_size(self.path) < length or _size(self.cues) < cue_length):
             raise Unsupported("the live files are shorter than the state says")  # never pad a gap with zeros
+        before = length
         with open(window, "rb") as source:
             parsed = _parse(source)
             if length == 0:
@@ -67,6 +72,7 @@ class LiveFile:
                     moved[cluster.start - parsed.segment_start] = out.tell() - segment_start
                     _copy(source, cluster.start, cluster.end, out)
                 length = out.tell()
+                self._hash_parts(out, before, length)
             points = b"".join(_moved_cue_point(source, point, moved) for point in parsed.cue_points)
             info = dict(_values(source, parsed.info))
         with open(self.cues, "r+b" if self.cues.exists() else "w+b") as cues:
@@ -106,8 +112,42 @@ class LiveFile:
             out.write(head + ebml.void(RESERVED_BYTES - len(head)))
         return self.path
 
+    def checksum(self, length: int) -> PartChecksum:
+        """The closed file's part checksums: the parts hashed while recording (wholly before `length`, the end of
+        the last Cluster, so the Cues did not touch them), the header's and the tail's hashed now."""
+        ahead = self._stored_digests(length)
+        first = self._first_ahead()
+        with open(self.path, "rb") as handle:
+            total = self.path.stat().st_size
+            digests = [ahead[k] if first <= k < len(ahead) else hash_part(handle, k, self.part_size)
+                       for k in range(part_count(total, self.part_size))]
+        return PartChecksum(self.part_size, digests)
+
+    def _first_ahead(self) -> int:
+        """The first part past the reserved header space: parts before it are rewritten at stop."""
+        return -(-RESERVED_BYTES // self.part_size)
+
+    def _stored_digests(self, length: int) -> list[bytes]:
+        """The sidecar's digests of parts complete before `length` (a crashed step may have hashed more)."""
+        try:
+            raw = self.parts.read_bytes()
+        except FileNotFoundError:
+            return []
+        count = min(len(raw) // 32, length // self.part_size)
+        return [raw[i * 32:(i + 1) * 32] for i in range(count)]
+
+    def _hash_parts(self, out: BinaryIO, before: int, length: int) -> None:
+        """Hash the parts this append completed; what lay past `before` (the state's length) is hashed again."""
+        done = self._stored_digests(before)
+        first = self._first_ahead()
+        with open(self.parts, "r+b" if self.parts.exists() else "w+b") as parts:
+            parts.truncate(len(done) * 32)
+            parts.seek(len(done) * 32)
+            for k in range(len(done), length // self.part_size):
+                parts.write(hash_part(out, k, self.part_size) if k >= first else bytes(32))
+
     def remove(self) -> None:
-        for path in (self.path, self.cues, self.info, self.tracks):
+        for path in (self.path, self.cues, self.info, self.tracks, self.parts):
             path.unlink(missing_ok=True)
 
     def _begin(self, source: BinaryIO, parsed: _Window) -> None:

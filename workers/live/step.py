@@ -17,6 +17,7 @@ from pathlib import Path
 import redis
 
 from workers import keys, metrics
+from workers.live.checksum import PART_SIZE
 from workers.live.chunks import contiguous, header_chunks, locate, open_chunks
 from workers.live.output import LiveFile
 from workers.live.source import NotYet, ShortWindow, Unsupported, header_length, scan_clusters, write_window
@@ -79,6 +80,8 @@ class LiveFinalizer:
     states: LiveStates
     thumbnail_offset: float = 1.0
     thumbnail_width: int = 640
+    part_size: int = PART_SIZE
+    """Bytes per checksummed part of a live output (workers/live/checksum.py)."""
 
     def step(self, recording_id: str, final: bool = False) -> None:
         """Fold in what arrived for every participant (at stop: everything, then close each file)."""
@@ -156,12 +159,20 @@ class LiveFinalizer:
         muxed = self.result(recording_id, participant_id, streams)
         if muxed is None:
             return None
+        state = self.states.get(recording_id, participant_id)
+        try:
+            checksum = self._file(recording_id, participant_id, muxed.path.suffix.lstrip(".")).checksum(state.bytes)  # type: ignore[union-attr]
+        except OSError as exc:
+            log.warning("recording %s participant %s: live checksums unreadable, batch instead: %s", recording_id,
+                        participant_id, exc)
+            return None
         return PreparedOutput(
             path=muxed.path, format=muxed.format, bytes=muxed.bytes, duration_seconds=muxed.duration_seconds,
             method="copy", tracks=[t.to_json() | {"method": "copy"} for t in muxed.tracks], segments=1,
             start_seconds=muxed.start_seconds, timestamp_repairs=0, dropped_packets=muxed.dropped_packets,
             thumbnail=poster_or_none(muxed.path, muxed.path.with_name(f"{participant_id}.jpg"),
                                      self.thumbnail_offset, self.thumbnail_width),
+            checksum=checksum,
         )
 
     def result(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
@@ -281,7 +292,7 @@ class LiveFinalizer:
         return LiveState({t: Cursor(sequence=firsts[t], first=firsts[t]) for t in types}, host=HOST)
 
     def _file(self, recording_id: str, participant_id: str, extension: str) -> LiveFile:
-        return LiveFile(self._work_dir(recording_id), participant_id, extension)
+        return LiveFile(self._work_dir(recording_id), participant_id, extension, self.part_size)
 
     def _work_dir(self, recording_id: str) -> Path:
         path = self.staging.output_dir(recording_id) / "live"
