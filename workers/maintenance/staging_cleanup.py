@@ -1,6 +1,7 @@
-"""Free disk: staged chunks of recordings completed longer ago than STAGING_RETENTION_SECONDS.
+"""Free disk: staged chunks of recordings completed longer ago than STAGING_RETENTION_SECONDS, and the finalize
+scratch a killed worker left (workers/staging/sweep.py).
 
-Failed recordings are never cleaned: an operator may requeue them.
+Failed recordings' staged chunks are never cleaned: an operator may requeue them.
 """
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import time
 
 from workers import keys
 from workers.staging.base import Staging
+from workers.staging.sweep import sweep_scratch
 from workers.state import RecordingStore
 
 log = logging.getLogger(__name__)
@@ -16,7 +18,9 @@ log = logging.getLogger(__name__)
 
 def cleanup_staging(store: RecordingStore, staging: Staging, retention_seconds: float,
                     now: float | None = None) -> list[str]:
-    """Remove staged chunks and the chunk index of each recording completed before the cutoff; returns ids."""
+    """Remove staged chunks and the chunk index of each recording completed before the cutoff; returns ids.
+    Leftover finalize scratch of recordings that are over is swept too (logged, not returned)."""
+    sweep_scratch(store, staging)
     cutoff = (time.time() if now is None else now) - retention_seconds
     removed = []
     for raw in store.redis.zrangebyscore(keys.completed_index(), "-inf", cutoff):

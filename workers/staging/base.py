@@ -98,6 +98,10 @@ class Staging(ABC):
     def release(self, recording_id: str, participant_id: str) -> None:
         """Drop the local copies local_chunks made for one participant (its output is muxed); default: none made."""
 
+    def scratch_recordings(self) -> list[str]:
+        """Recordings with finalize scratch on this process's disk (see sweep.py); default: none kept apart."""
+        return []
+
     def finished(self, recording_id: str) -> None:
         """Finalize stored the outputs and manifest: drop this process's scratch files; the staged chunks stay
         until beat's retention (an operator may still requeue). Default: nothing to drop."""

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, Iterator
 from storage_providers import StorageError, StorageProvider
 from storage_providers.base import ObjectNotFoundError
 from workers.errors import ConfigurationError, Unavailable
-from workers.ids import check_id, check_stream_type
+from workers.ids import ID_PATTERN, check_id, check_stream_type
 from workers.staging.base import CHUNK_NAME, RECORDING_FILE, FoundChunk, StagedChunk, Staging, Wanted
 
 log = logging.getLogger(__name__)
@@ -119,6 +119,13 @@ class ObjectStoreStaging(Staging):
 
     def release(self, recording_id: str, participant_id: str) -> None:
         shutil.rmtree(self._fetch_dir(recording_id, participant_id), ignore_errors=True)
+
+    def scratch_recordings(self) -> list[str]:
+        try:
+            entries = list(self.scratch.iterdir())
+        except FileNotFoundError:
+            return []
+        return sorted(entry.name for entry in entries if entry.is_dir() and ID_PATTERN.fullmatch(entry.name))
 
     def finished(self, recording_id: str) -> None:
         shutil.rmtree(self.scratch / check_id(recording_id, "recordingId"), ignore_errors=True)
