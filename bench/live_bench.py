@@ -85,6 +85,7 @@ def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: b
     assert state == "completed", body
     if live:
         assert resources.finalizer.live.states.get(rec, "alice").windows > 1, "the live path was not used"
+        assert body["outputs"][0]["checksum"]["algorithm"] == "sha256-parts", "a whole-file SHA-256 was computed"
     duration = body["outputs"][0]["durationSeconds"]
     for name in resources.provider.list(f"recordings/{body['room']}/"):
         resources.provider.delete(name.key)
@@ -165,7 +166,8 @@ def main() -> None:
         print(f"flatness {local[-1][0]:g} min / {local[0][0]:g} min: stop {last.stop_seconds / first.stop_seconds:.2f}x,"
               f" mux stage {last.mux_seconds / first.mux_seconds:.2f}x")
     print("seconds from the stop request to `completed` (finalize in this process, grace 0); (mux) = "
-          "its mux stage, the rest is upload, checksum, poster, manifest; ffmpeg = `ffmpeg -c copy` of the same "
+          "its mux stage, the rest is upload, checksum, poster, manifest (live: part checksums hashed while "
+          "recording, and local storage links the closed file in place); ffmpeg = `ffmpeg -c copy` of the same "
           "bytes; RSS = VmHWM reset just before stop; live CPU/h = CPU of the live steps per recorded hour. s3 = the "
           "moto server on this machine: its CompleteMultipartUpload concatenates every part, its own linear cost.")
 
