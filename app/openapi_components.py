@@ -101,6 +101,13 @@ SCHEMAS: dict[str, Schema] = {
         "thumbnailKey": NULLABLE_STRING, "thumbnailUrl": NULLABLE_STRING,
         "pausedSecondsCut": {"type": "number", "description": "media recorded inside pauses and cut out "
                                                               "(a client that kept recording); absent when none"},
+        "sha256": {"type": ["string", "null"], "description": "hex SHA-256 of the whole file; null for an output "
+                                                               "remuxed while recording, which has checksum"},
+        "checksum": _obj(["algorithm", "partSize", "parts", "composite"], {
+            "algorithm": {"type": "string", "enum": ["sha256-parts"]}, "partSize": {"type": "integer"},
+            "parts": {"type": "integer"}, "composite": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+        }) | {"description": "live outputs: SHA-256 of each partSize-byte part, composite = SHA-256 of the parts' "
+                             "digests joined in order; absent for other outputs"},
     }),
     "Status": _obj(["recordingId", "room", "state", "progress", "format", "participants", "outputs"], {
         "recordingId": ref("Id"), "room": ref("Id"), "state": ref("State"),
