@@ -32,7 +32,7 @@ BROWSER_FILE_SECONDS = 8 * 60
 """A browser file takes 30–90 s on a loaded 2-core box; past 8 minutes it is hung, not slow."""
 BROWSER_TRIES = 2
 OBJECT_STORE_SUITE = [
-    "tests/test_recording_flow.py", "tests/test_final.py", "tests/test_crash_recovery.py",
+    "tests/test_recording_flow.py", "tests/test_final.py", "tests/test_crash_recovery.py", "tests/test_api_errors.py",
     "tests/test_trust.py::test_rebuild_restores_a_forgotten_recording_from_staging",
     "tests/test_trust.py::test_unreadable_staged_chunk_is_reported_missing",
     "tests/test_trust.py::test_commit_whose_reply_is_lost_keeps_the_chunk",

@@ -33,9 +33,16 @@ def post(api, body, sub="alice", role="participant", **kw):
 
 
 def staged_files(stack_env, rec) -> list:
-    """Chunk files and temp files of a recording (its recording.json sidecar is written at start)."""
+    """Chunk files and temp files of a recording (its recording.json sidecar is written at start); on object-store
+    staging the recording's staged chunk objects, read through the staging interface."""
     from pathlib import Path
 
+    if stack_env.get("STAGING_BACKEND") == "object-store":
+        from workers.resources import Resources
+        from workers.settings import Settings
+
+        staging = Resources.build(Settings.from_env(stack_env), stack_env).staging
+        return sorted(str(found.path) for found in staging.scan(rec))
     root = Path(stack_env["STAGING_DIR"]) / rec
     return sorted(p for p in root.rglob("*") if p.is_file() and p.name != "recording.json") if root.exists() else []
 
@@ -266,7 +273,10 @@ def test_staging_failure_is_503_with_retry_after_and_leaves_no_record(stack_env,
 
     blocker = tmp_path / "file"
     blocker.write_text("paths under a regular file fail with ENOTDIR, even for root")
-    broken = create_app({**stack_env, "STAGING_DIR": str(blocker / "staging")})
+    if stack_env.get("STAGING_BACKEND") == "object-store":  # a bucket that cannot be reached
+        broken = create_app({**stack_env, "S3_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_MAX_ATTEMPTS": "1"})
+    else:
+        broken = create_app({**stack_env, "STAGING_DIR": str(blocker / "staging")})
     rec = api.start().get_json()["recordingId"]
     response = broken.test_client().post("/video-calls/chunks/upload", json=chunk_body(rec),
                                          headers=api.auth("alice", "participant"))
