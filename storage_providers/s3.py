@@ -146,7 +146,9 @@ class S3Storage(StorageProvider):
     ) -> ObjectInfo:
         full_key = self.prefixed_key(key)
         total = os.path.getsize(path)
-        meta = {**(metadata or {}), "sha256": caller_sha256(metadata) or sha256_file(path)}
+        meta = dict(metadata or {})
+        if "sha256-parts" not in meta or total <= self.settings.part_size:  # a live output's parts: no whole read
+            meta["sha256"] = caller_sha256(metadata) or sha256_file(path)
         with self.translating("upload", key):
             if total <= self.settings.part_size:
                 self._put(full_key, path, content_type, meta)
@@ -164,6 +166,14 @@ class S3Storage(StorageProvider):
                 Metadata=meta, ChecksumSHA256=digest,
             )
         check_echo(answer, digest, full_key)
+
+    def upload_ahead(self, key: str, path: Path, numbers: list[int], *, content_type: str,
+                     metadata: Mapping[str, str], checkpoint: UploadCheckpoint) -> int:
+        """Parts of a file still being written, sent before it is complete (live finalize); upload_file with
+        `sha256-parts` metadata and the same checkpoint completes them. Part sizes are STORAGE_PART_SIZE."""
+        with self.translating("upload", key):
+            return self._uploader().upload_ahead(self.prefixed_key(key), path, numbers, content_type, dict(metadata),
+                                                 checkpoint)
 
     def _uploader(self) -> MultipartUploader:
         """The multipart machinery, bound to this process's client."""

@@ -35,7 +35,8 @@ class MultipartUploader:
     def upload(self, full_key: str, path: Path, total: int, content_type: str, meta: dict[str, str],
                progress: ProgressCallback | None, checkpoint: UploadCheckpoint | None) -> None:
         """Create (or resume) the multipart upload, send the missing parts, complete it."""
-        state = self._resumable_state(full_key, total, meta["sha256"], checkpoint)
+        identity = meta.get("sha256") or meta["sha256-parts"]
+        state = self._resumable_state(full_key, total, identity, checkpoint, adopt_ahead="sha256-parts" in meta)
         if state is None:
             created = self.client.create_multipart_upload(
                 Bucket=self.bucket, Key=full_key, ContentType=content_type,
@@ -43,14 +44,14 @@ class MultipartUploader:
             )
             state = {"provider": self.provider, "bucket": self.bucket, "key": full_key,
                      "upload_id": created["UploadId"], "size": total, "part_size": self.part_size,
-                     "sha256": meta["sha256"], "parts": []}
+                     "sha256": identity, "parts": []}
             if checkpoint:
                 checkpoint.save(state)
         try:
             self._send_parts(state, path, progress, checkpoint)
             self.client.complete_multipart_upload(
                 Bucket=state["bucket"], Key=full_key, UploadId=state["upload_id"],
-                MultipartUpload={"Parts": state["parts"]},
+                MultipartUpload={"Parts": sorted(state["parts"], key=lambda p: p["PartNumber"])},
             )
         except BaseException:
             if checkpoint is None:  # nobody could resume or abort it later: do it now
@@ -61,36 +62,79 @@ class MultipartUploader:
 
     def _send_parts(self, state: dict, path: Path, progress: ProgressCallback | None,
                     checkpoint: UploadCheckpoint | None) -> None:
-        """Upload the parts after the confirmed ones, saving the checkpoint after each."""
+        """Upload the parts not confirmed yet (those after the confirmed run; with parts sent ahead while recording,
+        also the ones before and between them), saving the checkpoint after each."""
         part_size, total, parts = state["part_size"], state["size"], state["parts"]
-        sent = min(len(parts) * part_size, total)
+        count = max(1, -(-total // part_size))
+        parts[:] = [p for p in parts if p["PartNumber"] <= count]
+        held = {p["PartNumber"] for p in parts}
+        sent = min(sum(min(part_size, total - (n - 1) * part_size) for n in held), total)
         if progress and sent:
             progress(sent, total)
         with open(path, "rb") as source:
-            source.seek(sent)
-            while chunk := source.read(part_size):
-                number = len(parts) + 1
-                digest = b64_sha256(chunk)
-                answer = self.client.upload_part(
-                    Bucket=state["bucket"], Key=state["key"], UploadId=state["upload_id"],
-                    PartNumber=number, Body=chunk, ChecksumSHA256=digest,
-                )
-                check_echo(answer, digest, state["key"])
-                parts.append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest})
+            for number in range(1, count + 1):
+                if number in held:
+                    continue
+                source.seek((number - 1) * part_size)
+                chunk = source.read(part_size)
+                self._send_part(state, number, chunk)
                 if checkpoint:
                     checkpoint.save(state)
                 sent += len(chunk)
                 if progress:
                     progress(sent, total)
 
+    def _send_part(self, state: dict, number: int, chunk: bytes) -> None:
+        digest = b64_sha256(chunk)
+        answer = self.client.upload_part(
+            Bucket=state["bucket"], Key=state["key"], UploadId=state["upload_id"],
+            PartNumber=number, Body=chunk, ChecksumSHA256=digest,
+        )
+        check_echo(answer, digest, state["key"])
+        state["parts"] = [p for p in state["parts"] if p["PartNumber"] != number]
+        state["parts"].append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest})
+
+    def upload_ahead(self, full_key: str, path: Path, numbers: list[int], content_type: str, meta: dict[str, str],
+                     checkpoint: UploadCheckpoint) -> int:
+        """While the file still grows: send the given parts (final bytes already) of an upload marked `ahead`,
+        created on first use; the finalize after stop adopts it (upload with `sha256-parts` metadata). Returns how
+        many parts were sent now."""
+        state = checkpoint.load()
+        if not state or not state.get("ahead") or state.get("key") != full_key \
+                or state.get("part_size") != self.part_size or state.get("provider") != self.provider:
+            if state:
+                return 0  # another upload of this key (a finalize's): not ours to touch
+            created = self.client.create_multipart_upload(Bucket=self.bucket, Key=full_key, ContentType=content_type,
+                                                          Metadata=meta, ChecksumAlgorithm="SHA256")
+            state = {"provider": self.provider, "bucket": self.bucket, "key": full_key, "upload_id": created["UploadId"],
+                     "part_size": self.part_size, "ahead": True, "parts": []}
+            checkpoint.save(state)
+        held = {p["PartNumber"] for p in state["parts"]}
+        sent = 0
+        with open(path, "rb") as source:
+            for number in numbers:
+                if number in held:
+                    continue
+                source.seek((number - 1) * self.part_size)
+                chunk = source.read(self.part_size)
+                if len(chunk) != self.part_size:
+                    raise ValueError(f"part {number} of {path} is not complete yet")
+                self._send_part(state, number, chunk)
+                checkpoint.save(state)
+                sent += 1
+        return sent
+
     def _resumable_state(self, full_key: str, total: int, sha256: str,
-                         checkpoint: UploadCheckpoint | None) -> dict | None:
-        """The saved upload if it is for these bytes and S3 still holds its parts; else None."""
+                         checkpoint: UploadCheckpoint | None, adopt_ahead: bool = False) -> dict | None:
+        """The saved upload if it is for these bytes and S3 still holds its parts; else None. An upload sent
+        ahead while recording is adopted only by the file it was sent from (a live output, `adopt_ahead`)."""
         from botocore.exceptions import ClientError
 
         state = checkpoint.load() if checkpoint else None
         if not state:
             return None
+        if state.get("ahead") and adopt_ahead and state.get("part_size") == self.part_size:
+            state = {**state, "ahead": False, "size": total, "sha256": sha256}
         wanted = {"provider": self.provider, "bucket": self.bucket, "key": full_key, "size": total,
                   "sha256": sha256, "part_size": self.part_size}
         if any(state.get(name) != value for name, value in wanted.items()):
@@ -107,11 +151,7 @@ class MultipartUploader:
                 raise
             checkpoint.clear()
             return None
-        kept: list[dict] = []
-        for part in state.get("parts", []):  # keep the run of parts S3 confirms, in order
-            if stored.get(part["PartNumber"]) != part["ETag"]:
-                break
-            kept.append(part)
+        kept = [part for part in state.get("parts", []) if stored.get(part["PartNumber"]) == part["ETag"]]
         state["parts"] = kept
         checkpoint.save(state)
         return state

@@ -51,7 +51,8 @@ class Resources:
             intake=ChunkIntake(store, staging, settings.max_chunk_bytes, settings.max_participants),
             finalizer=Finalizer(store=store, staging=staging, provider=provider, publisher=events, settings=settings,
                                 live=LiveFinalizer(store, staging, LiveStates(client), settings.thumbnail_offset_seconds,
-                                                   settings.thumbnail_width) if settings.live_finalize else None),
+                                                   settings.thumbnail_width, provider=provider)
+                                if settings.live_finalize else None),
             urls=DownloadUrls(provider.download_url, settings.download_url_ttl_seconds),
         )
 

@@ -16,10 +16,14 @@ from pathlib import Path
 
 import redis
 
+from storage_providers import StorageError, StorageProvider
+
 from workers import keys, metrics
 from workers.live.checksum import PART_SIZE
 from workers.live.chunks import contiguous, header_chunks, locate, open_chunks
-from workers.live.output import LiveFile
+from workers.checkpoints import RedisCheckpoint
+from workers.live.output import RESERVED_BYTES, LiveFile
+from workers.manifest import CONTENT_TYPES, object_prefix
 from workers.live.source import NotYet, ShortWindow, Unsupported, header_length, scan_clusters, write_window
 from workers.live.state import Cursor, LiveState, LiveStates
 from workers.live.window import WindowSource, remux_window
@@ -81,7 +85,10 @@ class LiveFinalizer:
     thumbnail_offset: float = 1.0
     thumbnail_width: int = 640
     part_size: int = PART_SIZE
-    """Bytes per checksummed part of a live output (workers/live/checksum.py)."""
+    """Bytes per checksummed part of a live output (workers/live/checksum.py); also the S3 part size when parts
+    are uploaded ahead (only when STORAGE_PART_SIZE equals it)."""
+    provider: StorageProvider | None = None
+    """Where outputs go: parts are uploaded while recording when it takes them ahead (S3)."""
 
     def step(self, recording_id: str, final: bool = False) -> None:
         """Fold in what arrived for every participant (at stop: everything, then close each file)."""
@@ -133,6 +140,8 @@ class LiveFinalizer:
                 self._fold(recording_id, participant_id, state, final)
             except ShortWindow:
                 self._fold(recording_id, participant_id, state, final, capped=False)  # however small the chunks
+            if not final:
+                self._send_ahead(recording_id, rec, participant_id, state)
             return "folded"
         except NotYet:
             return "waiting"
@@ -206,6 +215,28 @@ class LiveFinalizer:
         return MuxResult(path=path, format=state.tracks.fmt, bytes=path.stat().st_size, duration_seconds=duration,
                          tracks=infos, segments=1, dropped_chunks=[], dropped_packets=state.tracks.dropped,
                          start_seconds=round(state.tracks.start or 0.0, 6))
+
+    def _send_ahead(self, recording_id: str, rec: RecordingHash, participant_id: str, state: LiveState) -> None:
+        """Upload the output's parts that are final already (complete, past the header's space) to a provider that
+        takes parts ahead (S3 multipart); finalize after stop sends the header's part and the tail, and completes.
+        A failure here costs nothing but time: the parts not sent go at stop."""
+        send = getattr(self.provider, "upload_ahead", None)
+        if send is None or getattr(getattr(self.provider, "settings", None), "part_size", None) != self.part_size:
+            return
+        extension = EXTENSIONS[state.tracks.fmt]
+        live = self._file(recording_id, participant_id, extension)
+        first = -(-RESERVED_BYTES // self.part_size)
+        numbers = [k + 1 for k in range(first, state.bytes // self.part_size)]
+        if not numbers:
+            return
+        key = f"{object_prefix(rec['room'], recording_id)}{participant_id}.{extension}"
+        try:
+            send(key, live.path, numbers, content_type=CONTENT_TYPES.get(extension, "application/octet-stream"),
+                 metadata={"recording-id": recording_id, "room": rec["room"], "participant": participant_id},
+                 checkpoint=RedisCheckpoint(self.store.redis, recording_id, key))
+        except (StorageError, OSError, ValueError) as exc:
+            log.warning("recording %s participant %s: parts not sent ahead (sent at stop): %s", recording_id,
+                        participant_id, exc)
 
     def _check(self, rec: RecordingHash) -> None:
         if not isinstance(self.staging, ChunkStaging):
