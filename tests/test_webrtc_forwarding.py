@@ -94,3 +94,32 @@ def test_remote_tracks_yield_encoded_frames_and_pli_brings_a_key_frame(installed
         assert kinds == ["audio", "video"] and frames > 20
 
     asyncio.run(scenario())
+
+
+def test_open_recorders_start_no_native_threads_and_abandon_frees_the_muxer() -> None:
+    """PyAV opens a libvpx encoder for the WebM muxer's video stream though nothing is encoded: with its default
+    threads every recording peer held two idle native threads more (measured: 50 peers, +9 threads in a web
+    worker). Single-threaded it holds none; abandon() (a peer taken over) closes the muxer at once."""
+    import os
+
+    key = forwarding.EncodedFrame("video", "video/vp8", b"\x10\x02\x00\x9d\x01\x2a\x80\x02\xe0\x01" + bytes(64), 0,
+                                  90000)
+
+    def native_threads() -> int:
+        return len(os.listdir("/proc/self/task"))
+
+    before = native_threads()
+    recorders = [SegmentRecorder(lambda *_: None, 0, with_video=True, with_audio=True) for _ in range(5)]
+    for recorder in recorders:
+        recorder.add(key)
+        assert recorder.container is not None and recorder.frames["video"] == 1
+    assert native_threads() == before
+    stored: list = []
+    taken_over = SegmentRecorder(lambda *args: stored.append(args), 0, with_video=True, with_audio=False)
+    taken_over.add(key)
+    taken_over.abandon()
+    assert taken_over.finished and stored == [] and taken_over.container is not None
+    taken_over.add(key)  # frames after the take-over are ignored
+    assert taken_over.frames["video"] == 1
+    for recorder in recorders:
+        recorder.finish(final=False)

@@ -198,7 +198,7 @@ class PeerSession:
                 self.superseded = True
                 recorder, self.recorder, self.recording_id = self.recorder, None, None
                 if recorder is not None:
-                    recorder.finished = True  # nothing more of it is stored
+                    recorder.abandon()  # nothing more of it is stored
 
     async def follow(self, recording_id: str | None, state: str | None) -> None:
         """Start, keep or end the recorder to match the room's current recording."""

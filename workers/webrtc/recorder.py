@@ -124,6 +124,7 @@ class SegmentRecorder:
             video.width, video.height = size
             video.pix_fmt = "yuv420p"
             video.time_base = MS
+            video.codec_context.thread_count = 1  # PyAV opens an encoder it never uses: no libvpx threads for it
             self.streams["video"] = video
         if self.with_audio:
             audio = self.container.add_stream("opus", rate=48000)
@@ -156,6 +157,19 @@ class SegmentRecorder:
         self.sink(self.sequence, data, False, began * 1000)
         self.sequence += 1
         return True
+
+    def abandon(self) -> None:
+        """Stop without storing anything more (a newer peer took over): the muxer and its encoder are freed now,
+        not whenever the garbage collector gets to them."""
+        if self.finished:
+            return
+        self.finished = True
+        if self.container is not None:
+            try:
+                self.container.close()
+            except av.FFmpegError:
+                pass
+        self.buffer.take()
 
     def finish(self, final: bool) -> None:
         """Close the WebM (its last cluster) and store what is left; `final` declares the stream's end."""
