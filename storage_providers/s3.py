@@ -168,12 +168,12 @@ class S3Storage(StorageProvider):
         check_echo(answer, digest, full_key)
 
     def upload_ahead(self, key: str, path: Path, numbers: list[int], *, content_type: str,
-                     metadata: Mapping[str, str], checkpoint: UploadCheckpoint) -> int:
+                     metadata: Mapping[str, str], checkpoint: UploadCheckpoint, limit: int | None = None) -> int:
         """Parts of a file still being written, sent before it is complete (live finalize); upload_file with
         `sha256-parts` metadata and the same checkpoint completes them. Part sizes are STORAGE_PART_SIZE."""
         with self.translating("upload", key):
             return self._uploader().upload_ahead(self.prefixed_key(key), path, numbers, content_type, dict(metadata),
-                                                 checkpoint)
+                                                 checkpoint, limit)
 
     def _uploader(self) -> MultipartUploader:
         """The multipart machinery, bound to this process's client."""

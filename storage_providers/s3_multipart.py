@@ -95,10 +95,10 @@ class MultipartUploader:
         state["parts"].append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest})
 
     def upload_ahead(self, full_key: str, path: Path, numbers: list[int], content_type: str, meta: dict[str, str],
-                     checkpoint: UploadCheckpoint) -> int:
+                     checkpoint: UploadCheckpoint, limit: int | None = None) -> int:
         """While the file still grows: send the given parts (final bytes already) of an upload marked `ahead`,
         created on first use; the finalize after stop adopts it (upload with `sha256-parts` metadata). Returns how
-        many parts were sent now."""
+        many parts were sent now (at most `limit`)."""
         state = checkpoint.load()
         if not state or not state.get("ahead") or state.get("key") != full_key \
                 or state.get("part_size") != self.part_size or state.get("provider") != self.provider:
@@ -115,6 +115,8 @@ class MultipartUploader:
             for number in numbers:
                 if number in held:
                     continue
+                if limit is not None and sent >= limit:
+                    break
                 source.seek((number - 1) * self.part_size)
                 chunk = source.read(self.part_size)
                 if len(chunk) != self.part_size:

@@ -89,3 +89,21 @@ def test_a_participant_sent_to_batch_does_not_reuse_the_parts_sent_ahead(s3_live
     downloaded.write_bytes(fetch(resources.provider, output["key"]))
     assert output["sha256"] == hashlib.sha256(downloaded.read_bytes()).hexdigest()
     assert packets(downloaded) == batch_packets(resources, rec, tmp_path)
+
+
+def test_a_step_sends_at_most_its_bound_of_parts_and_stop_sends_the_rest(s3_live, big_recording, monkeypatch):
+    from workers.live import step
+
+    monkeypatch.setattr(step, "MAX_AHEAD_PARTS", 1)
+    api, resources = s3_live
+    rec = api.start().get_json()["recordingId"]
+    for sequence, piece in enumerate(big_recording):
+        assert api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202
+    resources.finalizer.live.step(rec)  # one step over the whole backlog: several parts are final  # type: ignore[union-attr]
+    live = resources.staging.output_dir(rec) / "live" / "alice.live.webm"
+    assert live.stat().st_size // PART >= 3
+    assert ahead_parts(resources, api, rec) == [2]
+    assert api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    output = api.status(rec).get_json()["outputs"][0]
+    assert fetch(resources.provider, output["key"]) == live.read_bytes()

@@ -47,6 +47,10 @@ LOCK_SECONDS = 30
 """A step's lock outlives any step (at most MAX_WINDOW_CHUNKS, about a second of work); one left by a killed worker
 expires by itself well inside the two minutes a restarted worker has to complete the recording."""
 
+MAX_AHEAD_PARTS = 2
+"""Parts one step uploads at most (16 MiB), so a step stays well inside its lock; a backlog goes over later steps,
+and what is left at stop goes then. A 3 Mbit/s camera fills one 8 MiB part in about 22 s."""
+
 HOST = socket.gethostname()
 """The node a live output was started on: its files are on that node's disk only."""
 
@@ -233,7 +237,7 @@ class LiveFinalizer:
         try:
             send(key, live.path, numbers, content_type=CONTENT_TYPES.get(extension, "application/octet-stream"),
                  metadata={"recording-id": recording_id, "room": rec["room"], "participant": participant_id},
-                 checkpoint=RedisCheckpoint(self.store.redis, recording_id, key))
+                 checkpoint=RedisCheckpoint(self.store.redis, recording_id, key), limit=MAX_AHEAD_PARTS)
         except (StorageError, OSError, ValueError) as exc:
             log.warning("recording %s participant %s: parts not sent ahead (sent at stop): %s", recording_id,
                         participant_id, exc)
