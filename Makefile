@@ -49,5 +49,11 @@ bench-load: setup-dev
 bench-webrtc: setup-dev
 	$(BIN)/python -m bench.webrtc_bench $(BENCH_ARGS)
 
+## bench-demo: the /demo page in headless Chromium, last chunk's 202 → completed, with and without LIVE_FINALIZE and
+## without final (BENCH_ARGS="--seconds 5 --repeat 1")
+.PHONY: bench-demo
+bench-demo: setup-dev
+	$(BIN)/python -m bench.demo_flow_bench $(BENCH_ARGS)
+
 clean:
 	rm -rf var .pytest_cache

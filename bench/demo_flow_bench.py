@@ -23,8 +23,10 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -82,7 +84,11 @@ class Run:
     seconds: int
     chunks: int
     last_ack: float
-    """Wall-clock epoch seconds when the last chunk's 202 resolved in the page."""
+    """Wall-clock epoch seconds when the last 202 of any chunk resolved in the page (every chunk acknowledged)."""
+    clicked: float
+    """When this process clicked Stop (negative delta: before the last 202)."""
+    final_ack: float
+    """When the final chunk's 202 resolved (uploads run in parallel: it need not be the last)."""
     stop_reply: float
     page_completed: float
     server_completed: float
@@ -140,7 +146,7 @@ def stack(work: Path, extra: dict[str, str]) -> Iterator[Stack]:
         yield Stack(base, env, web, worker)
     finally:
         if web is not None:
-            for sig in (2, 9):  # SIGINT: gunicorn's quick shutdown; then SIGKILL
+            for sig in (signal.SIGINT, signal.SIGKILL):  # SIGINT: gunicorn's quick shutdown
                 try:
                     os.killpg(web.pid, sig)
                     web.wait(15)
@@ -148,15 +154,14 @@ def stack(work: Path, extra: dict[str, str]) -> Iterator[Stack]:
                 except (ProcessLookupError, subprocess.TimeoutExpired):
                     continue
         if worker is not None:
-            worker.kill(15)
             try:
-                worker.process.wait(20)
+                worker.kill(signal.SIGTERM)  # waits up to 30 s for the warm shutdown
             except subprocess.TimeoutExpired:
-                worker.kill(9)
+                worker.kill(signal.SIGKILL)
         redis.stop()
 
 
-def _poll_completed(base: str, token: str, recording_id: str, done: threading.Event, seen: list[float]) -> None:
+def _poll_completed(base: str, token: str, recording_id: str, done: threading.Event, seen: list) -> None:
     """The server side: GET status every POLL_SECONDS until it says completed (or failed)."""
     while not done.is_set():
         status, body = http_json("GET", f"{base}/video-calls/recordings/{recording_id}", token, timeout=10)
@@ -186,6 +191,7 @@ def record_once(browser, st: Stack, mode: str, seconds: int) -> Run:
                                   daemon=True)
         time.sleep(seconds)
         poller.start()
+        clicked = time.time()
         page.click("#stop")
         page.wait_for_function("window.__bench.sseCompleted !== null || ['completed', 'failed', 'error']"
                                ".includes(document.body.dataset.phase)", timeout=120_000)
@@ -197,11 +203,12 @@ def record_once(browser, st: Stack, mode: str, seconds: int) -> Run:
     assert seen and seen[1]["state"] == "completed", (seen, errors, st.worker.tail())
     chunks = bench["chunks"]
     assert chunks and all(c["status"] == 202 for c in chunks), chunks[-3:]
-    assert chunks[-1]["final"], "the demo page did not send its last chunk as final"
+    finals = [c for c in chunks if c["final"]]
+    assert len(finals) == 1, ("the demo page must send exactly one chunk as final", chunks[-4:])
     assert bench["sseCompleted"] is not None, bench
     body = seen[1]
-    return Run(mode, seconds, len(chunks), chunks[-1]["at"] / 1000, bench["stopReply"] / 1000,
-               bench["sseCompleted"] / 1000, _epoch(body["completedAt"]), seen[0])
+    return Run(mode, seconds, len(chunks), max(c["at"] for c in chunks) / 1000, clicked, finals[0]["at"] / 1000,
+               bench["stopReply"] / 1000, bench["sseCompleted"] / 1000, _epoch(body["completedAt"]), seen[0])
 
 
 def main() -> None:
@@ -214,6 +221,8 @@ def main() -> None:
         raise SystemExit("needs Debian's chromium at /usr/bin/chromium")
     from playwright.sync_api import sync_playwright
 
+    # web and worker lead sessions of their own: a SIGTERM to this process must still run the finally blocks
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     runs: list[Run] = []
     work = Path(tempfile.mkdtemp(prefix="demo-flow-bench-"))
     try:
@@ -239,8 +248,8 @@ def main() -> None:
 
 def print_report(runs: list[Run], args: argparse.Namespace) -> None:
     print(f"\nmedian of {args.repeat}, seconds after the last chunk's 202 (page clock = server clock, one host)")
-    print(f"{'mode':<11} {'length':>6} {'chunks':>6} {'stop reply':>10} {'server completedAt':>18} "
-          f"{'poll saw completed':>18} {'page SSE completed':>18}")
+    print(f"{'mode':<11} {'length':>6} {'chunks':>6} {'stop click':>10} {'final 202':>9} {'stop reply':>10} "
+          f"{'server completedAt':>18} {'poll saw completed':>18} {'page SSE completed':>18}")
     for mode in args.modes:
         for seconds in args.seconds:
             mine = [r for r in runs if r.mode == mode and r.seconds == seconds]
@@ -251,8 +260,8 @@ def print_report(runs: list[Run], args: argparse.Namespace) -> None:
                 return statistics.median(r.delta(field) for r in mine)
 
             print(f"{mode:<11} {seconds:>5}s {statistics.median(r.chunks for r in mine):>6.0f} "
-                  f"{med('stop_reply'):>10.3f} {med('server_completed'):>18.3f} {med('polled_completed'):>18.3f} "
-                  f"{med('page_completed'):>18.3f}")
+                  f"{med('clicked'):>10.3f} {med('final_ack'):>9.3f} {med('stop_reply'):>10.3f} "
+                  f"{med('server_completed'):>18.3f} {med('polled_completed'):>18.3f} {med('page_completed'):>18.3f}")
 
 
 if __name__ == "__main__":
