@@ -96,11 +96,13 @@ def test_remote_tracks_yield_encoded_frames_and_pli_brings_a_key_frame(installed
     asyncio.run(scenario())
 
 
-def test_open_recorders_start_no_native_threads_and_abandon_frees_the_muxer() -> None:
-    """PyAV opens a libvpx encoder for the WebM muxer's video stream though nothing is encoded: with its default
-    threads every recording peer held two idle native threads more (measured: 50 peers, +9 threads in a web
-    worker). Single-threaded it holds none; abandon() (a peer taken over) closes the muxer at once."""
+def test_open_recorders_hold_no_encoder_and_abandon_frees_the_muxer() -> None:
+    """A WebM muxer's stream made with add_stream opens a libvpx encoder though nothing is encoded: every recording
+    peer held ~8 MB and two idle native threads for it (measured: 50 peers, +9 threads in a web worker). Streams
+    from a template open none; abandon() (a peer taken over) closes the muxer at once."""
     import os
+
+    import psutil
 
     key = forwarding.EncodedFrame("video", "video/vp8", b"\x10\x02\x00\x9d\x01\x2a\x80\x02\xe0\x01" + bytes(64), 0,
                                   90000)
@@ -108,12 +110,15 @@ def test_open_recorders_start_no_native_threads_and_abandon_frees_the_muxer() ->
     def native_threads() -> int:
         return len(os.listdir("/proc/self/task"))
 
-    before = native_threads()
-    recorders = [SegmentRecorder(lambda *_: None, 0, with_video=True, with_audio=True) for _ in range(5)]
+    warm = SegmentRecorder(lambda *_: None, 0, with_video=True, with_audio=True)
+    warm.add(key)  # the template of this size is made once
+    before, rss = native_threads(), psutil.Process().memory_info().rss
+    recorders = [SegmentRecorder(lambda *_: None, 0, with_video=True, with_audio=True) for _ in range(10)]
     for recorder in recorders:
         recorder.add(key)
         assert recorder.container is not None and recorder.frames["video"] == 1
     assert native_threads() == before
+    assert psutil.Process().memory_info().rss - rss < 10 * 2**20  # an encoder each was 8 MB each
     stored: list = []
     taken_over = SegmentRecorder(lambda *args: stored.append(args), 0, with_video=True, with_audio=False)
     taken_over.add(key)

@@ -100,3 +100,39 @@ def test_held_segments_are_bounded_by_bytes_the_oldest_dropped() -> None:
     assert session.head_sequence is None
     session._hold(("rec", 6, b"z" * (MAX_HELD_BYTES + 1), True, 0.0, None))  # one larger than the bound still goes
     assert [held[1] for held in session.pending] == [6]
+
+
+def test_two_drains_at_once_store_each_held_segment_once_in_order() -> None:
+    """The tick drains held segments while a stop's or a close's finish drains them too (same media loop): each
+    segment is stored once, in order, with no sequence taken and left unused (a hole)."""
+    from workers.access import Principal
+    from workers.webrtc.peers import PeerSession
+
+    class Manager:
+        def __init__(self) -> None:
+            self.stored: list[int] = []
+
+        async def take_over(self, session) -> None:  # noqa: ANN001
+            await asyncio.sleep(0.01)
+
+        async def resumed(self, *args) -> None:  # noqa: ANN002
+            pass
+
+        async def ended(self, *args) -> None:  # noqa: ANN002
+            pass
+
+        async def store(self, session, recording_id, data, final, timestamp_ms) -> bool:  # noqa: ANN001
+            await asyncio.sleep(0.01)  # the io thread's round trip
+            self.stored.append(data[0])
+            return True
+
+    async def scenario() -> list[int]:
+        manager = Manager()
+        session = PeerSession(manager=manager, principal=Principal("omar", "room", "participant"), pc=None)  # type: ignore[arg-type]
+        for n in range(6):
+            session._hold(("rec", n, bytes([n]), n == 5, 0.0, None))
+        await asyncio.gather(session._store_pending(), session._wait_and_store_pending(), session._store_pending())
+        assert session.pending == [] and not session.storing
+        return manager.stored
+
+    assert asyncio.run(scenario()) == [0, 1, 2, 3, 4, 5]

@@ -91,6 +91,7 @@ class PeerSession:
     """The sequence taken for pending[0] by a store that then failed: its retry reuses it (no hole)."""
     retry_at: float = 0.0
     outage: bool = False
+    storing: bool = False
 
     @property
     def room(self) -> str:
@@ -176,6 +177,26 @@ class PeerSession:
             log.warning("webrtc segment of %s/%s dropped: storage away too long", self.room, self.principal.sub)
 
     async def _store_pending(self) -> None:
+        """Drain the held segments in order. One drain at a time: the tick's and a finish's (stop, close, take-over)
+        would otherwise store the same head twice and drop the next (a head is popped only once stored)."""
+        if self.storing:
+            return  # the running drain stores what was added meanwhile too
+        self.storing = True
+        try:
+            await self._drain()
+        finally:
+            self.storing = False
+
+    async def _wait_and_store_pending(self) -> None:
+        """For a finish: let a running drain end (bounded, so two peers taking each other over cannot wait on each
+        other forever), then drain what is left."""
+        for _ in range(100):
+            if not self.storing:
+                break
+            await asyncio.sleep(0.05)
+        await self._store_pending()
+
+    async def _drain(self) -> None:
         if self.pending and not self.claimed:
             # Take the participant over only now, with media in hand: an older peer records until this one can.
             await self.manager.take_over(self)
@@ -221,7 +242,7 @@ class PeerSession:
         if recorder is not None:
             recorder.finish(final)
             try:
-                await self._store_pending()
+                await self._wait_and_store_pending()
             except (Unavailable, redis.RedisError):  # closing while storage is away: what is held is lost
                 log.warning("webrtc: %d segments of %s/%s lost at close (storage away)", len(self.pending),
                             self.room, self.principal.sub)

@@ -11,6 +11,7 @@ its encoders at a default size and then loses every video frame: FIELD-NOTES).
 """
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import time
@@ -70,6 +71,29 @@ class _Clock:
         return value
 
 
+@functools.lru_cache(maxsize=16)
+def _templates(size: tuple[int, int]) -> av.container.InputContainer:
+    """A one-frame WebM (VP8 at `size`, stereo 48 kHz Opus) whose streams are the recorder's templates: made once
+    per frame size (a few ms of encoding), held open while cached (a stream template needs its container)."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="webm") as container:
+        video = container.add_stream("vp8", rate=30)
+        video.width, video.height = size
+        video.pix_fmt = "yuv420p"
+        video.codec_context.thread_count = 1
+        audio = container.add_stream("opus", rate=48000)
+        audio.layout = "stereo"
+        frame = av.VideoFrame(size[0], size[1], "yuv420p")
+        frame.pts = 0
+        container.mux([*video.encode(frame), *video.encode(None)])
+        sound = av.AudioFrame(format="s16", layout="stereo", samples=960)
+        sound.sample_rate, sound.pts = 48000, 0
+        for plane in sound.planes:
+            plane.update(bytes(plane.buffer_size))
+        container.mux([*audio.encode(sound), *audio.encode(None)])
+    return av.open(io.BytesIO(buffer.getvalue()))
+
+
 class SegmentRecorder:
     """Not thread-safe: add(), cut() and finish() are called from the media loop only."""
 
@@ -117,18 +141,16 @@ class SegmentRecorder:
         self._mux(frame, arrived)
 
     def _open(self, size: tuple[int, int] | None) -> None:
+        """Streams copied from a template (muxing only): PyAV opens an encoder for a stream made with add_stream,
+        and an unused libvpx encoder holds ~8 MB per recording peer; a template stream opens none."""
         options = {"live": "1", "cluster_time_limit": str(int(self.segment_seconds * 1000))}
         self.container = av.open(self.buffer, "w", format="webm", options=options)
         if size is not None:
-            video = self.container.add_stream("vp8")
-            video.width, video.height = size
-            video.pix_fmt = "yuv420p"
+            video = self.container.add_stream_from_template(_templates(size).streams.video[0])
             video.time_base = MS
-            video.codec_context.thread_count = 1  # PyAV opens an encoder it never uses: no libvpx threads for it
             self.streams["video"] = video
         if self.with_audio:
-            audio = self.container.add_stream("opus", rate=48000)
-            audio.layout = "stereo"
+            audio = self.container.add_stream_from_template(_templates((16, 16)).streams.audio[0])
             audio.time_base = MS
             self.streams["audio"] = audio
 
