@@ -57,11 +57,13 @@ broker_transport_options = {
 result_backend_transport_options = {"retry_policy": {"timeout": 5.0}, **_sentinel_options}
 
 task_default_queue = "celery"
-QUEUE_NAMES = ("celery", "finalize", "webhooks", "maintenance", "live")
+QUEUE_NAMES = ("celery", "finalize", "transcode", "webhooks", "maintenance", "live")
 task_queues = tuple(Queue(name, Exchange(name), routing_key=name) for name in QUEUE_NAMES)
 """Each queue bound to its own exchange and routing key: with kombu's Redis transport a shared binding would copy a
-message into every queue. A worker without -Q consumes all; `-Q finalize` (or webhooks, maintenance) runs a worker
-for that queue only, so a flood of webhooks or a purge never waits in front of a finalize."""
+message into every queue. A worker without -Q consumes all; `-Q finalize` (or transcode, webhooks, maintenance) runs
+a worker for that queue only, so a flood of webhooks or a purge never waits in front of a finalize. `transcode`
+holds the finalizes of MP4 recordings (tasks.finalize.enqueue_finalize sends them there explicitly; the route below
+is the default for the rest), so a CPU-bound re-encode never delays a plain WebM finalize."""
 
 
 def _route(queue: str) -> dict:

@@ -89,7 +89,7 @@ def requeue(recording_id: str) -> None:
         raise click.ClickException(f"{recording_id} is {rec['state']}; only failed recordings are requeued")
     task_id = str(uuid.uuid4())
     svc.store.requeue(recording_id, task_id)
-    enqueue_finalize(recording_id, task_id, room=rec["room"])
+    enqueue_finalize(recording_id, task_id, room=rec["room"], fmt=rec.get("format"))
     click.echo(f"requeued {recording_id} as task {task_id}")
 
 

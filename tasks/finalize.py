@@ -49,8 +49,19 @@ def _celery_progress(task, event: dict) -> None:
         task.update_state(state="PROGRESS", meta=event)
 
 
-def enqueue_finalize(recording_id: str, task_id: str, countdown: float = 0, room: str | None = None) -> None:
-    """Queue finalize under a known task id (stored on the recording, so clients can follow it); `room` only
-    labels the job in Flower."""
+FINALIZE_QUEUES = ("finalize", "transcode")
+"""Where finalize is sent: `transcode` for MP4 output (which may re-encode VP8/Opus to H.264/AAC, CPU-bound at
+about 0.8x the media's length), `finalize` for the rest, so a plain WebM finalize never waits behind a transcode."""
+
+
+def finalize_queue(fmt: str | None) -> str:
+    """The queue a recording of output format `fmt` is finalized on (unknown or missing: `finalize`)."""
+    return "transcode" if fmt == "mp4" else "finalize"
+
+
+def enqueue_finalize(recording_id: str, task_id: str, countdown: float = 0, room: str | None = None,
+                     fmt: str | None = None) -> None:
+    """Queue finalize under a known task id (stored on the recording, so clients can follow it) on the queue its
+    output format `fmt` picks (explicit, so it wins over task_routes); `room` only labels the job in Flower."""
     finalize_recording.apply_async(args=[recording_id], task_id=task_id, countdown=countdown or None,
-                                   argsrepr=argsrepr(recording_id, room))
+                                   queue=finalize_queue(fmt), argsrepr=argsrepr(recording_id, room))

@@ -61,6 +61,6 @@ def finalize_now_if_complete(client: redis.Redis, recording_id: str) -> bool:
     grace window and queue finalize now (the delayed message finds the work done and exits)."""
     if not close_if_complete(client, recording_id):
         return False
-    task_id, room = finalize_target(client, recording_id)
-    enqueue_finalize(recording_id, task_id, room=room)
+    task_id, room, fmt = finalize_target(client, recording_id)
+    enqueue_finalize(recording_id, task_id, room=room, fmt=fmt)
     return True

@@ -11,7 +11,7 @@ import uuid
 
 from celery import shared_task
 
-from tasks.finalize import enqueue_finalize
+from tasks.finalize import FINALIZE_QUEUES, enqueue_finalize
 from tasks.lifecycle import finalize_now_if_complete
 from tasks.runtime import runtime
 from workers import keys
@@ -24,8 +24,9 @@ from workers.resources import Resources
 
 log = logging.getLogger(__name__)
 
-FINALIZE_QUEUES = ("finalize", "celery")
-"""Where a finalize message can wait: its routed queue, and the default one (an explicit queue= or old routing)."""
+WAITING_QUEUES = (*FINALIZE_QUEUES, "celery")
+"""Where a finalize message can wait: the queues enqueue_finalize picks by format, and the default one (old
+routing)."""
 QUEUE_SCAN_LIMIT = 10_000
 """Messages read per queue to find waiting finalizes; a longer backlog counts every candidate as waiting."""
 INSPECT_TIMEOUT_SECONDS = 1.0
@@ -39,7 +40,7 @@ def _new_task_id() -> str:
 def _queued_task_ids(client) -> set[str] | None:
     """Ids of finalize messages waiting in their queues; None when a queue is longer than we read."""
     found: set[str] = set()
-    for queue in FINALIZE_QUEUES:
+    for queue in WAITING_QUEUES:
         name = keys.celery_queue(queue)
         if client.llen(name) > QUEUE_SCAN_LIMIT:
             return None
@@ -72,7 +73,7 @@ def recover_stalled(self) -> list[str]:
     decisions = stalled(rt.store, rt.settings.finalize_lock_seconds,
                         lambda ids: _task_facts(self.app, rt.redis, ids), _new_task_id)
     for decision in decisions:
-        enqueue_finalize(decision.recording_id, decision.task_id, room=decision.room)
+        enqueue_finalize(decision.recording_id, decision.task_id, room=decision.room, fmt=decision.fmt)
     return [d.recording_id for d in decisions]
 
 
@@ -101,7 +102,9 @@ def finalize_after_stop(resources: Resources, recording_id: str, task_id: str, r
     after the grace window (at once when every stream already declared its final chunk)."""
     resources.events.publish(recording_id, {"type": "state", "state": "finalizing", "stopReason": reason})
     if not finalize_now_if_complete(resources.redis, recording_id):
-        enqueue_finalize(recording_id, task_id, countdown=resources.settings.finalize_grace_seconds, room=room)
+        fmt = resources.redis.hget(keys.recording(recording_id), "format")
+        enqueue_finalize(recording_id, task_id, countdown=resources.settings.finalize_grace_seconds, room=room,
+                         fmt=fmt.decode() if fmt else None)
 
 
 @shared_task(name="tapedeck.abort_orphaned_uploads")

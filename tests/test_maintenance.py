@@ -155,6 +155,30 @@ def test_recover_stalled_requeues_dead_and_lost_finalizes_never_waiting_ones(pri
     assert stalled(store, 30, lambda task_ids: {}, _task_id, now=T0 + 20) == []  # within the quiet period
 
 
+def test_recover_stalled_leaves_an_mp4_finalize_waiting_in_transcode(private_celery):
+    from tasks.finalize import enqueue_finalize
+    from tasks.maintenance import _task_facts
+
+    app, client = private_celery
+    store = RecordingStore(client)
+    _, rid = store.start("room-mp4", "rec_mp4", "mp4", {}, now=T0)
+    store.stop("room-mp4", 0, "old-mp4", now=T0 + 1)
+    _, lost = store.start("room-mp4-lost", "rec_mp4_lost", "mp4", {}, now=T0)
+    store.stop("room-mp4-lost", 0, "old-mp4-lost", now=T0 + 1)
+    app.set_current()  # the shared finalize task publishes to the private broker
+    try:
+        enqueue_finalize(rid, "old-mp4", room="room-mp4", fmt="mp4")
+    finally:
+        from tasks import celery_app
+        celery_app.set_current()
+    assert client.llen(keys.celery_queue("transcode")) == 1 and client.llen(keys.celery_queue("finalize")) == 0
+
+    decisions = stalled(store, 30, lambda task_ids: _task_facts(app, client, task_ids), _task_id, now=T0 + 1000)
+
+    assert [(d.recording_id, d.fmt) for d in decisions] == [(lost, "mp4")]  # requeued to transcode, not finalize
+    assert store.get(rid)["taskId"] == "old-mp4"
+
+
 def test_operator_stops_a_paused_recording_from_the_cli(api, rec, app, worker):
     for sequence, piece in enumerate(slice_timeslice(encode_webm(Recording(seconds=1.0)), 2)):
         assert api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202

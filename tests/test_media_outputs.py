@@ -1,10 +1,12 @@
-"""MP4 output (transcode VP8/Opus → H.264/AAC, faststart), posters, and the manifest's record of both."""
+"""MP4 output (transcode VP8/Opus → H.264/AAC, faststart, finalized on the `transcode` queue), posters, and the
+manifest's record of both."""
 from __future__ import annotations
 
 import json
 import struct
 from pathlib import Path
 
+from tasks import celery_app
 from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
 
 
@@ -28,9 +30,10 @@ def test_mp4_output_transcodes_webm_with_faststart_and_poster(api, worker):
     recording_id = response.get_json()["recordingId"]
     for sequence, piece in enumerate(slice_timeslice(source, 5)):
         assert api.put_chunk(recording_id, "alice", "video", sequence, piece).status_code == 202
-    api.stop()
+    task_id = api.stop().get_json()["taskId"]
     body = api.wait_final(recording_id, timeout=90)
     assert body["state"] == "completed", body
+    assert celery_app.AsyncResult(task_id).queue == "transcode"  # kept off the plain finalize queue
     [output] = body["outputs"]
     assert output["key"].endswith("/alice.mp4") and output["format"] == "mp4" and output["method"] == "transcode"
     path = api.output_path(body, "alice")

@@ -36,7 +36,7 @@ class Cluster(HttpApi):
     redis: redis.Redis
     web_staging: Path
     workers: dict[str, CeleryProcess]
-    """The finalize-only worker processes (a, b), each with its own STAGING_DIR."""
+    """The finalize/transcode worker processes (a, b), each with its own STAGING_DIR."""
     ops: CeleryProcess
     scratch: dict[str, Path]
 
@@ -65,7 +65,7 @@ def staged_files(directory: Path) -> list[Path]:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory, moto_server):
     """Own Redis; the README's two-node layout from the Procfile: web, beat and a webhooks/maintenance worker (STAGING_DIR
-    web/, ops/), and two finalize-only worker processes (a/, b/) standing for worker nodes."""
+    web/, ops/), and two finalize/transcode worker processes (a/, b/) standing for worker nodes."""
     root = tmp_path_factory.mktemp("scaleout")
     server = RedisServer(root / "redis", appendonly=True)
     port = free_port()
@@ -84,8 +84,8 @@ def cluster(tmp_path_factory, moto_server):
         wait_until(lambda: web.poll() is not None or _healthy(port), 60, what="web node")
         assert web.poll() is None, (root / "web.log").read_text()[-3000:]
         scratch = {name: root / name for name in ("a", "b")}
-        for name, directory in scratch.items():  # the worker node's line: finalize only
-            processes[name] = _worker_line(env, root, name, directory, "finalize")
+        for name, directory in scratch.items():  # the worker node's line: finalize and transcode (MP4) beside it
+            processes[name] = _worker_line(env, root, name, directory, "finalize,transcode")
         processes["ops"] = _worker_line(env, root, "ops", root / "ops", "webhooks,maintenance,celery")  # web node's
         for process in processes.values():
             process.wait_ready()
@@ -135,8 +135,8 @@ def pieces() -> list[bytes]:
 
 
 def test_worker_queues_split_finalize_from_the_rest(cluster):
-    """WORKER_QUEUES on the Procfile's worker line: the worker node's processes take finalize only."""
-    assert all(banner_queues(process) == ["finalize"] for process in cluster.workers.values())
+    """WORKER_QUEUES on the Procfile's worker line: the worker node's processes take finalize and transcode only."""
+    assert all(banner_queues(process) == ["finalize", "transcode"] for process in cluster.workers.values())
     assert banner_queues(cluster.ops) == ["celery", "maintenance", "webhooks"]
 
 

@@ -27,10 +27,12 @@ return 1
 """
 
 
-def finalize_target(client: redis.Redis, recording_id: str) -> tuple[str, str | None]:
-    """The finalize task id stop chose (the recording id when none) and the room, to queue finalize now."""
-    task_id, room = client.hmget(keys.recording(recording_id), "taskId", "room")
-    return (task_id.decode() if task_id else recording_id), (room.decode() if room else None)
+def finalize_target(client: redis.Redis, recording_id: str) -> tuple[str, str | None, str | None]:
+    """The finalize task id stop chose (the recording id when none), the room and the output format (which picks
+    the queue), to queue finalize now."""
+    task_id, room, fmt = client.hmget(keys.recording(recording_id), "taskId", "room", "format")
+    return (task_id.decode() if task_id else recording_id), (room.decode() if room else None), \
+        (fmt.decode() if fmt else None)
 
 
 def close_if_complete(client: redis.Redis, recording_id: str, now: float | None = None) -> bool:

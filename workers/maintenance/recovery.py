@@ -38,6 +38,8 @@ class Requeue:
     room: str
     task_id: str
     why: str
+    fmt: str | None = None
+    """The output format, which picks the queue the finalize is sent to."""
 
 
 def stalled(store: RecordingStore, quiet_for: float, facts_for: FactsFor, new_task_id: Callable[[], str],
@@ -46,6 +48,7 @@ def stalled(store: RecordingStore, quiet_for: float, facts_for: FactsFor, new_ta
     now = time.time() if now is None else now
     candidates: dict[str, str] = {}
     rooms: dict[str, str] = {}
+    formats: dict[str, str | None] = {}
     for recording_id in store.pending(older_than=now):
         rec = store.get(recording_id)
         if rec is None or rec["state"] in FINAL_STATES:
@@ -58,6 +61,7 @@ def stalled(store: RecordingStore, quiet_for: float, facts_for: FactsFor, new_ta
             continue  # just stopped, or its worker only now let go
         candidates[recording_id] = rec.get("taskId") or ""
         rooms[recording_id] = rec.get("room", "")
+        formats[recording_id] = rec.get("format")
     if not candidates:
         return []
     known = facts_for([t for t in candidates.values() if t])
@@ -73,5 +77,5 @@ def stalled(store: RecordingStore, quiet_for: float, facts_for: FactsFor, new_ta
         store.update(recording_id, taskId=new_id)
         log.warning("requeued stalled finalize of %s as %s (%s)", recording_id, new_id, why,
                     extra={"event": "finalize_requeued", "recordingId": recording_id, "taskId": new_id})
-        decisions.append(Requeue(recording_id, rooms[recording_id], new_id, why))
+        decisions.append(Requeue(recording_id, rooms[recording_id], new_id, why, formats[recording_id]))
     return decisions
