@@ -175,3 +175,10 @@ def test_durations_have_an_upper_bound_and_must_be_finite(name, top):
     for bad in (str(float(top) + 1), "inf", "1e400", "nan"):
         with pytest.raises(ConfigurationError, match=name):
             model.from_env({**env, name: bad})
+
+
+def test_live_steps_run_only_on_local_staging():
+    """LIVE_FINALIZE with object-store staging queues no live step (any node may finalize; live state is per node)."""
+    assert Settings.from_env({**DEV, "LIVE_FINALIZE": "true"}).live_steps
+    assert not Settings.from_env({**DEV, "LIVE_FINALIZE": "true", "STAGING_BACKEND": "object-store"}).live_steps
+    assert not Settings.from_env(DEV).live_steps

@@ -137,6 +137,13 @@ class Settings(RedisSettings):
         return self.env == "development"
 
     @property
+    def live_steps(self) -> bool:
+        """Live steps run ahead only on local staging: with object-store staging any node may finalize, and the
+        live state lives on the disk of the node that folded it, so such recordings go to batch (queueing steps
+        there would only fill the live queue)."""
+        return self.live_finalize and self.staging_backend == "local"
+
+    @property
     def mp4(self) -> Mp4Settings:
         """The MP4_* variables as the encoder takes them."""
         return Mp4Settings(self.mp4_video_codec, self.mp4_video_preset, self.mp4_video_crf, self.mp4_audio_codec,

@@ -62,6 +62,6 @@ def _answer(receipt: ChunkReceipt):
     """202 with the receipt; a final chunk, or any chunk in the grace window, may complete the recording."""
     if receipt.upload.final or receipt.finalizing:
         finalize_now_if_complete(services().redis, receipt.upload.recording_id)
-    elif services().settings.live_finalize and not receipt.duplicate:
+    elif services().settings.live_steps and not receipt.duplicate:
         schedule_live_step(services().redis, receipt.upload.recording_id, services().settings.live_step_seconds)
     return jsonify(receipt.body()), 202
