@@ -5,11 +5,12 @@ import json
 import os
 import re
 import signal
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
 
-from tests.services import ROOT, VENV_BIN
+from tests.services import ROOT, VENV_BIN, wait_until
 
 BASE_PATH = f"{VENV_BIN}:/usr/local/bin:/usr/bin:/bin"
 """PATH of the activated environment: Procfile lines call gunicorn, celery and python by name."""
@@ -26,6 +27,32 @@ def procfile_command(name: str) -> str:
 def minimal_env(home: Path, **variables: str) -> dict[str, str]:
     """Only PATH, HOME and documented variables; GUNICORN_CMD_ARGS keeps gunicorn 27 off ~/.gunicorn/gunicorn.ctl."""
     return {"PATH": BASE_PATH, "HOME": str(home), "GUNICORN_CMD_ARGS": "--no-control-socket", **variables}
+
+
+def start_web(env: dict[str, str], log_path: Path) -> subprocess.Popen:
+    """The Procfile's `web` line in a session of its own (a signal reaches gunicorn and its workers), output appended
+    to `log_path`."""
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def wait_web(web: subprocess.Popen, port: int, log_path: Path) -> None:
+    """Until /healthz answers; a web line that exits first fails the test with the end of its log."""
+    wait_until(lambda: web.poll() is not None or answers(f"http://127.0.0.1:{port}/healthz"), 60, what="web")
+    assert web.poll() is None, log_path.read_text()[-3000:]
+
+
+def stop_web(web: subprocess.Popen, signals: tuple[int, ...] = (signal.SIGINT, signal.SIGKILL),
+             wait: float = 15) -> None:
+    """Each signal in turn to the web line's session, until it has exited (SIGINT is gunicorn's quick shutdown)."""
+    for sig in signals:
+        if web.poll() is None:
+            os.killpg(web.pid, sig)
+            try:
+                web.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
 
 
 def http(method: str, url: str, token: str | None = None, data: bytes | None = None,

@@ -4,20 +4,17 @@ recording with the live output; a worker killed with -9 while recording is resta
 completes, packet for packet the batch file."""
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
 import uuid
 from pathlib import Path
 
 import pytest
-import requests
 
 from tests.conftest import JWT_SECRET
 from tests.http_api import HttpApi
 from tests.media import Recording, encode_webm, slice_timeslice
-from tests.procfile import minimal_env, procfile_command
-from tests.services import ROOT, CeleryProcess, RedisServer, free_port, wait_until
+from tests.procfile import minimal_env, start_web, stop_web, wait_web
+from tests.services import CeleryProcess, RedisServer, free_port, wait_until
 from tests.test_live import packets
 from workers.media.muxer import StreamInput, mux_participant
 
@@ -57,34 +54,18 @@ def stack(tmp_path_factory):
                       FINALIZE_GRACE_SECONDS="30", FINALIZE_LOCK_SECONDS="5", RECOVER_EVERY_SECONDS="1",
                       PORT=str(port), BIND_HOST="127.0.0.1", WEB_CONCURRENCY="1", PUBLIC_BASE_URL=f"http://127.0.0.1:{port}",
                       METRICS_DIR=str(root / "metrics"), CELERY_BEAT_SCHEDULE_FILE=str(root / "beat-schedule"))
-    with open(root / "web.log", "ab") as log:
-        web = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    web = start_web(env, root / "web.log")
     worker = None
     try:
-        wait_until(lambda: web.poll() is not None or _healthy(port), 60, what="web")
-        assert web.poll() is None, (root / "web.log").read_text()[-3000:]
+        wait_web(web, port, root / "web.log")
         worker = CeleryProcess({**env, "WORKER_METRICS_PORT": str(free_port())}, root / "worker.log")
         worker.wait_ready()
         yield Stack(env, f"http://127.0.0.1:{port}", worker)
     finally:
         if worker is not None and worker.process.poll() is None:
             worker.stop()
-        for sig in (signal.SIGINT, signal.SIGKILL):
-            if web.poll() is None:
-                os.killpg(web.pid, sig)
-                try:
-                    web.wait(15)
-                except subprocess.TimeoutExpired:
-                    continue
+        stop_web(web)
         server.stop()
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 def test_final_chunk_completes_with_the_live_output(stack, tmp_path):

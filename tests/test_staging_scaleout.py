@@ -5,8 +5,6 @@ is replaced by the other; an in-progress recording whose Redis keys are gone is 
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import uuid
 from dataclasses import dataclass
@@ -20,7 +18,7 @@ import requests
 from tests.conftest import JWT_SECRET
 from tests.http_api import HttpApi
 from tests.media import Recording, encode_webm, slice_timeslice
-from tests.procfile import minimal_env, procfile_command
+from tests.procfile import minimal_env, procfile_command, start_web, stop_web, wait_web
 from tests.services import ROOT, VENV_BIN, CeleryProcess, RedisServer, free_port, wait_until
 from tests.storage_servers import s3_client
 from workers import keys
@@ -76,13 +74,10 @@ def cluster(tmp_path_factory, moto_server):
                       PUBLIC_BASE_URL=f"http://127.0.0.1:{port}", METRICS_DIR=str(root / "metrics"),
                       CELERY_BEAT_SCHEDULE_FILE=str(root / "beat-schedule"))
     web_env = {**env, "STAGING_DIR": str(root / "web")}
-    with open(root / "web.log", "ab") as log:
-        web = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=web_env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    web = start_web(web_env, root / "web.log")
     processes: dict[str, CeleryProcess] = {}
     try:
-        wait_until(lambda: web.poll() is not None or _healthy(port), 60, what="web node")
-        assert web.poll() is None, (root / "web.log").read_text()[-3000:]
+        wait_web(web, port, root / "web.log")
         scratch = {name: root / name for name in ("a", "b")}
         for name, directory in scratch.items():  # the worker node's line: finalize and transcode (MP4) beside it
             processes[name] = _worker_line(env, root, name, directory, "finalize,transcode")
@@ -99,13 +94,7 @@ def cluster(tmp_path_factory, moto_server):
         for process in processes.values():
             if process.process.poll() is None:
                 process.stop()
-        for sig in (signal.SIGINT, signal.SIGKILL):
-            if web.poll() is None:
-                os.killpg(web.pid, sig)
-                try:
-                    web.wait(15)
-                except subprocess.TimeoutExpired:
-                    continue
+        stop_web(web)
         server.stop()
 
 
@@ -120,13 +109,6 @@ def banner_queues(process: CeleryProcess) -> list[str]:
     """The queues a worker's start-up banner says it consumes (".> finalize  exchange=finalize(direct) …")."""
     return sorted(line.split(".> ", 1)[1].split()[0] for line in process.log_path.read_text(errors="replace").splitlines()
                   if ".> " in line and "exchange=" in line)
-
-
-def _healthy(port: int) -> bool:
-    try:
-        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=1).status_code == 200
-    except requests.RequestException:
-        return False
 
 
 @pytest.fixture(scope="module")
