@@ -21,7 +21,6 @@ from simple_websocket import ConnectionClosed
 
 from app.auth import mint_token
 from tests.conftest import JWT_SECRET
-from tests.services import wait_until
 from tests.test_webrtc_signal import Client
 
 pytestmark = pytest.mark.timeout(300)
@@ -422,25 +421,19 @@ def test_a_web_worker_that_exits_flushes_its_peers(stack_env, tmp_path, api, roo
     """gunicorn's worker_exit hook (gunicorn.conf.py): a worker leaving mid-recording (SIGINT to its own Procfile web)
     stores what its peer recorded since the last segment, and notes when the participant stopped sending."""
     import signal
-    import subprocess
 
-    from tests.procfile import answers, minimal_env, procfile_command
-    from tests.services import ROOT, free_port
+    from tests.procfile import minimal_env, start_web, stop_web, wait_web
+    from tests.services import free_port
     from workers import keys
 
     port = free_port()
     env = minimal_env(tmp_path, **stack_env, PORT=str(port), WEB_CONCURRENCY="1")
-    with open(tmp_path / "web.log", "wb") as log:
-        web = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    web = start_web(env, tmp_path / "web.log")
     try:
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, what="web")
-
-        class Web:
-            request = staticmethod(live_request(port))
+        wait_web(web, port, tmp_path / "web.log")
 
         async def scenario() -> str:
-            started = host(Web, room, "start")
+            started = host(live_web(port), room, "start")
             peer = Peer(port, room, mint_token(JWT_SECRET, room, "kim", "participant"))
             await peer.connect()
             await asyncio.sleep(3.5)  # three whole segments, and half of a fourth
@@ -451,18 +444,18 @@ def test_a_web_worker_that_exits_flushes_its_peers(stack_env, tmp_path, api, roo
 
         recording_id = asyncio.run(scenario())
     finally:
-        if web.poll() is None:
-            os.killpg(web.pid, signal.SIGKILL)
+        stop_web(web, (signal.SIGKILL,))
     redis_client = api.app.extensions["tapedeck"].redis
     stats = redis_client.hgetall(keys.stream_stats(recording_id, "kim", "video"))
     assert int(stats[b"chunks"]) == int(stats[b"max"]) + 1 >= 4, stats  # the half segment too, no hole
     assert redis_client.hexists(keys.webrtc_gaps(recording_id), "kim:ended")
 
 
-def live_request(port: int):
+def live_web(port: int):
+    """A `host` target for a Procfile web line the test started (and signals) itself."""
     from tests.live_gunicorn import LiveGunicorn
 
-    return LiveGunicorn(port, Path("/dev/null"), None).request  # type: ignore[arg-type]
+    return LiveGunicorn(port, Path("/dev/null"), None)  # type: ignore[arg-type]
 
 
 def test_audio_only_peer_and_a_stop_from_another_process(live_gunicorn, worker, api, room) -> None:

@@ -6,18 +6,16 @@ on a private Redis that the test stops and starts again (append-only, so what it
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
 import time
 
 import pytest
 
 from app.auth import mint_token
 from tests.conftest import JWT_SECRET
-from tests.procfile import answers, minimal_env, procfile_command
-from tests.services import ROOT, RedisServer, free_port, wait_until
-from tests.test_webrtc_recording import Peer, host, live_request
+from tests.procfile import minimal_env, start_web, stop_web, wait_web
+from tests.services import RedisServer, free_port
+from tests.test_webrtc_recording import Peer, host, live_web
 from tests.test_webrtc_signal import Client, assert_refused
 
 pytestmark = pytest.mark.timeout(180)
@@ -33,17 +31,13 @@ def test_a_peer_records_through_a_redis_outage_and_new_sockets_are_told_unavaila
     private = RedisServer(tmp_path / "redis", appendonly=True)
     port = free_port()
     env = minimal_env(tmp_path, **{**stack_env, "REDIS_URL": private.url}, PORT=str(port), WEB_CONCURRENCY="1")
-    with open(tmp_path / "web.log", "wb") as log:
-        web = subprocess.Popen(["bash", "-c", procfile_command("web")], cwd=ROOT, env=env, stdout=log,
-                               stderr=subprocess.STDOUT, start_new_session=True)
+    web = start_web(env, tmp_path / "web.log")
     try:
-        wait_until(lambda: answers(f"http://127.0.0.1:{port}/healthz"), 60, what="web")
-
-        class Web:
-            request = staticmethod(live_request(port))
+        wait_web(web, port, tmp_path / "web.log")
+        server = live_web(port)
 
         async def scenario() -> tuple[str, float]:
-            started = host(Web, room, "start")
+            started = host(server, room, "start")
             peer = Peer(port, room, mint_token(JWT_SECRET, room, "lena", "participant"))
             await peer.connect()
             began = time.monotonic()
@@ -57,7 +51,7 @@ def test_a_peer_records_through_a_redis_outage_and_new_sockets_are_told_unavaila
             private.restart()
             await asyncio.sleep(3)
             assert peer.ws.connected, "the peer's socket was closed by the outage"
-            host(Web, room, "stop")
+            host(server, room, "stop")
             sent = time.monotonic() - began  # recorded from here back to the first segment
             await asyncio.sleep(1.5)
             await peer.bye()
@@ -65,9 +59,7 @@ def test_a_peer_records_through_a_redis_outage_and_new_sockets_are_told_unavaila
 
         recording_id, sent = asyncio.run(scenario())
     finally:
-        if web.poll() is None:
-            os.killpg(web.pid, signal.SIGTERM)
-            web.wait(30)
+        stop_web(web, (signal.SIGTERM, signal.SIGKILL), wait=30)
         private.stop()
     client = redis.Redis(port=private.port)
     private.restart()
