@@ -6,41 +6,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from tests.media import probe
+from tests.recorder_page import host_says, start_recorder, stop_and_finalize
 
 PAUSE_SECONDS = 3.0
 
-START = """async ({ token, recordingId }) => {
-  const { Recorder } = await import("/static/tapedeck-recorder.js");
-  const stream = await navigator.mediaDevices.getUserMedia({ video: { width: 320, height: 240 }, audio: true });
-  const rec = (window.rec = new Recorder({ token, recordingId, participantId: "alice", stream, timeslice: 500,
-                                           followPause: false }));
-  await rec.start();
-}"""
-
-STOP = """async () => {
-  const summary = await window.rec.stop();
-  window.rec.options.stream.getTracks().forEach((t) => t.stop());
-  return { summary, state: window.rec.state, recorded: (window.rec.stoppedAt - window.rec.startedAt) / 1000 };
-}"""
-
 
 def test_media_recorded_through_a_pause_is_cut_by_the_server(page, live_server, worker, api):
-    recording_id = api.start().get_json()["recordingId"]
-    host = api.auth()
-    page.goto(f"{live_server.url}/demo")
-    page.evaluate(START, {"token": api.token("alice", "participant"), "recordingId": recording_id})
+    recording_id = start_recorder(page, live_server, api, followPause=False)
     page.wait_for_timeout(2500)
-    assert api.client.post(f"/video-calls/{api.room}/recording/pause", headers=host).status_code == 200
+    host_says(api, "pause")
     page.wait_for_timeout(PAUSE_SECONDS * 1000)
-    assert api.client.post(f"/video-calls/{api.room}/recording/resume", headers=host).status_code == 200
+    host_says(api, "resume")
     page.wait_for_timeout(2500)
-    result = page.evaluate(STOP)
-    assert result["summary"]["failed"] == 0 and result["summary"]["dropped"] == 0, result
-
-    assert api.stop().status_code == 202
-    body = api.wait_final(recording_id)
-    assert body["state"] == "completed", body
-    assert body["participants"]["alice"]["video"]["missingCount"] == 0
+    result, body = stop_and_finalize(page, api, recording_id)
     paused = seconds_between(body["pauses"][0]["pausedAt"], body["pauses"][0]["resumedAt"])
     got = probe(api.output_path(body, "alice"))
     assert abs(got.duration - (result["recorded"] - paused)) <= 0.25, (got.duration, paused, result)
