@@ -101,6 +101,21 @@ def host(server, room: str, action: str) -> dict:
     return reply.json()
 
 
+async def stop_and_leave(server, room: str, *peers: Peer) -> None:
+    """The host stops; the peers stay a moment (each stores its last segment on the stop) and then say bye."""
+    host(server, room, "stop")
+    await asyncio.sleep(1.5)
+    for peer in peers:
+        await peer.bye()
+
+
+def completed(api, recording_id: str) -> dict:
+    """The recording's final status, which must say completed."""
+    body = api.wait_final(recording_id, timeout=90)
+    assert body["state"] == "completed", body
+    return body
+
+
 def decoded(path: Path) -> tuple[list[float], list[float], float]:
     """Video frame times, audio frame times (seconds) and the container's duration."""
     with av.open(str(path)) as container:
@@ -138,8 +153,7 @@ def test_aiortc_client_recorded_through_the_same_finalize(live_gunicorn, worker,
         return started["recordingId"], sent
 
     recording_id, sent = asyncio.run(scenario())
-    body = api.wait_final(recording_id, timeout=90)
-    assert body["state"] == "completed", body
+    body = completed(api, recording_id)
     stream = body["participants"]["alice"]["video"]
     assert stream["missingCount"] == 0 and stream["chunks"] >= 4, stream
     assert stream.get("finalSequence") == stream["lastSequence"], stream  # the stop flush declared the end
@@ -168,14 +182,11 @@ def test_reconnect_within_one_recording_gives_one_output(live_gunicorn, worker, 
         second = Peer(live_gunicorn.port, room, token)
         await second.connect()  # ...and goes on in the same stream
         await asyncio.sleep(3)
-        host(live_gunicorn, room, "stop")
-        await asyncio.sleep(1.5)
-        await second.bye()
+        await stop_and_leave(live_gunicorn, room, second)
         return started["recordingId"]
 
     recording_id = asyncio.run(scenario())
-    body = api.wait_final(recording_id, timeout=90)
-    assert body["state"] == "completed", body
+    body = completed(api, recording_id)
     assert [o["participantId"] for o in body["outputs"]] == ["bob"]
     assert body["participants"]["bob"]["video"]["missingCount"] == 0
     (gap,) = body["participants"]["bob"]["gaps"]  # the time between the two connections, listed once
@@ -205,15 +216,11 @@ def test_a_dropped_network_then_a_reconnect_lists_the_gap_from_when_media_stoppe
         await second.connect()
         away = time.monotonic() - dropped
         await asyncio.sleep(3)
-        host(live_gunicorn, room, "stop")
-        await asyncio.sleep(1.5)
-        await second.bye()
-        await first.bye()
+        await stop_and_leave(live_gunicorn, room, second, first)
         return started["recordingId"], away
 
     recording_id, away = asyncio.run(scenario())
-    body = api.wait_final(recording_id, timeout=90)
-    assert body["state"] == "completed", body
+    body = completed(api, recording_id)
     (gap,) = body["participants"]["olga"]["gaps"]
     assert away - 0.5 <= gap["toSeconds"] - gap["fromSeconds"] <= away + 2.5, (gap, away)  # + the key frame wait
     assert api.manifest(body)["participants"]["olga"]["gaps"] == [gap]
@@ -312,15 +319,11 @@ def test_a_second_peer_of_the_same_participant_takes_over(live_gunicorn, worker,
         second = Peer(live_gunicorn.port, room, token)
         await second.connect()
         await asyncio.sleep(3)
-        host(live_gunicorn, room, "stop")
-        await asyncio.sleep(1.5)
-        await second.bye()
-        await first.bye()
+        await stop_and_leave(live_gunicorn, room, second, first)
         return started["recordingId"]
 
     recording_id = asyncio.run(scenario())
-    body = api.wait_final(recording_id, timeout=90)
-    assert body["state"] == "completed", body
+    body = completed(api, recording_id)
     stream = body["participants"]["frank"]["video"]
     assert stream["missingCount"] == 0 and stream.get("finalSequence") == stream["lastSequence"], stream
     video, audio, duration = decoded(api.output_path(body, "frank"))
@@ -387,8 +390,7 @@ def test_expired_token_ends_that_participants_recording_cleanly(live_gunicorn, w
 
     recording_id, message = asyncio.run(scenario())
     assert (message["type"], message["code"], message["close"]) == ("error", "token_expired", 4401)
-    body = api.wait_final(recording_id, timeout=90)
-    assert body["state"] == "completed", body
+    body = completed(api, recording_id)
     stream = body["participants"]["ivan"]["video"]
     assert stream["missingCount"] == 0 and "finalSequence" not in stream, stream  # ended, not declared final
     video, audio, duration = decoded(api.output_path(body, "ivan"))
@@ -405,14 +407,11 @@ def test_pause_is_cut_from_a_peer_that_keeps_sending(live_gunicorn, worker, api,
         await asyncio.sleep(3)
         host(live_gunicorn, room, "resume")
         await asyncio.sleep(3)
-        host(live_gunicorn, room, "stop")
-        await asyncio.sleep(1.5)
-        await peer.bye()
+        await stop_and_leave(live_gunicorn, room, peer)
         return started["recordingId"]
 
     recording_id = asyncio.run(scenario())
-    body = api.wait_final(recording_id, timeout=90)
-    assert body["state"] == "completed", body
+    body = completed(api, recording_id)
     video, audio, duration = decoded(api.output_path(body, "judy"))
     assert 4.5 <= duration <= 7.5, duration  # about 9 s sent, 3 s of them paused
 
@@ -472,8 +471,7 @@ def test_audio_only_peer_and_a_stop_from_another_process(live_gunicorn, worker, 
         return started["recordingId"]
 
     recording_id = asyncio.run(scenario())
-    body = api.wait_final(recording_id, timeout=90)
-    assert body["state"] == "completed", body
+    body = completed(api, recording_id)
     stream = body["participants"]["lena"]["video"]
     assert stream.get("finalSequence") == stream["lastSequence"], stream
     path = api.output_path(body, "lena")
@@ -502,12 +500,9 @@ def test_video_the_server_would_have_to_decode_is_declined(live_gunicorn, worker
         peer = Peer(live_gunicorn.port, room, mint_token(JWT_SECRET, room, "max", "participant"))
         await peer.connect(video_codec="video/H264")
         await asyncio.sleep(3)
-        host(live_gunicorn, room, "stop")
-        await asyncio.sleep(1.5)
-        await peer.bye()
+        await stop_and_leave(live_gunicorn, room, peer)
         return started["recordingId"]
 
-    body = api.wait_final(asyncio.run(scenario()), timeout=90)
-    assert body["state"] == "completed", body
+    body = completed(api, asyncio.run(scenario()))
     with av.open(str(api.output_path(body, "max"))) as container:
         assert [s.type for s in container.streams] == ["audio"]
