@@ -42,6 +42,10 @@ class ChunkStaging(Staging):
 
     def free_bytes(self) -> int:
         """Free space where chunks land (the nearest existing ancestor of the root, before the first chunk)."""
+        try:
+            return shutil.disk_usage(self.root).free  # the root exists once a chunk landed: one statvfs per chunk
+        except FileNotFoundError:
+            pass
         probe = self.root
         while not probe.exists() and probe != probe.parent:
             probe = probe.parent
@@ -60,20 +64,30 @@ class ChunkStaging(Staging):
 
     def stage(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, data: bytes,
               digest: str | None = None) -> StagedChunk:
-        """Write the chunk under its content name; `digest` is its SHA-256 when intake already verified it."""
+        """Write the chunk under its content name; `digest` is its SHA-256 when intake already verified it.
+        Per chunk only what durability needs: create the temp file, write, fsync, rename. The stream's directory
+        is made only when the create finds it missing (a mkdir per chunk was a failing syscall, an exception and
+        a stat), and the file is written through os calls (io.open added an fstat and a buffer it never used)."""
         directory = self.stream_dir(recording_id, participant_id, stream_type)
-        directory.mkdir(parents=True, exist_ok=True)
         digest = digest or hashlib.sha256(data).hexdigest()
         final = directory / self.chunk_name(sequence, digest)
-        tmp = directory / f".{final.name}.{secrets.token_hex(4)}.tmp"
+        tmp = f"{directory}/.{final.name}.{secrets.token_hex(4)}.tmp"
         try:
-            with open(tmp, "wb") as handle:
-                handle.write(data)
-                handle.flush()
-                os.fsync(handle.fileno())
+            fd = os.open(tmp, _CREATE_FLAGS, 0o644)
+        except FileNotFoundError:  # the stream's first chunk (or its directory was removed): make it, once
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(tmp, _CREATE_FLAGS, 0o644)
+        try:
+            try:
+                _write_all(fd, data)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
             os.replace(tmp, final)
-        finally:
-            tmp.unlink(missing_ok=True)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return StagedChunk(path=final, digest=digest, size=len(data))
 
     def chunk_path(self, recording_id: str, participant_id: str, stream_type: str, name: str) -> Path:
@@ -125,6 +139,17 @@ class ChunkStaging(Staging):
 
     def remove_recording(self, recording_id: str) -> None:
         shutil.rmtree(self.recording_dir(recording_id), ignore_errors=True)
+
+
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+"""O_EXCL: the temp name is random, so an existing file there is never ours to overwrite."""
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """os.write may write less than asked (a signal, a full pipe): loop until every byte is written."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
 
 
 def _size(path: Path) -> int | None:
