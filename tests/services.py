@@ -1,6 +1,7 @@
 """Real processes for the tests: a private Redis server and a Celery worker, on free loopback ports."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -58,6 +59,27 @@ class RedisServer:
     def stop(self) -> None:
         self.process.terminate()
         self.process.wait(10)
+
+
+@contextlib.contextmanager
+def celery_on_private_db(stack_env: dict[str, str], db: int, name: str):
+    """A Celery app (celeryconfig) and a client on database `db` of the session's Redis, which no worker consumes,
+    emptied around its use. Not current: shared tasks keep publishing to the session's broker unless the caller
+    makes it current."""
+    from celery import Celery
+
+    url = stack_env["REDIS_URL"].rsplit("/", 1)[0] + f"/{db}"
+    app = Celery(name, set_as_current=False)
+    app.config_from_object("celeryconfig")
+    app.conf.update(broker_url=url, result_backend=url)
+    client = redis.Redis.from_url(url)
+    client.flushdb()
+    try:
+        yield app, client
+    finally:
+        client.flushdb()
+        client.close()
+        app.close()
 
 
 def _pings(client: redis.Redis) -> bool:

@@ -6,10 +6,9 @@ import itertools
 import time
 
 import pytest
-import redis
-from celery import Celery
 
 from tests.media import Recording, encode_webm, slice_timeslice
+from tests.services import celery_on_private_db
 from workers import keys
 from workers.maintenance.autostop import idle_seconds, stop_over_limits
 from workers.maintenance.recovery import stalled
@@ -118,16 +117,8 @@ def test_idle_recording_is_stopped_and_finalized_with_its_reason(api, rec, worke
 @pytest.fixture
 def private_celery(stack_env):
     """A Celery app on a database no worker consumes (not current: shared tasks keep the session's broker)."""
-    url = stack_env["REDIS_URL"].rsplit("/", 1)[0] + "/10"
-    app = Celery("recovery-check", set_as_current=False)
-    app.config_from_object("celeryconfig")
-    app.conf.update(broker_url=url, result_backend=url)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    yield app, client
-    client.flushdb()
-    client.close()
-    app.close()
+    with celery_on_private_db(stack_env, 10, "recovery-check") as (app, client):
+        yield app, client
 
 
 def test_recover_stalled_requeues_dead_and_lost_finalizes_never_waiting_ones(private_celery):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import redis
-from celery import Celery
+
+from tests.services import celery_on_private_db
 
 ROUTES = {
     "tapedeck.finalize_recording": "finalize",
@@ -22,22 +22,12 @@ ROUTES = {
 
 
 def test_each_task_lands_in_its_own_queue_once(stack_env):
-    url = stack_env["REDIS_URL"].rsplit("/", 1)[0] + "/12"  # a db no worker of the session consumes
-    app = Celery("queue-check", set_as_current=False)  # else shared tasks would publish to db 12
-    app.config_from_object("celeryconfig")
-    app.conf.broker_url = url
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    try:
+    with celery_on_private_db(stack_env, 12, "queue-check") as (app, client):
         for task in ROUTES:
             app.send_task(task, args=["rec_q"])
         app.send_task("tapedeck.something_unrouted")
         expected = {"finalize": 1, "webhooks": 1, "maintenance": 7, "celery": 1}
         assert {queue: client.llen(queue) for queue in expected} == expected
-    finally:
-        client.flushdb()
-        client.close()
-        app.close()
 
 
 @pytest.fixture
@@ -46,20 +36,12 @@ def private_app(stack_env):
     publishes through it (the session app is current again afterwards)."""
     from tasks import celery_app
 
-    url = stack_env["REDIS_URL"].rsplit("/", 1)[0] + "/12"
-    app = Celery("queue-check", set_as_current=False)
-    app.config_from_object("celeryconfig")
-    app.conf.update(broker_url=url, result_backend=url)
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    app.set_current()
-    try:
-        yield client
-    finally:
-        celery_app.set_current()
-        client.flushdb()
-        client.close()
-        app.close()
+    with celery_on_private_db(stack_env, 12, "queue-check") as (app, client):
+        app.set_current()
+        try:
+            yield client
+        finally:
+            celery_app.set_current()
 
 
 def _waiting_ids(client, queue: str) -> list[str]:
