@@ -137,18 +137,8 @@ def _interleave(merged: Iterator, output: av.container.OutputContainer, carried:
     else:
         start = carried.start
     for seconds, track, packet in merged:
-        if start:
-            seconds -= start
-            ticks = round(start / packet.time_base)
-            packet.pts, packet.dts = packet.pts - ticks, packet.dts - ticks
-        if seconds >= track.last_dts:
-            track.last_dts = seconds
-        elif not muxer._clamp(packet, track.last_dts):  # noqa: SLF001
+        if not muxer.write_shifted(output, track, packet, seconds, start):
             carried.dropped += 1
-            continue
-        packet.stream = track.output
-        output.mux(packet)
-        track.packets += 1
 
 
 def _first_start(feed, final: bool):

@@ -187,23 +187,33 @@ def _interleave(sources: list[ChunkDemuxer], output: av.container.OutputContaine
     feeds = [source.packets() for source in sources]
     merged, start = _timeline_start(feeds[0] if len(feeds) == 1 else heapq.merge(*feeds, key=lambda item: item[0]))
     for done, (seconds, track, packet) in enumerate(merged):
-        if start:
-            seconds -= start
-            ticks = round(start / packet.time_base)
-            packet.pts, packet.dts = packet.pts - ticks, packet.dts - ticks
-        if seconds >= track.last_dts:
-            track.last_dts = seconds
-        elif not _clamp(packet, track.last_dts):
+        if not write_shifted(output, track, packet, seconds, start):
             dropped += 1
             continue
-        packet.stream = track.output
-        output.mux(packet)
-        track.packets += 1
         if done % PROGRESS_EVERY_PACKETS == 0:
             progress.update()
     if dropped:
         log.warning("dropped %d packets whose timestamps went backwards", dropped)
     return dropped, start
+
+
+def write_shifted(output: av.container.OutputContainer, track, packet: av.Packet, seconds: float,
+                  start: float) -> bool:
+    """Move one packet back by `start` and mux it on its track's output stream; False when its time went backwards
+    further than _clamp can mend, and it was dropped. The batch muxer and the live windows both write through here,
+    so a live output holds the same packets as the batch file."""
+    if start:
+        seconds -= start
+        ticks = round(start / packet.time_base)
+        packet.pts, packet.dts = packet.pts - ticks, packet.dts - ticks
+    if seconds >= track.last_dts:
+        track.last_dts = seconds
+    elif not _clamp(packet, track.last_dts):
+        return False
+    packet.stream = track.output
+    output.mux(packet)
+    track.packets += 1
+    return True
 
 
 def _timeline_start(merged: Packets) -> tuple[Packets, float]:
