@@ -141,7 +141,7 @@ def _frames(
     while v < video_count or a < audio_count:
         audio_due = a < audio_count and (v >= video_count or a * OPUS_FRAME / SAMPLE_RATE <= v / spec.fps)
         if audio_due:
-            yield audio, _audio_frame(a)  # type: ignore[misc]
+            yield audio, audio_frame(a)  # type: ignore[misc]
             a += 1
         else:
             yield video, _video_frame(v, spec)  # type: ignore[misc]
@@ -165,9 +165,10 @@ _TONE = array.array(
 ).tobytes()
 
 
-def _audio_frame(index: int) -> av.AudioFrame:
+def audio_frame(index: int, tone: bytes = _TONE) -> av.AudioFrame:
+    """The `index`-th 20 ms mono frame of a repeating tone (OPUS_FRAME s16 samples)."""
     frame = av.AudioFrame(format="s16", layout="mono", samples=OPUS_FRAME)
-    frame.planes[0].update(_TONE)
+    frame.planes[0].update(tone)
     frame.sample_rate = SAMPLE_RATE
     frame.pts, frame.time_base = index * OPUS_FRAME, Fraction(1, SAMPLE_RATE)
     return frame

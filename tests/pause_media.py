@@ -10,7 +10,7 @@ from fractions import Fraction
 
 import av
 
-from tests.media import OPUS_FRAME, SAMPLE_RATE, NonSeekableSink
+from tests.media import OPUS_FRAME, SAMPLE_RATE, NonSeekableSink, audio_frame
 
 FPS = 24
 KEYFRAME_FRAMES = 6
@@ -41,7 +41,7 @@ def encode_phases(phases: list[Phase], width: int = 160, height: int = 120,
         v = a = 0
         while v < frames or a < samples:
             if a < samples and (v >= frames or a * OPUS_FRAME / SAMPLE_RATE <= v / FPS):
-                container.mux(audio.encode(_tone(a)))
+                container.mux(audio.encode(audio_frame(a, _TONE)))
                 a += 1
             else:
                 container.mux(video.encode(_picture(v, colour_at(phases, v / FPS), width, height)))
@@ -94,11 +94,3 @@ def _picture(index: int, colour: str, width: int, height: int) -> av.VideoFrame:
 
 _TONE = array.array(
     "h", (round(6000 * math.sin(2 * math.pi * 400 * k / SAMPLE_RATE)) for k in range(OPUS_FRAME))).tobytes()
-
-
-def _tone(index: int) -> av.AudioFrame:
-    frame = av.AudioFrame(format="s16", layout="mono", samples=OPUS_FRAME)
-    frame.planes[0].update(_TONE)
-    frame.sample_rate = SAMPLE_RATE
-    frame.pts, frame.time_base = index * OPUS_FRAME, Fraction(1, SAMPLE_RATE)
-    return frame
