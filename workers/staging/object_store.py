@@ -12,6 +12,7 @@ that participant is muxed."""
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 import shutil
@@ -71,8 +72,6 @@ class ObjectStoreStaging(Staging):
 
     def stage(self, recording_id: str, participant_id: str, stream_type: str, sequence: int, data: bytes,
               digest: str | None = None) -> StagedChunk:
-        import hashlib
-
         digest = digest or hashlib.sha256(data).hexdigest()
         name = self.chunk_name(sequence, digest)
         key = self.chunk_key(recording_id, participant_id, stream_type, name)
@@ -148,8 +147,6 @@ class ObjectStoreStaging(Staging):
         key = self.recording_prefix(recording_id) + RECORDING_FILE
         data = json.dumps(facts).encode()
         try:
-            import hashlib
-
             self.objects.put(key, data, hashlib.sha256(data).hexdigest(), content_type="application/json")
         except StorageError as exc:
             log.warning("could not write %s: %s", key, exc)
