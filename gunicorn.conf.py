@@ -150,6 +150,25 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     chunks.run_disk_work = run_disk_work
 
 
+ERROR_CODES = {400: "invalid_request", 403: "forbidden", 414: "uri_too_long", 417: "expectation_failed",
+               431: "headers_too_large", 500: "internal_error", 501: "not_implemented"}
+"""The API's error codes for what gunicorn refuses itself, before the app sees the request."""
+
+
+def write_json_error(sock, status_int: int, reason: str, mesg: str) -> None:  # type: ignore[no-untyped-def]
+    """gunicorn's own refusals (a malformed request line, oversized headers, a bad header name) in the API's JSON
+    error shape instead of its HTML page, so a client that parses every error body meets JSON. The message is
+    gunicorn's, with tokens redacted and cut short (a refused request line may carry ?token=); a 500 says nothing
+    of internals."""
+    from gunicorn import util
+
+    message = "internal server error" if status_int >= 500 and status_int != 501 else redact(mesg)[:200] or reason
+    body = json.dumps({"error": {"code": ERROR_CODES.get(status_int, "invalid_request"), "message": message}})
+    head = (f"HTTP/1.1 {status_int} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n")
+    util.write_nonblock(sock, (head + body).encode("latin-1", "replace"))
+
+
 def _metrics_dir() -> Path:
     """One folder per exporter: $METRICS_DIR/web-<PORT> (default ./var/metrics), apart from the worker's."""
     base = os.environ.get("METRICS_DIR", "").strip() or "./var/metrics"
@@ -157,8 +176,11 @@ def _metrics_dir() -> Path:
 
 
 def on_starting(server) -> None:  # type: ignore[no-untyped-def]
-    """In the master, before any fork: every worker's prometheus-client then writes its own files in one folder,
-    and /metrics sums them. Emptied first: a previous run's files would be summed into this run's counters."""
+    """In the master, before any fork: gunicorn's own error pages become JSON; every worker's prometheus-client
+    then writes its own files in one folder, and /metrics sums them. Emptied first: a previous run's files would be summed into this run's counters."""
+    from gunicorn import util
+
+    util.write_error = write_json_error  # workers fork from here, and look write_error up at each refusal
     path = _metrics_dir()
     path.mkdir(parents=True, exist_ok=True)
     for stale in path.glob("*.db"):
