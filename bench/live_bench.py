@@ -1,8 +1,11 @@
 """Stop → completed with LIVE_FINALIZE against the batch finalize and `ffmpeg -c copy`, on the same bytes, for
-recordings of several lengths (issue 15). Chunks go through the real intake (Flask test client), live steps
-run every LIVE_STEP chunks as tapedeck.live_step would, finalize runs in this process against its own Redis
-and local storage. Prints the time after stop, its ratio to ffmpeg, the peak RSS of finalize (VmHWM reset
-just before it), and the CPU the live steps cost per recorded hour."""
+recordings of several lengths, on local storage and against the S3 and GCS test servers (issue 15). Chunks go
+through the real intake (Flask test client), live steps run every LIVE_STEP chunks as tapedeck.live_step would,
+finalize runs in this process against its own Redis. Prints the time after stop, the part of it the storage
+server spent finishing the object (moto's CompleteMultipartUpload concatenates every part, the GCS emulator's
+compose rewrites the object: the test servers' own linear costs, reported apart), tapedeck's own time (the
+difference), their ratios to ffmpeg, the peak RSS of finalize (VmHWM reset just before it), the CPU the live
+steps cost per recorded hour, and how flat the time is in the recording's length."""
 from __future__ import annotations
 
 import argparse
@@ -12,14 +15,17 @@ import resource
 import shutil
 import time
 import uuid
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Iterator
 
 from bench.finalize_bench import OUT, make_clip, run_ffmpeg, slice_file, synthesize
 
 STEP_CHUNKS = 10
 """One live step per ten one-second chunks: LIVE_STEP_SECONDS=10, the default."""
+
+PROVIDERS = ("local", "s3", "gcs")
 
 
 @dataclass(frozen=True)
@@ -27,9 +33,83 @@ class Side:
     stop_seconds: float
     mux_seconds: float
     """Of stop_seconds, the mux stage (live: fold the tail and close the file; batch: the whole remux)."""
+    server_seconds: float
+    """Of stop_seconds, the storage server finishing the object (CompleteMultipartUpload, compose calls)."""
+    server_calls: int
     peak_rss_mb: float
     live_cpu_seconds: float = 0.0
     duration: float = 0.0
+
+    @property
+    def own_seconds(self) -> float:
+        """tapedeck's own time after stop: everything but the server's finishing calls."""
+        return self.stop_seconds - self.server_seconds
+
+
+@dataclass
+class ServerClock:
+    """Wall time of the storage server's finishing calls, counted only inside `window()` (stop → completed).
+    The calls are synchronous requests with a small body, so their time is the server's work."""
+
+    running: bool = False
+    seconds: float = 0.0
+    calls: int = 0
+
+    def add(self, seconds: float) -> None:
+        if self.running:
+            self.seconds += seconds
+            self.calls += 1
+
+    @contextmanager
+    def window(self) -> Iterator[None]:
+        self.running, self.seconds, self.calls = True, 0.0, 0
+        try:
+            yield
+        finally:
+            self.running = False
+
+    @contextmanager
+    def watching_s3(self, client: Any) -> Iterator[None]:
+        """botocore's documented event hooks around CompleteMultipartUpload, on the provider's own client."""
+        def before(context: dict, **_: Any) -> None:
+            context["bench_started"] = time.perf_counter()
+
+        def after(context: dict, **_: Any) -> None:
+            if "bench_started" in context:
+                self.add(time.perf_counter() - context.pop("bench_started"))
+
+        events = client.meta.events
+        events.register("before-call.s3.CompleteMultipartUpload", before, unique_id="bench-complete-before")
+        events.register("after-call.s3.CompleteMultipartUpload", after, unique_id="bench-complete-after")
+        try:
+            yield
+        finally:
+            events.unregister("before-call.s3.CompleteMultipartUpload", unique_id="bench-complete-before")
+            events.unregister("after-call.s3.CompleteMultipartUpload", unique_id="bench-complete-after")
+
+    @contextmanager
+    def watching_gcs(self) -> Iterator[None]:
+        """Every GCS compose request (JSON API `POST …/o/<name>/compose`), whichever way the provider sends it: the
+        SDK's Blob.compose and a bare AuthorizedSession both end in requests.Session.send, timed for the run."""
+        import requests
+
+        send = requests.Session.send
+        clock = self
+
+        def timed_send(session: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
+            if request.method != "POST" or not (request.path_url or "").split("?")[0].endswith("/compose"):
+                return send(session, request, **kwargs)
+            started = time.perf_counter()
+            try:
+                return send(session, request, **kwargs)
+            finally:
+                clock.add(time.perf_counter() - started)
+
+        requests.Session.send = timed_send  # type: ignore[method-assign]
+        try:
+            yield
+        finally:
+            requests.Session.send = send  # type: ignore[method-assign]
 
 
 def _cpu() -> float:
@@ -44,7 +124,7 @@ def _peak_mb() -> float:
     return 0.0
 
 
-def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: bool) -> Side:
+def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: bool, clock: ServerClock) -> Side:
     """One recording through intake; live steps while it records (live side); then stop and finalize timed."""
     from app import create_app
     from tests.conftest import Api
@@ -56,6 +136,15 @@ def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: b
     logging.getLogger().setLevel(logging.WARNING)  # development logs every request: noise here, and time
     api = Api(app.test_client(), app, f"room-{uuid.uuid4().hex[:10]}")
     resources = Resources.build(Settings.from_env(env), env)
+    with ExitStack() as hooks:
+        if env["STORAGE_PROVIDER"] == "s3":
+            hooks.enter_context(clock.watching_s3(resources.provider.client))  # type: ignore[attr-defined]
+        return _record_and_stop(api, resources, chunks, live, clock, Path(env["STAGING_DIR"]))
+
+
+def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], live: bool, clock: ServerClock,
+                     staging: Path) -> Side:
+    """The measured part of record_and_stop, run while the storage hooks are in place."""
     rec = api.start().get_json()["recordingId"]
     live_cpu = 0.0
     for sequence, path in chunks:
@@ -77,10 +166,11 @@ def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: b
 
     resources.finalizer._mux_all = timed_mux  # type: ignore[method-assign]
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on is finalize's own peak
-    started = time.perf_counter()
-    assert api.stop().status_code == 202
-    state = resources.finalizer.run(rec)
-    elapsed = time.perf_counter() - started
+    with clock.window():
+        started = time.perf_counter()
+        assert api.stop().status_code == 202
+        state = resources.finalizer.run(rec)
+        elapsed = time.perf_counter() - started
     body = api.status(rec).get_json()
     assert state == "completed", body
     if live:
@@ -89,31 +179,47 @@ def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: b
     duration = body["outputs"][0]["durationSeconds"]
     for name in resources.provider.list(f"recordings/{body['room']}/"):
         resources.provider.delete(name.key)
-    shutil.rmtree(Path(env["STAGING_DIR"]) / rec, ignore_errors=True)
-    return Side(elapsed, sum(mux_times), _peak_mb(), live_cpu, duration)
+    shutil.rmtree(staging / rec, ignore_errors=True)
+    return Side(elapsed, sum(mux_times), clock.seconds, clock.calls, _peak_mb(), live_cpu, duration)
 
 
-def _moto(stack: ExitStack, work: Path) -> dict[str, str]:
-    """The moto S3 server the tests use, with their bucket; the s3 provider's environment."""
-    from tests.services import free_port
-    from tests.storage_servers import BUCKET, _program, _server, s3_client
+def provider_lengths(value: str) -> tuple[str, list[float] | None]:
+    """`NAME` (every --minutes length) or `NAME=10,60` (only these lengths, each also in --minutes' order)."""
+    name, _, lengths = value.partition("=")
+    if name not in PROVIDERS:
+        raise argparse.ArgumentTypeError(f"provider must be one of {', '.join(PROVIDERS)}, not {name!r}")
+    try:
+        return name, [float(m) for m in lengths.split(",")] if lengths else None
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"lengths must be minutes separated by commas: {value!r}") from None
 
-    url = f"http://127.0.0.1:{free_port()}"
-    stack.enter_context(_server([_program("moto_server"), "-H", "127.0.0.1", "-p", url.rsplit(":", 1)[1]], url,
-                                work / "moto.log"))
-    env = {"STORAGE_PROVIDER": "s3", "S3_BUCKET": BUCKET, "S3_ENDPOINT_URL": url, "S3_REGION": "us-east-1",
-           "S3_FORCE_PATH_STYLE": "true", "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "S3_PREFIX": "bench"}
-    s3_client(env).create_bucket(Bucket=BUCKET)
-    return env
+
+def start_servers(stack: ExitStack, names: set[str], work: Path) -> dict[str, dict[str, str]]:
+    """Each provider's environment; the S3 and GCS test servers started as the tests start them. STORAGE_PART_SIZE
+    stays at its default, the live part size, so parts go ahead as they would in production."""
+    from tests.storage_servers import running_gcs_emulator, running_moto
+
+    envs = {"local": {"STORAGE_PROVIDER": "local", "LOCAL_STORAGE_DIR": str(work / "recordings")}}
+    if "s3" in names:
+        (work / "moto").mkdir()
+        envs["s3"] = {**stack.enter_context(running_moto(work / "moto")), "S3_PREFIX": "bench"}
+    if "gcs" in names:
+        (work / "gcs").mkdir()
+        envs["gcs"] = stack.enter_context(running_gcs_emulator(work / "gcs"))
+    return envs
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10, 60], help="recording lengths")
-    parser.add_argument("--s3-minutes", type=float, nargs="*", default=[10],
-                        help="lengths also run against the moto S3 server (it holds every object in memory)")
+    parser.add_argument("--provider", type=provider_lengths, nargs="+", default=[("local", None), ("s3", [10.0])],
+                        metavar="NAME[=MINUTES,...]",
+                        help="stores to run: local, s3 (moto server), gcs (gcp-storage-emulator); NAME=10,60 runs "
+                             "that store at these lengths only (the test servers hold every object in memory)")
+    parser.add_argument("--live-only", action="store_true", help="skip the batch side (halves the run's time)")
     args = parser.parse_args()
+    plan = {name: lengths or args.minutes for name, lengths in args.provider}
+    lengths = sorted({m for ms in plan.values() for m in ms})
     from tasks import celery_app
     from tests.conftest import JWT_SECRET
     from tests.services import RedisServer
@@ -123,53 +229,70 @@ def main() -> None:
     work.mkdir(parents=True)
     server = RedisServer(work / "redis", appendonly=True)
     env = {**os.environ, "TAPEDECK_ENV": "development", "JWT_SECRET": JWT_SECRET, "REDIS_URL": server.url,
-           "STAGING_DIR": str(work / "staging"), "LOCAL_STORAGE_DIR": str(work / "recordings"),
-           "STORAGE_PROVIDER": "local", "FINALIZE_GRACE_SECONDS": "0", "STAGING_MIN_FREE_BYTES": "0",
+           "STAGING_DIR": str(work / "staging"), "FINALIZE_GRACE_SECONDS": "0", "STAGING_MIN_FREE_BYTES": "0",
            "MAX_CHUNK_BYTES": str(64 * 1024 * 1024), "CHUNK_RATE_LIMIT": "100000/second",
            "LOG_FORMAT": "text", "PUBLIC_BASE_URL": "http://localhost"}
     celery_app.conf.update(broker_url=server.url, result_backend=server.url)  # queued tasks wait, unconsumed
     rows = []
     stack = ExitStack()
+    clock = ServerClock()
     try:
-        s3_env = _moto(stack, work) if args.s3_minutes else {}
+        envs = start_servers(stack, set(plan), work)
+        if "gcs" in plan:
+            stack.enter_context(clock.watching_gcs())
         clip = make_clip(work)
-        cases = [(m, "local", env) for m in args.minutes] + [(m, "s3", {**env, **s3_env}) for m in args.s3_minutes]
-        for minutes, provider, case_env in cases:
-            case = work / f"{minutes:g}min-{provider}"
+        for minutes in lengths:  # each length synthesized once: every store and both paths get the same bytes
+            case = work / f"{minutes:g}min"
             case.mkdir()
             source = case / "recording.webm"
             length = synthesize(clip, source, minutes * 60)
             chunks = slice_file(source, case / "chunks", max(1, round(length)))
             ffmpeg = run_ffmpeg(source, case)
-            batch = record_and_stop(case_env, chunks, live=False)
-            live = record_and_stop(case_env, chunks, live=True)
-            rows.append((minutes, provider, source.stat().st_size / 1e6, ffmpeg, batch, live))
+            size_mb = source.stat().st_size / 1e6
+            source.unlink()
+            for provider in (p for p in PROVIDERS if minutes in plan.get(p, [])):
+                case_env = {**env, **envs[provider]}
+                load = os.getloadavg()[0]
+                batch = None if args.live_only else record_and_stop(case_env, chunks, live=False, clock=clock)
+                live = record_and_stop(case_env, chunks, live=True, clock=clock)
+                assert batch is None or abs(batch.duration - live.duration) < 0.05, (batch, live)
+                rows.append((minutes, provider, size_mb, ffmpeg, batch, live, max(load, os.getloadavg()[0])))
+                print(f"{minutes:g} min {provider} done", flush=True)
             shutil.rmtree(case)
-            print(f"{minutes:g} min {provider} done", flush=True)
     finally:
         stack.close()
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
-    header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'(mux)':>7}"
-              f"{'live/ff':>8}{'mux/ff':>7}{'batch RSS':>10}{'live RSS':>9}{'live CPU/h':>11}{'dur':>6}")
+    print_table(rows)
+
+
+def print_table(rows: list) -> None:
+    header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'server':>7}"
+              f"{'own':>7}{'(mux)':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}{'live CPU/h':>11}"
+              f"{'load':>6}")
     print(header)
     print("-" * len(header))
-    for minutes, provider, mb, ffmpeg, batch, live in rows:
+    for minutes, provider, mb, ffmpeg, batch, live, load in rows:
         per_hour = live.live_cpu_seconds * 60 / minutes
-        print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}"
-              f"{live.stop_seconds:>7.2f}{live.mux_seconds:>7.2f}{live.stop_seconds / ffmpeg.seconds:>7.2f}x"
-              f"{live.mux_seconds / ffmpeg.seconds:>6.2f}x{batch.peak_rss_mb:>8.0f}MB{live.peak_rss_mb:>7.0f}MB"
-              f"{per_hour:>10.1f}s{live.duration:>6.0f}")
-    local = [row for row in rows if row[1] == "local"]
-    if len(local) > 1:
-        first, last = local[0][5], local[-1][5]
-        print(f"flatness {local[-1][0]:g} min / {local[0][0]:g} min: stop {last.stop_seconds / first.stop_seconds:.2f}x,"
-              f" mux stage {last.mux_seconds / first.mux_seconds:.2f}x")
-    print("seconds from the stop request to `completed` (finalize in this process, grace 0); (mux) = "
-          "its mux stage, the rest is upload, checksum, poster, manifest (live: part checksums hashed while "
-          "recording, and local storage links the closed file in place); ffmpeg = `ffmpeg -c copy` of the same "
-          "bytes; RSS = VmHWM reset just before stop; live CPU/h = CPU of the live steps per recorded hour. s3 = the "
-          "moto server on this machine: its CompleteMultipartUpload concatenates every part, its own linear cost.")
+        batch_cells = (f"{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}" if batch else f"{'-':>7}{'-':>7}")
+        print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch_cells}"
+              f"{live.stop_seconds:>7.2f}{live.server_seconds:>7.2f}{live.own_seconds:>7.2f}{live.mux_seconds:>7.2f}"
+              f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
+              f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{per_hour:>10.1f}s{load:>6.1f}")
+    for provider in PROVIDERS:
+        mine = [row for row in rows if row[1] == provider]
+        if len(mine) > 1:
+            (first_minutes, first), (last_minutes, last) = (mine[0][0], mine[0][5]), (mine[-1][0], mine[-1][5])
+            print(f"flatness {provider} {last_minutes:g} min / {first_minutes:g} min (goal <= 1.5x): stop → completed "
+                  f"{last.stop_seconds / first.stop_seconds:.2f}x, tapedeck's own "
+                  f"{last.own_seconds / first.own_seconds:.2f}x, mux stage {last.mux_seconds / first.mux_seconds:.2f}x")
+    print("seconds from the stop request to `completed` (finalize in this process, grace 0); live = live finalize, "
+          "server = of which the storage server finishing the object (s3: CompleteMultipartUpload, which moto "
+          "answers by concatenating every part; gcs: compose calls, which the emulator answers by rewriting the "
+          "object; today's whole-file GCS upload has none and counts entirely as tapedeck's), own = live - server; "
+          "(mux) = the mux stage; ffmpeg = `ffmpeg -c copy` of the same bytes; RSS = VmHWM of this process (intake, "
+          "finalize) reset just before stop; live CPU/h = CPU of the live steps (with their part uploads) per "
+          "recorded hour; load = 1-minute load average, the higher of before and after the store's sides.")
 
 
 if __name__ == "__main__":

@@ -122,21 +122,27 @@ def write_throwaway_service_account(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """moto in server mode with the test bucket created; yields the s3 provider's env."""
+@contextmanager
+def running_moto(directory: Path) -> Iterator[dict[str, str]]:
+    """moto in server mode with the test bucket created, logging into directory; yields the s3 provider's env
+    (STORAGE_PART_SIZE left to its default). The fixture below and bench/live_bench.py both run it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with _server([_program("moto_server"), "-H", "127.0.0.1", "-p", str(port)], url, log):
+    with _server([_program("moto_server"), "-H", "127.0.0.1", "-p", str(port)], url, directory / "moto.log"):
         env = {
             "STORAGE_PROVIDER": "s3", "S3_BUCKET": BUCKET, "S3_ENDPOINT_URL": url,
             "S3_REGION": "us-east-1", "S3_FORCE_PATH_STYLE": "true",
             "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-            "STORAGE_PART_SIZE": str(TEST_PART_SIZE),
         }
         s3_client(env).create_bucket(Bucket=BUCKET)
         yield env
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """moto in server mode with the test bucket created; yields the s3 provider's env."""
+    with running_moto(tmp_path_factory.mktemp("moto")) as env:
+        yield {**env, "STORAGE_PART_SIZE": str(TEST_PART_SIZE)}
 
 
 @pytest.fixture
@@ -147,20 +153,27 @@ def s3_fault_proxy(moto_server: dict[str, str]) -> Iterator[FaultProxy]:
     proxy.stop()
 
 
-@pytest.fixture(scope="session")
-def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """gcp-storage-emulator in memory with the test bucket; yields the gcs provider's env."""
+@contextmanager
+def running_gcs_emulator(home: Path) -> Iterator[dict[str, str]]:
+    """gcp-storage-emulator in memory with the test bucket, its log and key file in home; yields the gcs
+    provider's env (STORAGE_PART_SIZE left to its default). The fixture below and bench/live_bench.py run it."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    home = tmp_path_factory.mktemp("gcs")
     command = [_program("gcp-storage-emulator"), "start", "--host", "127.0.0.1", "--port", str(port),
                "--in-memory", "--default-bucket", BUCKET]
     with _server(command, f"{url}/storage/v1/b", home / "emulator.log"):
         yield {
             "STORAGE_PROVIDER": "gcs", "GCS_BUCKET": BUCKET, "STORAGE_EMULATOR_HOST": url,
             "GCS_CREDENTIALS_FILE": str(write_throwaway_service_account(home / "key.json")),
-            "GOOGLE_CLOUD_PROJECT": "tapedeck-test", "STORAGE_PART_SIZE": str(TEST_PART_SIZE),
+            "GOOGLE_CLOUD_PROJECT": "tapedeck-test",
         }
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """gcp-storage-emulator in memory with the test bucket; yields the gcs provider's env."""
+    with running_gcs_emulator(tmp_path_factory.mktemp("gcs")) as env:
+        yield {**env, "STORAGE_PART_SIZE": str(TEST_PART_SIZE)}
 
 
 @pytest.fixture(scope="session")
@@ -212,5 +225,5 @@ def storage_provider(request: pytest.FixtureRequest, make_provider: Callable[...
     return make_provider(request.param)
 
 
-__all__ = ["BUCKET", "MemoryCheckpoint", "PROVIDER_NAMES", "TEST_PART_SIZE", "free_port", "s3_client",
-           "write_throwaway_service_account"]
+__all__ = ["BUCKET", "MemoryCheckpoint", "PROVIDER_NAMES", "TEST_PART_SIZE", "free_port", "running_gcs_emulator",
+           "running_moto", "s3_client", "write_throwaway_service_account"]
