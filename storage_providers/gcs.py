@@ -1,9 +1,11 @@
-"""Google Cloud Storage via google-cloud-storage; large files go through gcs_resumable, which resumes them."""
+"""Google Cloud Storage via google-cloud-storage; large files go through gcs_resumable, which resumes them, and a
+live output whose parts went ahead while recording is composed from them server-side (gcs_compose)."""
 from __future__ import annotations
 
 import base64
 import datetime
 import hashlib
+import logging
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pydantic import AliasChoices, Field, field_validator
 from storage_providers.base import (
     HASH_BLOCK,
     ChecksumMismatchError,
+    IncompleteUpload,
     ObjectInfo,
     ObjectNotFoundError,
     ProgressCallback,
@@ -29,7 +32,10 @@ from storage_providers.base import (
     check_key,
     scrub_secrets,
 )
+from storage_providers.gcs_compose import ComposeUploader, NotAdoptable, parts_prefix
 from storage_providers.gcs_resumable import SDK_RETRY_SECONDS, ResumableUploader, sdk_retry
+
+log = logging.getLogger(__name__)
 
 CHUNK_ALIGN = 256 * 1024
 """GCS resumable chunks must be multiples of 256 KiB."""
@@ -206,6 +212,10 @@ class GcsStorage(StorageProvider):
     ) -> ObjectInfo:
         check_key(key)
         total = os.path.getsize(path)
+        if checkpoint is not None:
+            with self.translating("upload", key):
+                if self._compose_ahead(key, path, total, content_type, dict(metadata or {}), progress, checkpoint):
+                    return ObjectInfo(key=key, size=total, content_type=content_type, metadata=dict(metadata or {}))
         digests = _digests(path)
         meta = {**(metadata or {}), "sha256": digests.sha256}
         with self.translating("upload", key):
@@ -224,13 +234,58 @@ class GcsStorage(StorageProvider):
                     raise ChecksumMismatchError(f"gcs stored different bytes for {key!r}")
         return ObjectInfo(key=key, size=total, content_type=content_type, metadata=meta)
 
+    def _compose_ahead(self, key: str, path: Path, total: int, content_type: str, meta: dict[str, str],
+                       progress: ProgressCallback | None, checkpoint: UploadCheckpoint) -> bool:
+        """True when the file was composed from the parts sent ahead while recording (a live output, its
+        `sha256-parts` metadata naming the bytes): no whole-file read, the object keeps every metadata. Parts
+        that cannot make this file are deleted, and False sends it through the whole-file upload."""
+        composer = self._composer()
+        state = checkpoint.load()
+        if not composer.owns(state, key):
+            return False
+        if "sha256-parts" in meta:
+            try:
+                composer.complete(key, path, total, content_type, meta, progress, checkpoint)
+                return True
+            except NotAdoptable as exc:
+                log.warning("gcs parts sent ahead of %s not used, uploading it whole: %s", key, exc)
+        composer.discard(state)  # type: ignore[arg-type]
+        checkpoint.clear()
+        return False
+
+    def upload_ahead(self, key: str, path: Path, numbers: list[int], *, content_type: str,
+                     metadata: Mapping[str, str], checkpoint: UploadCheckpoint, limit: int | None = None) -> int:
+        """Parts (STORAGE_PART_SIZE) of a file still being written, uploaded as hidden temporaries and composed
+        into one growing object as they come (live finalize); upload_file with `sha256-parts` metadata and the
+        same checkpoint composes the final object from them. Metadata is given at that final compose."""
+        check_key(key)
+        with self.translating("upload", key):
+            return self._composer().upload_ahead(key, path, numbers, content_type, checkpoint, limit)
+
+    def _composer(self) -> ComposeUploader:
+        """The parts-ahead machinery, bound to this process's client."""
+        return ComposeUploader(self.client.bucket(self.settings.bucket), self.settings.part_size, self.name)
+
+    def incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
+        """Parts sent ahead of a final object and still stored (a compose never made, or its cleanup lost)."""
+        with self.translating("list uploads", prefix):
+            yield from self._composer().incomplete(prefix)
+
+    def abort_incomplete(self, upload: IncompleteUpload) -> None:
+        with self.translating("abort", upload.key):
+            self._composer().delete_prefix(parts_prefix(check_key(upload.key), upload.upload_id))
+
     def _uploader(self) -> ResumableUploader:
         """The resumable-session machinery, bound to this process's client."""
         return ResumableUploader(self.transport, self.settings.bucket, self.settings.chunk_size, self.name)
 
     def abort_upload(self, key: str, checkpoint: UploadCheckpoint) -> None:
-        """Cancel the session (GCS keeps unfinished bytes for a week otherwise); best effort."""
+        """Cancel the session (GCS keeps unfinished bytes for a week otherwise), or delete the parts sent ahead;
+        best effort. The final object is never touched."""
         state = checkpoint.load()
+        if state and state.get("provider") == self.name and state.get("upload_id"):
+            with self.translating("abort", key):
+                self._composer().discard(state)
         if state and state.get("provider") == self.name and state.get("session_url"):
             from google.auth.exceptions import GoogleAuthError
             from requests import RequestException
@@ -260,6 +315,7 @@ class GcsStorage(StorageProvider):
             pass
 
     def list(self, prefix: str) -> Iterator[ObjectInfo]:
+        """Every object under prefix, parts sent ahead (`.tapedeck-parts/`) included: purge deletes what it lists."""
         with self.translating("list", prefix):
             for blob in self.client.list_blobs(self.settings.bucket, prefix=prefix or None,
                                                retry=sdk_retry()):
