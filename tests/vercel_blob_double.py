@@ -3,6 +3,11 @@
 Routes under <base>/api/blob (the SDK's VERCEL_BLOB_API_URL): PUT ?pathname= (put),
 GET ?url= (head), GET ?prefix=&limit=&cursor= (list), POST /delete {"urls"}, POST /mpu with
 x-mpu-action create / upload / complete. Blobs are then served at <base>/blobs/<pathname>.
+
+Multipart as Vercel documents it: create answers {key, uploadId}; upload and complete name the upload by
+x-mpu-upload-id and x-mpu-key together; parts are numbered 1..10,000 and may come in any order; every part but the
+last is at least 5 MiB; nothing is at the pathname until complete, which removes the upload. There is no abort and
+no listing of parts. An upload never completed is dropped by the store on its own (expire_uploads() does it now).
 """
 from __future__ import annotations
 
@@ -18,6 +23,7 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 API_PATH = "/api/blob"
 BLOB_PATH = "/blobs/"
 MIN_PART = 5 * 1024 * 1024
+MAX_PART_NUMBER = 10_000
 
 
 @dataclass
@@ -41,6 +47,16 @@ class VercelBlobDouble:
     """HTTP statuses to answer the next API requests with, one each (e.g. [503])."""
     lock: threading.Lock = field(default_factory=threading.Lock)
     server: ThreadingHTTPServer | None = None
+    hold_action: str | None = None
+    """An x-mpu-action whose next request waits, once arrived is set, until released is (fail_next still applies
+    after the wait): lets a test kill its client mid-call."""
+    arrived: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def expire_uploads(self) -> None:
+        """Drop every multipart upload not completed, as the store does with old ones: their ids become unknown."""
+        with self.lock:
+            self.uploads.clear()
 
     @property
     def base_url(self) -> str:
@@ -120,6 +136,13 @@ class _Handler(BaseHTTPRequestHandler):
         with store.lock:
             store.log.append((self.command, f"{split.path}:{self.headers.get('x-mpu-action', '')}"
                                             f":{self.headers.get('x-mpu-part-number', '')}"))
+            hold = store.hold_action is not None and self.headers.get("x-mpu-action") == store.hold_action
+            if hold:
+                store.hold_action = None
+        if hold:
+            store.arrived.set()
+            store.released.wait()
+        with store.lock:
             forced = store.fail_next.pop(0) if store.fail_next else None
         if forced:
             return self._error(forced, "service_unavailable" if forced == 503 else "internal",
@@ -192,14 +215,18 @@ class _Handler(BaseHTTPRequestHandler):
         action = self.headers.get("x-mpu-action")
         if action == "create":
             upload_id = secrets.token_hex(8)
-            store.uploads[upload_id] = {"pathname": query["pathname"], "parts": {}}
-            return self._json(200, {"key": query["pathname"], "uploadId": upload_id})
+            key = f"{secrets.token_hex(4)}/{query['pathname']}"  # the store's own name for the upload's object
+            store.uploads[upload_id] = {"pathname": query["pathname"], "key": key, "parts": {}}
+            return self._json(200, {"key": key, "uploadId": upload_id})
         upload = store.uploads.get(self.headers.get("x-mpu-upload-id", ""))
-        if upload is None:
+        if upload is None or unquote(self.headers.get("x-mpu-key", "")) != upload["key"]:
             return self._error(404, "not_found", "The multipart upload does not exist")
         if action == "upload":
+            number = int(self.headers["x-mpu-part-number"])
+            if not 1 <= number <= MAX_PART_NUMBER:
+                return self._error(400, "bad_request", "Part numbers are 1 to 10,000")
             etag = hashlib.md5(body).hexdigest()
-            upload["parts"][int(self.headers["x-mpu-part-number"])] = (etag, body)
+            upload["parts"][number] = (etag, body)
             return self._json(200, {"etag": etag})
         parts = json.loads(body)
         chosen = [upload["parts"].get(p["partNumber"]) for p in parts]
