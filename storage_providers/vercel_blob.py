@@ -2,7 +2,9 @@
 
 Vercel Blob keeps no user metadata, so head() returns none (stores_metadata is False): the
 recording's ids, durations and checksums live in manifest.json beside the media. Its multipart
-API has no resume and no abort, so a retried upload starts again.
+API has no abort and no list of parts, so a retried upload starts again; the one exception is a
+live output's upload whose parts were sent while recording (upload_ahead, vercel_multipart.py),
+which the finalize after stop completes from the parts its checkpoint records.
 
 Blob URLs are public and never expire (download_url() cannot honour expires_in), so a URL must not
 be guessable: each logical key (recordings/<room>/<id>/<pid>.webm) is stored under a pathname with
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import os
 import re
 from contextlib import contextmanager
@@ -36,6 +39,9 @@ from storage_providers.base import (
     check_key,
     scrub_secrets,
 )
+from storage_providers.vercel_multipart import BlobMultipart, adoptable, finish, send_ahead
+
+log = logging.getLogger(__name__)
 
 TOKEN_PREFIX = "vercel_blob_rw_"
 """Read-write tokens look like vercel_blob_rw_<store id>_<secret>."""
@@ -163,6 +169,11 @@ class VercelBlobStorage(StorageProvider):
     ) -> ObjectInfo:
         stored = self.pathname(key)
         total = os.path.getsize(path)
+        parts_identity = (metadata or {}).get("sha256-parts")
+        if checkpoint and parts_identity and total > self.settings.part_size \
+                and self._finish_ahead(key, path, total, content_type, parts_identity, progress, checkpoint):
+            checkpoint.clear()
+            return ObjectInfo(key=key, size=total, content_type=content_type, metadata={})
         options = {"access": ACCESS, "content_type": content_type, "allow_overwrite": True}
         with self._sdk("upload", key) as blob, open(path, "rb") as source:
             if total <= self.settings.part_size:
@@ -180,6 +191,39 @@ class VercelBlobStorage(StorageProvider):
         if checkpoint:
             checkpoint.clear()  # nothing to resume: the SDK restarts multipart uploads
         return ObjectInfo(key=key, size=total, content_type=content_type, metadata={})
+
+    def _finish_ahead(self, key: str, path: Path, total: int, content_type: str, identity: str,
+                      progress: ProgressCallback | None, checkpoint: UploadCheckpoint) -> bool:
+        """Complete the upload whose parts a live output sent while recording (the header's part 1 and the tail
+        go now); False when there is none for this file, or Vercel no longer has it (expired, unknown: the caller
+        uploads the file whole). An outage (StorageUnavailableError) propagates with the checkpoint kept, so the
+        retry completes the same upload."""
+        stored = self.pathname(key)
+        state = adoptable(checkpoint.load(), stored, self.settings.part_size, total, identity)
+        if state is None:
+            return False
+        try:
+            with self._sdk("upload", key):
+                finish(BlobMultipart(stored, content_type, ACCESS), state, path, progress, checkpoint)
+        except PermanentStorageError as exc:
+            log.warning("parts of %s sent while recording are unusable, uploading it whole: %s", key, exc)
+            checkpoint.clear()
+            return False
+        return True
+
+    def upload_ahead(self, key: str, path: Path, numbers: list[int], *, content_type: str,
+                     metadata: Mapping[str, str], checkpoint: UploadCheckpoint, limit: int | None = None) -> int:
+        """Parts of a live output still being written, sent before it is complete; upload_file with `sha256-parts`
+        metadata and the same checkpoint completes them. Parts are STORAGE_PART_SIZE bytes; Vercel keeps no
+        metadata, so `metadata` is not sent (the manifest carries it)."""
+        with self._sdk("upload", key):
+            return send_ahead(BlobMultipart(self.pathname(key), content_type, ACCESS), path, numbers,
+                              self.settings.part_size, checkpoint, limit)
+
+    def abort_upload(self, key: str, checkpoint: UploadCheckpoint) -> None:
+        """Forget the upload: Vercel Blob has no abort call for a multipart upload, and one never completed is no
+        blob (nothing shows at the pathname); its parts are left to Vercel to drop."""
+        checkpoint.clear()
 
     def head(self, key: str) -> ObjectInfo:
         stored = self.pathname(key)
