@@ -290,3 +290,63 @@ def test_separate_audio_and_video_streams_equal_batch(api, rec, live, tmp_path):
     reference = mux_participant(inputs, tmp_path, "batch")
     assert packets(result.path) == packets(reference.path)
     assert [t.packets for t in result.tracks] == [t.packets for t in reference.tracks]
+
+
+def two_stream_batch(live: LiveFinalizer, rec: str, out: Path, participant: str = "alice"):
+    """Batch's file of a participant's "audio" and "video" streams, merged by time (the reference)."""
+    inputs = []
+    for kind in ("audio", "video"):
+        chunks = live.store.chunks(rec, participant, kind)
+        wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
+        inputs.append(StreamInput(kind, live.staging.local_chunks(rec, participant, kind, wanted)))
+    return mux_participant(inputs, out, f"batch-{participant}")
+
+
+def test_a_camera_that_starts_after_the_first_window_joins_the_live_output(api, rec, live, tmp_path):
+    """Microphone and camera as two streams, the camera's recorder started 5 s in on the same clock: its media
+    comes after what was folded, so it joins. Batch puts the video track first: the windows after it are muxed in
+    that order and renumbered onto the output's numbers, and the output equals batch packet for packet."""
+    audio = slice_timeslice(encode_webm(replace(CLIP, video=False)), 18)
+    video = slice_timeslice(encode_webm(replace(CLIP, audio=False, seconds=4, pts_gap=(0.0, 5.0))), 8)
+    for sequence in range(9):
+        assert api.put_chunk(rec, "alice", "audio", sequence, audio[sequence]).status_code == 202
+    live.step(rec)
+    state = live.states.get(rec, "alice")
+    assert state.failed is None and list(state.streams) == ["audio"] and state.windows == 1
+    for sequence in range(9, 14):
+        assert api.put_chunk(rec, "alice", "audio", sequence, audio[sequence]).status_code == 202
+    for sequence in range(5):
+        assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
+    live.step(rec)
+    state = live.states.get(rec, "alice")
+    assert state.failed is None and list(state.streams) == ["audio", "video"] and state.windows == 2, state
+    for sequence in range(14, 18):
+        assert api.put_chunk(rec, "alice", "audio", sequence, audio[sequence]).status_code == 202
+    for sequence in range(5, 8):
+        assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
+    live.step(rec, final=True)
+    streams = {kind: live.store.chunks(rec, "alice", kind) for kind in ("audio", "video")}
+    result = live.result(rec, "alice", streams)
+    assert result is not None
+    reference = two_stream_batch(live, rec, tmp_path)
+    assert packets(result.path) == packets(reference.path)
+    assert [t.to_json() for t in result.tracks] == [t.to_json() for t in reference.tracks]
+    assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=0.001)
+    assert seek_and_decode(result.path, 7.0) == pytest.approx(7.0, abs=0.05)  # the renumbered Cues still point right
+
+
+def test_a_stream_that_starts_later_with_earlier_media_goes_to_batch(api, rec, live):
+    """The audio stream's first chunk arrives after the first step, its recorder's clock at 0 like the video's:
+    batch merges its media among what was folded, so the live path cannot append it."""
+    audio = slice_timeslice(encode_webm(replace(CLIP, video=False)), 18)
+    video = slice_timeslice(encode_webm(replace(CLIP, audio=False)), 18)
+    for sequence in range(9):
+        assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
+    live.step(rec)
+    assert live.states.get(rec, "alice").windows == 1
+    for sequence in range(18):
+        assert api.put_chunk(rec, "alice", "audio", sequence, audio[sequence]).status_code == 202
+    for sequence in range(9, 18):
+        assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
+    live.step(rec)
+    assert "before what was folded" in live.states.get(rec, "alice").failed

@@ -4,11 +4,15 @@ size, SeekHead, Info with Duration, Tracks) written into space reserved at the s
 for ten minutes as for two hours.
 
 Everything but the media lives in sidecar files next to the output (Tracks, Info, Cue points), so the Redis
-state stays a few hundred bytes. A crash between an append and the state's update is undone by truncating
+state stays a few hundred bytes. When a stream joined after the first window, a window numbers its tracks in
+batch order, which may differ from the output's numbers (each track keeps the one it first got): its blocks and
+cue points are renumbered as they are copied (one byte per block), and the Tracks kept are the window's, in batch
+order, with the output's numbers. A crash between an append and the state's update is undone by truncating
 to the length the state records.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -53,8 +57,11 @@ class LiveFile:
         self.info = directory / f"{participant_id}.live.info"
         self.tracks = directory / f"{participant_id}.live.tracks"
 
-    def append(self, window: Path, fmt: str, length: int, cue_length: int) -> Appended:
-        """Append a remuxed window's Clusters at `length` and its cue points at `cue_length`."""
+    def append(self, window: Path, fmt: str, length: int, cue_length: int,
+               numbers: list[int] | None = None) -> Appended:
+        """Append a remuxed window's Clusters at `length` and its cue points at `cue_length`; `numbers` gives the
+        output's track number of each of the window's tracks (None: the same numbers)."""
+        renumber = {n: m for n, m in enumerate(numbers or [], 1) if n != m}
         segment_start = len(ebml.ebml_header(DOC_TYPES[fmt])) + 4 + ebml.SIZE_WIDTH
         if length and (_size(self.path) < length or _size(self.cues) < cue_length):
             raise Unsupported("the live files are shorter than the state says")  # never pad a gap with zeros
@@ -64,16 +71,21 @@ class LiveFile:
             if length == 0:
                 self._begin(source, parsed)
                 length = RESERVED_BYTES
+            elif numbers is not None:
+                self._keep_tracks(source, parsed, renumber)
             moved: dict[int, int] = {}
             with open(self.path, "r+b") as out:
                 out.truncate(length)
                 out.seek(length)
                 for cluster in parsed.clusters:
                     moved[cluster.start - parsed.segment_start] = out.tell() - segment_start
-                    _copy(source, cluster.start, cluster.end, out)
+                    if renumber:
+                        out.write(_renumbered_cluster(source, cluster, renumber))
+                    else:
+                        _copy(source, cluster.start, cluster.end, out)
                 length = out.tell()
                 self._hash_parts(out, before, length)
-            points = b"".join(_moved_cue_point(source, point, moved) for point in parsed.cue_points)
+            points = b"".join(_moved_cue_point(source, point, moved, renumber) for point in parsed.cue_points)
             info = dict(_values(source, parsed.info))
         with open(self.cues, "r+b" if self.cues.exists() else "w+b") as cues:
             cues.truncate(cue_length)
@@ -150,6 +162,26 @@ class LiveFile:
         for path in (self.path, self.cues, self.info, self.tracks, self.parts):
             path.unlink(missing_ok=True)
 
+    def _keep_tracks(self, source: BinaryIO, parsed: _Window, renumber: dict[int, int]) -> None:
+        """Keep this window's Tracks (a stream may have joined), numbered as the output numbers them; replaced in
+        one rename, so a crash leaves the old or the new, each valid for what the state counts."""
+        entries = []
+        for entry in ebml.children(source, parsed.tracks.data_start, parsed.tracks.end):
+            if entry.id != ebml.TRACK_ENTRY:
+                continue
+            fields = []
+            for field in ebml.children(source, entry.data_start, entry.end):
+                source.seek(field.start)
+                raw = source.read(field.end - field.start)
+                if field.id == ebml.TRACK_NUMBER:
+                    number = ebml.read_uint(raw[field.data_start - field.start:])
+                    raw = ebml.uint_element(ebml.TRACK_NUMBER, renumber.get(number, number))
+                fields.append(raw)
+            entries.append(ebml.element(ebml.TRACK_ENTRY, b"".join(fields)))
+        staged = self.tracks.with_name(self.tracks.name + ".new")
+        staged.write_bytes(ebml.element(ebml.TRACKS, b"".join(entries)))
+        staged.replace(self.tracks)
+
     def _begin(self, source: BinaryIO, parsed: _Window) -> None:
         """The first window: reserve the header's space and keep Tracks and Info (without Duration) aside."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -193,8 +225,28 @@ def _values(source: BinaryIO, parent: ebml.Element):
         yield child.id, source.read(child.size)
 
 
-def _moved_cue_point(source: BinaryIO, point: ebml.Element, moved: dict[int, int]) -> bytes:
-    """The cue point re-encoded with its Cluster's position in the output."""
+def _renumbered_cluster(source: BinaryIO, cluster: ebml.Element, renumber: dict[int, int]) -> bytes:
+    """A Cluster's bytes with each block's track number (a one-byte vint, tracks 1-126) mapped to the output's."""
+    source.seek(cluster.start)
+    data = bytearray(source.read(cluster.end - cluster.start))
+    view = io.BytesIO(data)
+    base = cluster.data_start - cluster.start
+    for child in ebml.children(view, base, len(data)):
+        block = child
+        if child.id == ebml.BLOCK_GROUP:
+            block = next((c for c in ebml.children(view, child.data_start, child.end) if c.id == ebml.BLOCK), child)
+        if block.id not in (ebml.SIMPLE_BLOCK, ebml.BLOCK):
+            continue
+        number = data[block.data_start]
+        if not number & 0x80 or renumber.get(number & 0x7F, number & 0x7F) > 126:
+            raise Unsupported("a block's track number is not one byte")
+        data[block.data_start] = 0x80 | renumber.get(number & 0x7F, number & 0x7F)
+    return bytes(data)
+
+
+def _moved_cue_point(source: BinaryIO, point: ebml.Element, moved: dict[int, int],
+                     renumber: dict[int, int] | None = None) -> bytes:
+    """The cue point re-encoded with its Cluster's position (and its track's number) in the output."""
     parts = []
     for child in ebml.children(source, point.data_start, point.end):
         if child.id != ebml.CUE_TRACK_POSITIONS:
@@ -210,6 +262,9 @@ def _moved_cue_point(source: BinaryIO, point: ebml.Element, moved: dict[int, int
                 if position is None:
                     raise Unsupported("a cue point names no Cluster of its window")
                 inner.append(ebml.uint_element(field.id, position))
+            elif field.id == ebml.CUE_TRACK and renumber:
+                number = ebml.read_uint(value)
+                inner.append(ebml.uint_element(field.id, renumber.get(number, number)))
             else:
                 inner.append(ebml.element(field.id, value))
         parts.append(ebml.element(ebml.CUE_TRACK_POSITIONS, b"".join(inner)))

@@ -1,9 +1,10 @@
 """The live step: fold each participant's newly contiguous chunks into its growing output while the room
 records, and at stop fold the tail and close the file (docs/live-finalize.md says why this shape).
 
-What it handles: one WebM/Matroska stream per participant, one recorder run, copy output, no pause cut,
-chunks on this worker's disk. Anything else (or anything odd on the way) marks the participant failed here,
-and finalize takes the batch path for it, which stays the reference.
+What it handles: WebM/Matroska streams copied as they are, one recorder run each, no pause cut, chunks on this
+worker's disk; a stream that begins later joins when its media comes after what was folded. Anything else (or
+anything odd on the way) marks the participant failed here, and finalize takes the batch path for it, which stays
+the reference.
 """
 from __future__ import annotations
 
@@ -138,12 +139,11 @@ class LiveFinalizer:
                                                                                    types)
             if state.host != HOST:
                 raise Unsupported(f"the live output is on {state.host}, not on this node")
-            if list(state.streams) != types:
-                raise Unsupported("a stream began after the first window")
+            joining = self._joining(recording_id, participant_id, state, types)
             try:
-                self._fold(recording_id, participant_id, state, final)
+                self._fold(recording_id, participant_id, state, final, joining=joining)
             except ShortWindow:
-                self._fold(recording_id, participant_id, state, final, capped=False)  # however small the chunks
+                self._fold(recording_id, participant_id, state, final, capped=False, joining=joining)  # however small
             if not final:
                 self._send_ahead(recording_id, rec, participant_id, state)
             return "folded"
@@ -248,8 +248,20 @@ class LiveFinalizer:
         if rec.get("format", "webm") == "mp4":
             raise Unsupported("mp4 output is transcoded by the batch path")
 
+    def _joining(self, recording_id: str, participant_id: str, state: LiveState, types: list[str]) -> frozenset[str]:
+        """Streams that began after the first window: they join the state (its streams kept in batch order), and
+        the window checks that their media comes after what was folded (else batch, which merges it earlier)."""
+        if list(state.streams) == types:
+            return frozenset()
+        if any(t not in types for t in state.streams):
+            raise Unsupported("a stream of the live output is gone")
+        joining = [t for t in types if t not in state.streams]
+        joined = self._new_state(recording_id, participant_id, joining).streams
+        state.streams = {t: state.streams[t] if t in state.streams else joined[t] for t in types}
+        return frozenset(joining)
+
     def _fold(self, recording_id: str, participant_id: str, state: LiveState, final: bool,
-              capped: bool = True) -> None:
+              capped: bool = True, joining: frozenset[str] = frozenset()) -> None:
         """One window: each stream's new complete Clusters, merged up to the earliest time every stream has
         reached (the next Cluster's Timestamp of the stream that is furthest behind); what lies beyond waits."""
         work = self._work_dir(recording_id)
@@ -258,19 +270,19 @@ class LiveFinalizer:
         until = math.inf if final or len(cuts) == 1 else min(cut.until for cut in cuts)
         skips = [cut.source.body_at + state.streams[cut.source.stream_type].skip if cut.chunks else 0 for cut in cuts]
         try:
-            infos, deferred = remux_window([cut.source for cut in cuts], work / f"{participant_id}.out.mkv",
-                                           state.tracks, final, until, skips)
+            window = remux_window([cut.source for cut in cuts], work / f"{participant_id}.out.mkv", state.tracks,
+                                  final, until, skips, joining)
             live = self._file(recording_id, participant_id, EXTENSIONS[state.tracks.fmt])
             appended = live.append(work / f"{participant_id}.out.mkv", state.tracks.fmt, state.bytes,
-                                   state.cue_bytes)
+                                   state.cue_bytes, window.numbers if state.windows else None)
         finally:
             for cut in cuts:
                 cut.source.path.unlink(missing_ok=True)
             (work / f"{participant_id}.out.mkv").unlink(missing_ok=True)
         state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
         state.end_seconds = max(state.end_seconds, appended.end_seconds)
-        state.infos = [info.__dict__ | {"packets": count} for info, count in zip(infos, state.tracks.packets)]
-        for cut, waiting in zip(cuts, deferred):
+        state.infos = [dict(info.__dict__) for info in window.infos]
+        for cut, waiting in zip(cuts, window.deferred):
             if cut.chunks:
                 cursor = state.streams[cut.source.stream_type]
                 resume, cursor.skip = cut.resume(waiting)

@@ -5,6 +5,11 @@ to its track's last one; a window carries both across windows (LiveTracks), reus
 functions for them, and refuses (Unsupported) whatever would make its packets differ from batch: timestamp
 repairs, spikes, a second segment, a track set that changed. Packets keep absolute timestamps, so each
 window's Clusters can be appended to the output as they are.
+
+A stream that begins after the first window adds its tracks. Each window is muxed in the batch muxer's track
+order, which decides the order of packets with equal timestamps; the output keeps the track numbers each track
+got when it first appeared. So `numbers` maps a window's track numbers to the output's. The output's Tracks list
+the tracks in batch order, so a reader sees the same streams as in the batch file.
 """
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ import heapq
 import itertools
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import av
@@ -31,19 +36,23 @@ class LiveTracks:
     start: float | None = None
     """The output's timeline start (the batch muxer's _timeline_start), fixed by the first window."""
     keys: list[list] = field(default_factory=list)
-    """Each track's (media type, codec, rank): a later window must find the same tracks in the same order."""
+    """Each track's (source stream, media type, codec, rank), in the order the tracks first appeared: the output's
+    track number is the position here plus one. A later window must find every one of them."""
     last_dts: list[float] = field(default_factory=list)
     packets: list[int] = field(default_factory=list)
     dropped: int = 0
+    folded: float = -math.inf
+    """The latest merge time (a packet's dts in its stream's seconds, before the timeline start moves it) of any
+    packet folded so far: a stream that begins later joins only when its first packet comes after it."""
 
     def to_json(self) -> dict:
         return {"fmt": self.fmt, "start": self.start, "keys": self.keys, "lastDts": self.last_dts,
-                "packets": self.packets, "dropped": self.dropped}
+                "packets": self.packets, "dropped": self.dropped, "folded": self.folded}
 
     @classmethod
     def from_json(cls, data: dict) -> LiveTracks:
         return cls(data["fmt"], data["start"], data["keys"], [float(x) for x in data["lastDts"]],
-                   list(data["packets"]), data["dropped"])
+                   list(data["packets"]), data["dropped"], float(data.get("folded", math.inf)))
 
 
 @dataclass(frozen=True)
@@ -66,12 +75,20 @@ class _Feed:
     skip: int
     until: float
     ordered: bool
+    after: float | None = None
+    """For a stream joining after the first window: its first packet must come after this merge time (what was
+    folded), or batch's merge would have put it among packets already in the output."""
     deferred: int | None = None
     last: float = -math.inf
 
     def packets(self, demuxer: ChunkDemuxer) -> Iterator:
         for item in demuxer.packets():
             seconds, _track, packet = item
+            if self.after is not None:
+                if not seconds > self.after:
+                    raise Unsupported("a stream that began later has media from before what was folded, where "
+                                      "batch merges it")
+                self.after = None
             if self.ordered:
                 if seconds < self.last:
                     raise Unsupported("a stream's timestamps go back: batch merges the streams over the whole file")
@@ -87,27 +104,26 @@ class _Feed:
 
 
 def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks, final: bool, until: float,
-                 skips: list[int]) -> tuple[list[muxer.TrackInfo], list[int | None]]:
+                 skips: list[int], joining: frozenset[str] = frozenset()) -> Window:
     """Remux the window files' packets before `until` (and from each one's skip position on) into the seekable
     `target` (its Cues say where keyframes are), merged by time as the batch muxer merges the streams; updates
-    `carried`. Returns the track facts and, per source, the window position of the first packet left for the
-    next window (None: none). Raises Unsupported when its packets could differ from the batch path's."""
+    `carried`. `joining` names the streams that begin in this window after the first one: their tracks join the
+    output. Raises Unsupported when its packets could differ from the batch path's."""
     demuxers: list[ChunkDemuxer] = []
     try:
         for source in sources:
             demuxers.append(ChunkDemuxer(source.stream_type, [(source.sequence, source.path)]))
             demuxers[-1].open_first()
         tracks = muxer._track_order(demuxers)  # noqa: SLF001 - the batch muxer's own order, on purpose
-        keys = [list(track.key) for track in tracks]
-        if carried.keys and keys != carried.keys:
-            raise Unsupported("the window's tracks differ from the first window's")
         fmt = muxer.output_format_for(track.codec for track in tracks)
-        carried.fmt, carried.keys = fmt, keys
-        if not carried.last_dts:
-            carried.last_dts, carried.packets = [-math.inf] * len(tracks), [0] * len(tracks)
-        for track, last in zip(tracks, carried.last_dts):
-            track.last_dts = last
-        feeds = [_Feed(skip, until, len(demuxers) > 1) for skip in skips]
+        if carried.fmt and fmt != carried.fmt:
+            raise Unsupported(f"a stream that began later makes the output {fmt}, not {carried.fmt}")
+        numbers = _numbers(carried, [[track.source, *track.key] for track in tracks], joining)
+        carried.fmt = fmt
+        for track, number in zip(tracks, numbers):
+            track.last_dts = carried.last_dts[number - 1]
+        feeds = [_Feed(skip, until, len(demuxers) > 1, carried.folded if source.stream_type in joining else None)
+                 for source, skip in zip(sources, skips)]
         try:
             with av.open(str(target), mode="w", format=fmt) as output:
                 for track in tracks:
@@ -121,12 +137,43 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
         for demuxer in demuxers:
             if demuxer.repairs or demuxer.spikes or demuxer.dropped or demuxer.segment_count != 1 or demuxer.cuts:
                 raise Unsupported("the window needed timestamp repairs the batch path makes across the whole stream")
-        carried.last_dts = [track.last_dts for track in tracks]
-        carried.packets = [count + track.packets for count, track in zip(carried.packets, tracks)]
-        return [muxer._info(track) for track in tracks], [feed.deferred for feed in feeds]  # noqa: SLF001
+        for track, number in zip(tracks, numbers):
+            carried.last_dts[number - 1] = track.last_dts
+            carried.packets[number - 1] += track.packets
+        infos = [replace(muxer._info(track), packets=carried.packets[number - 1])  # noqa: SLF001
+                 for track, number in zip(tracks, numbers)]
+        return Window(infos, [feed.deferred for feed in feeds], numbers)
     finally:
         for demuxer in demuxers:
             demuxer.close()
+
+
+@dataclass(frozen=True)
+class Window:
+    infos: list[muxer.TrackInfo]
+    """The batch muxer's facts of each output track, in batch order, packets counted over every window."""
+    deferred: list[int | None]
+    """Per source, the window position of the first packet left for the next window (None: none)."""
+    numbers: list[int]
+    """The output's track number of each of the window's tracks (the window numbers them 1, 2, … in batch order)."""
+
+
+def _numbers(carried: LiveTracks, keys: list[list], joining: frozenset[str]) -> list[int]:
+    """The output's track number of each window track; the tracks of a joining stream get the next free ones."""
+    first = not carried.keys
+    if first:
+        carried.keys, carried.last_dts, carried.packets = [], [], []
+    if any(key not in keys for key in carried.keys):
+        raise Unsupported("the window's tracks differ from the first window's")
+    for key in keys:
+        if key in carried.keys:
+            continue
+        if not first and key[0] not in joining:
+            raise Unsupported("the window's tracks differ from the first window's")
+        carried.keys.append(key)
+        carried.last_dts.append(-math.inf)
+        carried.packets.append(0)
+    return [carried.keys.index(key) + 1 for key in keys]
 
 
 def _interleave(merged: Iterator, output: av.container.OutputContainer, carried: LiveTracks, final: bool) -> None:
@@ -137,6 +184,7 @@ def _interleave(merged: Iterator, output: av.container.OutputContainer, carried:
     else:
         start = carried.start
     for seconds, track, packet in merged:
+        carried.folded = max(carried.folded, seconds)
         if not muxer.write_shifted(output, track, packet, seconds, start):
             carried.dropped += 1
 
