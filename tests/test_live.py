@@ -136,14 +136,6 @@ def test_a_step_killed_after_appending_is_undone(api, rec, live, tmp_path):
     assert b"\x1f\x43\xb6\x75" + b"\x00" * 1000 not in result.path.read_bytes()
 
 
-@pytest.mark.parametrize("start", [{"format": "mp4"}], ids=["mp4 output"])
-def test_mp4_output_is_left_to_batch(api, live, start):
-    rec = api.start(**start).get_json()["recordingId"]
-    send(api, rec, slice_timeslice(encode_webm(CLIP), 9))
-    live.step(rec)
-    assert "mp4" in live.states.get(rec, "alice").failed
-
-
 def test_live_files_behind_the_state_are_never_padded(api, rec, live):
     """Files shorter than the state records (another node's, or a disk restored from an older copy) would
     leave a gap of zeros in the output: the participant goes to batch instead."""

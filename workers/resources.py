@@ -51,7 +51,7 @@ class Resources:
             intake=ChunkIntake(store, staging, settings.max_chunk_bytes, settings.max_participants),
             finalizer=Finalizer(store=store, staging=staging, provider=provider, publisher=events, settings=settings,
                                 live=LiveFinalizer(store, staging, LiveStates(client), settings.thumbnail_offset_seconds,
-                                                   settings.thumbnail_width, provider=provider)
+                                                   settings.thumbnail_width, provider=provider, mp4=settings.mp4)
                                 if settings.live_finalize else None),
             urls=DownloadUrls(provider.download_url, settings.download_url_ttl_seconds),
         )

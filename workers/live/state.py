@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import redis
 
 from workers import keys
+from workers.live.transcode import TranscodeCarry
 from workers.live.window import LiveTracks
 
 
@@ -60,6 +61,13 @@ class LiveState:
     """The file got its Cues and header: it is never written again (a retry uploads it as it is)."""
     host: str = ""
     """The node whose disk holds the files."""
+    transcode: TranscodeCarry | None = None
+    """`format: mp4`: each window is transcoded to H.264/AAC (workers/live/transcode.py), and what carries over."""
+
+    @property
+    def output_fmt(self) -> str:
+        """The live output's container: the remuxed windows' (WebM or Matroska), Matroska when transcoded."""
+        return "matroska" if self.transcode is not None else self.tracks.fmt
 
     @property
     def position(self) -> int:
@@ -71,6 +79,7 @@ class LiveState:
             "streams": {t: c.to_json() for t, c in self.streams.items()}, "bytes": self.bytes, "cueBytes": self.cue_bytes, "endSeconds": self.end_seconds,
             "tracks": self.tracks.to_json(), "infos": self.infos, "windows": self.windows,
             "updatedAt": self.updated_at, "failed": self.failed, "closed": self.closed, "host": self.host,
+            "transcode": self.transcode.to_json() if self.transcode is not None else None,
         })
 
     @classmethod
@@ -78,7 +87,8 @@ class LiveState:
         data = json.loads(raw)
         return cls({t: Cursor.from_json(c) for t, c in data["streams"].items()}, data["bytes"],
                    data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]), data["infos"],
-                   data["windows"], data["updatedAt"], data["failed"], data["closed"], data["host"])
+                   data["windows"], data["updatedAt"], data["failed"], data["closed"], data["host"],
+                   TranscodeCarry.from_json(data["transcode"]) if data.get("transcode") else None)
 
 
 class LiveStates:

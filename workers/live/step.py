@@ -27,7 +27,10 @@ from workers.live.output import RESERVED_BYTES, LiveFile
 from workers.manifest import CONTENT_TYPES, object_prefix
 from workers.live.source import NotYet, ShortWindow, Unsupported, header_length, scan_clusters, write_window
 from workers.live.state import Cursor, LiveState, LiveStates
+from workers.live.transcode import TranscodeCarry, transcode_window
 from workers.live.window import WindowSource, remux_window
+from workers.media.convert import to_mp4
+from workers.media.encoding import Mp4Settings
 from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, verify_seekable
 from workers.outputs import PreparedOutput, poster_or_none
@@ -48,12 +51,24 @@ LOCK_SECONDS = 30
 """A step's lock outlives any step (at most MAX_WINDOW_CHUNKS, about a second of work); one left by a killed worker
 expires by itself well inside the two minutes a restarted worker has to complete the recording."""
 
+MAX_TRANSCODE_CHUNKS = 20
+"""Chunks one step reads at most while recording when it transcodes (`format: mp4`): a transcode costs about 0.75 s
+of CPU per second of 720p here, so such a step stays well inside TRANSCODE_LOCK_SECONDS."""
+
+TRANSCODE_LOCK_SECONDS = 120
+"""The lock of a step that transcodes: its work is about fifty times a copy step's. Finalize still waits only
+LOCK_SECONDS for it at stop (then batch), so a lock left by a killed worker costs no more than today."""
+
 MAX_AHEAD_PARTS = 2
 """Parts one step uploads at most (16 MiB), so a step stays well inside its lock; a backlog goes over later steps,
 and what is left at stop goes then. A 3 Mbit/s camera fills one 8 MiB part in about 22 s."""
 
 HOST = socket.gethostname()
 """The node a live output was started on: its files are on that node's disk only."""
+
+
+def _mp4(rec: RecordingHash) -> bool:
+    return rec.get("format", "webm") == "mp4"
 
 
 def batch_order(types) -> list[str]:
@@ -94,6 +109,8 @@ class LiveFinalizer:
     are uploaded ahead (only when STORAGE_PART_SIZE equals it)."""
     provider: StorageProvider | None = None
     """Where outputs go: parts are uploaded while recording when it takes them ahead (S3)."""
+    mp4: Mp4Settings = Mp4Settings()
+    """`format: mp4`: the batch transcode's encoder settings, which each live window's transcode uses too."""
 
     def step(self, recording_id: str, final: bool = False) -> None:
         """Fold in what arrived for every participant (at stop: everything, then close each file)."""
@@ -108,7 +125,8 @@ class LiveFinalizer:
                          final: bool) -> bool:
         """One step for one participant under its lock; False when the lock stayed with another holder (at
         stop, after waiting LOCK_SECONDS: a step killed mid-way; then the participant goes to batch)."""
-        lock = self.store.redis.lock(keys.live_lock(recording_id, participant_id), timeout=LOCK_SECONDS,
+        lock = self.store.redis.lock(keys.live_lock(recording_id, participant_id),
+                                     timeout=TRANSCODE_LOCK_SECONDS if _mp4(rec) else LOCK_SECONDS,
                                      blocking=final, blocking_timeout=LOCK_SECONDS if final else None)
         if not lock.acquire():
             metrics.LIVE_STEPS.labels("waiting").inc()
@@ -136,7 +154,7 @@ class LiveFinalizer:
             self._check(rec)
             types = batch_order(types)
             state = state if state is not None and state.windows else self._new_state(recording_id, participant_id,
-                                                                                   types)
+                                                                                   types, _mp4(rec))
             if state.host != HOST:
                 raise Unsupported(f"the live output is on {state.host}, not on this node")
             joining = self._joining(recording_id, participant_id, state, types)
@@ -154,7 +172,8 @@ class LiveFinalizer:
             log.info("recording %s participant %s: live finalize left to batch: %s", recording_id,
                      participant_id, reason)
             self.states.fail(recording_id, participant_id, reason)
-            self._file(recording_id, participant_id, "webm").remove()
+            for extension in set(EXTENSIONS.values()):
+                self._file(recording_id, participant_id, extension).remove()
             return "batch"
 
     def finish(self, rec: RecordingHash, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
@@ -173,6 +192,8 @@ class LiveFinalizer:
         if muxed is None:
             return None
         state = self.states.get(recording_id, participant_id)
+        if state is not None and state.transcode is not None:
+            return self._mp4_output(rec, participant_id, muxed, state.transcode)
         try:
             checksum = self._file(recording_id, participant_id, muxed.path.suffix.lstrip(".")).checksum(state.bytes)  # type: ignore[union-attr]
         except OSError as exc:
@@ -201,12 +222,12 @@ class LiveFinalizer:
             if cursor.position != max(chunks) or min(chunks) != cursor.first \
                     or len(chunks) != cursor.position - cursor.first + 1:
                 return None
-        live = self._file(recording_id, participant_id, EXTENSIONS[state.tracks.fmt])
+        live = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt])
         if not live.path.exists() or live.path.stat().st_size < state.bytes:
             return None
         try:
             if not state.closed:
-                live.finish(state.tracks.fmt, state.bytes, state.cue_bytes, state.end_seconds)
+                live.finish(state.output_fmt, state.bytes, state.cue_bytes, state.end_seconds)
                 state.closed = True
                 self.states.put(recording_id, participant_id, state)
             path = live.path
@@ -216,7 +237,7 @@ class LiveFinalizer:
                         participant_id, exc)
             return None
         infos = [TrackInfo(**info) for info in state.infos]
-        return MuxResult(path=path, format=state.tracks.fmt, bytes=path.stat().st_size, duration_seconds=duration,
+        return MuxResult(path=path, format=state.output_fmt, bytes=path.stat().st_size, duration_seconds=duration,
                          tracks=infos, segments=1, dropped_chunks=[], dropped_packets=state.tracks.dropped,
                          start_seconds=round(state.tracks.start or 0.0, 6))
 
@@ -225,6 +246,8 @@ class LiveFinalizer:
         takes parts ahead (S3 multipart); finalize after stop sends the header's part and the tail, and completes.
         A failure here costs nothing but time: the parts not sent go at stop."""
         send = getattr(self.provider, "upload_ahead", None)
+        if state.transcode is not None:
+            return  # the stored object is the MP4 made from the live output at stop, not the output's parts
         if send is None or getattr(getattr(self.provider, "settings", None), "part_size", None) != self.part_size:
             return
         extension = EXTENSIONS[state.tracks.fmt]
@@ -245,8 +268,6 @@ class LiveFinalizer:
     def _check(self, rec: RecordingHash) -> None:
         if not isinstance(self.staging, ChunkStaging):
             raise Unsupported("object-store staging: live steps could run on nodes that do not share a disk")
-        if rec.get("format", "webm") == "mp4":
-            raise Unsupported("mp4 output is transcoded by the batch path")
 
     def _joining(self, recording_id: str, participant_id: str, state: LiveState, types: list[str]) -> frozenset[str]:
         """Streams that began after the first window: they join the state (its streams kept in batch order), and
@@ -265,20 +286,25 @@ class LiveFinalizer:
         """One window: each stream's new complete Clusters, merged up to the earliest time every stream has
         reached (the next Cluster's Timestamp of the stream that is furthest behind); what lies beyond waits."""
         work = self._work_dir(recording_id)
-        cuts = [self._stream_window(recording_id, participant_id, stream_type, cursor, final, capped, work)
+        cap = (MAX_TRANSCODE_CHUNKS if state.transcode is not None else MAX_WINDOW_CHUNKS) if capped else None
+        cuts = [self._stream_window(recording_id, participant_id, stream_type, cursor, final, cap, work)
                 for stream_type, cursor in state.streams.items()]
         until = math.inf if final or len(cuts) == 1 else min(cut.until for cut in cuts)
         skips = [cut.source.body_at + state.streams[cut.source.stream_type].skip if cut.chunks else 0 for cut in cuts]
         try:
             window = remux_window([cut.source for cut in cuts], work / f"{participant_id}.out.mkv", state.tracks,
                                   final, until, skips, joining)
-            live = self._file(recording_id, participant_id, EXTENSIONS[state.tracks.fmt])
-            appended = live.append(work / f"{participant_id}.out.mkv", state.tracks.fmt, state.bytes,
+            folded = work / f"{participant_id}.out.mkv"
+            if state.transcode is not None:
+                folded = self._transcoded(recording_id, participant_id, state, folded, final)
+            live = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt])
+            appended = live.append(folded, state.output_fmt, state.bytes,
                                    state.cue_bytes, window.numbers if state.windows else None)
         finally:
             for cut in cuts:
                 cut.source.path.unlink(missing_ok=True)
             (work / f"{participant_id}.out.mkv").unlink(missing_ok=True)
+            (work / f"{participant_id}.out.h264.mkv").unlink(missing_ok=True)
         state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
         state.end_seconds = max(state.end_seconds, appended.end_seconds)
         state.infos = [dict(info.__dict__) for info in window.infos]
@@ -289,12 +315,48 @@ class LiveFinalizer:
                 cursor.sequence, cursor.offset, cursor.position = locate(cut.chunks, resume)
         state.windows += 1
         self.states.put(recording_id, participant_id, state)
+        self._context(recording_id, participant_id, state.windows - 1).unlink(missing_ok=True)
+
+    def _transcoded(self, recording_id: str, participant_id: str, state: LiveState, window: Path, final: bool) -> Path:
+        """`format: mp4`: the remuxed window transcoded to H.264/AAC (workers/live/transcode.py), decoding from the
+        context the last window left (the packets since the last keyframe); its own context is kept for the next
+        window under the window count the state will have, so a step killed before saving the state is redone."""
+        context = self._context(recording_id, participant_id, state.windows) if state.windows else None
+        if context is not None and not context.exists():
+            raise Unsupported("the live transcode's context file is missing")
+        target = window.with_name(f"{participant_id}.out.h264.mkv")
+        transcode_window(window, context, target, self._context(recording_id, participant_id, state.windows + 1),
+                         state.transcode, self.mp4, final)  # type: ignore[arg-type]
+        return target
+
+    def _context(self, recording_id: str, participant_id: str, windows: int) -> Path:
+        return self._work_dir(recording_id) / f"{participant_id}.context{windows}.mkv"
+
+    def _mp4_output(self, rec: RecordingHash, participant_id: str, muxed: MuxResult,
+                    carry: TranscodeCarry) -> PreparedOutput | None:
+        """The closed live output (H.264/AAC in Matroska) copied into a faststart MP4 by the batch path's own
+        to_mp4, which copies codecs that fit: a remux, no re-encode after stop."""
+        try:
+            converted = to_mp4(muxed.path, self.staging.output_dir(rec["recordingId"]), participant_id, self.mp4)
+        except MediaError as exc:
+            log.warning("recording %s participant %s: live MP4 not made, batch instead: %s", rec["recordingId"],
+                        participant_id, exc.message)
+            return None
+        tracks = [track | {"method": method} for track, method in zip(converted.tracks, carry.methods)]
+        methods = set(carry.methods)
+        return PreparedOutput(
+            path=converted.path, format="mp4", bytes=converted.bytes, duration_seconds=converted.duration_seconds,
+            method=methods.pop() if len(methods) == 1 else "mixed", tracks=tracks, segments=1,
+            start_seconds=muxed.start_seconds, timestamp_repairs=0, dropped_packets=muxed.dropped_packets,
+            thumbnail=poster_or_none(converted.path, converted.path.with_name(f"{participant_id}.jpg"),
+                                     self.thumbnail_offset, self.thumbnail_width),
+        )
 
     def _stream_window(self, recording_id: str, participant_id: str, stream_type: str, cursor: Cursor,
-                       final: bool, capped: bool, work: Path) -> _StreamCut:
-        """One stream's window file: its header and its complete Clusters from the cursor on."""
-        chunks = contiguous(self.store, self.staging, recording_id, participant_id, stream_type, cursor, final,
-                            MAX_WINDOW_CHUNKS if capped else None)
+                       final: bool, cap: int | None, work: Path) -> _StreamCut:
+        """One stream's window file: its header and its complete Clusters from the cursor on (at most `cap`
+        chunks)."""
+        chunks = contiguous(self.store, self.staging, recording_id, participant_id, stream_type, cursor, final, cap)
         if not chunks and not final:
             raise NotYet(f"no new {stream_type} chunk")
         path = work / f"{participant_id}.{stream_type}.in.webm"
@@ -331,12 +393,13 @@ class LiveFinalizer:
         cuts = stream_cuts(pauses, streams, {t: fact.skew_ms for (_, t), fact in facts.items()})
         return any(cut.for_segment(sorted(streams[t]), 0.0) is not None for t, cut in cuts.items())
 
-    def _new_state(self, recording_id: str, participant_id: str, types: list[str]) -> LiveState:
+    def _new_state(self, recording_id: str, participant_id: str, types: list[str], mp4: bool = False) -> LiveState:
         """Begin each stream at its first sequence: 0, or the lowest one when it holds a header (clients that
         count from 1); a chunk arriving below it later makes the result unusable, and batch takes over."""
         facts = self.store.index.facts(recording_id, [(participant_id, t) for t in types])
         firsts = {t: facts[(participant_id, t)].first or 0 for t in types}
-        return LiveState({t: Cursor(sequence=firsts[t], first=firsts[t]) for t in types}, host=HOST)
+        return LiveState({t: Cursor(sequence=firsts[t], first=firsts[t]) for t in types}, host=HOST,
+                         transcode=TranscodeCarry() if mp4 else None)
 
     def _file(self, recording_id: str, participant_id: str, extension: str) -> LiveFile:
         return LiveFile(self._work_dir(recording_id), participant_id, extension, self.part_size)

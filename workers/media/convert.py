@@ -59,7 +59,7 @@ def to_mp4(source: Path, output_dir: Path, basename: str, settings: Mp4Settings,
     tmp = output_dir / f"{basename}.mp4.part"
     try:
         with av.open(str(source)) as src, av.open(str(tmp), "w", format="mp4", options={"movflags": "+faststart"}) as dst:
-            tracks = {s.index: _plan(dst, s, settings) for s in src.streams if s.type in ("audio", "video")}
+            tracks = {s.index: plan_track(dst, s, settings) for s in src.streams if s.type in ("audio", "video")}
             total = (src.duration or 0) / av.time_base
             report = _progress_reporter(total, progress)
             for packet in src.demux(*[s for s in src.streams if s.index in tracks]):
@@ -85,12 +85,15 @@ def to_mp4(source: Path, output_dir: Path, basename: str, settings: Mp4Settings,
                          method=methods.pop() if len(methods) == 1 else "mixed", tracks=summary)
 
 
-def _plan(dst: av.container.OutputContainer, stream: av.stream.Stream, settings: Mp4Settings) -> _Track:
+def plan_track(dst: av.container.OutputContainer, stream: av.stream.Stream, settings: Mp4Settings,
+               keyint: int | None = None) -> _Track:
+    """The output track for one input track: a copy, or an encoder with the MP4 settings. The live path
+    (workers/live/transcode.py) opens one per window with the same settings, and the first window's `keyint`."""
     name = stream.codec_context.name
     if name in MP4_COPY_CODECS[stream.type]:
         return _Track(dst.add_stream_from_template(stream), copy=True)
     if stream.type == "video":
-        keyframes = round(2 * float(stream.average_rate or 30))  # a keyframe every ~2 s keeps seeking quick
+        keyframes = keyint or round(2 * float(stream.average_rate or 30))  # a keyframe every ~2 s: quick seeks
         options = {"preset": settings.video_preset, "crf": str(settings.video_crf), "g": str(keyframes)}
         out = dst.add_stream(settings.video_codec, options=options)
         out.width, out.height = stream.codec_context.width, stream.codec_context.height

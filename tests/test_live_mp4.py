@@ -1,0 +1,157 @@
+"""Live finalize of `format: mp4` (issue 15): each window transcoded to H.264/AAC while the room records gives an
+MP4 with batch's frames (video and audio frame counts, duration within a frame), decodable end to end, seekable,
+faststart; what the live transcode cannot do exactly leaves the participant to batch."""
+from __future__ import annotations
+
+import struct
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import pytest
+
+from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
+from workers.live import transcode
+from workers.live.state import LiveStates
+from workers.live.step import LiveFinalizer
+from workers.media.muxer import StreamInput
+from workers.outputs import prepare_output
+from workers.resources import Resources
+from workers.settings import get_settings
+
+CLIP = Recording(seconds=9, keyframe_seconds=3.0)
+"""Keyframes 3 s apart, so most windows begin between two of them."""
+
+
+@pytest.fixture
+def live(stack_env, staging_backend) -> LiveFinalizer:
+    if staging_backend != "local":
+        pytest.skip("live finalize folds chunks on local staging only (object-store staging goes to batch)")
+    settings = get_settings()
+    resources = Resources.build(settings)
+    return LiveFinalizer(resources.store, resources.staging, LiveStates(resources.redis), mp4=settings.mp4)
+
+
+@pytest.fixture
+def rec(api) -> str:
+    response = api.start(format="mp4")
+    assert response.status_code == 201 and response.get_json()["format"] == "mp4"
+    return response.get_json()["recordingId"]
+
+
+def send(api, rec: str, pieces: list[bytes], first: int = 0) -> None:
+    for offset, piece in enumerate(pieces):
+        assert api.put_chunk(rec, "alice", "video", first + offset, piece).status_code == 202
+
+
+def batch_mp4(live: LiveFinalizer, rec: str, out: Path):
+    chunks = live.store.chunks(rec, "alice", "video")
+    paths = live.staging.local_chunks(rec, "alice", "video", [(s, r.name, r.size) for s, r in sorted(chunks.items())])
+    out.mkdir(parents=True, exist_ok=True)
+    return prepare_output([StreamInput("video", paths)], out, "alice", "mp4", mp4=live.mp4,  # type: ignore[arg-type]
+                          thumbnail_offset=1.0, thumbnail_width=0)
+
+
+def finish(live: LiveFinalizer, rec: str):
+    return live.finish(live.store.get(rec), "alice", {"video": live.store.chunks(rec, "alice", "video")})
+
+
+def packet_counts(path: Path) -> dict[str, int]:
+    with av.open(str(path)) as container:
+        counts: dict[str, int] = {}
+        for packet in container.demux():
+            if packet.size:
+                counts[packet.stream.type] = counts.get(packet.stream.type, 0) + 1
+        return counts
+
+
+def pictures(path: Path) -> list[bytes]:
+    """Every decoded picture, shrunk to 32x24 grey: enough to see a frame decoded from a wrong reference."""
+    with av.open(str(path)) as container:
+        return [bytes(frame.reformat(width=32, height=24, format="gray").planes[0])
+                for frame in container.decode(video=0)]
+
+
+def top_level_boxes(path: Path) -> list[str]:
+    names, data, offset = [], path.read_bytes(), 0
+    while offset + 8 <= len(data):
+        size, name = struct.unpack(">I4s", data[offset:offset + 8])
+        names.append(name.decode())
+        if size == 1:
+            size = struct.unpack(">Q", data[offset + 8:offset + 16])[0]
+        offset += size
+    return names
+
+
+def test_live_mp4_has_batch_frames_and_duration(api, rec, live, tmp_path):
+    pieces = slice_timeslice(encode_webm(CLIP), 27)
+    for start in range(0, 24, 6):  # steps while recording; their windows begin between keyframes
+        send(api, rec, pieces[start:start + 6], start)
+        live.step(rec)
+    state = live.states.get(rec, "alice")
+    assert state.failed is None and state.windows >= 2 and state.transcode is not None
+    send(api, rec, pieces[24:], 24)
+    result = finish(live, rec)
+    assert result is not None and result.path.suffix == ".mp4" and result.checksum is None
+    reference = batch_mp4(live, rec, tmp_path / "batch")
+    assert live.states.get(rec, "alice").windows >= 3
+    assert (result.format, result.method) == (reference.format, reference.method) == ("mp4", "transcode")
+    assert result.tracks == reference.tracks
+    ours, theirs = probe(result.path), probe(reference.path)
+    assert ours.codecs == theirs.codecs == [("video", "h264"), ("audio", "aac")]
+    assert ours.decode_errors == 0 and ours.frames == theirs.frames and ours.frames["video"] == 9 * 30
+    assert packet_counts(result.path) == packet_counts(reference.path)
+    assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=1 / 30)
+    assert ours.ends["audio"] == pytest.approx(theirs.ends["audio"], abs=1024 / 48_000)
+    for mine, batch in zip(pictures(result.path), pictures(reference.path)):  # same pictures, re-encoded alike
+        assert sum(abs(a - b) for a, b in zip(mine, batch)) / len(mine) < 4
+    assert 4.0 <= seek_and_decode(result.path, 6.0) <= 6.0  # a keyframe at most one interval before
+    boxes = top_level_boxes(result.path)
+    assert boxes.index("moov") < boxes.index("mdat")  # faststart: playable while it downloads
+
+
+def test_a_single_window_at_stop(api, rec, live, tmp_path):
+    send(api, rec, slice_timeslice(encode_webm(replace(CLIP, seconds=3)), 5))
+    live.step(rec)
+    result = finish(live, rec)
+    reference = batch_mp4(live, rec, tmp_path / "batch")
+    assert result is not None and packet_counts(result.path) == packet_counts(reference.path)
+    assert probe(result.path).frames == probe(reference.path).frames
+
+
+def test_h264_input_copies_video_and_transcodes_audio(api, rec, live, tmp_path):
+    """Chromium's H.264 recordings: batch copies the video into the MP4 and transcodes Opus; so does live."""
+    pieces = slice_timeslice(encode_webm(replace(CLIP, video_codec="libx264")), 18)
+    for start in range(0, 18, 6):
+        send(api, rec, pieces[start:start + 6], start)
+        live.step(rec)
+    result = finish(live, rec)
+    reference = batch_mp4(live, rec, tmp_path / "batch")
+    assert result is not None and result.method == reference.method == "mixed"
+    assert result.tracks == reference.tracks
+    assert packet_counts(result.path) == packet_counts(reference.path)
+    assert probe(result.path).frames == probe(reference.path).frames and probe(result.path).decode_errors == 0
+
+
+def test_keyframes_too_far_apart_leave_the_participant_to_batch(api, rec, live, monkeypatch):
+    monkeypatch.setattr(transcode, "MAX_CONTEXT_SECONDS", 0.5)  # the window ends ~0.9 s after a keyframe
+    pieces = slice_timeslice(encode_webm(CLIP), 18)
+    send(api, rec, pieces[:8])
+    live.step(rec)
+    assert "keyframes" in live.states.get(rec, "alice").failed
+    assert finish(live, rec) is None
+
+
+def test_a_lost_context_file_leaves_the_participant_to_batch(api, rec, live):
+    """The next window decodes from the packets the last one kept on disk: without them it cannot start exactly."""
+    pieces = slice_timeslice(encode_webm(CLIP), 18)
+    send(api, rec, pieces[:8])
+    live.step(rec)
+    assert live.states.get(rec, "alice").windows == 1
+    for context in (live.staging.output_dir(rec) / "live").glob("alice.context*.mkv"):
+        context.unlink()
+    send(api, rec, pieces[8:], 8)
+    live.step(rec)
+    assert "context" in live.states.get(rec, "alice").failed
+    assert finish(live, rec) is None
+
