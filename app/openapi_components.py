@@ -137,7 +137,15 @@ SCHEMAS: dict[str, Schema] = {
         "next": {"anyOf": [ref("Id"), {"type": "null"}]}}),
     "Health": _obj(["status"], {"status": {"type": "string", "enum": ["ok"]}}),
     "Checks": {"type": "object", "additionalProperties": {"type": "string", "enum": ["ok", "unavailable"]}},
-    "Ready": _obj(["status", "checks"], {"status": {"type": "string", "enum": ["ok"]}, "checks": ref("Checks")}),
+    "Ready": _obj(["status", "checks", "live"], {"status": {"type": "string", "enum": ["ok"]}, "checks": ref("Checks"),
+                                                 "live": ref("LiveSteps")}),
+    "LiveSteps": _obj(["steps", "consumers"], {
+        "steps": {"type": "string", "enum": ["running", "no_consumer", "off", "unknown"],
+                  "description": "running: a worker consuming the live queue announced itself; no_consumer: none "
+                                 "did, so no live step is queued and stops take the batch path; off: LIVE_FINALIZE "
+                                 "is off or staging is in the object store; unknown: Redis did not answer"},
+        "consumers": {"type": ["integer", "null"], "minimum": 0,
+                      "description": "workers announced as consuming the live queue (null when off or unknown)"}}),
     "DevTokenBody": _obj(["room", "sub"], {
         "room": ref("Id"), "sub": ref("Id"), "role": {"type": "string", "enum": ["host", "participant"]},
         "ttl": {"type": "integer", "minimum": 60, "maximum": 86400},

@@ -1,10 +1,11 @@
 """Issue 15's demo-flow figure: in the /demo page (browser module, default settings), how long after the last
 chunk's 202 the recording is `completed`, for a 5 s and a 60 s recording, in one run:
 
-- `final`: the demo page as it is (stop() sends the last chunk with `Tapedeck-Final: true`, then POST stop);
-- `final+live`: the same with LIVE_FINALIZE=true;
+- `final`: the demo page as it is (stop() sends the last chunk with `Tapedeck-Final: true`, then POST stop), with
+  LIVE_FINALIZE=false (the batch finalize);
+- `final+live`: the same with live finalize, the default (the worker line consumes every queue, `live` included);
 - `no-final`: a client that never declares its last chunk (the page's fetch drops the header), so finalize
-  waits out FINALIZE_GRACE_SECONDS (default 5 s): the baseline.
+  waits out FINALIZE_GRACE_SECONDS (default 5 s), LIVE_FINALIZE=false: the baseline.
 
 Each mode runs the Procfile's `web` and `worker` lines (bash -c, as honcho would) on a private redis-server,
 its own STAGING_DIR and local storage, TAPEDECK_ENV=development (the demo's /dev/token); everything else is
@@ -43,7 +44,7 @@ from tests.services import ROOT, VENV_BIN, CeleryProcess, RedisServer, free_port
 
 JWT_SECRET = "demo-flow-bench-secret-0123456789abcdef0123456789"
 POLL_SECONDS = 0.02
-MODES = {"final": {}, "final+live": {"LIVE_FINALIZE": "true"}, "no-final": {}}
+MODES = {"final": {"LIVE_FINALIZE": "false"}, "final+live": {}, "no-final": {"LIVE_FINALIZE": "false"}}
 
 INIT_SCRIPT = """(() => {
   const bench = (window.__bench = { chunks: [], stopReply: null, sseCompleted: null,

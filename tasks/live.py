@@ -2,13 +2,17 @@
 (workers/live/); queued from chunk intake at most once per LIVE_STEP_SECONDS per recording."""
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 
 import redis
 from celery import shared_task
 
 from tasks.runtime import runtime
 from workers import keys
+from workers.live.consumers import Due, LiveConsumers
+from workers.metrics import LIVE_STEPS_UNQUEUED
 from workers.state import State
 
 log = logging.getLogger(__name__)
@@ -33,7 +37,27 @@ def live_step(recording_id: str) -> None:
         log.warning("live step of %s skipped: Redis unavailable", recording_id)
 
 
-def schedule_live_step(client: redis.Redis, recording_id: str, every_seconds: float) -> None:
-    """One SET NX per chunk: the first chunk of each period queues a step that runs at its end."""
-    if client.set(keys.live_due(recording_id), b"1", nx=True, px=max(1, int(every_seconds * 1000))):
+def schedule_live_step(client: redis.Redis, recording_id: str, every_seconds: float) -> bool:
+    """One script per chunk (SET NX, and only when that sets it, a look at the live consumers): the first chunk of
+    each period queues a step that runs at its end, when a worker consumes `live`. True when a step was queued."""
+    due = _consumers(client).due(recording_id, every_seconds)
+    if due is Due.QUEUE:
+        _NO_CONSUMER_LOGGED.clear()
         live_step.apply_async(args=[recording_id], countdown=every_seconds)
+        return True
+    if due is Due.NO_CONSUMER:
+        LIVE_STEPS_UNQUEUED.inc()
+        if not _NO_CONSUMER_LOGGED.is_set():  # once until a consumer is seen again, not once per recording
+            _NO_CONSUMER_LOGGED.set()
+            log.warning("live steps not queued: no worker consumes the live queue (stops take the batch path; "
+                        "give a worker on the node that holds the chunks the live queue)")
+    return False
+
+
+_NO_CONSUMER_LOGGED = threading.Event()
+
+
+@functools.lru_cache(maxsize=4)
+def _consumers(client: redis.Redis) -> LiveConsumers:
+    """One per Redis client: its scripts are registered once, not per chunk."""
+    return LiveConsumers(client)

@@ -8,10 +8,13 @@ import tasks.live
 from tests.media import Recording, encode_webm, slice_timeslice
 from tests.test_live_flow import live_api, live_env, resources  # noqa: F401 - the module's own Redis and app
 from workers import keys
+from workers.live.consumers import LiveConsumers
 
 
 @pytest.fixture
 def queued(monkeypatch, resources):  # noqa: F811
+    """Steps intake queues, caught before the broker; a worker consuming `live` is announced, as intake requires."""
+    LiveConsumers(resources.redis).announce("test-live-worker", 600)
     sent = []
     monkeypatch.setattr(tasks.live.live_step, "apply_async", lambda args, countdown: sent.append((args, countdown)))
     monkeypatch.setattr(tasks.live, "runtime", lambda: resources)

@@ -77,6 +77,10 @@ def test_make_run_serves_the_documented_port_on_loopback_and_its_links_download(
     assert listening_addresses(flower_port) == {"127.0.0.1"}, "development binds flower to loopback only"
     wait_until(lambda: answers(f"http://127.0.0.1:{metrics_port}/metrics"), 30, what="the worker's /metrics")
     assert listening_addresses(metrics_port) == {"127.0.0.1"}, "development binds the worker's /metrics to loopback"
+    live = wait_until(lambda: (ready := http_json("GET", f"http://127.0.0.1:{port}/readyz")[1]["live"])["steps"]
+                      == "running" and ready, 30, what="the worker announced as a live consumer")
+    assert live == {"steps": "running", "consumers": 1}  # live finalize on by default; the worker consumes `live`
+    assert "this worker consumes the live queue" in log_path.read_text(errors="replace")
 
     base, room = f"http://localhost:{port}", "make-run"
     host = mint_token(JWT_SECRET, room, "host", "host", 600)

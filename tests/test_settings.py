@@ -178,7 +178,10 @@ def test_durations_have_an_upper_bound_and_must_be_finite(name, top):
 
 
 def test_live_steps_run_only_on_local_staging():
-    """LIVE_FINALIZE with object-store staging queues no live step (any node may finalize; live state is per node)."""
+    """LIVE_FINALIZE with object-store staging queues no live step (any node may finalize; live state is per node).
+    On by default on local staging; LIVE_FINALIZE=false still turns it off."""
+    assert Settings.from_env(DEV).live_steps
     assert Settings.from_env({**DEV, "LIVE_FINALIZE": "true"}).live_steps
+    assert not Settings.from_env({**DEV, "LIVE_FINALIZE": "false"}).live_steps
+    assert not Settings.from_env({**DEV, "STAGING_BACKEND": "object-store"}).live_steps
     assert not Settings.from_env({**DEV, "LIVE_FINALIZE": "true", "STAGING_BACKEND": "object-store"}).live_steps
-    assert not Settings.from_env(DEV).live_steps

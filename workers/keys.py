@@ -203,3 +203,9 @@ def live_lock(recording_id: str, participant_id: str) -> str:
 def live_due(recording_id: str) -> str:
     """String with TTL: set when a live step is queued, so chunks arriving meanwhile queue no other one."""
     return f"{recording(recording_id)}:live-due"
+
+
+def live_consumers() -> str:
+    """Sorted set: name of each worker consuming the `live` queue → when its announcement lapses (Redis server time,
+    ms); the key's own TTL lapses with the last one, so a set of workers all killed with -9 leaves nothing behind."""
+    return f"{PREFIX}:live-consumers"

@@ -37,6 +37,9 @@ WEBHOOK_DELIVERIES = Counter("webhook_deliveries", "Webhook delivery attempts by
 """outcome: delivered, retry (receiver down or non-2xx, tried again later) or failed (gave up)."""
 LIVE_STEPS = Counter("live_steps", "Live finalize steps per participant by outcome", ["outcome"], namespace=NAMESPACE)
 """outcome: folded (media appended), waiting (nothing complete yet, or the lock busy) or batch (left to batch)."""
+LIVE_STEPS_UNQUEUED = Counter("live_steps_unqueued", "Live steps not queued because no worker consumes the live queue",
+                              namespace=NAMESPACE)
+"""At most one per recording per LIVE_STEP_SECONDS (web): rising means those recordings finalize by batch."""
 LIVE_STEP_DURATION = Histogram("live_step_seconds", "Wall time of one participant's live step that folded media",
                                namespace=NAMESPACE, buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 

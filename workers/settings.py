@@ -94,8 +94,12 @@ class Settings(RedisSettings):
     orphan_upload_min_age_seconds: int = Field(3600, ge=0)
     """An incomplete S3 multipart upload is aborted only when its recording is final or gone AND it is this old."""
     finalize_lock_seconds: int = Field(60, ge=5)
-    live_finalize: bool = False
-    """LIVE_FINALIZE: remux each participant's stream while the room records, so stop leaves only the tail."""
+    live_finalize: bool = True
+    """LIVE_FINALIZE: remux each participant's stream while the room records, so stop leaves only the tail. On by
+    default: intake queues a step only while some worker announces that it consumes `live` (workers/live/consumers.py),
+    so a deployment without such a worker takes the batch path as it would with this off."""
+    live_consumer_refresh_seconds: float = Field(10.0, ge=0.5, le=300, allow_inf_nan=False)
+    """How often a worker consuming `live` renews its announcement; it lapses after three missed renewals."""
     live_step_seconds: float = Field(10.0, ge=1, le=600)
     """At most one live step per recording this often: each folds in every chunk that arrived meanwhile."""
     upload_max_retries: int = Field(5, ge=0)

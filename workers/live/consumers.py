@@ -1,0 +1,115 @@
+"""Which workers consume the `live` queue, as they announce it in Redis, so intake queues a live step only when one
+will run it.
+
+Why announce rather than trust configuration: the web node cannot see which queues the workers were started with
+(`WORKER_QUEUES`), and a step that nobody consumes only fills the queue. Each live worker keeps its name in one
+sorted set, scored by when its announcement lapses; a worker refreshes it every `refresh` seconds and its entry
+lapses after three refreshes missed, so a worker killed with -9 stops counting within that time. All times are
+Redis's own (TIME), so the clocks of web and worker nodes never have to agree.
+
+Intake checks the set in the same script as the SET NX that limits steps to one per period, so a chunk still
+costs one round trip and the set is read only when a step would be queued."""
+from __future__ import annotations
+
+import enum
+import logging
+import threading
+
+import redis
+
+from workers import keys
+
+log = logging.getLogger(__name__)
+
+MISSED_REFRESHES = 3
+"""An announcement lapses after this many refresh periods without a refresh."""
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)"
+
+_ANNOUNCE = _NOW + """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIREAT', KEYS[1], last[2])
+return 1
+"""
+"""ZADD name with its lapse time; the key lives as long as its latest announcement."""
+
+_COUNT = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')"
+
+_SCHEDULE = """
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+""" + _NOW + """
+if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') > 0 then return 1 end
+return -1
+"""
+"""0: a step is already due this period; 1: queue one; -1: the period began but no worker consumes `live`. The
+due key stays set in the last case too, so the consumer set is read at most once per period per recording."""
+
+
+class Due(enum.Enum):
+    """What intake should do about a live step for a new chunk."""
+
+    QUEUE = 1
+    ALREADY_DUE = 0
+    NO_CONSUMER = -1
+
+
+class LiveConsumers:
+    """The announcements of the workers that consume `live`, and intake's one-round-trip check of them."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self.client = client
+        self._announce = client.register_script(_ANNOUNCE)
+        self._count = client.register_script(_COUNT)
+        self._schedule = client.register_script(_SCHEDULE)
+
+    def announce(self, name: str, ttl_seconds: float) -> None:
+        self._announce(keys=[keys.live_consumers()], args=[name, max(1, int(ttl_seconds * 1000))])
+
+    def withdraw(self, name: str) -> None:
+        self.client.zrem(keys.live_consumers(), name)
+
+    def count(self) -> int:
+        """Workers whose announcement has not lapsed."""
+        return int(self._count(keys=[keys.live_consumers()]))
+
+    def due(self, recording_id: str, every_seconds: float) -> Due:
+        """One script per chunk: whether this chunk begins a step period, and whether a live worker would run it."""
+        period_ms = max(1, int(every_seconds * 1000))
+        return Due(int(self._schedule(keys=[keys.live_due(recording_id), keys.live_consumers()], args=[period_ms])))
+
+
+class Heartbeat:
+    """Keeps one worker announced as a live consumer from a daemon thread until stopped; at stop it withdraws, so
+    a worker shut down cleanly stops counting at once (one killed stops counting when its entry lapses)."""
+
+    def __init__(self, consumers: LiveConsumers, name: str, refresh_seconds: float) -> None:
+        self.consumers, self.name, self.refresh = consumers, name, refresh_seconds
+        self.ttl = refresh_seconds * MISSED_REFRESHES
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="live-consumer-heartbeat", daemon=True)
+
+    def start(self) -> None:
+        """Announces once before returning (intake sees the worker as soon as it is ready), then keeps it fresh."""
+        self._beat()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread.is_alive():
+            self._thread.join(self.refresh + 5)
+        try:
+            self.consumers.withdraw(self.name)
+        except redis.RedisError:
+            log.warning("could not withdraw live consumer %s: its announcement lapses in %.0f s", self.name, self.ttl)
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self.refresh):
+            self._beat()
+
+    def _beat(self) -> None:
+        try:
+            self.consumers.announce(self.name, self.ttl)
+        except redis.RedisError:  # Redis down: steps are not queued meanwhile anyway; the next beat tries again
+            log.warning("could not announce live consumer %s (Redis unavailable)", self.name)
