@@ -11,6 +11,7 @@ import av
 import pytest
 
 from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
+from tests.test_live_flow import live_api, live_env, resources  # noqa: F401 - the flow test's own fixtures
 from workers.live import transcode
 from workers.live.state import LiveStates
 from workers.live.step import LiveFinalizer
@@ -155,3 +156,27 @@ def test_a_lost_context_file_leaves_the_participant_to_batch(api, rec, live):
     assert "context" in live.states.get(rec, "alice").failed
     assert finish(live, rec) is None
 
+
+def test_finalize_uploads_the_live_mp4(live_env, resources, live_api, tmp_path):
+    """Through intake and finalize: the MP4 stored is the one made from the live output, and its manifest entry
+    says what batch's would (checksum aside: the MP4 is written at stop, so it is hashed whole)."""
+    rec = live_api.start(format="mp4").get_json()["recordingId"]
+    pieces = slice_timeslice(encode_webm(CLIP), 27)
+    for sequence, piece in enumerate(pieces):
+        assert live_api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202
+        if sequence % 9 == 8:
+            resources.finalizer.live.step(rec)  # what tapedeck.live_step runs on the live queue
+    assert live_api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    state = resources.finalizer.live.states.get(rec, "alice")
+    assert state.failed is None and state.closed and state.windows >= 2  # the live path made it
+    output = live_api.status(rec).get_json()["outputs"][0]
+    stored = resources.provider.path_for(output["key"])  # type: ignore[attr-defined]
+    reference = batch_mp4(resources.finalizer.live, rec, tmp_path / "batch")
+    assert output["key"].endswith("/alice.mp4") and output["sha256"]
+    assert (output["format"], output["method"], output["tracks"]) == (reference.format, reference.method,
+                                                                      reference.tracks)
+    assert output["durationSeconds"] == pytest.approx(reference.duration_seconds, abs=1 / 30)
+    assert packet_counts(stored) == packet_counts(reference.path)
+    assert probe(stored).decode_errors == 0 and probe(stored).frames == probe(reference.path).frames
+    assert output["thumbnail"] is not None

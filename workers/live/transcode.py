@@ -321,4 +321,3 @@ def _write_context(window: Path, context: Path | None, target: Path, carry: Tran
 def _key(stream) -> tuple:
     """A track's identity across the window and context files (both hold the batch muxer's track order)."""
     return stream.type, stream.index
-
