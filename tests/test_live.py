@@ -11,6 +11,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
+from tests.media_layout import header_length
 from workers.live.state import LiveStates
 from workers.live.step import LiveFinalizer
 from workers.media.muxer import StreamInput, mux_participant
@@ -342,3 +343,19 @@ def test_a_stream_that_starts_later_with_earlier_media_goes_to_batch(api, rec, l
         assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
     live.step(rec)
     assert "before what was folded" in live.states.get(rec, "alice").failed
+
+
+def test_a_restart_without_a_header_where_a_window_begins_goes_to_batch(api, rec, live, tmp_path):
+    """A reconnect whose timestamps start again at 0 in the same WebM, its first Cluster the first of a window:
+    batch joins it on where the stream was; the window's own demuxer cannot see the leap (it has no packet before
+    it), so the step compares with the last folded packet and leaves the participant to batch."""
+    first, second = encode_webm(replace(CLIP, seconds=4)), encode_webm(replace(CLIP, seconds=6))
+    pieces = slice_timeslice(first, 8) + slice_timeslice(second[header_length(second):], 12)
+    send(api, rec, pieces[:9])  # the second run's first Cluster is the last one seen: the window ends before it
+    live.step(rec)
+    assert live.states.get(rec, "alice").windows == 1
+    send(api, rec, pieces[9:], 9)
+    live.step(rec, final=True)
+    assert "leaps" in live.states.get(rec, "alice").failed
+    assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None
+    assert batch(live, rec, tmp_path)  # the reference still joins it

@@ -26,6 +26,7 @@ from workers.live.source import ShortWindow, Unsupported
 from workers.media import muxer
 from workers.media.demux import ChunkDemuxer, describe_av_error
 from workers.media.errors import MediaError
+from workers.media.timeline import LEAP_SECONDS
 
 
 @dataclass
@@ -41,18 +42,23 @@ class LiveTracks:
     last_dts: list[float] = field(default_factory=list)
     packets: list[int] = field(default_factory=list)
     dropped: int = 0
+    last_seen: list[float | None] = field(default_factory=list)
+    """Each track's last folded packet's merge time: batch's timeline would see a leap (a restart without a header,
+    a pause, a corrupt timecode) between it and the track's next packet, which a window begins with, so that is
+    checked across windows as the window's own demuxer checks it inside."""
     folded: float = -math.inf
     """The latest merge time (a packet's dts in its stream's seconds, before the timeline start moves it) of any
     packet folded so far: a stream that begins later joins only when its first packet comes after it."""
 
     def to_json(self) -> dict:
         return {"fmt": self.fmt, "start": self.start, "keys": self.keys, "lastDts": self.last_dts,
-                "packets": self.packets, "dropped": self.dropped, "folded": self.folded}
+                "packets": self.packets, "dropped": self.dropped, "folded": self.folded, "lastSeen": self.last_seen}
 
     @classmethod
     def from_json(cls, data: dict) -> LiveTracks:
         return cls(data["fmt"], data["start"], data["keys"], [float(x) for x in data["lastDts"]],
-                   list(data["packets"]), data["dropped"], float(data.get("folded", math.inf)))
+                   list(data["packets"]), data["dropped"], data.get("lastSeen") or [None] * len(data["keys"]),
+                   float(data.get("folded", math.inf)))
 
 
 @dataclass(frozen=True)
@@ -131,7 +137,7 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
                     track.template = None
                 streams = [feed.packets(demuxer) for feed, demuxer in zip(feeds, demuxers)]
                 merged = streams[0] if len(streams) == 1 else heapq.merge(*streams, key=lambda item: item[0])
-                _interleave(merged, output, carried, final)
+                _interleave(merged, output, carried, final, {track: n - 1 for track, n in zip(tracks, numbers)})
         except av.FFmpegError as exc:
             raise MediaError(f"could not write a live window: {describe_av_error(exc)}") from exc
         for demuxer in demuxers:
@@ -162,7 +168,7 @@ def _numbers(carried: LiveTracks, keys: list[list], joining: frozenset[str]) -> 
     """The output's track number of each window track; the tracks of a joining stream get the next free ones."""
     first = not carried.keys
     if first:
-        carried.keys, carried.last_dts, carried.packets = [], [], []
+        carried.keys, carried.last_dts, carried.packets, carried.last_seen = [], [], [], []
     if any(key not in keys for key in carried.keys):
         raise Unsupported("the window's tracks differ from the first window's")
     for key in keys:
@@ -173,17 +179,28 @@ def _numbers(carried: LiveTracks, keys: list[list], joining: frozenset[str]) -> 
         carried.keys.append(key)
         carried.last_dts.append(-math.inf)
         carried.packets.append(0)
+        carried.last_seen.append(None)
     return [carried.keys.index(key) + 1 for key in keys]
 
 
-def _interleave(merged: Iterator, output: av.container.OutputContainer, carried: LiveTracks, final: bool) -> None:
-    """The batch muxer's _interleave, with the start and last dts carried across windows."""
+def _interleave(merged: Iterator, output: av.container.OutputContainer, carried: LiveTracks, final: bool,
+                index: dict) -> None:
+    """The batch muxer's _interleave, with the start and last dts carried across windows; `index` gives each
+    window track's place in `carried`."""
     if carried.start is None:
         merged, start = _first_start(merged, final)
         carried.start = start
     else:
         start = carried.start
+    checked: set[int] = set()
     for seconds, track, packet in merged:
+        at = index[track]
+        if at not in checked:
+            checked.add(at)
+            last = carried.last_seen[at]
+            if last is not None and abs(seconds - last) > LEAP_SECONDS:
+                raise Unsupported("a track's time leaps where a window begins: batch repairs it over the whole stream")
+        carried.last_seen[at] = seconds
         carried.folded = max(carried.folded, seconds)
         if not muxer.write_shifted(output, track, packet, seconds, start):
             carried.dropped += 1
