@@ -264,7 +264,8 @@ class GcsStorage(StorageProvider):
 
     def _composer(self) -> ComposeUploader:
         """The parts-ahead machinery, bound to this process's client."""
-        return ComposeUploader(self.client.bucket(self.settings.bucket), self.settings.part_size, self.name)
+        return ComposeUploader(self.client.bucket(self.settings.bucket), self.transport, self.settings.part_size,
+                               self.name)
 
     def incomplete_uploads(self, prefix: str) -> Iterator[IncompleteUpload]:
         """Parts sent ahead of a final object and still stored (a compose never made, or its cleanup lost)."""
