@@ -1,10 +1,11 @@
 """Abort multipart/resumable uploads nobody will finish: their recording is completed, failed or gone.
 
 Decided by state, never by age alone: work-ahead uploads of a live call run for hours, and a finalizing
-recording's upload resumes from its checkpoint. Two sources: the checkpoints finalize keeps in Redis (S3
-multipart ids, GCS session URLs), and the backend's own list of incomplete uploads under recordings/ (S3),
-which also finds uploads whose checkpoint expired or was lost with Redis; those must be older than
-ORPHAN_UPLOAD_MIN_AGE_SECONDS too, so an upload that has just begun is never raced.
+recording's upload resumes from its checkpoint. Two sources: the checkpoints finalize and live steps keep in Redis
+(S3 multipart ids, GCS session URLs and parts sent ahead), and the backend's own list of incomplete uploads under
+recordings/ (S3 multipart uploads, GCS parts sent ahead), which also finds uploads whose checkpoint expired or was
+lost with Redis; those must be older than ORPHAN_UPLOAD_MIN_AGE_SECONDS too, so an upload that has just begun is
+never raced.
 """
 from __future__ import annotations
 
