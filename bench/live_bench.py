@@ -5,7 +5,8 @@ finalize runs in this process against its own Redis. Prints the time after stop,
 server spent finishing the object (moto's CompleteMultipartUpload concatenates every part, the GCS emulator's
 compose rewrites the object: the test servers' own linear costs, reported apart), tapedeck's own time (the
 difference), their ratios to ffmpeg, the peak RSS of finalize (VmHWM reset just before it), the CPU the live
-steps cost per recorded hour, and how flat the time is in the recording's length."""
+steps cost per recorded hour, and how flat the time is in the recording's length. `--format mp4` runs MP4 recordings:
+batch transcodes after stop, live transcodes each window while recording and only copies into MP4 at stop."""
 from __future__ import annotations
 
 import argparse
@@ -124,7 +125,8 @@ def _peak_mb() -> float:
     return 0.0
 
 
-def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: bool, clock: ServerClock) -> Side:
+def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: bool, clock: ServerClock,
+                    fmt: str = "webm") -> Side:
     """One recording through intake; live steps while it records (live side); then stop and finalize timed."""
     from app import create_app
     from tests.conftest import Api
@@ -139,13 +141,13 @@ def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: b
     with ExitStack() as hooks:
         if env["STORAGE_PROVIDER"] == "s3":
             hooks.enter_context(clock.watching_s3(resources.provider.client))  # type: ignore[attr-defined]
-        return _record_and_stop(api, resources, chunks, live, clock, Path(env["STAGING_DIR"]))
+        return _record_and_stop(api, resources, chunks, live, clock, Path(env["STAGING_DIR"]), fmt)
 
 
 def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], live: bool, clock: ServerClock,
-                     staging: Path) -> Side:
+                     staging: Path, fmt: str = "webm") -> Side:
     """The measured part of record_and_stop, run while the storage hooks are in place."""
-    rec = api.start().get_json()["recordingId"]
+    rec = api.start(format=fmt).get_json()["recordingId"]
     live_cpu = 0.0
     for sequence, path in chunks:
         response = api.put_chunk(rec, "alice", "video", sequence, path.read_bytes())
@@ -175,7 +177,9 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
     assert state == "completed", body
     if live:
         assert resources.finalizer.live.states.get(rec, "alice").windows > 1, "the live path was not used"
-        assert body["outputs"][0]["checksum"]["algorithm"] == "sha256-parts", "a whole-file SHA-256 was computed"
+        assert body["outputs"][0]["format"] == fmt
+        if fmt == "webm":  # an MP4 is written at stop (a copy of the live output): hashed whole, as batch's
+            assert body["outputs"][0]["checksum"]["algorithm"] == "sha256-parts", "a whole-file SHA-256 was computed"
     duration = body["outputs"][0]["durationSeconds"]
     for name in resources.provider.list(f"recordings/{body['room']}/"):
         resources.provider.delete(name.key)
@@ -217,6 +221,8 @@ def main() -> None:
                         help="stores to run: local, s3 (moto server), gcs (gcp-storage-emulator); NAME=10,60 runs "
                              "that store at these lengths only (the test servers hold every object in memory)")
     parser.add_argument("--live-only", action="store_true", help="skip the batch side (halves the run's time)")
+    parser.add_argument("--format", choices=("webm", "mp4"), default="webm",
+                        help="the recordings' output format: mp4 transcodes (batch after stop, live while recording)")
     args = parser.parse_args()
     plan = {name: lengths or args.minutes for name, lengths in args.provider}
     lengths = sorted({m for ms in plan.values() for m in ms})
@@ -253,8 +259,9 @@ def main() -> None:
             for provider in (p for p in PROVIDERS if minutes in plan.get(p, [])):
                 case_env = {**env, **envs[provider]}
                 load = os.getloadavg()[0]
-                batch = None if args.live_only else record_and_stop(case_env, chunks, live=False, clock=clock)
-                live = record_and_stop(case_env, chunks, live=True, clock=clock)
+                batch = None if args.live_only else record_and_stop(case_env, chunks, live=False, clock=clock,
+                                                                        fmt=args.format)
+                live = record_and_stop(case_env, chunks, live=True, clock=clock, fmt=args.format)
                 assert batch is None or abs(batch.duration - live.duration) < 0.05, (batch, live)
                 rows.append((minutes, provider, size_mb, ffmpeg, batch, live, max(load, os.getloadavg()[0])))
                 print(f"{minutes:g} min {provider} done", flush=True)
