@@ -92,10 +92,51 @@ def test_a_hole_at_stop_leaves_the_participant_to_batch(api, rec, live):
     assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None
 
 
-def test_a_restarted_recorder_leaves_the_participant_to_batch(api, rec, live):
+def test_a_restarted_recorder_in_the_tail_is_folded_at_stop(api, rec, live, tmp_path):
+    """A new header in the chunks a final step reads: one window per recorder run, the second moved to start where
+    the first ended, as batch joins its segments."""
     first = slice_timeslice(encode_webm(CLIP), 6)
     second = slice_timeslice(encode_webm(replace(CLIP, seconds=3)), 2)
     send(api, rec, first + second)
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None and result.segments == 2
+    assert packets(result.path) == packets(batch(live, rec, tmp_path))
+
+
+def test_a_recorder_restarted_while_recording_is_folded_live(api, rec, live, tmp_path):
+    """A browser reload resumed by the browser module: a new header chunk mid-stream. The window before it takes
+    the first run to its end; the next begins the second run with its own header, its media moved by where the
+    first run's tracks ended less where its own begins (what batch computes for its second segment, known from what
+    came before). The output equals batch packet for packet and keeps the first run's track facts."""
+    first = slice_timeslice(encode_webm(CLIP), 18)
+    second = slice_timeslice(encode_webm(replace(CLIP, seconds=4, width=160, height=120)), 8)
+    pieces = first + second
+    for start, end in ((0, 8), (8, 21), (21, 26)):
+        send(api, rec, pieces[start:end], start)
+        live.step(rec)
+    state = live.states.get(rec, "alice")
+    assert state.failed is None and state.windows == 3 and state.streams["video"].runs == 2, state
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    assert result is not None
+    chunks = live.store.chunks(rec, "alice", "video")
+    wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
+    reference = mux_participant([StreamInput("video", live.staging.local_chunks(rec, "alice", "video", wanted))],
+                                tmp_path, "batch")
+    assert packets(result.path) == packets(reference.path)
+    assert (result.segments, [t.to_json() for t in result.tracks]) == (2, [t.to_json() for t in reference.tracks])
+    assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=0.001)
+    assert seek_and_decode(result.path, 11.0) == seek_and_decode(reference.path, 11.0)  # Cues of the second run
+
+
+def test_a_restart_with_other_codecs_goes_to_batch(api, rec, live):
+    """A run with another video codec: batch leaves its video out (counted in droppedPackets); the live path does
+    not repeat that, and leaves the participant to batch."""
+    first = slice_timeslice(encode_webm(CLIP), 12)
+    second = slice_timeslice(encode_webm(replace(CLIP, seconds=3, video_codec="libvpx-vp9")), 4)
+    send(api, rec, first + second)
+    live.step(rec)
     live.step(rec, final=True)
     assert live.states.get(rec, "alice").failed
     assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None

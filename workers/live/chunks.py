@@ -43,8 +43,9 @@ def contiguous(store: RecordingStore, staging: Staging, recording_id: str, parti
 
 def header_chunks(store: RecordingStore, staging: Staging, recording_id: str, participant_id: str,
                   stream_type: str, state: Cursor, limit: int) -> list[tuple[int, Path]]:
-    """The chunks from the stream's first holding its header (all of the first ones until it is known)."""
-    run = _run(store, recording_id, participant_id, stream_type, state.first, limit)
+    """The chunks from the first of the recorder run's holding its header (all of the first ones until it is
+    known)."""
+    run = _run(store, recording_id, participant_id, stream_type, state.run_first, limit)
     wanted, total = [], 0
     for item in run:
         if state.header and total >= state.header:

@@ -58,9 +58,11 @@ class LiveFile:
         self.tracks = directory / f"{participant_id}.live.tracks"
 
     def append(self, window: Path, fmt: str, length: int, cue_length: int,
-               numbers: list[int] | None = None) -> Appended:
+               numbers: list[int] | None = None, keep_tracks: bool = False) -> Appended:
         """Append a remuxed window's Clusters at `length` and its cue points at `cue_length`; `numbers` gives the
-        output's track number of each of the window's tracks (None: the same numbers)."""
+        output's track number of each of the window's tracks (None: the same numbers). `keep_tracks`: a stream
+        joined, and this window's Tracks replace the first window's (which a restarted recorder's never do: batch
+        keeps the first run's too)."""
         renumber = {n: m for n, m in enumerate(numbers or [], 1) if n != m}
         segment_start = len(ebml.ebml_header(DOC_TYPES[fmt])) + 4 + ebml.SIZE_WIDTH
         if length and (_size(self.path) < length or _size(self.cues) < cue_length):
@@ -71,7 +73,7 @@ class LiveFile:
             if length == 0:
                 self._begin(source, parsed)
                 length = RESERVED_BYTES
-            elif numbers is not None:
+            elif keep_tracks:
                 self._keep_tracks(source, parsed, renumber)
             moved: dict[int, int] = {}
             with open(self.path, "r+b") as out:

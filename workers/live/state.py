@@ -34,12 +34,29 @@ class Cursor:
     skip: int = 0
     """Bytes from the next Cluster's start to its first packet not yet in the output (several streams: a window
     ends at a time, which may fall inside a Cluster)."""
+    run: int | None = None
+    """The header chunk of the recorder run being folded, when a restarted recorder began one (None: `first`)."""
+    run_offset: float | None = 0.0
+    """Seconds the run's media is moved by, as batch moves a later segment (None: not known before its first
+    window, which reads where the run's media begins)."""
+    ended: float = 0.0
+    """Where the runs before this one ended on the output's timeline (batch's `end` across segments)."""
+    lane_ends: dict[str, float | None] = field(default_factory=dict)
+    """Each track's end in this run so far (track key → seconds; None: unsure), from which the next run starts."""
+    runs: int = 1
+    """Recorder runs folded (batch's `segments`)."""
 
-    def to_json(self) -> list[int]:
-        return [self.sequence, self.offset, self.header, self.first, self.position, self.skip]
+    @property
+    def run_first(self) -> int:
+        """The sequence holding the header of the run being folded."""
+        return self.first if self.run is None else self.run
+
+    def to_json(self) -> list:
+        return [self.sequence, self.offset, self.header, self.first, self.position, self.skip, self.run,
+                self.run_offset, self.ended, self.lane_ends, self.runs]
 
     @classmethod
-    def from_json(cls, data: list[int]) -> Cursor:
+    def from_json(cls, data: list) -> Cursor:
         return cls(*data)
 
 

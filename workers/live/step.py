@@ -31,6 +31,7 @@ from workers.live.transcode import TranscodeCarry, transcode_window
 from workers.live.window import WindowSource, remux_window
 from workers.media.convert import to_mp4
 from workers.media.encoding import Mp4Settings
+from workers.media.chunk_stream import starts_run
 from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, verify_seekable
 from workers.outputs import PreparedOutput, poster_or_none
@@ -86,6 +87,8 @@ class _StreamCut:
     cut: int
     until: float
     clusters: list[int]
+    run_ends: bool = False
+    """A restarted recorder's header follows: the next window begins its run."""
 
     def resume(self, waiting: int | None) -> tuple[int, int]:
         """Where (in the chunks' concatenation) the next window starts: the Cluster holding the first packet left
@@ -95,6 +98,19 @@ class _StreamCut:
         offset = self.start + waiting - self.source.body_at
         cluster = max((c for c in self.clusters if c <= offset), default=self.start)
         return cluster, offset - cluster
+
+
+def _next_run(cursor: Cursor, sequence: int, single: bool) -> None:
+    """Begin the run of a recorder restarted at `sequence` (a new header): batch starts its segment where every
+    track of the runs before ended, which the cursor knows once the run before was folded to its end."""
+    if not single:
+        raise Unsupported("a restarted recorder in one of several streams")
+    if not cursor.lane_ends or any(end is None for end in cursor.lane_ends.values()):
+        raise Unsupported("where the run before a restart ends is unsure (its last window held one packet, or a "
+                          "state from before runs were kept)")
+    cursor.ended = max([cursor.ended, *cursor.lane_ends.values()])  # type: ignore[list-item]
+    cursor.run, cursor.header, cursor.run_offset, cursor.lane_ends = sequence, 0, None, {}
+    cursor.runs += 1
 
 
 @dataclass
@@ -159,9 +175,12 @@ class LiveFinalizer:
                 raise Unsupported(f"the live output is on {state.host}, not on this node")
             joining = self._joining(recording_id, participant_id, state, types)
             try:
-                self._fold(recording_id, participant_id, state, final, joining=joining)
+                more = self._fold(recording_id, participant_id, state, final, joining=joining)
             except ShortWindow:
-                self._fold(recording_id, participant_id, state, final, capped=False, joining=joining)  # however small
+                more = self._fold(recording_id, participant_id, state, final, capped=False,
+                                  joining=joining)  # however small the chunks
+            while final and more:  # a restarted recorder in the tail: one window per run
+                more = self._fold(recording_id, participant_id, state, final)
             if not final:
                 self._send_ahead(recording_id, rec, participant_id, state)
             return "folded"
@@ -202,7 +221,8 @@ class LiveFinalizer:
             return None
         return PreparedOutput(
             path=muxed.path, format=muxed.format, bytes=muxed.bytes, duration_seconds=muxed.duration_seconds,
-            method="copy", tracks=[t.to_json() | {"method": "copy"} for t in muxed.tracks], segments=1,
+            method="copy", tracks=[t.to_json() | {"method": "copy"} for t in muxed.tracks],
+            segments=muxed.segments,
             start_seconds=muxed.start_seconds, timestamp_repairs=0, dropped_packets=muxed.dropped_packets,
             thumbnail=poster_or_none(muxed.path, muxed.path.with_name(f"{participant_id}.jpg"),
                                      self.thumbnail_offset, self.thumbnail_width),
@@ -238,7 +258,8 @@ class LiveFinalizer:
             return None
         infos = [TrackInfo(**info) for info in state.infos]
         return MuxResult(path=path, format=state.output_fmt, bytes=path.stat().st_size, duration_seconds=duration,
-                         tracks=infos, segments=1, dropped_chunks=[], dropped_packets=state.tracks.dropped,
+                         tracks=infos, segments=sum(c.runs for c in state.streams.values()), dropped_chunks=[],
+                         dropped_packets=state.tracks.dropped,
                          start_seconds=round(state.tracks.start or 0.0, 6))
 
     def _send_ahead(self, recording_id: str, rec: RecordingHash, participant_id: str, state: LiveState) -> None:
@@ -282,12 +303,14 @@ class LiveFinalizer:
         return frozenset(joining)
 
     def _fold(self, recording_id: str, participant_id: str, state: LiveState, final: bool,
-              capped: bool = True, joining: frozenset[str] = frozenset()) -> None:
+              capped: bool = True, joining: frozenset[str] = frozenset()) -> bool:
         """One window: each stream's new complete Clusters, merged up to the earliest time every stream has
-        reached (the next Cluster's Timestamp of the stream that is furthest behind); what lies beyond waits."""
+        reached (the next Cluster's Timestamp of the stream that is furthest behind); what lies beyond waits.
+        True when a restarted recorder ended the window before the chunks read did."""
         work = self._work_dir(recording_id)
         cap = (MAX_TRANSCODE_CHUNKS if state.transcode is not None else MAX_WINDOW_CHUNKS) if capped else None
-        cuts = [self._stream_window(recording_id, participant_id, stream_type, cursor, final, cap, work)
+        single = len(state.streams) == 1
+        cuts = [self._stream_window(recording_id, participant_id, stream_type, cursor, final, cap, work, single)
                 for stream_type, cursor in state.streams.items()]
         until = math.inf if final or len(cuts) == 1 else min(cut.until for cut in cuts)
         skips = [cut.source.body_at + state.streams[cut.source.stream_type].skip if cut.chunks else 0 for cut in cuts]
@@ -299,7 +322,7 @@ class LiveFinalizer:
                 folded = self._transcoded(recording_id, participant_id, state, folded, final)
             live = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt])
             appended = live.append(folded, state.output_fmt, state.bytes,
-                                   state.cue_bytes, window.numbers if state.windows else None)
+                                   state.cue_bytes, window.numbers if state.windows else None, window.added)
         finally:
             for cut in cuts:
                 cut.source.path.unlink(missing_ok=True)
@@ -307,7 +330,14 @@ class LiveFinalizer:
             (work / f"{participant_id}.out.h264.mkv").unlink(missing_ok=True)
         state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
         state.end_seconds = max(state.end_seconds, appended.end_seconds)
-        state.infos = [dict(info.__dict__) for info in window.infos]
+        if window.added or len(state.infos) != len(window.infos):
+            state.infos = [dict(info.__dict__) for info in window.infos]
+        else:  # the first run's facts (a restarted recorder's may differ), as batch reports them
+            state.infos = [info | {"packets": new.packets} for info, new in zip(state.infos, window.infos)]
+        for cut, offset, ends in zip(cuts, window.offsets, window.lane_ends):
+            cursor = state.streams[cut.source.stream_type]
+            cursor.run_offset = offset
+            cursor.lane_ends.update(ends)
         for cut, waiting in zip(cuts, window.deferred):
             if cut.chunks:
                 cursor = state.streams[cut.source.stream_type]
@@ -316,6 +346,7 @@ class LiveFinalizer:
         state.windows += 1
         self.states.put(recording_id, participant_id, state)
         self._context(recording_id, participant_id, state.windows - 1).unlink(missing_ok=True)
+        return any(cut.run_ends for cut in cuts)
 
     def _transcoded(self, recording_id: str, participant_id: str, state: LiveState, window: Path, final: bool) -> Path:
         """`format: mp4`: the remuxed window transcoded to H.264/AAC (workers/live/transcode.py), decoding from the
@@ -346,19 +377,27 @@ class LiveFinalizer:
         methods = set(carry.methods)
         return PreparedOutput(
             path=converted.path, format="mp4", bytes=converted.bytes, duration_seconds=converted.duration_seconds,
-            method=methods.pop() if len(methods) == 1 else "mixed", tracks=tracks, segments=1,
+            method=methods.pop() if len(methods) == 1 else "mixed", tracks=tracks, segments=muxed.segments,
             start_seconds=muxed.start_seconds, timestamp_repairs=0, dropped_packets=muxed.dropped_packets,
             thumbnail=poster_or_none(converted.path, converted.path.with_name(f"{participant_id}.jpg"),
                                      self.thumbnail_offset, self.thumbnail_width),
         )
 
     def _stream_window(self, recording_id: str, participant_id: str, stream_type: str, cursor: Cursor,
-                       final: bool, cap: int | None, work: Path) -> _StreamCut:
+                       final: bool, cap: int | None, work: Path, single: bool = True) -> _StreamCut:
         """One stream's window file: its header and its complete Clusters from the cursor on (at most `cap`
-        chunks)."""
+        chunks). A window never crosses a restarted recorder's header: the run before it ends the window, and the
+        next window begins the new run with its own header (`single`: only a participant's only stream may)."""
         chunks = contiguous(self.store, self.staging, recording_id, participant_id, stream_type, cursor, final, cap)
         if not chunks and not final:
             raise NotYet(f"no new {stream_type} chunk")
+        if chunks and cursor.offset == 0 and chunks[0][0] != cursor.run_first and starts_run(chunks[0][1]):
+            _next_run(cursor, chunks[0][0], single)
+        restart = next((i for i, (_, chunk) in enumerate(chunks) if i and starts_run(chunk)), None)
+        if restart is not None:  # a restarted recorder: this window ends with the run before it, complete
+            if not single:
+                raise Unsupported("a restarted recorder in one of several streams")
+            chunks = chunks[:restart]
         path = work / f"{participant_id}.{stream_type}.in.webm"
         with open_chunks(header_chunks(self.store, self.staging, recording_id, participant_id, stream_type, cursor,
                                        MAX_WINDOW_CHUNKS)) as head:
@@ -366,12 +405,13 @@ class LiveFinalizer:
                 cursor.header = header_length(head)
             if not chunks:  # at stop, nothing new in this stream: its header alone, for its tracks
                 body_at = write_window(head, cursor.header, head, 0, 0, path)
-                return _StreamCut(WindowSource(stream_type, cursor.sequence, path, body_at), [], 0, 0, math.inf, [])
+                return _StreamCut(WindowSource(stream_type, cursor.sequence, path, body_at, cursor.run_offset,
+                                               cursor.ended), [], 0, 0, math.inf, [])
             with open_chunks(chunks) as body:
                 size = body.raw.size  # type: ignore[attr-defined]
-                start = max(cursor.offset, cursor.header) if cursor.sequence == cursor.first else cursor.offset
+                start = max(cursor.offset, cursor.header) if cursor.sequence == cursor.run_first else cursor.offset
                 clusters: list[int] = []
-                if final:
+                if final or restart is not None:
                     cut, until = size, math.inf
                 else:
                     scan = scan_clusters(body, start, size)
@@ -379,7 +419,8 @@ class LiveFinalizer:
                         raise NotYet(f"no complete {stream_type} Cluster yet")
                     clusters, cut, until = scan.clusters, scan.clusters[-1], scan.times[-2]
                 body_at = write_window(head, cursor.header, body, start, cut, path)
-        return _StreamCut(WindowSource(stream_type, chunks[0][0], path, body_at), chunks, start, cut, until, clusters)
+        source = WindowSource(stream_type, chunks[0][0], path, body_at, cursor.run_offset, cursor.ended)
+        return _StreamCut(source, chunks, start, cut, until, clusters, restart is not None)
 
     def _batch_would_cut(self, rec: RecordingHash, participant_id: str,
                          streams: dict[str, dict[int, ChunkRecord]]) -> bool:

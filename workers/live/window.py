@@ -6,6 +6,9 @@ functions for them, and refuses (Unsupported) whatever would make its packets di
 repairs, spikes, a second segment, a track set that changed. Packets keep absolute timestamps, so each
 window's Clusters can be appended to the output as they are.
 
+A restarted recorder's run is read from its own header, its media moved by the run's offset (WindowSource.offset),
+as batch moves a later segment; a window never holds two runs.
+
 A stream that begins after the first window adds its tracks. Each window is muxed in the batch muxer's track
 order, which decides the order of packets with equal timestamps; the output keeps the track numbers each track
 got when it first appeared. So `numbers` maps a window's track numbers to the output's. The output's Tracks list
@@ -69,6 +72,10 @@ class WindowSource:
     sequence: int
     path: Path
     body_at: int
+    offset: float | None = 0.0
+    """Seconds the window's media is moved by (its recorder run's); None for a run's first window after a restart:
+    then `ended` less where the run's media begins, as batch moves a later segment."""
+    ended: float = 0.0
 
 
 @dataclass
@@ -117,13 +124,20 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
     output. Raises Unsupported when its packets could differ from the batch path's."""
     demuxers: list[ChunkDemuxer] = []
     try:
+        offsets = []
         for source in sources:
             demuxers.append(ChunkDemuxer(source.stream_type, [(source.sequence, source.path)]))
             demuxers[-1].open_first()
+            offset = source.offset
+            if offset is None:
+                offset = source.ended - demuxers[-1].start_seconds()
+            demuxers[-1].first_offset = offset
+            offsets.append(offset)
         tracks = muxer._track_order(demuxers)  # noqa: SLF001 - the batch muxer's own order, on purpose
         fmt = muxer.output_format_for(track.codec for track in tracks)
         if carried.fmt and fmt != carried.fmt:
             raise Unsupported(f"a stream that began later makes the output {fmt}, not {carried.fmt}")
+        known = len(carried.keys)
         numbers = _numbers(carried, [[track.source, *track.key] for track in tracks], joining)
         carried.fmt = fmt
         for track, number in zip(tracks, numbers):
@@ -140,15 +154,18 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
                 _interleave(merged, output, carried, final, {track: n - 1 for track, n in zip(tracks, numbers)})
         except av.FFmpegError as exc:
             raise MediaError(f"could not write a live window: {describe_av_error(exc)}") from exc
-        for demuxer in demuxers:
+        for source, demuxer in zip(sources, demuxers):
             if demuxer.repairs or demuxer.spikes or demuxer.dropped or demuxer.segment_count != 1 or demuxer.cuts:
                 raise Unsupported("the window needed timestamp repairs the batch path makes across the whole stream")
+            if source.offset is None and len(demuxer.lane_ends) != len(demuxer.tracks):
+                raise Unsupported("a restarted recorder's first window lacks a track: where its media begins is unsure")
         for track, number in zip(tracks, numbers):
             carried.last_dts[number - 1] = track.last_dts
             carried.packets[number - 1] += track.packets
         infos = [replace(muxer._info(track), packets=carried.packets[number - 1])  # noqa: SLF001
                  for track, number in zip(tracks, numbers)]
-        return Window(infos, [feed.deferred for feed in feeds], numbers)
+        ends = [{"/".join(map(str, key)): end for key, end in demuxer.lane_ends.items()} for demuxer in demuxers]
+        return Window(infos, [feed.deferred for feed in feeds], numbers, offsets, ends, 0 < known < len(carried.keys))
     finally:
         for demuxer in demuxers:
             demuxer.close()
@@ -162,6 +179,12 @@ class Window:
     """Per source, the window position of the first packet left for the next window (None: none)."""
     numbers: list[int]
     """The output's track number of each of the window's tracks (the window numbers them 1, 2, … in batch order)."""
+    offsets: list[float]
+    """Per source, the seconds its media was moved by (its recorder run's offset)."""
+    lane_ends: list[dict[str, float | None]]
+    """Per source, each track's end in this window (Lane.end; None: unsure), by "media/codec/rank"."""
+    added: bool
+    """A joining stream added tracks: the output's Tracks become this window's."""
 
 
 def _numbers(carried: LiveTracks, keys: list[list], joining: frozenset[str]) -> list[int]:

@@ -148,6 +148,11 @@ def container_at(path: Path) -> Container:
         return sniff(handle.read(HEADER_PROBE_BYTES))
 
 
+def starts_run(path: Path) -> bool:
+    """True when a chunk file begins a container (a recorder's first chunk): where split_segments splits."""
+    return container_at(path) is not Container.UNKNOWN
+
+
 def split_segments(chunks: Sequence[Chunk]) -> SegmentPlan:
     """Split a sequence-sorted chunk list at every header chunk (a client restarted its recorder); each chunk's
     first bytes are read once."""

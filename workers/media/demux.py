@@ -60,6 +60,12 @@ class ChunkDemuxer:
         """Packets left out as media recorded inside a pause (workers/media/cuts.py)."""
         self.paused_seconds = 0.0
         """Seconds of paused media cut out of the stream's timeline."""
+        self.first_offset = 0.0
+        """Seconds the first segment is moved by: 0 for a whole stream; a live window of a restarted recorder's run
+        (workers/live/window.py) starts where the run before it ended, as batch's next segment does."""
+        self.lane_ends: dict[tuple[str, str, int], float | None] = {}
+        """Each track's end (Lane.end) in the last segment read, None when one packet with no duration left it
+        unsure (the gap to the packet before it decides it): where a live window tells the next run to start."""
         self._pending = list(zip(plan.segments, plan.containers))
         self.total_bytes = sum(os.stat(path).st_size for segment in plan.segments for _, path in segment)
         self._done_bytes = 0
@@ -89,7 +95,7 @@ class ChunkDemuxer:
         end = 0.0
         first = True
         while self._container is not None:
-            offset = 0.0 if first else end - _start_seconds(self._container)
+            offset = self.first_offset if first else end - _start_seconds(self._container)
             end = yield from self._segment_packets(self._container, self._reader, offset, end)  # type: ignore[arg-type]
             first = False
             self._close_current()
@@ -98,6 +104,12 @@ class ChunkDemuxer:
 
     def close(self) -> None:
         self._close_current()
+
+    def start_seconds(self) -> float:
+        """Where the open segment's media begins (after open_first): what a later segment is moved back by."""
+        if self._container is None:
+            raise MediaError(f"the {self.stream_type} stream has no open segment")
+        return _start_seconds(self._container)
 
     def _segment_packets(
         self, container: av.container.InputContainer, spans: Spans, offset: float, end: float
@@ -146,8 +158,12 @@ class ChunkDemuxer:
                 continue
             for seconds, ready in lane.admit(pts, dts, packet):
                 yield seconds, lane.track, ready
+        self.lane_ends = {}
         for lane in lanes.values():
             self.spikes += lane.finish()
+            if lane.last_pts is not None:
+                sure = lane.gap or (lane.first_pos is not None and lane.first_pos != lane.last_pos)
+                self.lane_ends[lane.track.key] = lane.end() if sure else None
         self.repairs += clock.repairs
         if cuts is not None:
             self.paused_packets += cuts.dropped
