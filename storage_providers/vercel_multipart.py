@@ -81,9 +81,9 @@ def read_part(path: Path, number: int, part_size: int) -> bytes:
         return source.read(part_size)
 
 
-def matches(state: dict | None, pathname: str, part_size: int) -> bool:
+def matches(state: dict, pathname: str, part_size: int) -> bool:
     """Whether a checkpoint describes a multipart upload of this pathname in parts of this size."""
-    return bool(state) and state.get("provider") == PROVIDER and state.get("pathname") == pathname \
+    return state.get("provider") == PROVIDER and state.get("pathname") == pathname \
         and state.get("part_size") == part_size and bool(state.get("upload_id"))
 
 
@@ -91,15 +91,17 @@ def send_ahead(upload: BlobMultipart, path: Path, numbers: list[int], part_size:
                limit: int | None) -> int:
     """While the file still grows: send the given parts (final bytes already) of an upload marked `ahead`, created
     on first use. Returns how many parts were sent now (at most `limit`)."""
-    state = checkpoint.load()
-    if not (matches(state, upload.pathname, part_size) and state.get("ahead")):  # type: ignore[union-attr]
-        if state:
-            return 0  # another upload of this key (a finalize's): not ours to touch
+    saved = checkpoint.load()
+    if saved and matches(saved, upload.pathname, part_size) and saved.get("ahead"):
+        state = saved
+    elif saved:
+        return 0  # another upload of this key (a finalize's): not ours to touch
+    else:
         key, upload_id = upload.create()
         state = {"provider": PROVIDER, "pathname": upload.pathname, "key": key, "upload_id": upload_id,
                  "part_size": part_size, "ahead": True, "parts": []}
         checkpoint.save(state)
-    held = {p["partNumber"] for p in state["parts"]}  # type: ignore[index]
+    held = {p["partNumber"] for p in state["parts"]}
     sent = 0
     for number in numbers:
         if number in held:
@@ -109,8 +111,8 @@ def send_ahead(upload: BlobMultipart, path: Path, numbers: list[int], part_size:
         data = read_part(path, number, part_size)
         if len(data) != part_size:
             raise ValueError(f"part {number} of {path} is not complete yet")
-        upload.upload_part(state, number, data)  # type: ignore[arg-type]
-        checkpoint.save(state)  # type: ignore[arg-type]
+        upload.upload_part(state, number, data)
+        checkpoint.save(state)
         sent += 1
     return sent
 
@@ -118,15 +120,14 @@ def send_ahead(upload: BlobMultipart, path: Path, numbers: list[int], part_size:
 def adoptable(state: dict | None, pathname: str, part_size: int, total: int, identity: str) -> dict | None:
     """The checkpoint's upload if this file may finish it: one sent ahead from this pathname's live output (or
     already adopted by a finalize of these bytes, which a crash interrupted), with only parts that fit the file."""
-    if not matches(state, pathname, part_size):
+    if state is None or not matches(state, pathname, part_size):
         return None
-    if state.get("ahead"):  # type: ignore[union-attr]
-        state = {**state, "ahead": False, "size": total, "sha256-parts": identity}  # type: ignore[dict-item]
-    if state.get("size") != total or state.get("sha256-parts") != identity:  # type: ignore[union-attr]
+    if state.get("ahead"):
+        state = {**state, "ahead": False, "size": total, "sha256-parts": identity}
+    if state.get("size") != total or state.get("sha256-parts") != identity:
         return None
     count = -(-total // part_size)
-    state["parts"] = [p for p in state["parts"] if p["partNumber"] <= count]  # type: ignore[index]
-    return state
+    return {**state, "parts": [p for p in state["parts"] if p["partNumber"] <= count]}
 
 
 def finish(upload: BlobMultipart, state: dict, path: Path, progress: ProgressCallback | None,
