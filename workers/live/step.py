@@ -121,10 +121,10 @@ class LiveFinalizer:
     thumbnail_offset: float = 1.0
     thumbnail_width: int = 640
     part_size: int = PART_SIZE
-    """Bytes per checksummed part of a live output (workers/live/checksum.py); also the S3 part size when parts
+    """Bytes per checksummed part of a live output (workers/live/checksum.py); also the storage part size when parts
     are uploaded ahead (only when STORAGE_PART_SIZE equals it)."""
     provider: StorageProvider | None = None
-    """Where outputs go: parts are uploaded while recording when it takes them ahead (S3)."""
+    """Where outputs go: parts are uploaded while recording when it takes them ahead (S3, GCS, Vercel Blob)."""
     mp4: Mp4Settings = Mp4Settings()
     """`format: mp4`: the batch transcode's encoder settings, which each live window's transcode uses too."""
 
@@ -264,8 +264,8 @@ class LiveFinalizer:
 
     def _send_ahead(self, recording_id: str, rec: RecordingHash, participant_id: str, state: LiveState) -> None:
         """Upload the output's parts that are final already (complete, past the header's space) to a provider that
-        takes parts ahead (S3 multipart); finalize after stop sends the header's part and the tail, and completes.
-        A failure here costs nothing but time: the parts not sent go at stop."""
+        takes parts ahead (its upload_ahead: S3, GCS, Vercel Blob); finalize after stop sends the header's part and
+        the tail, and completes. A failure here costs nothing but time: the parts not sent go at stop."""
         send = getattr(self.provider, "upload_ahead", None)
         if state.transcode is not None:
             return  # the stored object is the MP4 made from the live output at stop, not the output's parts
