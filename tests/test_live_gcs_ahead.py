@@ -149,3 +149,15 @@ def test_beat_deletes_the_temporaries_of_an_abandoned_recording(gcs_live, big_re
     else:
         assert output_key(api, rec) in abort_checkpointed(resources.redis, resources.provider)
     assert temporaries(resources, api, rec) == []
+
+
+def test_purge_deletes_the_temporaries_of_a_recording_that_failed_while_recording(gcs_live, big_recording):
+    from workers.purge import mark_deleting, purge
+
+    api, resources = gcs_live
+    rec = record(api, resources, big_recording)
+    assert temporaries(resources, api, rec)
+    resources.redis.hset(keys.recording(rec), "state", "failed")
+    assert mark_deleting(resources.redis, rec)[0] == "queued"  # DELETE of the recording
+    assert purge(resources.redis, resources.provider, resources.staging, rec) == api.room
+    assert temporaries(resources, api, rec) == []
