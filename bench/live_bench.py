@@ -36,7 +36,8 @@ class Side:
     """Of stop_seconds, the mux stage (live: fold the tail and close the file; batch: the whole remux)."""
     server_seconds: float
     """Of stop_seconds, the storage server finishing the object (CompleteMultipartUpload, compose calls)."""
-    server_calls: int
+    server_ahead_seconds: float
+    """Not in stop_seconds: the same server calls while recording (GCS composes the parts sent ahead as they come)."""
     peak_rss_mb: float
     live_cpu_seconds: float = 0.0
     duration: float = 0.0
@@ -49,21 +50,26 @@ class Side:
 
 @dataclass
 class ServerClock:
-    """Wall time of the storage server's finishing calls, counted only inside `window()` (stop → completed).
-    The calls are synchronous requests with a small body, so their time is the server's work."""
+    """Wall time of the storage server's finishing calls: inside `window()` (stop → completed) in `seconds`, before
+    it (while recording) in `ahead_seconds`. The calls are synchronous requests with a small body, so their time
+    is the server's work."""
 
     running: bool = False
     seconds: float = 0.0
-    calls: int = 0
+    ahead_seconds: float = 0.0
 
     def add(self, seconds: float) -> None:
         if self.running:
             self.seconds += seconds
-            self.calls += 1
+        else:
+            self.ahead_seconds += seconds
+
+    def reset(self) -> None:
+        self.running, self.seconds, self.ahead_seconds = False, 0.0, 0.0
 
     @contextmanager
     def window(self) -> Iterator[None]:
-        self.running, self.seconds, self.calls = True, 0.0, 0
+        self.running = True
         try:
             yield
         finally:
@@ -147,6 +153,7 @@ def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: b
 def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], live: bool, clock: ServerClock,
                      staging: Path, fmt: str = "webm") -> Side:
     """The measured part of record_and_stop, run while the storage hooks are in place."""
+    clock.reset()
     rec = api.start(format=fmt).get_json()["recordingId"]
     live_cpu = 0.0
     for sequence, path in chunks:
@@ -184,7 +191,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
     for name in resources.provider.list(f"recordings/{body['room']}/"):
         resources.provider.delete(name.key)
     shutil.rmtree(staging / rec, ignore_errors=True)
-    return Side(elapsed, sum(mux_times), clock.seconds, clock.calls, _peak_mb(), live_cpu, duration)
+    return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, _peak_mb(), live_cpu, duration)
 
 
 def provider_lengths(value: str) -> tuple[str, list[float] | None]:
@@ -276,7 +283,7 @@ def main() -> None:
 def print_table(rows: list) -> None:
     header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'server':>7}"
               f"{'own':>7}{'(mux)':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}{'live CPU/h':>11}"
-              f"{'load':>6}")
+              f"{'ahead':>7}{'load':>6}")
     print(header)
     print("-" * len(header))
     for minutes, provider, mb, ffmpeg, batch, live, load in rows:
@@ -285,7 +292,8 @@ def print_table(rows: list) -> None:
         print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch_cells}"
               f"{live.stop_seconds:>7.2f}{live.server_seconds:>7.2f}{live.own_seconds:>7.2f}{live.mux_seconds:>7.2f}"
               f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
-              f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{per_hour:>10.1f}s{load:>6.1f}")
+              f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{per_hour:>10.1f}s"
+              f"{live.server_ahead_seconds:>7.2f}{load:>6.1f}")
     for provider in PROVIDERS:
         mine = [row for row in rows if row[1] == provider]
         if len(mine) > 1:
@@ -293,14 +301,14 @@ def print_table(rows: list) -> None:
             print(f"flatness {provider} {last_minutes:g} min / {first_minutes:g} min (goal <= 1.5x): stop → completed "
                   f"{last.stop_seconds / first.stop_seconds:.2f}x, tapedeck's own "
                   f"{last.own_seconds / first.own_seconds:.2f}x, mux stage {last.mux_seconds / first.mux_seconds:.2f}x")
-    print("seconds from the stop request to `completed` (finalize in this process, grace 0); live = live finalize, "
-          "server = of which the storage server finishing the object (s3: CompleteMultipartUpload, which moto "
-          "answers by concatenating every part; gcs: compose calls, which the emulator answers by rewriting the "
-          "object; today's whole-file GCS upload has none and counts entirely as tapedeck's), own = live - server; "
-          "(mux) = the mux stage; ffmpeg = `ffmpeg -c copy` of the same bytes; RSS = VmHWM of this process (intake, "
-          "finalize) reset just before stop; live CPU/h = CPU of the live steps (with their part uploads) per "
-          "recorded hour; load = 1-minute load average, the higher of before and after the store's sides.")
-
+    print("Seconds from the stop request to `completed` (finalize in this process, grace 0). live = with live finalize;\n"
+          "server = of which the storage server finishing the object: S3 CompleteMultipartUpload (moto concatenates\n"
+          "every part), GCS compose calls (the emulator rewrites the object); a whole-file GCS upload has none and counts\n"
+          "entirely as tapedeck's. own = live - server, tapedeck's own time. (mux) = the mux stage. ffmpeg = `ffmpeg -c\n"
+          "copy` of the same bytes. RSS = VmHWM of this process (intake and finalize) reset just before stop. live CPU/h =\n"
+          "CPU of the live steps (with their part uploads) per recorded hour. ahead = the server's finishing calls while\n"
+          "recording (GCS composes the parts sent ahead as they come), not part of stop → completed. load = the 1-minute\n"
+          "load average, the higher of before and after the store's sides.")
 
 if __name__ == "__main__":
     main()
