@@ -177,7 +177,7 @@ def _transcode(window: Path, context: Path | None, target: Path, carry: Transcod
                     continue
                 if i in keep_pts and packet.pts is not None:
                     keep_pts[i].add(packet.pts)
-                if i in audio and not first and packet.size and packet.has_sidedata("skip_samples"):
+                if i in audio and carry.origin[i] >= 0 and packet.size and packet.has_sidedata("skip_samples"):
                     packet = _without_start_skip(packet)
                 for frame in streams[i].codec_context.decode(packet):
                     if i in audio:
