@@ -74,12 +74,17 @@ def test_parts_go_up_while_recording_and_compose_into_the_live_output(gcs_live, 
     assert len(finals) == 1 and finals[0].key == output["key"]
 
 
-def test_a_temporary_deleted_behind_our_back_falls_back_to_the_whole_upload(gcs_live, big_recording, tmp_path):
+@pytest.mark.parametrize("change", ["deleted", "replaced"])
+def test_a_temporary_changed_behind_our_back_falls_back_to_the_whole_upload(gcs_live, big_recording, change):
     api, resources = gcs_live
     rec = record(api, resources, big_recording)
     ahead = temporaries(resources, api, rec)
     assert ahead
-    resources.provider.delete(ahead[0])  # a lifecycle rule or an operator removed it
+    if change == "deleted":  # a lifecycle rule or an operator removed it
+        resources.provider.delete(ahead[0])
+    else:  # same name, same size, other bytes: only its generation tells
+        size = resources.provider.head(ahead[0]).size
+        resources.provider.upload_bytes(ahead[0], b"\0" * size, content_type="video/webm")
     assert api.stop().status_code == 202
     assert resources.finalizer.run(rec) == "completed"
     output = api.status(rec).get_json()["outputs"][0]
