@@ -81,40 +81,11 @@ def test_status_reads_no_per_chunk_structure(api, app, pieces):
     assert commands and not [c for c in commands if index_key in c], commands
 
 
-def test_a_chunk_commit_runs_eleven_redis_commands_and_keeps_every_fact(api, app, pieces):
-    """The accept script reads a stream's facts with one HMGET and writes them with one HSET: a chunk in order (rate
-    window, state, sequence, participant limit, index, counters, range, clock skew) is 11 commands inside the script,
-    not one per field; the facts the status shows are the same."""
-    from app.services import services
-
-    recording_id = start(api)
-    for sequence in range(3):
-        data = pieces[0] if sequence == 0 else b"mid-stream bytes %d" % sequence
-        assert api.put_chunk(recording_id, "alice", "video", sequence, data, timestamp=1234567890 + sequence).status_code == 202
-    with app.app_context():
-        client = services().redis
-    answer, entries = monitored(client, lambda: api.put_chunk(recording_id, "alice", "video", 3, b"mid-stream bytes 3",
-                                                              timestamp=1234567893), whole=True)
-    assert answer.status_code == 202, answer.get_json()
-    first = next(i for i, e in enumerate(entries) if e["command"].upper().startswith("EVALSHA"))
-    in_script = []  # the commands the accept script ran: the 'lua' entries right after its EVALSHA
-    for entry in entries[first + 1:]:
-        if entry.get("client_type") != "lua":
-            break
-        in_script.append(entry["command"])
-    counted = [c for c in in_script if not c.upper().startswith("EXPIRE")]  # a request that opens a rate window adds one
-    assert len(counted) == 11, "\n".join(c[:60] for c in in_script)
-    video = api.status(recording_id).get_json()["participants"]["alice"]["video"]
-    assert (video["chunks"], video["firstSequence"], video["lastSequence"], video["missing"]) == (4, 0, 3, []), video
-    assert video["bytes"] == len(pieces[0]) + sum(len(b"mid-stream bytes %d" % n) for n in (1, 2, 3))
-
-
-def monitored(client: redis.Redis, action, whole: bool = False):
-    """(action's result, every command Redis ran meanwhile), from Redis' own MONITOR; whole: the entries as
-    redis-py parses them (command, client_type 'lua' for a script's own commands, …) instead of the command text."""
+def monitored(client: redis.Redis, action):
+    """(action's result, every command Redis ran meanwhile), from Redis' own MONITOR."""
     import threading
 
-    commands: list = []
+    commands: list[str] = []
     ready, done = threading.Event(), threading.Event()
 
     def watch() -> None:
@@ -123,7 +94,7 @@ def monitored(client: redis.Redis, action, whole: bool = False):
             for entry in monitor.listen():
                 if "tapedeck-monitor-end" in entry["command"]:
                     break
-                commands.append(entry if whole else entry["command"])
+                commands.append(entry["command"])
         done.set()
 
     threading.Thread(target=watch, daemon=True).start()

@@ -37,53 +37,44 @@ class ChunkRecord:
 
 
 _INDEX = """
-local function index_chunk(seq, record, size, header, pk, pid, skew, stats, member, final)
-  -- stats: HMGET KEYS[4] final max min skewMs, read by the caller; member: pid is known to be in KEYS[6]
+local function index_chunk(seq, record, size, header, pk, pid, skew)
   redis.call('HSET', KEYS[2], seq, record)
   redis.call('SADD', KEYS[3], pk)
-  if not member then redis.call('SADD', KEYS[6], pid) end
+  redis.call('SADD', KEYS[6], pid)
+  local s = tonumber(seq)
   redis.call('HINCRBY', KEYS[4], 'chunks', 1)
   redis.call('HINCRBY', KEYS[4], 'bytes', size)
-  local s = tonumber(seq)
-  local set = {}
-  if skew ~= '' and ((not stats[4]) or tonumber(skew) < tonumber(stats[4])) then
-    set[#set + 1] = 'skewMs'; set[#set + 1] = skew
+  if skew ~= '' then
+    local least = redis.call('HGET', KEYS[4], 'skewMs')
+    if (not least) or tonumber(skew) < tonumber(least) then redis.call('HSET', KEYS[4], 'skewMs', skew) end
   end
-  if final then set[#set + 1] = 'final'; set[#set + 1] = seq end
-  local low = stats[3]
+  local low = redis.call('HGET', KEYS[4], 'min')
   if not low then
-    set[#set + 1] = 'min'; set[#set + 1] = s; set[#set + 1] = 'max'; set[#set + 1] = s
-    set[#set + 1] = 'minHeader'; set[#set + 1] = header
+    redis.call('HSET', KEYS[4], 'min', s, 'max', s, 'minHeader', header)
+    return
+  end
+  low = tonumber(low)
+  local high = tonumber(redis.call('HGET', KEYS[4], 'max'))
+  if s > high then
+    if s > high + 1 then redis.call('ZADD', KEYS[5], high + 1, (high + 1) .. '-' .. (s - 1)) end
+    redis.call('HSET', KEYS[4], 'max', s)
+  elseif s < low then
+    if s < low - 1 then redis.call('ZADD', KEYS[5], s + 1, (s + 1) .. '-' .. (low - 1)) end
+    redis.call('HSET', KEYS[4], 'min', s, 'minHeader', header)
   else
-    low = tonumber(low)
-    local high = tonumber(stats[2])
-    if s > high then
-      if s > high + 1 then redis.call('ZADD', KEYS[5], high + 1, (high + 1) .. '-' .. (s - 1)) end
-      set[#set + 1] = 'max'; set[#set + 1] = s
-    elseif s < low then
-      if s < low - 1 then redis.call('ZADD', KEYS[5], s + 1, (s + 1) .. '-' .. (low - 1)) end
-      set[#set + 1] = 'min'; set[#set + 1] = s; set[#set + 1] = 'minHeader'; set[#set + 1] = header
-    else
-      local run = redis.call('ZREVRANGEBYSCORE', KEYS[5], s, '-inf', 'LIMIT', 0, 1)[1]
-      if run then
-        local dash = string.find(run, '-', 1, true)
-        local first, last = tonumber(string.sub(run, 1, dash - 1)), tonumber(string.sub(run, dash + 1))
-        if s <= last then
-          redis.call('ZREM', KEYS[5], run)
-          if first <= s - 1 then redis.call('ZADD', KEYS[5], first, first .. '-' .. (s - 1)) end
-          if s + 1 <= last then redis.call('ZADD', KEYS[5], s + 1, (s + 1) .. '-' .. last) end
-        end
+    local run = redis.call('ZREVRANGEBYSCORE', KEYS[5], s, '-inf', 'LIMIT', 0, 1)[1]
+    if run then
+      local dash = string.find(run, '-', 1, true)
+      local first, last = tonumber(string.sub(run, 1, dash - 1)), tonumber(string.sub(run, dash + 1))
+      if s <= last then
+        redis.call('ZREM', KEYS[5], run)
+        if first <= s - 1 then redis.call('ZADD', KEYS[5], first, first .. '-' .. (s - 1)) end
+        if s + 1 <= last then redis.call('ZADD', KEYS[5], s + 1, (s + 1) .. '-' .. last) end
       end
     end
   end
-  if #set > 0 then redis.call('HSET', KEYS[4], unpack(set)) end
-end
-local function stream_stats()
-  return redis.call('HMGET', KEYS[4], 'final', 'max', 'min', 'skewMs')
 end
 """
-"""A chunk's stream facts are read with one HMGET and written with one HSET (plus the two counters): the accept
-script runs 11 Redis commands for a chunk in order, where one HGET or HSET per field made it 15."""
 
 _ACCEPT = _INDEX + """
 for i = 1, tonumber(ARGV[12]) do
@@ -96,8 +87,7 @@ for i = 1, tonumber(ARGV[12]) do
     return {'rate_limited', '', tostring(redis.call('PTTL', window)), held and '1' or '0'}
   end
 end
-local recording = redis.call('HMGET', KEYS[1], 'state', 'acceptUntil')
-local state = recording[1]
+local state = redis.call('HGET', KEYS[1], 'state')
 if not state then return {'not_found'} end
 local existing = redis.call('HGET', KEYS[2], ARGV[1])
 if existing then
@@ -105,30 +95,28 @@ if existing then
   return {'conflict', state}
 end
 local open = state == 'recording' or state == 'paused'
-if state == 'finalizing' then open = tonumber(ARGV[3]) <= tonumber(recording[2]) end
+if state == 'finalizing' then open = tonumber(ARGV[3]) <= tonumber(redis.call('HGET', KEYS[1], 'acceptUntil')) end
 if not open then return {'not_recording', state} end
-local stats = stream_stats()
-local final = stats[1]
+local final = redis.call('HGET', KEYS[4], 'final')
 if final and tonumber(ARGV[1]) > tonumber(final) then return {'after_final', state, final} end
 if ARGV[11] == '1' then
-  local high = stats[2]
+  local high = redis.call('HGET', KEYS[4], 'max')
   if final or (high and tonumber(high) > tonumber(ARGV[1])) then return {'after_final', state, final or high} end
 end
 local limit = tonumber(ARGV[9])
-local member = false
-if limit > 0 then
-  member = redis.call('SISMEMBER', KEYS[6], ARGV[8]) == 1
-  if (not member) and redis.call('SCARD', KEYS[6]) >= limit then return {'participant_limit', state} end
+if limit > 0 and redis.call('SISMEMBER', KEYS[6], ARGV[8]) == 0 and redis.call('SCARD', KEYS[6]) >= limit then
+  return {'participant_limit', state}
 end
 if ARGV[5] ~= '1' then return {'unsupported', state} end
-index_chunk(ARGV[1], ARGV[2], ARGV[7], ARGV[6], ARGV[4], ARGV[8], ARGV[10], stats, member, ARGV[11] == '1')
+index_chunk(ARGV[1], ARGV[2], ARGV[7], ARGV[6], ARGV[4], ARGV[8], ARGV[10])
+if ARGV[11] == '1' then redis.call('HSET', KEYS[4], 'final', ARGV[1]) end
 redis.call('HSET', KEYS[1], 'lastChunkAt', ARGV[3])  -- what IDLE_STOP_SECONDS is measured from
 return {'stored', state}
 """
 
 _RESTORE = _INDEX + """
 if redis.call('HEXISTS', KEYS[2], ARGV[1]) == 1 then return 0 end
-index_chunk(ARGV[1], ARGV[2], ARGV[7], ARGV[6], ARGV[4], ARGV[8], ARGV[10], stream_stats(), false, false)
+index_chunk(ARGV[1], ARGV[2], ARGV[7], ARGV[6], ARGV[4], ARGV[8], ARGV[10])
 return 1
 """
 
