@@ -220,6 +220,22 @@ def start_servers(stack: ExitStack, names: set[str], work: Path) -> dict[str, di
     return envs
 
 
+@contextmanager
+def announced_live_consumer(redis_url: str) -> Iterator[None]:
+    """This process runs the live steps, so it announces itself as a live worker does: intake then schedules steps
+    (into a queue nobody consumes here) as it would in production, instead of counting them unqueued."""
+    import redis
+
+    from workers.live.consumers import Heartbeat, LiveConsumers
+
+    heartbeat = Heartbeat(LiveConsumers(redis.Redis.from_url(redis_url)), "live-bench", refresh_seconds=10)
+    heartbeat.start()
+    try:
+        yield
+    finally:
+        heartbeat.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, nargs="+", default=[10, 60], help="recording lengths")
@@ -250,6 +266,7 @@ def main() -> None:
     stack = ExitStack()
     clock = ServerClock()
     try:
+        stack.enter_context(announced_live_consumer(server.url))
         envs = start_servers(stack, set(plan), work)
         if "gcs" in plan:
             stack.enter_context(clock.watching_gcs())
