@@ -340,6 +340,7 @@ def test_a_camera_that_starts_after_the_first_window_joins_the_live_output(api, 
     """Microphone and camera as two streams, the camera's recorder started 5 s in on the same clock: its media
     comes after what was folded, so it joins. Batch puts the video track first: the windows after it are muxed in
     that order and renumbered onto the output's numbers, and the output equals batch packet for packet."""
+    live = replace(live, part_size=64 * 1024)  # the output is past one part already: it cannot begin again
     audio = slice_timeslice(encode_webm(replace(CLIP, video=False)), 18)
     video = slice_timeslice(encode_webm(replace(CLIP, audio=False, seconds=4, pts_gap=(0.0, 5.0))), 8)
     for sequence in range(9):
@@ -369,9 +370,8 @@ def test_a_camera_that_starts_after_the_first_window_joins_the_live_output(api, 
     assert seek_and_decode(result.path, 7.0) == pytest.approx(7.0, abs=0.05)  # the renumbered Cues still point right
 
 
-def test_a_stream_that_starts_later_with_earlier_media_goes_to_batch(api, rec, live):
-    """The audio stream's first chunk arrives after the first step, its recorder's clock at 0 like the video's:
-    batch merges its media among what was folded, so the live path cannot append it."""
+def late_audio(api, rec: str, live: LiveFinalizer) -> None:
+    """The audio stream's first chunk arrives after the first step, its recorder's clock at 0 like the video's."""
     audio = slice_timeslice(encode_webm(replace(CLIP, video=False)), 18)
     video = slice_timeslice(encode_webm(replace(CLIP, audio=False)), 18)
     for sequence in range(9):
@@ -383,6 +383,24 @@ def test_a_stream_that_starts_later_with_earlier_media_goes_to_batch(api, rec, l
     for sequence in range(9, 18):
         assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
     live.step(rec)
+
+
+def test_a_stream_whose_first_chunk_comes_a_step_late_begins_the_output_again(api, rec, live, tmp_path):
+    """Batch merges the late audio's media among what was folded; the output is still shorter than one part (nothing
+    hashed or sent ahead), so the live path begins it again with both streams and stays live."""
+    late_audio(api, rec, live)
+    state = live.states.get(rec, "alice")
+    assert state.failed is None and list(state.streams) == ["audio", "video"], state
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", {kind: live.store.chunks(rec, "alice", kind) for kind in ("audio", "video")})
+    assert result is not None
+    assert packets(result.path) == packets(two_stream_batch(live, rec, tmp_path).path)
+
+
+def test_a_stream_that_starts_later_with_earlier_media_goes_to_batch(api, rec, live):
+    """The same, once the output is past one part (parts may have been hashed and sent ahead): batch merges the
+    late stream's media among what was folded, so the live path cannot append it."""
+    late_audio(api, rec, replace(live, part_size=64 * 1024))
     assert "before what was folded" in live.states.get(rec, "alice").failed
 
 

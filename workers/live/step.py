@@ -173,6 +173,10 @@ class LiveFinalizer:
                                                                                    types, _mp4(rec))
             if state.host != HOST:
                 raise Unsupported(f"the live output is on {state.host}, not on this node")
+            if state.windows and list(state.streams) != types and state.bytes < self.part_size:
+                log.info("recording %s participant %s: a stream began after the first window; the live output "
+                         "begins again with every stream", recording_id, participant_id)
+                state = self._new_state(recording_id, participant_id, types, _mp4(rec))
             joining = self._joining(recording_id, participant_id, state, types)
             try:
                 more = self._fold(recording_id, participant_id, state, final, joining=joining)
@@ -292,11 +296,15 @@ class LiveFinalizer:
 
     def _joining(self, recording_id: str, participant_id: str, state: LiveState, types: list[str]) -> frozenset[str]:
         """Streams that began after the first window: they join the state (its streams kept in batch order), and
-        the window checks that their media comes after what was folded (else batch, which merges it earlier)."""
+        the window checks that their media comes after what was folded (else batch, which merges it earlier).
+        While the output is shorter than one part (nothing hashed or sent ahead), _step_locked begins it again with
+        every stream instead: a stream whose first chunk came a step late is then folded from its start."""
         if list(state.streams) == types:
             return frozenset()
         if any(t not in types for t in state.streams):
             raise Unsupported("a stream of the live output is gone")
+        if state.transcode is not None:
+            raise Unsupported("a stream began after the first window of a transcoded output")
         joining = [t for t in types if t not in state.streams]
         joined = self._new_state(recording_id, participant_id, joining).streams
         state.streams = {t: state.streams[t] if t in state.streams else joined[t] for t in types}
@@ -315,6 +323,8 @@ class LiveFinalizer:
         until = math.inf if final or len(cuts) == 1 else min(cut.until for cut in cuts)
         skips = [cut.source.body_at + state.streams[cut.source.stream_type].skip if cut.chunks else 0 for cut in cuts]
         try:
+            if state.transcode is not None and any(cut.run_ends or cut.source.offset is None for cut in cuts):
+                raise Unsupported("a restarted recorder in a transcoded output")
             window = remux_window([cut.source for cut in cuts], work / f"{participant_id}.out.mkv", state.tracks,
                                   final, until, skips, joining)
             folded = work / f"{participant_id}.out.mkv"
