@@ -180,3 +180,22 @@ def test_finalize_uploads_the_live_mp4(live_env, resources, live_api, tmp_path):
     assert packet_counts(stored) == packet_counts(reference.path)
     assert probe(stored).decode_errors == 0 and probe(stored).frames == probe(reference.path).frames
     assert output["thumbnail"] is not None
+
+
+def test_audio_follows_the_timestamps_as_batch_does(api, rec, live, tmp_path):
+    """A clip repeated (as bench recordings are): at each seam the audio's timestamps and its sample count part by a
+    few ms. Batch's AAC follows the timestamps; so must the live one, or its duration drifts from batch's."""
+    from bench.finalize_bench import synthesize
+
+    clip = tmp_path / "clip.webm"
+    clip.write_bytes(encode_webm(replace(CLIP, seconds=2.0, keyframe_seconds=1.0)))
+    synthesize(clip, tmp_path / "long.webm", 20.0)
+    pieces = slice_timeslice((tmp_path / "long.webm").read_bytes(), 40)
+    for start in range(0, 40, 8):
+        send(api, rec, pieces[start:start + 8], start)
+        live.step(rec)
+    result = finish(live, rec)
+    reference = batch_mp4(live, rec, tmp_path / "batch")
+    assert result is not None and packet_counts(result.path) == packet_counts(reference.path)
+    assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=1 / 30)
+    assert probe(result.path).ends["audio"] == pytest.approx(probe(reference.path).ends["audio"], abs=1024 / 48_000)

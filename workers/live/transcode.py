@@ -13,7 +13,8 @@ seams needs care, done here:
   n-th AAC packet of the live output is the n-th of batch. A window encodes from a few frames before its first
   packet (decoded from the context, so the Opus decoder is warm too) and drops what it already wrote; it keeps
   back the last frame, whose packet needs the next window's samples.
-- Timestamps are those of the remuxed window (batch's shifted ones); AAC packets' pts are the grid's.
+- Timestamps are those of the remuxed window (batch's shifted ones); each AAC frame's is the one batch's encoder
+  gets for the same samples.
 
 What cannot be done this way (keyframes further apart than MAX_CONTEXT_SECONDS, a track set that changed, different
 extradata) raises Unsupported, and the participant goes to batch.
@@ -66,7 +67,7 @@ class TranscodeCarry:
     keyint: int = 0
     """The x264 keyframe interval, fixed by the first window (batch derives it from the frame rate)."""
     origin: list[int] = field(default_factory=list)
-    """Audio tracks: pts (1/48000 s) of the stream's first decoded sample; the AAC grid starts there."""
+    """Audio tracks: pts (1/48000 s) of the stream's first decoded sample, -1 until the track's audio began."""
     samples: list[int] = field(default_factory=list)
     """Audio tracks: samples decoded from every window so far (where the next window's first sample lies)."""
     packets: list[int] = field(default_factory=list)
@@ -84,7 +85,12 @@ class TranscodeCarry:
 
 @dataclass
 class _Audio:
-    """One audio track's decode → 1024-sample grid → AAC encode for this window."""
+    """One audio track's decode → 1024-sample grid → AAC encode for this window.
+
+    Each 1024-sample frame gets the time batch's encoder input gets from libavfilter (PyAV's frame-size resampler):
+    the time of the decoded frame holding its first sample, plus that sample's offset rounded to the frame's time
+    base. So the AAC track follows the recording's timestamps, as batch's does, not a sample count that would
+    drift from the video where the browser's audio timestamps leap."""
 
     index: int
     out: av.AudioStream
@@ -93,39 +99,52 @@ class _Audio:
     fifo: av.AudioFifo = field(default_factory=av.AudioFifo)
     position: int = 0
     """Global sample index of the fifo's first sample."""
-    start_frame: int = 0
+    times: list = field(default_factory=list)
+    """(global index of its first sample, samples, pts, time base) of each decoded frame in the fifo."""
+    numbered: int | None = None
+    """The grid frame this window's encoder began on: its first packet (the priming one) has this number."""
     packets: list = field(default_factory=list)
 
     def push(self, frame: av.AudioFrame) -> None:
-        frame.pts = None  # the grid gives the times; the fifo only checks continuity
+        if frame.pts is None or frame.time_base is None:
+            raise Unsupported("a decoded audio frame without a timestamp")
+        self.times.append((self.position + self.fifo.samples, frame.samples, frame.pts, frame.time_base))
+        frame.pts = None  # the fifo only checks continuity; _timed gives each grid frame batch's time
         self.fifo.write(frame)
 
-    def encode_ready(self, origin: int, final: bool) -> None:
+    def encode_ready(self, final: bool) -> None:
         """Encode every complete frame of the grid in the fifo (and, at stop, the last partial one)."""
         while self.fifo.samples >= AAC_FRAME or (final and self.fifo.samples):
-            frame = self.fifo.read(min(AAC_FRAME, self.fifo.samples))
-            self._encode(frame, origin)
+            self._encode(self.fifo.read(min(AAC_FRAME, self.fifo.samples)))
 
-    def _encode(self, frame: av.AudioFrame | None, origin: int) -> None:
+    def _encode(self, frame: av.AudioFrame | None) -> None:
         if frame is not None:
-            frame.pts, frame.time_base = origin + self.position, SAMPLE_TIME_BASE
+            if self.numbered is None:
+                self.numbered = self.position // AAC_FRAME
+            frame.pts, frame.time_base = self._timed(self.position)
             self.position += frame.samples
         self.packets.extend(self.out.encode(frame))
 
-    def finish(self, origin: int, final: bool) -> int:
+    def _timed(self, sample: int) -> tuple[int, Fraction]:
+        while self.times and self.times[0][0] + self.times[0][1] <= sample:
+            self.times.pop(0)
+        if not self.times or self.times[0][0] > sample:
+            raise Unsupported("a grid frame's first sample has no decoded frame")
+        begin, _samples, pts, time_base = self.times[0]
+        offset = Fraction(sample - begin, AUDIO_RATE) / time_base
+        return pts + math.floor(offset + Fraction(1, 2)), time_base  # av_rescale_q: to nearest, halves up
+
+    def finish(self, final: bool) -> int:
         """Flush the encoder; keep the packets from `first` up to what the samples so far fully determine. Returns
         the index of the next packet to write."""
         total = self.position + self.fifo.samples
-        self.encode_ready(origin, final)
-        self._encode(None, origin)
+        self.encode_ready(final)
+        self._encode(None)
         last = math.inf if final else total // AAC_FRAME - HELD_FRAMES
-        kept = []
-        for packet in self.packets:
-            number = (packet.pts - origin) // AAC_FRAME + 1 if packet.pts is not None else -1
-            if self.first <= number < last:
-                kept.append(packet)
-        self.packets = kept
-        return self.first + len(kept)
+        numbered = self.numbered if self.numbered is not None else self.first
+        self.packets = [packet for number, packet in enumerate(self.packets, numbered)
+                        if self.first <= number < last]
+        return self.first + len(self.packets)
 
 
 def transcode_window(window: Path, context: Path | None, target: Path, new_context: Path, carry: TranscodeCarry,
@@ -186,14 +205,14 @@ def _transcode(window: Path, context: Path | None, target: Path, carry: Transcod
                                 if frame.pts is not None else 0
                         window_samples[i] += frame.samples
                         audio[i].push(frame)
-                        audio[i].encode_ready(carry.origin[i], False)
+                        audio[i].encode_ready(False)
                     else:
                         out_packets.extend(_encode_video(track, frame, keep_pts[i]))
             for i, track in enumerate(tracks):  # demux() ended with an empty packet per track: decoders flushed
                 if track.copy:
                     continue
                 if i in audio:
-                    carry.packets[i] = audio[i].finish(max(carry.origin[i], 0), final)
+                    carry.packets[i] = audio[i].finish(final)
                     carry.samples[i] += window_samples[i]
                     out_packets.extend(audio[i].packets)
                 else:
