@@ -71,6 +71,7 @@ class ChunkLimiter:
         self._local_until = 0.0
         self._prefix = f"{keys.rate_limits()}:"
         self._blocked: dict[tuple[str, ...], float] = {}
+        self._windows: dict[tuple[str, ...], tuple[RateWindow, ...]] = {}
 
     def check_for(self, *bucket: str) -> RateCheck:
         """The bucket's windows for the accept script to count; 429 at once while this process knows it is over."""
@@ -80,8 +81,13 @@ class ChunkLimiter:
             if left > 0:
                 raise self.refusal(math.ceil(left))
             del self._blocked[bucket]
-        windows = tuple(RateWindow(self._prefix + item.key_for(*bucket), item.amount, item.get_expiry())
-                        for item in self.items)
+        windows = self._windows.get(bucket)
+        if windows is None:  # a bucket's window keys never change: built once, not per chunk
+            windows = tuple(RateWindow(self._prefix + item.key_for(*bucket), item.amount, item.get_expiry())
+                            for item in self.items)
+            if len(self._windows) >= BLOCKED_BUCKETS:
+                self._windows.clear()
+            self._windows[bucket] = windows
         return RateCheck(windows, self.text)
 
     def block(self, bucket: tuple[str, ...], seconds: float) -> None:
