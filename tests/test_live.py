@@ -404,17 +404,52 @@ def test_a_stream_that_starts_later_with_earlier_media_goes_to_batch(api, rec, l
     assert "before what was folded" in live.states.get(rec, "alice").failed
 
 
-def test_a_restart_without_a_header_where_a_window_begins_goes_to_batch(api, rec, live, tmp_path):
-    """A reconnect whose timestamps start again at 0 in the same WebM, its first Cluster the first of a window:
-    batch joins it on where the stream was; the window's own demuxer cannot see the leap (it has no packet before
-    it), so the step compares with the last folded packet and leaves the participant to batch."""
+def test_a_restart_without_a_header_where_a_window_begins_is_joined_live(api, rec, live, tmp_path):
+    """A reconnect whose timestamps start again at 0 in the same WebM, its first Cluster the first of a window: the
+    window's demuxer goes on from the run's clock (the track's last times), so it sees the leap and joins the
+    restart where the stream was, as batch's one demuxer does."""
     first, second = encode_webm(replace(CLIP, seconds=4)), encode_webm(replace(CLIP, seconds=6))
     pieces = slice_timeslice(first, 8) + slice_timeslice(second[header_length(second):], 12)
     send(api, rec, pieces[:9])  # the second run's first Cluster is the last one seen: the window ends before it
     live.step(rec)
     assert live.states.get(rec, "alice").windows == 1
     send(api, rec, pieces[9:], 9)
+    live.step(rec)
     live.step(rec, final=True)
-    assert "leaps" in live.states.get(rec, "alice").failed
-    assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None
-    assert batch(live, rec, tmp_path)  # the reference still joins it
+    assert_equals_batch(live, rec, tmp_path, repairs=1)
+
+
+def assert_equals_batch(live: LiveFinalizer, rec: str, out: Path, repairs: int) -> None:
+    chunks = live.store.chunks(rec, "alice", "video")
+    result = live.result(rec, "alice", {"video": chunks})
+    assert result is not None, live.states.get(rec, "alice")
+    wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
+    reference = mux_participant([StreamInput("video", live.staging.local_chunks(rec, "alice", "video", wanted))],
+                                out, "batch")
+    assert packets(result.path) == packets(reference.path)
+    assert (result.timestamp_repairs, reference.timestamp_repairs) == (repairs, repairs)
+    assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=0.001)
+
+
+@pytest.mark.parametrize("cut", [5, 9], ids=["restart in the second window", "restart in the first window"])
+def test_a_restart_without_a_header_inside_a_window_is_joined_live(api, rec, live, tmp_path, cut):
+    first, second = encode_webm(replace(CLIP, seconds=4)), encode_webm(replace(CLIP, seconds=6))
+    pieces = slice_timeslice(first + second[header_length(second):], 20)
+    for start, end in ((0, cut), (cut, 14), (14, 20)):
+        send(api, rec, pieces[start:end], start)
+        live.step(rec)
+    assert live.states.get(rec, "alice").windows >= 2
+    live.step(rec, final=True)
+    assert_equals_batch(live, rec, tmp_path, repairs=1)
+
+
+def test_a_pause_the_client_recorded_as_a_jump_is_collapsed_live(api, rec, live, tmp_path):
+    """Timestamps that jump 10 s ahead with no media lost (a client that paused its own recorder that way): batch
+    collapses the jump, deciding pause or hole from the bytes per second since the run began, which the carried
+    clock keeps in the run's byte positions."""
+    pieces = slice_timeslice(encode_webm(replace(CLIP, seconds=8, pts_gap=(4.0, 10.0))), 16)
+    for start, end in ((0, 6), (6, 11), (11, 16)):
+        send(api, rec, pieces[start:end], start)
+        live.step(rec)
+    live.step(rec, final=True)
+    assert_equals_batch(live, rec, tmp_path, repairs=1)

@@ -45,6 +45,13 @@ class Cursor:
     """Each track's end in this run so far (track key → seconds; None: unsure), from which the next run starts."""
     runs: int = 1
     """Recorder runs folded (batch's `segments`)."""
+    clock: dict | None = None
+    """The run's timeline repairs so far (workers/media/timeline.py SegmentClock.snapshot), carried from window to
+    window; None when not carried (a state from before they were): then a window that needs a repair goes to batch."""
+    run_bytes: int = 0
+    """Bytes of the run's chunks before `sequence`: where a window's bytes lie in the run."""
+    repairs: int = 0
+    """Timeline repairs made so far (batch's timestampRepairs)."""
 
     @property
     def run_first(self) -> int:
@@ -53,7 +60,7 @@ class Cursor:
 
     def to_json(self) -> list:
         return [self.sequence, self.offset, self.header, self.first, self.position, self.skip, self.run,
-                self.run_offset, self.ended, self.lane_ends, self.runs]
+                self.run_offset, self.ended, self.lane_ends, self.runs, self.clock, self.run_bytes, self.repairs]
 
     @classmethod
     def from_json(cls, data: list) -> Cursor:

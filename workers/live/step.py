@@ -1,10 +1,10 @@
 """The live step: fold each participant's newly contiguous chunks into its growing output while the room
 records, and at stop fold the tail and close the file (docs/live-finalize.md says why this shape).
 
-What it handles: WebM/Matroska streams copied as they are, one recorder run each, no pause cut, chunks on this
-worker's disk; a stream that begins later joins when its media comes after what was folded. Anything else (or
-anything odd on the way) marks the participant failed here, and finalize takes the batch path for it, which stays
-the reference.
+What it handles: WebM/Matroska streams copied as they are, no pause cut, chunks on this worker's disk; a
+participant's only stream may restart its recorder (a new header or not), and a stream that begins later joins
+when its media comes after what was folded. Anything else (or anything odd on the way) marks the participant
+failed here, and finalize takes the batch path for it, which stays the reference.
 """
 from __future__ import annotations
 
@@ -110,6 +110,7 @@ def _next_run(cursor: Cursor, sequence: int, single: bool) -> None:
                           "state from before runs were kept)")
     cursor.ended = max([cursor.ended, *cursor.lane_ends.values()])  # type: ignore[list-item]
     cursor.run, cursor.header, cursor.run_offset, cursor.lane_ends = sequence, 0, None, {}
+    cursor.run_bytes, cursor.clock = 0, None if cursor.clock is None else {}
     cursor.runs += 1
 
 
@@ -227,7 +228,8 @@ class LiveFinalizer:
             path=muxed.path, format=muxed.format, bytes=muxed.bytes, duration_seconds=muxed.duration_seconds,
             method="copy", tracks=[t.to_json() | {"method": "copy"} for t in muxed.tracks],
             segments=muxed.segments,
-            start_seconds=muxed.start_seconds, timestamp_repairs=0, dropped_packets=muxed.dropped_packets,
+            start_seconds=muxed.start_seconds, timestamp_repairs=muxed.timestamp_repairs,
+            dropped_packets=muxed.dropped_packets,
             thumbnail=poster_or_none(muxed.path, muxed.path.with_name(f"{participant_id}.jpg"),
                                      self.thumbnail_offset, self.thumbnail_width),
             checksum=checksum,
@@ -263,8 +265,8 @@ class LiveFinalizer:
         infos = [TrackInfo(**info) for info in state.infos]
         return MuxResult(path=path, format=state.output_fmt, bytes=path.stat().st_size, duration_seconds=duration,
                          tracks=infos, segments=sum(c.runs for c in state.streams.values()), dropped_chunks=[],
-                         dropped_packets=state.tracks.dropped,
-                         start_seconds=round(state.tracks.start or 0.0, 6))
+                         dropped_packets=state.tracks.dropped, start_seconds=round(state.tracks.start or 0.0, 6),
+                         timestamp_repairs=sum(c.repairs for c in state.streams.values()))
 
     def _send_ahead(self, recording_id: str, rec: RecordingHash, participant_id: str, state: LiveState) -> None:
         """Upload the output's parts that are final already (complete, past the header's space) to a provider that
@@ -344,15 +346,21 @@ class LiveFinalizer:
             state.infos = [dict(info.__dict__) for info in window.infos]
         else:  # the first run's facts (a restarted recorder's may differ), as batch reports them
             state.infos = [info | {"packets": new.packets} for info, new in zip(state.infos, window.infos)]
-        for cut, offset, ends in zip(cuts, window.offsets, window.lane_ends):
+        for cut, offset, ends, clock, repairs in zip(cuts, window.offsets, window.lane_ends, window.clocks,
+                                                     window.repairs):
             cursor = state.streams[cut.source.stream_type]
             cursor.run_offset = offset
             cursor.lane_ends.update(ends)
+            cursor.repairs += repairs
+            if cut.source.clock is not None:
+                cursor.clock = clock
         for cut, waiting in zip(cuts, window.deferred):
             if cut.chunks:
                 cursor = state.streams[cut.source.stream_type]
                 resume, cursor.skip = cut.resume(waiting)
                 cursor.sequence, cursor.offset, cursor.position = locate(cut.chunks, resume)
+                cursor.run_bytes += sum(path.stat().st_size for sequence, path in cut.chunks
+                                        if sequence < cursor.sequence)
         state.windows += 1
         self.states.put(recording_id, participant_id, state)
         self._context(recording_id, participant_id, state.windows - 1).unlink(missing_ok=True)
@@ -388,7 +396,8 @@ class LiveFinalizer:
         return PreparedOutput(
             path=converted.path, format="mp4", bytes=converted.bytes, duration_seconds=converted.duration_seconds,
             method=methods.pop() if len(methods) == 1 else "mixed", tracks=tracks, segments=muxed.segments,
-            start_seconds=muxed.start_seconds, timestamp_repairs=0, dropped_packets=muxed.dropped_packets,
+            start_seconds=muxed.start_seconds, timestamp_repairs=muxed.timestamp_repairs,
+            dropped_packets=muxed.dropped_packets,
             thumbnail=poster_or_none(converted.path, converted.path.with_name(f"{participant_id}.jpg"),
                                      self.thumbnail_offset, self.thumbnail_width),
         )
@@ -416,7 +425,8 @@ class LiveFinalizer:
             if not chunks:  # at stop, nothing new in this stream: its header alone, for its tracks
                 body_at = write_window(head, cursor.header, head, 0, 0, path)
                 return _StreamCut(WindowSource(stream_type, cursor.sequence, path, body_at, cursor.run_offset,
-                                               cursor.ended), [], 0, 0, math.inf, [])
+                                               cursor.ended, cursor.clock if single else None), [], 0, 0, math.inf,
+                                  [])
             with open_chunks(chunks) as body:
                 size = body.raw.size  # type: ignore[attr-defined]
                 start = max(cursor.offset, cursor.header) if cursor.sequence == cursor.run_first else cursor.offset
@@ -429,7 +439,8 @@ class LiveFinalizer:
                         raise NotYet(f"no complete {stream_type} Cluster yet")
                     clusters, cut, until = scan.clusters, scan.clusters[-1], scan.times[-2]
                 body_at = write_window(head, cursor.header, body, start, cut, path)
-        source = WindowSource(stream_type, chunks[0][0], path, body_at, cursor.run_offset, cursor.ended)
+        source = WindowSource(stream_type, chunks[0][0], path, body_at, cursor.run_offset, cursor.ended,
+                              cursor.clock if single else None, start + cursor.run_bytes - body_at)
         return _StreamCut(source, chunks, start, cut, until, clusters, restart is not None)
 
     def _batch_would_cut(self, rec: RecordingHash, participant_id: str,
@@ -449,7 +460,7 @@ class LiveFinalizer:
         count from 1); a chunk arriving below it later makes the result unusable, and batch takes over."""
         facts = self.store.index.facts(recording_id, [(participant_id, t) for t in types])
         firsts = {t: facts[(participant_id, t)].first or 0 for t in types}
-        return LiveState({t: Cursor(sequence=firsts[t], first=firsts[t]) for t in types}, host=HOST,
+        return LiveState({t: Cursor(sequence=firsts[t], first=firsts[t], clock={}) for t in types}, host=HOST,
                          transcode=TranscodeCarry() if mp4 else None)
 
     def _file(self, recording_id: str, participant_id: str, extension: str) -> LiveFile:

@@ -76,6 +76,12 @@ class WindowSource:
     """Seconds the window's media is moved by (its recorder run's); None for a run's first window after a restart:
     then `ended` less where the run's media begins, as batch moves a later segment."""
     ended: float = 0.0
+    clock: dict | None = None
+    """The run's timeline repairs so far (SegmentClock.snapshot; {} at a run's start): the window's demuxer goes on
+    from them, so it repairs a restart without a header or a pause exactly as batch's one demuxer does. None: not
+    carried (several streams), and a window that needs a repair goes to batch."""
+    moved: int = 0
+    """This window file's byte position plus `moved` is the position in the run (the repairs compare bytes)."""
 
 
 @dataclass
@@ -132,6 +138,7 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
             if offset is None:
                 offset = source.ended - demuxers[-1].start_seconds()
             demuxers[-1].first_offset = offset
+            demuxers[-1].clock_seed, demuxers[-1].clock_moved = source.clock, source.moved
             offsets.append(offset)
         tracks = muxer._track_order(demuxers)  # noqa: SLF001 - the batch muxer's own order, on purpose
         fmt = muxer.output_format_for(track.codec for track in tracks)
@@ -155,7 +162,8 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
         except av.FFmpegError as exc:
             raise MediaError(f"could not write a live window: {describe_av_error(exc)}") from exc
         for source, demuxer in zip(sources, demuxers):
-            if demuxer.repairs or demuxer.spikes or demuxer.dropped or demuxer.segment_count != 1 or demuxer.cuts:
+            if (demuxer.repairs and source.clock is None) or demuxer.spikes or demuxer.dropped \
+                    or demuxer.segment_count != 1 or demuxer.cuts:
                 raise Unsupported("the window needed timestamp repairs the batch path makes across the whole stream")
             if source.offset is None and len(demuxer.lane_ends) != len(demuxer.tracks):
                 raise Unsupported("a restarted recorder's first window lacks a track: where its media begins is unsure")
@@ -165,7 +173,8 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
         infos = [replace(muxer._info(track), packets=carried.packets[number - 1])  # noqa: SLF001
                  for track, number in zip(tracks, numbers)]
         ends = [{"/".join(map(str, key)): end for key, end in demuxer.lane_ends.items()} for demuxer in demuxers]
-        return Window(infos, [feed.deferred for feed in feeds], numbers, offsets, ends, 0 < known < len(carried.keys))
+        return Window(infos, [feed.deferred for feed in feeds], numbers, offsets, ends, 0 < known < len(carried.keys),
+                      [demuxer.clock_state for demuxer in demuxers], [demuxer.repairs for demuxer in demuxers])
     finally:
         for demuxer in demuxers:
             demuxer.close()
@@ -185,6 +194,10 @@ class Window:
     """Per source, each track's end in this window (Lane.end; None: unsure), by "media/codec/rank"."""
     added: bool
     """A joining stream added tracks: the output's Tracks become this window's."""
+    clocks: list[dict | None]
+    """Per source, its run's clock at the window's end (SegmentClock.snapshot), for the next window."""
+    repairs: list[int]
+    """Per source, the timeline repairs this window made (batch's timestampRepairs)."""
 
 
 def _numbers(carried: LiveTracks, keys: list[list], joining: frozenset[str]) -> list[int]:

@@ -66,6 +66,13 @@ class ChunkDemuxer:
         self.lane_ends: dict[tuple[str, str, int], float | None] = {}
         """Each track's end (Lane.end) in the last segment read, None when one packet with no duration left it
         unsure (the gap to the packet before it decides it): where a live window tells the next run to start."""
+        self.clock_seed: dict | None = None
+        """A live window's run clock (SegmentClock.snapshot) to take up in the first segment, so a run's repairs
+        (workers/media/timeline.py) go on from the window before; `clock_moved` turns this file's byte positions
+        into the run's."""
+        self.clock_moved = 0
+        self.clock_state: dict | None = None
+        """The last segment's clock at its end (SegmentClock.snapshot, positions moved by `clock_moved`)."""
         self._pending = list(zip(plan.segments, plan.containers))
         self.total_bytes = sum(os.stat(path).st_size for segment in plan.segments for _, path in segment)
         self._done_bytes = 0
@@ -117,6 +124,9 @@ class ChunkDemuxer:
         """Yield one segment's packets shifted by `offset`; return where its media ends."""
         clock = SegmentClock(spans)
         lanes = self._lanes(container, clock, offset)
+        keyed = {"/".join(map(str, lane.track.key)): lane for lane in lanes.values()}
+        if self.clock_seed and self.segment_count == 1:
+            clock.restore(self.clock_seed, keyed, -self.clock_moved)
         cuts = self._filter
         bridges = _bridges(container, lanes) if cuts is not None else {}
         for packet in _demux(container, self.stream_type):
@@ -165,6 +175,7 @@ class ChunkDemuxer:
                 sure = lane.gap or (lane.first_pos is not None and lane.first_pos != lane.last_pos)
                 self.lane_ends[lane.track.key] = lane.end() if sure else None
         self.repairs += clock.repairs
+        self.clock_state = clock.snapshot(keyed, self.clock_moved)
         if cuts is not None:
             self.paused_packets += cuts.dropped
             self.paused_seconds += cuts.removed_seconds

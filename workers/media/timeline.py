@@ -97,6 +97,19 @@ class SegmentClock:
         self.epochs.append(Epoch(before=lane.last_seconds, after=seconds, delta=delta))  # type: ignore[arg-type]
         self.repairs += 1
 
+    def snapshot(self, lanes: dict[str, Lane], moved: int) -> dict:
+        """The clock as JSON, byte positions moved by `moved`: a live window hands it to the next window of the
+        same recorder run, so its lanes go on exactly as one demuxer reading the whole run would."""
+        return {"epochs": [[e.before, e.after, e.delta] for e in self.epochs],
+                "lanes": {key: lane.snapshot(moved) for key, lane in lanes.items()}}
+
+    def restore(self, data: dict, lanes: dict[str, Lane], moved: int) -> None:
+        """Take up a snapshot (its positions moved by `moved`) before any packet of this segment is read."""
+        self.epochs = [Epoch(*epoch) for epoch in data["epochs"]]
+        for key, lane in lanes.items():
+            if key in data["lanes"]:
+                lane.restore(data["lanes"][key], moved)
+
 
 class Lane:
     """Per input stream of one segment: its track, its time shift, where its media ends so far, and a packet
@@ -161,6 +174,16 @@ class Lane:
     def seconds(self, dts: int) -> float:
         return (dts + self.shift) * self.seconds_per_tick
 
+    def snapshot(self, moved: int) -> list:
+        """What the lane carries from one packet to the next (positions moved by `moved`); never a held packet."""
+        return [self.shift, self.epoch, self.last_seconds, self.last_pts, _moved(self.last_pos, moved),
+                self.first_seconds, _moved(self.first_pos, moved), self.gap, self.step]
+
+    def restore(self, data: list, moved: int) -> None:
+        (self.shift, self.epoch, self.last_seconds, self.last_pts, last_pos, self.first_seconds, first_pos, self.gap,
+         self.step) = data
+        self.last_pos, self.first_pos = _moved(last_pos, moved), _moved(first_pos, moved)
+
     def finish(self) -> int:
         """Spikes dropped; a leap in the very last packet cannot be confirmed, so it is dropped too."""
         if self.held is not None:
@@ -204,3 +227,7 @@ class Lane:
                 return
             self.epoch += 1
             self.shift += round(epoch.delta / self.time_base)
+
+
+def _moved(pos: int | None, by: int) -> int | None:
+    return None if pos is None else pos + by
