@@ -2,6 +2,8 @@
 the room records (finalize folds the tail itself)."""
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import tasks.live
@@ -42,3 +44,30 @@ def test_the_task_steps_while_recording_and_not_after_stop(live_api, resources, 
     assert live_api.stop().status_code == 202
     tasks.live.live_step.run(rec)  # a step queued before stop arrives after it: finalize's work now
     assert resources.finalizer.live.states.get(rec, "alice").windows == 1
+
+
+def test_a_process_asks_redis_once_per_period_not_per_chunk(live_api, resources, queued):  # noqa: F811
+    """The period a process saw is remembered: with the due key gone behind its back, the rest of the period's
+    chunks still queue nothing (no script ran for them); the next period queues again."""
+    rec = live_api.start().get_json()["recordingId"]
+    pieces = slice_timeslice(encode_webm(Recording(seconds=4)), 8)
+    assert live_api.put_chunk(rec, "alice", "video", 0, pieces[0]).status_code == 202
+    resources.redis.delete(keys.live_due(rec))
+    assert live_api.put_chunk(rec, "alice", "video", 1, pieces[1]).status_code == 202
+    assert queued == [([rec], 1.0)]
+    assert not resources.redis.exists(keys.live_due(rec))  # the second chunk made no call
+    time.sleep(1.1)  # LIVE_STEP_SECONDS=1: the next period
+    assert live_api.put_chunk(rec, "alice", "video", 2, pieces[2]).status_code == 202
+    assert queued == [([rec], 1.0), ([rec], 1.0)]
+
+
+def test_a_period_another_process_began_is_waited_out(live_api, resources, queued):  # noqa: F811
+    """Another web process began the period: this one queues nothing until that period's due key lapses."""
+    rec = live_api.start().get_json()["recordingId"]
+    resources.redis.set(keys.live_due(rec), b"1", px=600)
+    pieces = slice_timeslice(encode_webm(Recording(seconds=4)), 8)
+    assert live_api.put_chunk(rec, "alice", "video", 0, pieces[0]).status_code == 202
+    assert queued == []
+    time.sleep(0.7)
+    assert live_api.put_chunk(rec, "alice", "video", 1, pieces[1]).status_code == 202
+    assert queued == [([rec], 1.0)]

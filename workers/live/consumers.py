@@ -7,13 +7,17 @@ sorted set, scored by when its announcement lapses; a worker refreshes it every 
 lapses after three refreshes missed, so a worker killed with -9 stops counting within that time. All times are
 Redis's own (TIME), so the clocks of web and worker nodes never have to agree.
 
-Intake checks the set in the same script as the SET NX that limits steps to one per period, so a chunk still
-costs one round trip and the set is read only when a step would be queued."""
+Intake checks the set in the same script as the SET NX that limits steps to one per period, and the set is read only
+when a step would be queued. A web process remembers how long the period it saw lasts (the script answers the due
+key's time left), so only its first chunk of each period makes that call: a chunk's acceptance stays its one round
+trip."""
 from __future__ import annotations
 
 import enum
 import logging
 import threading
+import time
+from collections import OrderedDict
 
 import redis
 
@@ -38,13 +42,18 @@ return 1
 _COUNT = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')"
 
 _SCHEDULE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {0, redis.call('PTTL', KEYS[1])} end
 """ + _NOW + """
-if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') > 0 then return 1 end
-return -1
+if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') > 0 then return {1, tonumber(ARGV[1])} end
+return {-1, tonumber(ARGV[1])}
 """
-"""0: a step is already due this period; 1: queue one; -1: the period began but no worker consumes `live`. The
-due key stays set in the last case too, so the consumer set is read at most once per period per recording."""
+"""{0, ms left}: a step is already due this period; {1, period}: queue one; {-1, period}: the period began but no
+worker consumes `live`. The due key stays set in the last case too, so the consumer set is read at most once per
+period per recording."""
+
+REMEMBERED_RECORDINGS = 10_000
+"""Recordings whose current period a web process remembers (oldest forgotten first): bounded memory, and a
+forgotten one costs only one script call more."""
 
 
 class Due(enum.Enum):
@@ -63,6 +72,10 @@ class LiveConsumers:
         self._announce = client.register_script(_ANNOUNCE)
         self._count = client.register_script(_COUNT)
         self._schedule = client.register_script(_SCHEDULE)
+        self._quiet_until: OrderedDict[str, float] = OrderedDict()
+        """Per recording, until when (monotonic) its period's step is settled: the chunks before then need no
+        round trip, so with LIVE_FINALIZE on a chunk still costs the one Redis round trip of its acceptance."""
+        self._lock = threading.Lock()
 
     def announce(self, name: str, ttl_seconds: float) -> None:
         self._announce(keys=[keys.live_consumers()], args=[name, max(1, int(ttl_seconds * 1000))])
@@ -75,9 +88,20 @@ class LiveConsumers:
         return int(self._count(keys=[keys.live_consumers()]))
 
     def due(self, recording_id: str, every_seconds: float) -> Due:
-        """One script per chunk: whether this chunk begins a step period, and whether a live worker would run it."""
+        """Whether this chunk begins a step period, and whether a live worker would run it: one script for the first
+        chunk this process sees in a period, none for the rest of it (the script's answer says how long it lasts)."""
+        now = time.monotonic()
+        with self._lock:
+            if self._quiet_until.get(recording_id, 0.0) > now:
+                return Due.ALREADY_DUE
         period_ms = max(1, int(every_seconds * 1000))
-        return Due(int(self._schedule(keys=[keys.live_due(recording_id), keys.live_consumers()], args=[period_ms])))
+        code, left_ms = self._schedule(keys=[keys.live_due(recording_id), keys.live_consumers()], args=[period_ms])
+        with self._lock:
+            self._quiet_until[recording_id] = now + max(0, int(left_ms)) / 1000
+            self._quiet_until.move_to_end(recording_id)
+            while len(self._quiet_until) > REMEMBERED_RECORDINGS:
+                self._quiet_until.popitem(last=False)
+        return Due(int(code))
 
 
 class Heartbeat:
