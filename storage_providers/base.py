@@ -85,6 +85,25 @@ def caller_sha256(metadata: Mapping[str, str] | None) -> str | None:
     return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
 
 
+def complete_parts_ahead(path: Path, numbers: Iterable[int], held: set[int], part_size: int,
+                         limit: int | None = None) -> Iterator[tuple[int, bytes]]:
+    """A live output's parts to upload while it still grows: each of `numbers` not `held` yet, read whole, at most
+    `limit` of them. A part shorter than part_size is not final yet, so it raises ValueError rather than go up."""
+    sent = 0
+    with open(path, "rb") as source:
+        for number in numbers:
+            if number in held:
+                continue
+            if limit is not None and sent >= limit:
+                return
+            source.seek((number - 1) * part_size)
+            data = source.read(part_size)
+            if len(data) != part_size:
+                raise ValueError(f"part {number} of {path} is not complete yet")
+            yield number, data
+            sent += 1
+
+
 def sha256_file(path: Path) -> str:
     """Hex SHA-256 of a file; hashlib.file_digest streams it (outputs can be gigabytes)."""
     with open(path, "rb") as handle:

@@ -34,6 +34,7 @@ from storage_providers.base import (
     IncompleteUpload,
     ProgressCallback,
     UploadCheckpoint,
+    complete_parts_ahead,
 )
 from storage_providers.gcs_resumable import SDK_RETRY_SECONDS, attach_session, sdk_retry
 
@@ -110,21 +111,11 @@ class ComposeUploader:
                      "part_size": self.part_size, "upload_id": uuid.uuid4().hex, "body": None, "parts": []}
             checkpoint.save(state)
         assert state is not None
-        held = self._held(state)
         sent = 0
-        with open(path, "rb") as source:
-            for number in numbers:
-                if number in held:
-                    continue
-                if limit is not None and sent >= limit:
-                    break
-                source.seek((number - 1) * self.part_size)
-                chunk = source.read(self.part_size)
-                if len(chunk) != self.part_size:
-                    raise ValueError(f"part {number} of {path} is not complete yet")
-                state["parts"].append(self._put_part(state, number, chunk, content_type))
-                checkpoint.save(state)
-                sent += 1
+        for number, chunk in complete_parts_ahead(path, numbers, self._held(state), self.part_size, limit):
+            state["parts"].append(self._put_part(state, number, chunk, content_type))
+            checkpoint.save(state)
+            sent += 1
         self._fold(state, content_type, checkpoint)
         return sent
 

@@ -8,7 +8,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-from storage_providers.base import ChecksumMismatchError, ProgressCallback, UploadCheckpoint
+from storage_providers.base import (
+    ChecksumMismatchError,
+    ProgressCallback,
+    UploadCheckpoint,
+    complete_parts_ahead,
+)
 
 
 def b64_sha256(data: bytes) -> str:
@@ -111,19 +116,10 @@ class MultipartUploader:
             checkpoint.save(state)
         held = {p["PartNumber"] for p in state["parts"]}
         sent = 0
-        with open(path, "rb") as source:
-            for number in numbers:
-                if number in held:
-                    continue
-                if limit is not None and sent >= limit:
-                    break
-                source.seek((number - 1) * self.part_size)
-                chunk = source.read(self.part_size)
-                if len(chunk) != self.part_size:
-                    raise ValueError(f"part {number} of {path} is not complete yet")
-                self._send_part(state, number, chunk)
-                checkpoint.save(state)
-                sent += 1
+        for number, chunk in complete_parts_ahead(path, numbers, held, self.part_size, limit):
+            self._send_part(state, number, chunk)
+            checkpoint.save(state)
+            sent += 1
         return sent
 
     def _resumable_state(self, full_key: str, total: int, sha256: str,

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from storage_providers.base import ProgressCallback, UploadCheckpoint
+from storage_providers.base import ProgressCallback, UploadCheckpoint, complete_parts_ahead
 
 PROVIDER = "vercel-blob"
 
@@ -103,14 +103,7 @@ def send_ahead(upload: BlobMultipart, path: Path, numbers: list[int], part_size:
         checkpoint.save(state)
     held = {p["partNumber"] for p in state["parts"]}
     sent = 0
-    for number in numbers:
-        if number in held:
-            continue
-        if limit is not None and sent >= limit:
-            break
-        data = read_part(path, number, part_size)
-        if len(data) != part_size:
-            raise ValueError(f"part {number} of {path} is not complete yet")
+    for number, data in complete_parts_ahead(path, numbers, held, part_size, limit):
         upload.upload_part(state, number, data)
         checkpoint.save(state)
         sent += 1
