@@ -10,7 +10,10 @@ batch transcodes after stop, live transcodes each window while recording and onl
 from __future__ import annotations
 
 import argparse
+import cProfile
+import io
 import logging
+import pstats
 import os
 import resource
 import shutil
@@ -22,6 +25,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from bench.finalize_bench import OUT, make_clip, run_ffmpeg, slice_file, synthesize
+
+PROFILE: list[int] = [0]
+"""--profile N: print the N costliest calls (cumulative) of each live stop → completed."""
 
 STEP_CHUNKS = 10
 """One live step per ten one-second chunks: LIVE_STEP_SECONDS=10, the default."""
@@ -175,11 +181,20 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
 
     resources.finalizer._mux_all = timed_mux  # type: ignore[method-assign]
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on is finalize's own peak
+    profiler = cProfile.Profile() if live and PROFILE[0] else None
     with clock.window():
         started = time.perf_counter()
+        if profiler:
+            profiler.enable()
         assert api.stop().status_code == 202
         state = resources.finalizer.run(rec)
+        if profiler:
+            profiler.disable()
         elapsed = time.perf_counter() - started
+    if profiler:
+        text = io.StringIO()
+        pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(PROFILE[0])
+        print(text.getvalue(), flush=True)
     body = api.status(rec).get_json()
     assert state == "completed", body
     if live:
@@ -246,7 +261,10 @@ def main() -> None:
     parser.add_argument("--live-only", action="store_true", help="skip the batch side (halves the run's time)")
     parser.add_argument("--format", choices=("webm", "mp4"), default="webm",
                         help="the recordings' output format: mp4 transcodes (batch after stop, live while recording)")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="cProfile each live stop → completed and print its N costliest calls (cumulative)")
     args = parser.parse_args()
+    PROFILE[0] = args.profile
     plan = {name: lengths or args.minutes for name, lengths in args.provider}
     lengths = sorted({m for ms in plan.values() for m in ms})
     from tasks import celery_app

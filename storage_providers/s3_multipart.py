@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -16,9 +18,23 @@ from storage_providers.base import (
 )
 
 
+PARTS_IN_FLIGHT = 4
+"""Parts uploaded at once. At a live output's stop that is part 1 and the tail together (with ListParts beside
+them); a whole upload (batch) goes four parts at a time."""
+
+IN_FLIGHT_BYTES = 64 * 1024 * 1024
+"""At most this many bytes of parts held in memory at once (large STORAGE_PART_SIZE: fewer parts in flight)."""
+
+
 def b64_sha256(data: bytes) -> str:
     """The base64 SHA-256 S3 expects in ChecksumSHA256."""
     return base64.b64encode(hashlib.sha256(data).digest()).decode()
+
+
+def _no_such_upload(exc: BaseException | None) -> bool:
+    from botocore.exceptions import ClientError
+
+    return isinstance(exc, ClientError) and exc.response.get("Error", {}).get("Code") == "NoSuchUpload"
 
 
 def check_echo(answer: Mapping[str, Any], digest: str, full_key: str) -> None:
@@ -39,36 +55,77 @@ class MultipartUploader:
 
     def upload(self, full_key: str, path: Path, total: int, content_type: str, meta: dict[str, str],
                progress: ProgressCallback | None, checkpoint: UploadCheckpoint | None) -> None:
-        """Create (or resume) the multipart upload, send the missing parts, complete it."""
+        """Create (or resume) the multipart upload, send the missing parts, complete it. A resumed upload's parts
+        are checked with ListParts while the missing ones go up, so at a live output's stop the check costs no
+        round trip of its own; an upload S3 no longer has starts again."""
         identity = meta.get("sha256") or meta["sha256-parts"]
-        state = self._resumable_state(full_key, total, identity, checkpoint, adopt_ahead="sha256-parts" in meta)
-        if state is None:
-            created = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=full_key, ContentType=content_type,
-                Metadata=meta, ChecksumAlgorithm="SHA256",
-            )
-            state = {"provider": self.provider, "bucket": self.bucket, "key": full_key,
-                     "upload_id": created["UploadId"], "size": total, "part_size": self.part_size,
-                     "sha256": identity, "parts": []}
-            if checkpoint:
-                checkpoint.save(state)
+        state = self._saved_state(full_key, total, identity, checkpoint, adopt_ahead="sha256-parts" in meta)
+        if state is not None:
+            from botocore.exceptions import ClientError
+
+            try:
+                self._finish(state, path, progress, checkpoint, verify=True)
+                return
+            except ClientError as exc:
+                if not _no_such_upload(exc):
+                    raise
+                checkpoint.clear()  # type: ignore[union-attr] - a saved state implies a checkpoint
+        created = self.client.create_multipart_upload(
+            Bucket=self.bucket, Key=full_key, ContentType=content_type,
+            Metadata=meta, ChecksumAlgorithm="SHA256",
+        )
+        state = {"provider": self.provider, "bucket": self.bucket, "key": full_key,
+                 "upload_id": created["UploadId"], "size": total, "part_size": self.part_size,
+                 "sha256": identity, "parts": []}
+        if checkpoint:
+            checkpoint.save(state)
         try:
-            self._send_parts(state, path, progress, checkpoint)
-            self.client.complete_multipart_upload(
-                Bucket=state["bucket"], Key=full_key, UploadId=state["upload_id"],
-                MultipartUpload={"Parts": sorted(state["parts"], key=lambda p: p["PartNumber"])},
-            )
+            self._finish(state, path, progress, checkpoint, verify=False)
         except BaseException:
             if checkpoint is None:  # nobody could resume or abort it later: do it now
                 self.abort(state, quiet=True)
             raise
+
+    def _finish(self, state: dict, path: Path, progress: ProgressCallback | None,
+                checkpoint: UploadCheckpoint | None, verify: bool) -> None:
+        """Send the parts the state lacks, several at once, and complete. With `verify` (a saved upload), ListParts
+        runs beside them; a part the state holds that S3 no longer has (or holds other bytes of) goes again before
+        the complete."""
+        held_before = list(state["parts"])
+        with ThreadPoolExecutor(max_workers=self._in_flight() + 1, thread_name_prefix="s3-parts") as pool:
+            listing = pool.submit(self._stored_parts, state) if verify else None
+            try:
+                self._send_parts(state, path, progress, checkpoint, pool)
+            except Exception:
+                if listing is not None and _no_such_upload(listing.exception()):
+                    listing.result()  # the upload is gone (a part's error may not say so): that is the cause
+                raise
+            if listing is not None:
+                stored = listing.result()
+                lost = [p for p in held_before if stored.get(p["PartNumber"]) != p["ETag"]]
+                if lost:
+                    state["parts"] = [p for p in state["parts"] if p not in lost]
+                    if checkpoint:
+                        checkpoint.save(state)
+                    self._send_parts(state, path, None, checkpoint, pool)
+        self.client.complete_multipart_upload(
+            Bucket=state["bucket"], Key=state["key"], UploadId=state["upload_id"],
+            MultipartUpload={"Parts": sorted(state["parts"], key=lambda p: p["PartNumber"])},
+        )
         if checkpoint:
             checkpoint.clear()
 
+    def _in_flight(self) -> int:
+        """Parts sent at once: PARTS_IN_FLIGHT, fewer when parts are large, so at most IN_FLIGHT_BYTES (and at least
+        one part) are held in memory."""
+        return max(1, min(PARTS_IN_FLIGHT, IN_FLIGHT_BYTES // self.part_size))
+
     def _send_parts(self, state: dict, path: Path, progress: ProgressCallback | None,
-                    checkpoint: UploadCheckpoint | None) -> None:
+                    checkpoint: UploadCheckpoint | None, pool: ThreadPoolExecutor) -> None:
         """Upload the parts not confirmed yet (those after the confirmed run; with parts sent ahead while recording,
-        also the ones before and between them), saving the checkpoint after each."""
+        also the ones before and between them), several at once on `pool`. Each part is recorded, and the checkpoint
+        saved, as it is confirmed; on a failure the parts not started are dropped, those running are waited for and
+        kept, and the first error is raised."""
         part_size, total, parts = state["part_size"], state["size"], state["parts"]
         count = max(1, -(-total // part_size))
         parts[:] = [p for p in parts if p["PartNumber"] <= count]
@@ -76,28 +133,49 @@ class MultipartUploader:
         sent = min(sum(min(part_size, total - (n - 1) * part_size) for n in held), total)
         if progress and sent:
             progress(sent, total)
+        missing = [n for n in range(1, count + 1) if n not in held]
+        if not missing:
+            return
+        error: BaseException | None = None
         with open(path, "rb") as source:
-            for number in range(1, count + 1):
-                if number in held:
+            fd = source.fileno()
+            futures = [pool.submit(self._read_and_put, state, fd, number) for number in missing]
+            for future in as_completed(futures):
+                try:
+                    part, length = future.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, once the others are settled
+                    if error is None:
+                        error = exc
+                        for other in futures:
+                            other.cancel()
                     continue
-                source.seek((number - 1) * part_size)
-                chunk = source.read(part_size)
-                self._send_part(state, number, chunk)
+                state["parts"] = [p for p in state["parts"] if p["PartNumber"] != part["PartNumber"]] + [part]
                 if checkpoint:
                     checkpoint.save(state)
-                sent += len(chunk)
+                sent += length
                 if progress:
                     progress(sent, total)
+        if error is not None:
+            raise error
 
-    def _send_part(self, state: dict, number: int, chunk: bytes) -> None:
+    def _read_and_put(self, state: dict, fd: int, number: int) -> tuple[dict, int]:
+        """One part read at its offset (pread: no shared file position between threads) and uploaded."""
+        chunk = os.pread(fd, state["part_size"], (number - 1) * state["part_size"])
+        return self._put_part(state, number, chunk), len(chunk)
+
+    def _put_part(self, state: dict, number: int, chunk: bytes) -> dict:
+        """Upload one part; its entry for the state (number, ETag, checksum), which the caller records."""
         digest = b64_sha256(chunk)
         answer = self.client.upload_part(
             Bucket=state["bucket"], Key=state["key"], UploadId=state["upload_id"],
             PartNumber=number, Body=chunk, ChecksumSHA256=digest,
         )
         check_echo(answer, digest, state["key"])
-        state["parts"] = [p for p in state["parts"] if p["PartNumber"] != number]
-        state["parts"].append({"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest})
+        return {"PartNumber": number, "ETag": answer["ETag"], "ChecksumSHA256": digest}
+
+    def _send_part(self, state: dict, number: int, chunk: bytes) -> None:
+        part = self._put_part(state, number, chunk)
+        state["parts"] = [p for p in state["parts"] if p["PartNumber"] != number] + [part]
 
     def upload_ahead(self, full_key: str, path: Path, numbers: list[int], content_type: str, meta: dict[str, str],
                      checkpoint: UploadCheckpoint, limit: int | None = None) -> int:
@@ -122,12 +200,11 @@ class MultipartUploader:
             sent += 1
         return sent
 
-    def _resumable_state(self, full_key: str, total: int, sha256: str,
-                         checkpoint: UploadCheckpoint | None, adopt_ahead: bool = False) -> dict | None:
-        """The saved upload if it is for these bytes and S3 still holds its parts; else None. An upload sent
-        ahead while recording is adopted only by the file it was sent from (a live output, `adopt_ahead`)."""
-        from botocore.exceptions import ClientError
-
+    def _saved_state(self, full_key: str, total: int, sha256: str,
+                     checkpoint: UploadCheckpoint | None, adopt_ahead: bool = False) -> dict | None:
+        """The saved upload if it is for these bytes (not asked of S3 yet: _finish checks its parts); else None,
+        and a saved upload of other bytes is aborted. An upload sent ahead while recording is adopted only by the
+        file it was sent from (a live output, `adopt_ahead`)."""
         state = checkpoint.load() if checkpoint else None
         if not state:
             return None
@@ -137,22 +214,18 @@ class MultipartUploader:
                   "sha256": sha256, "part_size": self.part_size}
         if any(state.get(name) != value for name, value in wanted.items()):
             self.abort(state, quiet=True)  # an upload of other bytes: its parts are useless
-            checkpoint.clear()
+            checkpoint.clear()  # type: ignore[union-attr]
             return None
-        try:
-            pages = self.client.get_paginator("list_parts").paginate(
-                Bucket=state["bucket"], Key=full_key, UploadId=state["upload_id"]
-            )
-            stored = {p["PartNumber"]: p["ETag"] for page in pages for p in page.get("Parts", [])}
-        except ClientError as exc:
-            if exc.response.get("Error", {}).get("Code") != "NoSuchUpload":
-                raise
-            checkpoint.clear()
-            return None
-        kept = [part for part in state.get("parts", []) if stored.get(part["PartNumber"]) == part["ETag"]]
-        state["parts"] = kept
-        checkpoint.save(state)
+        checkpoint.save(state)  # type: ignore[union-attr] - adopted: no live step sends to it any more
         return state
+
+    def _stored_parts(self, state: dict) -> dict[int, str]:
+        """Part number -> ETag of what S3 holds for the upload (ListParts, every page); raises ClientError
+        NoSuchUpload when S3 no longer has the upload."""
+        pages = self.client.get_paginator("list_parts").paginate(
+            Bucket=state["bucket"], Key=state["key"], UploadId=state["upload_id"]
+        )
+        return {p["PartNumber"]: p["ETag"] for page in pages for p in page.get("Parts", [])}
 
     def abort(self, state: Mapping[str, Any], *, quiet: bool = False) -> None:
         """Abort the multipart upload a checkpoint describes; an already gone one is fine."""

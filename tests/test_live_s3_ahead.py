@@ -107,3 +107,21 @@ def test_a_step_sends_at_most_its_bound_of_parts_and_stop_sends_the_rest(s3_live
     assert resources.finalizer.run(rec) == "completed"
     output = api.status(rec).get_json()["outputs"][0]
     assert fetch(resources.provider, output["key"]) == live.read_bytes()
+
+
+def test_at_stop_part_one_the_tail_and_the_check_go_together(s3_live, big_recording):
+    """Part 1 (the header's) and the tail are uploaded at once, and ListParts checks the parts sent ahead beside
+    them: the three calls meet at a barrier, which breaks if they come one after another. Same bytes stored."""
+    from tests.test_storage_s3 import _meeting
+
+    api, resources = s3_live
+    rec = record(api, resources, big_recording)
+    assert ahead_parts(resources, api, rec)
+    met = _meeting(resources.provider.client, ("UploadPart", "ListParts"), 3)  # type: ignore[attr-defined]
+    assert api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    assert sorted(met) == ["ListParts", "UploadPart", "UploadPart"]
+    output = api.status(rec).get_json()["outputs"][0]
+    live = resources.staging.output_dir(rec) / "live" / "alice.live.webm"
+    assert fetch(resources.provider, output["key"]) == live.read_bytes()
+    assert output["checksum"]["composite"] == composite(live.read_bytes(), PART)

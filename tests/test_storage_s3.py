@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -109,3 +110,73 @@ def test_s3_uses_the_callers_digest_instead_of_reading_the_file_again(make_provi
                                 metadata={"sha256": given}).metadata["sha256"] == given
     assert provider.upload_file(prefix + "c.webm", small_file, content_type="video/webm",
                                 metadata={"sha256": "not-hex"}).metadata["sha256"] == right  # not a digest: hashed
+
+
+def _meeting(client, operations: tuple[str, ...], parties: int) -> list[str]:
+    """The first `parties` calls of these operations wait for each other (a barrier; broken if they come one after
+    another), so the upload only gets through when they are in flight together. Returns the calls that met."""
+    barrier = threading.Barrier(parties, timeout=30)
+    met: list[str] = []
+    lock = threading.Lock()
+
+    def meet(model, **_) -> None:
+        with lock:
+            if len(met) >= parties:
+                return
+            met.append(model.name)
+        barrier.wait()
+
+    for operation in operations:
+        client.meta.events.register(f"before-call.s3.{operation}", meet)
+    return met
+
+
+def test_s3_parts_go_up_together_and_make_the_same_object(make_provider: MakeProvider, large_file: Path,
+                                                          prefix: str) -> None:
+    provider = make_provider("s3")
+    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
+    met = _meeting(provider.client, ("UploadPart",), 3)  # type: ignore[attr-defined]
+    provider.upload_file(key, large_file, content_type="video/webm", metadata=META, checkpoint=checkpoint)
+    assert met == ["UploadPart"] * 3
+    assert fetch(provider, key) == large_file.read_bytes()
+    assert checkpoint.state is None
+
+
+def test_s3_resumed_upload_checks_its_parts_beside_the_missing_ones(make_provider: MakeProvider,
+                                                                     s3_fault_proxy: FaultProxy, large_file: Path,
+                                                                     prefix: str) -> None:
+    """ListParts runs while the missing parts go up; a part the checkpoint holds that S3 does not (here: other
+    bytes' ETag) is sent again before the complete."""
+    provider = _proxied_s3(make_provider, s3_fault_proxy)
+    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
+    s3_fault_proxy.fail_part(3)
+    with pytest.raises(StorageUnavailableError):
+        provider.upload_file(key, large_file, content_type="video/webm", metadata=META, checkpoint=checkpoint)
+    assert sorted(p["PartNumber"] for p in checkpoint.state["parts"]) == [1, 2]
+    state = checkpoint.load()
+    state["parts"] = [{**p, "ETag": '"00000000000000000000000000000000"'} if p["PartNumber"] == 2 else p
+                      for p in state["parts"]]
+    checkpoint.save(state)
+
+    met = _meeting(provider.client, ("UploadPart", "ListParts"), 2)  # type: ignore[attr-defined]
+    provider.upload_file(key, large_file, content_type="video/webm", metadata=META, checkpoint=checkpoint)
+
+    assert sorted(met) == ["ListParts", "UploadPart"]
+    assert [len(s3_fault_proxy.part_uploads(n)) for n in (1, 2, 3)] == [1, 2, 2], "part 2 not sent again"
+    assert fetch(provider, key) == large_file.read_bytes()
+    assert checkpoint.state is None
+
+
+def test_s3_a_failed_part_keeps_the_parts_sent_beside_it(make_provider: MakeProvider, s3_fault_proxy: FaultProxy,
+                                                         large_file: Path, prefix: str) -> None:
+    """Parts in flight when one fails are recorded before the error is raised, so a retry sends only the failed
+    one; parts not started yet are not sent after the failure."""
+    provider = _proxied_s3(make_provider, s3_fault_proxy)
+    key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
+    s3_fault_proxy.fail_part(1)
+    with pytest.raises(StorageUnavailableError):
+        provider.upload_file(key, large_file, content_type="video/webm", metadata=META, checkpoint=checkpoint)
+    assert sorted(p["PartNumber"] for p in checkpoint.state["parts"]) == [2, 3]
+    provider.upload_file(key, large_file, content_type="video/webm", metadata=META, checkpoint=checkpoint)
+    assert [len(s3_fault_proxy.part_uploads(n)) for n in (1, 2, 3)] == [2, 1, 1]
+    assert fetch(provider, key) == large_file.read_bytes()
