@@ -44,7 +44,7 @@ def test_chromium_webm_folded_live_equals_batch(page, live_server, api, staging_
         positions.append(state.position if state else -1)
     live.step(recording_id, final=True)
     assert len(set(positions)) >= 2, positions  # several windows, not one at the end
-    done = live.result(recording_id, "alice", {"video": live.store.chunks(recording_id, "alice", "video")})
+    done = live.result(recording_id, "alice", ["video"])
     assert done is not None
     assert packets(done.path) == packets(batch(live, recording_id, tmp_path))
     assert {t.media_type for t in done.tracks} == {"audio", "video"}

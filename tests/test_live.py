@@ -57,7 +57,7 @@ def test_live_steps_then_stop_equal_batch_packet_for_packet(api, rec, live, tmp_
     assert state.failed is None and state.windows >= 2 and 0 < state.position < 23
     send(api, rec, pieces[24:], 24)
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None
     reference = batch(live, rec, tmp_path)
     assert packets(result.path) == packets(reference)
@@ -72,7 +72,7 @@ def test_live_steps_then_stop_equal_batch_packet_for_packet(api, rec, live, tmp_
 def test_a_single_step_at_stop_is_the_whole_file(api, rec, live, tmp_path):
     send(api, rec, slice_timeslice(encode_webm(replace(CLIP, seconds=3)), 5))
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
 
 
@@ -89,7 +89,7 @@ def test_a_hole_at_stop_leaves_the_participant_to_batch(api, rec, live):
     live.step(rec, final=True)
     assert "holes" in live.states.get(rec, "alice").failed
     assert (steps("folded"), steps("batch")) == (folded + 1, batched + 1)  # what the metrics show operators
-    assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None
+    assert live.result(rec, "alice", ["video"]) is None
 
 
 def test_a_restarted_recorder_in_the_tail_is_folded_at_stop(api, rec, live, tmp_path):
@@ -99,7 +99,7 @@ def test_a_restarted_recorder_in_the_tail_is_folded_at_stop(api, rec, live, tmp_
     second = slice_timeslice(encode_webm(replace(CLIP, seconds=3)), 2)
     send(api, rec, first + second)
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None and result.segments == 2
     assert packets(result.path) == packets(batch(live, rec, tmp_path))
 
@@ -118,7 +118,7 @@ def test_a_recorder_restarted_while_recording_is_folded_live(api, rec, live, tmp
     state = live.states.get(rec, "alice")
     assert state.failed is None and state.windows == 3 and state.streams["video"].runs == 2, state
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None
     chunks = live.store.chunks(rec, "alice", "video")
     wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
@@ -139,7 +139,7 @@ def test_a_restart_with_other_codecs_goes_to_batch(api, rec, live):
     live.step(rec)
     live.step(rec, final=True)
     assert live.states.get(rec, "alice").failed
-    assert live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")}) is None
+    assert live.result(rec, "alice", ["video"]) is None
 
 
 def test_each_participant_is_folded_on_its_own(api, rec, live, tmp_path):
@@ -154,7 +154,7 @@ def test_each_participant_is_folded_on_its_own(api, rec, live, tmp_path):
     live.step(rec, final=True)
     for participant in streams:
         assert live.states.get(rec, participant).windows >= 2
-        result = live.result(rec, participant, {"video": live.store.chunks(rec, participant, "video")})
+        result = live.result(rec, participant, ["video"])
         assert result is not None
         assert packets(result.path) == packets(batch(live, rec, tmp_path, participant))
 
@@ -173,7 +173,7 @@ def test_a_step_killed_after_appending_is_undone(api, rec, live, tmp_path):
     assert live.states.get(rec, "alice") == state
     send(api, rec, pieces[9:], 9)
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
     assert b"\x1f\x43\xb6\x75" + b"\x00" * 1000 not in result.path.read_bytes()
 
@@ -199,7 +199,7 @@ def test_h264_in_matroska_equals_batch(api, rec, live, tmp_path):
         send(api, rec, pieces[start:start + 6], start)
         live.step(rec)
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None and result.path.suffix == ".mkv" and live.states.get(rec, "alice").windows >= 2
     assert packets(result.path) == packets(batch(live, rec, tmp_path))
 
@@ -219,7 +219,7 @@ def test_a_first_window_shorter_than_the_look_ahead_reads_past_the_cap(api, rec,
     assert live.states.get(rec, "alice").position <= first.position + 3
     send(api, rec, pieces[24:], 24)
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
 
 
@@ -230,7 +230,7 @@ def test_a_stream_counted_from_one_is_folded_too(api, rec, live, tmp_path):
         live.step(rec)
     live.step(rec, final=True)
     assert live.states.get(rec, "alice").windows >= 2
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None and packets(result.path) == packets(batch(live, rec, tmp_path))
 
 
@@ -255,8 +255,7 @@ def test_a_client_that_paused_its_recorder_keeps_its_live_output(api, rec, live,
         assert api.put_chunk(rec, "alice", "video", sequence, piece, timestamp=time.time() * 1000).status_code == 202
     live.step(rec)
     rec_hash = live.store.get(rec)
-    streams = {"video": live.store.chunks(rec, "alice", "video")}
-    prepared = live.finish(rec_hash, "alice", streams)
+    prepared = live.finish(rec_hash, "alice", ["video"])
     assert prepared is not None and packets(prepared.path) == packets(batch(live, rec, tmp_path))
 
 
@@ -278,8 +277,7 @@ def test_a_client_that_kept_recording_through_a_pause_goes_to_batch(api, rec, li
     send_some(4)
     live.step(rec)
     assert live.states.get(rec, "alice").failed is None  # folded on while paused: the cut is decided at stop
-    streams = {"video": live.store.chunks(rec, "alice", "video")}
-    assert live.finish(live.store.get(rec), "alice", streams) is None
+    assert live.finish(live.store.get(rec), "alice", ["video"]) is None
 
 
 def test_an_audio_only_stream_equals_batch_and_seeks(api, rec, live, tmp_path):
@@ -289,7 +287,7 @@ def test_an_audio_only_stream_equals_batch_and_seeks(api, rec, live, tmp_path):
         send(api, rec, pieces[start:start + 10], start)
         live.step(rec)
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None and live.states.get(rec, "alice").windows >= 2
     assert packets(result.path) == packets(batch(live, rec, tmp_path))
     with av.open(str(result.path)) as container:
@@ -315,7 +313,7 @@ def test_separate_audio_and_video_streams_equal_batch(api, rec, live, tmp_path):
     assert state.failed is None and state.windows >= 2, state
     live.step(rec, final=True)
     streams = {kind: live.store.chunks(rec, "alice", kind) for kind in ("audio", "video")}
-    result = live.result(rec, "alice", streams)
+    result = live.result(rec, "alice", list(streams))
     assert result is not None
     inputs = []
     for kind in ("audio", "video"):
@@ -361,7 +359,7 @@ def test_a_camera_that_starts_after_the_first_window_joins_the_live_output(api, 
         assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
     live.step(rec, final=True)
     streams = {kind: live.store.chunks(rec, "alice", kind) for kind in ("audio", "video")}
-    result = live.result(rec, "alice", streams)
+    result = live.result(rec, "alice", list(streams))
     assert result is not None
     reference = two_stream_batch(live, rec, tmp_path)
     assert packets(result.path) == packets(reference.path)
@@ -392,7 +390,7 @@ def test_a_stream_whose_first_chunk_comes_a_step_late_begins_the_output_again(ap
     state = live.states.get(rec, "alice")
     assert state.failed is None and list(state.streams) == ["audio", "video"], state
     live.step(rec, final=True)
-    result = live.result(rec, "alice", {kind: live.store.chunks(rec, "alice", kind) for kind in ("audio", "video")})
+    result = live.result(rec, "alice", ["audio", "video"])
     assert result is not None
     assert packets(result.path) == packets(two_stream_batch(live, rec, tmp_path).path)
 
@@ -421,7 +419,7 @@ def test_a_restart_without_a_header_where_a_window_begins_is_joined_live(api, re
 
 def assert_equals_batch(live: LiveFinalizer, rec: str, out: Path, repairs: int) -> None:
     chunks = live.store.chunks(rec, "alice", "video")
-    result = live.result(rec, "alice", {"video": chunks})
+    result = live.result(rec, "alice", ["video"])
     assert result is not None, live.states.get(rec, "alice")
     wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
     reference = mux_participant([StreamInput("video", live.staging.local_chunks(rec, "alice", "video", wanted))],

@@ -106,8 +106,7 @@ def test_a_byte_changed_after_it_was_hashed_is_caught_on_copy(live_api, resource
     live = resources.finalizer.live
     assert live is not None
     assert live_api.stop().status_code == 202
-    streams = {"video": resources.store.chunks(rec, "alice", "video")}
-    prepared = live.finish(resources.store.get(rec) or {}, "alice", streams)  # finalize's hook, at stop
+    prepared = live.finish(resources.store.get(rec) or {}, "alice", ["video"])  # finalize's hook, at stop
     assert prepared is not None and prepared.checksum is not None
     data = prepared.path.read_bytes()
     assert prepared.checksum.composite != composite(data, SMALL_PART)

@@ -54,7 +54,7 @@ def batch_mp4(live: LiveFinalizer, rec: str, out: Path):
 
 
 def finish(live: LiveFinalizer, rec: str):
-    return live.finish(live.store.get(rec), "alice", {"video": live.store.chunks(rec, "alice", "video")})
+    return live.finish(live.store.get(rec), "alice", ["video"])
 
 
 def packet_counts(path: Path) -> dict[str, int]:

@@ -237,9 +237,25 @@ class ChunkIndex:
         return ChunkRecord.decode(raw.decode()) if raw else None
 
     def records(self, recording_id: str, participant_id: str, stream_type: str) -> dict[int, ChunkRecord]:
-        """The whole index of one stream: finalize's read, linear in the chunk count."""
+        """The whole index of one stream: batch finalize's read, linear in the chunk count."""
         raw = self.redis.hgetall(keys.stream_chunks(recording_id, participant_id, stream_type))
         return {int(k): ChunkRecord.decode(v.decode()) for k, v in raw.items()}
+
+    def records_at(self, recording_id: str, wanted: list[tuple[str, str, int]]) -> list[ChunkRecord | None]:
+        """One chunk's record per (participantId, type, sequence), in one round trip: finalize reads each stream's
+        first chunk (its timestamp lines the participant up) without reading the rest."""
+        pipe = self.redis.pipeline(transaction=False)
+        for participant_id, stream_type, sequence in wanted:
+            pipe.hget(keys.stream_chunks(recording_id, participant_id, stream_type), str(sequence))
+        return [ChunkRecord.decode(raw.decode()) if raw else None for raw in pipe.execute()]
+
+    def held(self, recording_id: str, streams: list[tuple[str, str]]) -> dict[tuple[str, str], int]:
+        """Each listed stream's index entries (HLEN: constant time), unreadable ones included. With the facts' first
+        and last sequence this says whether the index is one run without a hole, without reading it."""
+        pipe = self.redis.pipeline(transaction=False)
+        for participant_id, stream_type in streams:
+            pipe.hlen(keys.stream_chunks(recording_id, participant_id, stream_type))
+        return dict(zip(streams, pipe.execute()))
 
     def facts(self, recording_id: str, streams: list[tuple[str, str]]) -> dict[tuple[str, str], StreamFacts]:
         """Every listed stream's facts in one round trip of bounded reads."""

@@ -24,8 +24,8 @@ from workers.media.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
 from workers.live.checksum import METADATA_KEY as PARTS_METADATA
 from workers.live.step import LiveFinalizer
-from workers.manifest import (CONTENT_TYPES, MANIFEST_NAME, build_manifest, object_prefix, recording_window_ms,
-                              start_offsets)
+from workers.manifest import (CONTENT_TYPES, MANIFEST_NAME, build_manifest, media_origin_ms, object_prefix,
+                              recording_window_ms, start_offsets)
 from workers.media.cuts import StreamCuts
 from workers.media.muxer import StreamInput
 from workers.outputs import PreparedOutput, prepare_output
@@ -33,13 +33,25 @@ from workers.pause import Pause, parse_pauses, stream_cuts
 from workers.records import OutputThumbnail, RecordingHash, StoredOutput, outputs_json, parse_outputs
 from workers.settings import Settings
 from workers.staging import Staging
+from workers.chunk_index import StreamFacts
 from workers.state import ChunkRecord, RecordingStore, State
 from workers.status import NO_OUTPUT, participant_entries
 
 log = logging.getLogger(__name__)
 
-Plan = dict[str, dict[str, dict[int, ChunkRecord]]]
-"""participantId → stream type → sequence → chunk record."""
+@dataclass(frozen=True)
+class StreamPlan:
+    """One stream as finalize plans it, from bounded reads: the counters intake keeps (facts) and the stream's first
+    chunk, whose timestamp lines the participant up in the manifest. Every chunk's record is read only for a
+    participant that goes to batch (or whose paused media may be cut), so the live path's work after stop does not
+    grow with the number of chunks."""
+
+    facts: StreamFacts
+    first: ChunkRecord | None
+
+
+Plan = dict[str, dict[str, StreamPlan]]
+"""participantId → stream type → its plan."""
 
 
 Guard = Callable[[], None]
@@ -83,12 +95,13 @@ class Finalizer:
             self._upload_all(rec, prepared, done, reporter, guard)
             entries = participant_entries(self.store, recording_id, errors, rec=rec)
             clock_offsets = {pid: entry.get("clockOffsetSeconds") for pid, entry in entries.items()}
-            for pid, offset in start_offsets(plan, done, clock_offsets, recording_window_ms(rec)).items():
+            origins = {pid: media_origin_ms([s.first for s in streams.values()]) for pid, streams in plan.items()}
+            for pid, offset in start_offsets(origins, done, clock_offsets, recording_window_ms(rec)).items():
                 if pid in done:
                     done[pid] = done[pid].aligned_at(offset)
             guard()
             self.store.update(recording_id, outputs=outputs_json(done))
-            self._upload_manifest(rec, build_manifest(rec, plan, done, entries), guard)
+            self._upload_manifest(rec, build_manifest(rec, origins, done, entries), guard)
         except UploadFailed as exc:
             return self._fail(recording_id, str(exc), reporter)
         if not done:
@@ -111,11 +124,25 @@ class Finalizer:
             self.sleep(max(0.05, min(wait_until - time.time(), 30.0)))  # type: ignore[operator]
 
     def _plan(self, recording_id: str) -> Plan:
+        """Every stream's facts and first chunk in two round trips, whatever the chunk count."""
+        streams = self.store.streams(recording_id)
+        facts = self.store.index.facts(recording_id, streams)
+        known = [s for s in streams if facts[s].first is not None]
+        firsts = dict(zip(known, self.store.index.records_at(
+            recording_id, [(pid, stream_type, facts[(pid, stream_type)].first) for pid, stream_type in known])))
         plan: Plan = {}
-        for participant_id, stream_type in self.store.streams(recording_id):
-            plan.setdefault(participant_id, {})[stream_type] = self.store.chunks(recording_id, participant_id,
-                                                                                 stream_type)
+        for pid, stream_type in streams:
+            first = firsts.get((pid, stream_type))
+            if facts[(pid, stream_type)].first is None:  # counters lost beside the index (intake never leaves that)
+                records = self.store.chunks(recording_id, pid, stream_type)
+                first = records[min(records)] if records else None
+            plan.setdefault(pid, {})[stream_type] = StreamPlan(facts[(pid, stream_type)], first)
         return plan
+
+    def _records(self, recording_id: str, participant_id: str, streams: dict[str, StreamPlan]
+                 ) -> dict[str, dict[int, ChunkRecord]]:
+        """Every chunk's record of a participant's streams: what batch reads (one HGETALL per stream)."""
+        return {stream_type: self.store.chunks(recording_id, participant_id, stream_type) for stream_type in streams}
 
     def _inputs(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]],
                 pauses: list[Pause] | None = None) -> list[StreamInput]:
@@ -150,25 +177,22 @@ class Finalizer:
                  reporter: ProgressReporter) -> dict[str, PreparedOutput]:
         recording_id = rec["recordingId"]
         todo = {pid: streams for pid, streams in plan.items() if pid not in done}
-        total = sum(c.size for streams in todo.values() for chunks in streams.values() for c in chunks.values()) or 1
+        total = sum(s.facts.bytes for streams in todo.values() for s in streams.values()) or 1
         consumed = 0
         results: dict[str, PreparedOutput] = {}
         pauses = parse_pauses(rec.get("pauses"))
         reporter.report(State.MUXING.value, 0.0)
         for pid, streams in sorted(todo.items()):
-            size = sum(c.size for chunks in streams.values() for c in chunks.values())
+            size = sum(s.facts.bytes for s in streams.values())
 
             def on_progress(fraction: float, base: int = consumed, size: int = size, pid: str = pid) -> None:
                 reporter.report(State.MUXING.value, (base + fraction * size) / total, participantId=pid)
 
             try:
-                results[pid] = (self.live and self.live.finish(rec, pid, streams)) or prepare_output(
-                    self._inputs(recording_id, pid, streams, pauses), self.staging.output_dir(recording_id), pid,
-                    rec.get("format", "webm"), mp4=self.settings.mp4, progress=on_progress,
-                    thumbnail_offset=self.settings.thumbnail_offset_seconds, thumbnail_width=self.settings.thumbnail_width,
-                )
+                results[pid] = (self.live and self.live.finish(rec, pid, sorted(streams))) or self._batch(
+                    recording_id, pid, self._records(recording_id, pid, streams), rec.get("format", "webm"), pauses,
+                    on_progress)
                 errors.pop(pid, None)
-                self._mark_dropped(recording_id, pid, streams, results[pid].dropped_chunks)
             except MediaError as exc:
                 log.warning("recording %s participant %s: %s", recording_id, pid, exc.message)
                 errors[pid] = exc.message
@@ -183,6 +207,17 @@ class Finalizer:
             self.store.update(recording_id, participantErrors=errors)
         reporter.report(State.MUXING.value, 1.0)
         return results
+
+    def _batch(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]], fmt: str,
+               pauses: list[Pause], progress: Callable[[float], None]) -> PreparedOutput:
+        """The reference path: remux every readable chunk (the live path's output only ever stands in for this)."""
+        prepared = prepare_output(
+            self._inputs(recording_id, participant_id, streams, pauses), self.staging.output_dir(recording_id),
+            participant_id, fmt, mp4=self.settings.mp4, progress=progress,
+            thumbnail_offset=self.settings.thumbnail_offset_seconds, thumbnail_width=self.settings.thumbnail_width,
+        )
+        self._mark_dropped(recording_id, participant_id, streams, prepared.dropped_chunks)
+        return prepared
 
     def _mark_dropped(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]],
                       dropped: dict[str, list[int]]) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from typing import Iterable
 
 from workers.chunk_index import ChunkRecord
 from workers.clock import epoch, iso, normalize_ms
@@ -19,17 +20,19 @@ MANIFEST_NAME = "manifest.json"
 CLOCK_TRUST_SECONDS = 300.0
 """A client clock whose estimated offset from the server's is within this is trusted as it is (it is more
 precise than arrival times); beyond it — a wrong clock, or seconds sent as milliseconds — the offset is applied."""
-Plan = dict[str, dict[str, dict[int, ChunkRecord]]]
+Origins = dict[str, float | None]
+"""participantId → media_origin_ms of its streams, for every participant that sent a chunk."""
 
 
 def object_prefix(room: str, recording_id: str) -> str:
     return f"recordings/{room}/{recording_id}/"
 
 
-def media_origin_ms(streams: dict[str, dict[int, ChunkRecord]]) -> float | None:
-    """Client clock (epoch ms) at the participant's container time 0: each stream's first chunk holds the
-    header and the media from 0, and its timestamp says when that media began; the earliest stream wins."""
-    stamps = [normalize_ms(chunks[min(chunks)].timestamp) for chunks in streams.values() if chunks]
+def media_origin_ms(firsts: Iterable[ChunkRecord | None]) -> float | None:
+    """Client clock (epoch ms) at the participant's container time 0, from each of its streams' first chunk: that
+    chunk holds the header and the media from 0, and its timestamp says when that media began; the earliest stream
+    wins."""
+    stamps = [normalize_ms(first.timestamp) for first in firsts if first is not None]
     known = [ts for ts in stamps if ts is not None]
     return min(known) if known else None
 
@@ -57,7 +60,7 @@ def first_frame_ms(origin: float, offset: float | None, window: tuple[float, flo
     return min(max(candidates[0], low), high)
 
 
-def start_offsets(plan: Plan, outputs: dict[str, StoredOutput], clock_offsets: dict[str, float | None],
+def start_offsets(origins: Origins, outputs: dict[str, StoredOutput], clock_offsets: dict[str, float | None],
                   window: tuple[float, float] = (-math.inf, math.inf)) -> dict[str, float | None]:
     """Seconds from the recording's first frame (any participant) to each output's first frame.
 
@@ -66,8 +69,7 @@ def start_offsets(plan: Plan, outputs: dict[str, StoredOutput], clock_offsets: d
     the recording's window: see first_frame_ms), and the earliest of those is the recording's start.
     """
     first_frames: dict[str, float | None] = {}
-    for pid, streams in plan.items():
-        origin = media_origin_ms(streams)
+    for pid, origin in origins.items():
         output = outputs.get(pid)
         media_start = output.media_start_seconds if output else 0.0
         first_frames[pid] = None if origin is None else (
@@ -77,14 +79,16 @@ def start_offsets(plan: Plan, outputs: dict[str, StoredOutput], clock_offsets: d
     return {pid: None if ms is None or start is None else round((ms - start) / 1000.0, 3) for pid, ms in first_frames.items()}
 
 
-def build_manifest(rec: RecordingHash, plan: Plan, outputs: dict[str, StoredOutput], entries: dict[str, dict]) -> dict:
-    """entries: the status' participants.<pid> (error, clockOffsetSeconds, one summary per stream type)."""
-    offsets = start_offsets(plan, outputs, {pid: e.get("clockOffsetSeconds") for pid, e in entries.items()},
+def build_manifest(rec: RecordingHash, origins: Origins, outputs: dict[str, StoredOutput], entries: dict[str, dict]
+                   ) -> dict:
+    """origins: start_offsets'; entries: the status' participants.<pid> (error, clockOffsetSeconds, one summary per
+    stream type)."""
+    offsets = start_offsets(origins, outputs, {pid: e.get("clockOffsetSeconds") for pid, e in entries.items()},
                             recording_window_ms(rec))
     participants = {}
-    for pid in sorted(set(plan) | set(entries)):
+    for pid in sorted(set(origins) | set(entries)):
         entry = entries.get(pid, {})
-        origin = media_origin_ms(plan.get(pid, {}))
+        origin = origins.get(pid)
         output = outputs.get(pid)
         participants[pid] = {
             "error": entry.get("error"),

@@ -18,6 +18,9 @@ BUFFER_BYTES = 64 * 1024
 INDEX_BATCH = 256
 """Chunk index entries read per HMGET."""
 
+HEADER_BATCH = 4
+"""Chunk index entries read per HMGET for a header whose length is known (it is rarely past the first chunk)."""
+
 
 def contiguous(store: RecordingStore, staging: Staging, recording_id: str, participant_id: str, stream_type: str,
                state: Cursor, final: bool, limit: int | None) -> list[tuple[int, Path]]:
@@ -45,13 +48,8 @@ def header_chunks(store: RecordingStore, staging: Staging, recording_id: str, pa
                   stream_type: str, state: Cursor, limit: int) -> list[tuple[int, Path]]:
     """The chunks from the first of the recorder run's holding its header (all of the first ones until it is
     known)."""
-    run = _run(store, recording_id, participant_id, stream_type, state.run_first, limit)
-    wanted, total = [], 0
-    for item in run:
-        if state.header and total >= state.header:
-            break
-        wanted.append(item)
-        total += item[2]
+    wanted = _run(store, recording_id, participant_id, stream_type, state.run_first, limit,
+                  until_bytes=state.header or None)
     found = staging.local_chunks(recording_id, participant_id, stream_type, wanted)
     if not found or any(path is None for _, path in found):
         raise Unsupported("the stream's header chunks are not on this worker's disk")
@@ -59,20 +57,24 @@ def header_chunks(store: RecordingStore, staging: Staging, recording_id: str, pa
 
 
 def _run(store: RecordingStore, recording_id: str, participant_id: str, stream_type: str, first: int,
-         limit: int | None) -> list[tuple[int, str, int]]:
+         limit: int | None, until_bytes: int | None = None) -> list[tuple[int, str, int]]:
     """(sequence, name, size) of the indexed chunks from `first` up to the first one missing, read in pieces
-    of INDEX_BATCH (HMGET), never the whole index."""
+    of INDEX_BATCH (HMGET), never the whole index. `until_bytes`: stop once the chunks read hold that many bytes
+    (a known header: usually in the first chunk, so a step reads a few entries for it, not a window's worth)."""
     key = keys.stream_chunks(recording_id, participant_id, stream_type)
     out: list[tuple[int, str, int]] = []
-    sequence = first
+    sequence, total = first, 0
     while limit is None or len(out) < limit:
-        batch = INDEX_BATCH if limit is None else min(INDEX_BATCH, limit - len(out))
+        batch = HEADER_BATCH if until_bytes is not None else INDEX_BATCH
+        batch = batch if limit is None else min(batch, limit - len(out))
         for raw in store.redis.hmget(key, [str(n) for n in range(sequence, sequence + batch)]):
             if raw is None:
                 return out
             record = ChunkRecord.decode(raw.decode())
             out.append((sequence, record.name, record.size))
-            sequence += 1
+            sequence, total = sequence + 1, total + record.size
+            if until_bytes is not None and total >= until_bytes:
+                return out
     return out
 
 

@@ -39,7 +39,7 @@ from workers.pause import parse_pauses, stream_cuts
 from workers.records import RecordingHash
 from workers.staging import Staging
 from workers.staging.local import ChunkStaging
-from workers.state import ChunkRecord, RecordingStore
+from workers.state import RecordingStore
 
 log = logging.getLogger(__name__)
 
@@ -200,19 +200,20 @@ class LiveFinalizer:
                 self._file(recording_id, participant_id, extension).remove()
             return "batch"
 
-    def finish(self, rec: RecordingHash, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
-               ) -> PreparedOutput | None:
-        """Finalize's hook: fold the tail, close the file, add the poster; None sends the participant to batch."""
+    def finish(self, rec: RecordingHash, participant_id: str, types: list[str]) -> PreparedOutput | None:
+        """Finalize's hook, given the participant's stream types: fold the tail, close the file, add the poster;
+        None sends the participant to batch. It reads no chunk's index entry behind the live position (only the
+        header's and the tail's), so its work does not grow with the recording's length."""
         recording_id = rec["recordingId"]
         state = self.states.get(recording_id, participant_id)
         if state is None or state.failed or not state.windows:
             return None  # nothing folded while recording (or lost): batch does the same work, and is the reference
-        if not self.step_participant(recording_id, rec, participant_id, sorted(streams), final=True):
+        if not self.step_participant(recording_id, rec, participant_id, sorted(types), final=True):
             return None
-        if self._batch_would_cut(rec, participant_id, streams):
+        if self._batch_would_cut(rec, participant_id, types):
             log.info("recording %s participant %s: paused media to cut, batch instead", recording_id, participant_id)
             return None
-        muxed = self.result(recording_id, participant_id, streams)
+        muxed = self.result(recording_id, participant_id, types)
         if muxed is None:
             return None
         state = self.states.get(recording_id, participant_id)
@@ -235,19 +236,13 @@ class LiveFinalizer:
             checksum=checksum,
         )
 
-    def result(self, recording_id: str, participant_id: str, streams: dict[str, dict[int, ChunkRecord]]
-               ) -> MuxResult | None:
-        """At stop, after the final step: the closed live output of a participant, when it holds exactly what
-        the batch path would read (every chunk, nothing after its position), else None."""
+    def result(self, recording_id: str, participant_id: str, types: list[str]) -> MuxResult | None:
+        """At stop, after the final step: the closed live output of a participant whose streams are `types`, when
+        it holds exactly what the batch path would read (every chunk, nothing after its position), else None."""
         state = self.states.get(recording_id, participant_id)
-        if state is None or state.failed or not state.windows or list(state.streams) != batch_order(streams) \
-                or state.host != HOST:
+        if state is None or state.failed or not state.windows or list(state.streams) != batch_order(types) \
+                or state.host != HOST or not self._covers(recording_id, participant_id, state):
             return None
-        for stream_type, cursor in state.streams.items():
-            chunks = streams[stream_type]
-            if cursor.position != max(chunks) or min(chunks) != cursor.first \
-                    or len(chunks) != cursor.position - cursor.first + 1:
-                return None
         live = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt])
         if not live.path.exists() or live.path.stat().st_size < state.bytes:
             return None
@@ -267,6 +262,22 @@ class LiveFinalizer:
                          tracks=infos, segments=sum(c.runs for c in state.streams.values()), dropped_chunks=[],
                          dropped_packets=state.tracks.dropped, start_seconds=round(state.tracks.start or 0.0, 6),
                          timestamp_repairs=sum(c.repairs for c in state.streams.values()))
+
+    def _covers(self, recording_id: str, participant_id: str, state: LiveState) -> bool:
+        """Whether each stream's index is exactly the chunks from the cursor's first sequence to its position, from
+        the counters intake keeps and the index's entry count (a few bounded reads, however long the recording):
+        its lowest and highest sequences are those, it holds that many entries (so no hole between them), and none
+        was found unreadable (the facts' count leaves those out). A late chunk below the first, or any after the
+        position, changes the lowest or highest; then batch, the reference, reads the whole index."""
+        streams = [(participant_id, stream_type) for stream_type in state.streams]
+        facts = self.store.index.facts(recording_id, streams)
+        held = self.store.index.held(recording_id, streams)
+        for stream, fact in facts.items():
+            cursor = state.streams[stream[1]]
+            span = cursor.position - cursor.first + 1
+            if (fact.first, fact.last, fact.chunks, held[stream]) != (cursor.first, cursor.position, span, span):
+                return False
+        return True
 
     def _send_ahead(self, recording_id: str, rec: RecordingHash, participant_id: str, state: LiveState) -> None:
         """Upload the output's parts that are final already (complete, past the header's space) to a provider that
@@ -443,14 +454,15 @@ class LiveFinalizer:
                               cursor.clock if single else None, start + cursor.run_bytes - body_at)
         return _StreamCut(source, chunks, start, cut, until, clusters, restart is not None)
 
-    def _batch_would_cut(self, rec: RecordingHash, participant_id: str,
-                         streams: dict[str, dict[int, ChunkRecord]]) -> bool:
+    def _batch_would_cut(self, rec: RecordingHash, participant_id: str, types: list[str]) -> bool:
         """Whether batch would cut paused media out of this participant (a client that kept recording through a
         pause): the same decision finalize makes, from every chunk's timestamp, so it waits for stop. A client
-        that paused its own recorder (the browser module) has nothing cut, and its live output stands."""
+        that paused its own recorder (the browser module) has nothing cut, and its live output stands. Only a
+        recording that was paused reads the whole index here."""
         pauses = parse_pauses(rec.get("pauses"))
         if not pauses:
             return False
+        streams = {t: self.store.chunks(rec["recordingId"], participant_id, t) for t in types}
         facts = self.store.index.facts(rec["recordingId"], [(participant_id, t) for t in streams])
         cuts = stream_cuts(pauses, streams, {t: fact.skew_ms for (_, t), fact in facts.items()})
         return any(cut.for_segment(sorted(streams[t]), 0.0) is not None for t, cut in cuts.items())
