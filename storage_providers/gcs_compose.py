@@ -23,8 +23,10 @@ import base64
 import hashlib
 import io
 import logging
+import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,6 +54,11 @@ MAX_SOURCES = 32
 
 CHUNK_ALIGN = 256 * 1024
 """A resumable chunk is a multiple of 256 KiB (the last one excepted)."""
+
+IN_FLIGHT = 4
+"""Requests sent at once at stop: part 1 and the tail go up while the temporaries are checked, and the temporaries
+are deleted together. The client is shared between the threads, as google-cloud-storage's own transfer_manager
+shares one."""
 
 PARTS_METADATA = "sha256-parts"
 """The live output's checksum metadata, `<partSize>:<composite hex>` (workers/live/checksum.py)."""
@@ -199,25 +206,23 @@ class ComposeUploader:
         if size != self.part_size or state.get("part_size") != self.part_size:
             raise NotAdoptable(f"part size {size} is not {self.part_size}")
         count = max(1, -(-total // self.part_size))
-        pieces, digests = self._kept_pieces(state, count, total)
+        pieces, digests = self._known_pieces(state, count)
         sent = sum(self._length(p, total) for p in pieces)
         if progress and sent:
             progress(sent, total)
         covered = {n for p in pieces for n in range(p.first, p.last + 1)}
-        with open(path, "rb") as source:
-            for number in range(1, count + 1):
-                if number in covered:
-                    continue
-                source.seek((number - 1) * self.part_size)
-                chunk = source.read(self.part_size)
-                part = self._put_part(state, number, chunk, content_type)
-                state["parts"].append(part)
-                checkpoint.save(state)
+        missing = [n for n in range(1, count + 1) if n not in covered]
+        with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="gcs-parts") as pool:
+            checks = [(piece, pool.submit(self._unchanged, piece, self._length(piece, total))) for piece in pieces]
+            for part, length in self._put_parts(state, path, missing, content_type, checkpoint, pool):
                 pieces.append(self._part_piece(state, part))
-                digests[number] = part["sha256"]
-                sent += len(chunk)
+                digests[part["number"]] = part["sha256"]
+                sent += length
                 if progress:
                     progress(sent, total)
+            for piece, check in checks:
+                if not check.result():
+                    raise NotAdoptable(f"{piece.name} is gone or was replaced")
         joined = b"".join(bytes.fromhex(digests[n]) for n in range(1, count + 1))
         if hashlib.sha256(joined).hexdigest() != composite:
             raise NotAdoptable("the parts sent ahead are not this file's bytes")
@@ -249,9 +254,10 @@ class ComposeUploader:
         self.discard(state)
         checkpoint.clear()
 
-    def _kept_pieces(self, state: dict, count: int, total: int) -> tuple[list[_Piece], dict[int, str]]:
-        """The body and parts still stored as the checkpoint knows them (same generation and size), with their
-        part digests. Part 1 is never sent ahead; a piece past the file's end means another file."""
+    def _known_pieces(self, state: dict, count: int) -> tuple[list[_Piece], dict[int, str]]:
+        """The body and parts the checkpoint knows, with their part digests (complete checks with GCS that each is
+        still stored at its generation and size, beside the parts it uploads). Part 1 is never sent ahead; a piece
+        past the file's end means another file."""
         pieces: list[_Piece] = []
         digests: dict[int, str] = {}
         body = state.get("body")
@@ -267,9 +273,38 @@ class ComposeUploader:
         for piece in pieces:
             if piece.first < 2 or piece.last > count:
                 raise NotAdoptable(f"parts {piece.first}-{piece.last} do not fit a file of {count} parts")
-            if not self._unchanged(piece, self._length(piece, total)):
-                raise NotAdoptable(f"{piece.name} is gone or was replaced")
         return pieces, digests
+
+    def _put_parts(self, state: dict, path: Path, numbers: list[int], content_type: str,
+                   checkpoint: UploadCheckpoint, pool: ThreadPoolExecutor) -> Iterator[tuple[dict, int]]:
+        """Upload these parts of the file as temporaries, several at once on `pool`; each is added to the state and
+        the checkpoint saved as it is confirmed, then yielded with its length. On a failure the parts not started
+        are dropped, those running are waited for and kept, and the first error is raised."""
+        if not numbers:
+            return
+        error: BaseException | None = None
+        with open(path, "rb") as source:
+            fd = source.fileno()
+            futures = [pool.submit(self._read_and_put, state, fd, number, content_type) for number in numbers]
+            for future in as_completed(futures):
+                try:
+                    part, length = future.result()
+                except BaseException as exc:  # noqa: BLE001 - re-raised below, once the others are settled
+                    if error is None:
+                        error = exc
+                        for other in futures:
+                            other.cancel()
+                    continue
+                state["parts"].append(part)
+                checkpoint.save(state)
+                yield part, length
+        if error is not None:
+            raise error
+
+    def _read_and_put(self, state: dict, fd: int, number: int, content_type: str) -> tuple[dict, int]:
+        """One part read at its offset (pread: no shared file position between threads) and uploaded."""
+        chunk = os.pread(fd, self.part_size, (number - 1) * self.part_size)
+        return self._put_part(state, number, chunk, content_type), len(chunk)
 
     def _reduce(self, state: dict, pieces: list[_Piece], content_type: str) -> list[_Piece]:
         """At most 32 sources for the final compose: longer runs (a backlog never sent ahead) are joined first."""
@@ -334,8 +369,15 @@ class ComposeUploader:
     def delete_prefix(self, prefix: str) -> None:
         if PARTS_MARK not in prefix:
             raise ValueError(f"{prefix!r} is not a parts prefix")
-        for blob in list(self.bucket.client.list_blobs(self.bucket.name, prefix=prefix, retry=sdk_retry())):
-            self._delete(blob.name)
+        names = [blob.name for blob in self.bucket.client.list_blobs(self.bucket.name, prefix=prefix,
+                                                                     retry=sdk_retry())]
+        if len(names) < 2:
+            for name in names:
+                self._delete(name)
+            return
+        with ThreadPoolExecutor(max_workers=min(IN_FLIGHT, len(names)), thread_name_prefix="gcs-delete") as pool:
+            for done in [pool.submit(self._delete, name) for name in names]:
+                done.result()
 
     def incomplete(self, prefix: str) -> Iterator[IncompleteUpload]:
         """The uploads whose temporaries are stored under prefix: (final key, upload id, first temporary's time)."""

@@ -5,6 +5,7 @@ live steps; temporaries never outlive the recording (completed, abandoned, or lo
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 
 import pytest
@@ -165,4 +166,52 @@ def test_purge_deletes_the_temporaries_of_a_recording_that_failed_while_recordin
     resources.redis.hset(keys.recording(rec), "state", "failed")
     assert mark_deleting(resources.redis, rec)[0] == "queued"  # DELETE of the recording
     assert purge(resources.redis, resources.provider, resources.staging, rec) == api.room
+    assert temporaries(resources, api, rec) == []
+
+
+def meeting(monkeypatch, names: tuple[str, ...], parties: int) -> list[str]:
+    """The first `parties` calls of these ComposeUploader methods wait for each other at a barrier (broken if they
+    come one after another), so stop only gets through when they are in flight together. Returns who met."""
+    barrier = threading.Barrier(parties, timeout=30)
+    met: list[str] = []
+    lock = threading.Lock()
+    for name in names:
+        original = getattr(ComposeUploader, name)
+
+        def wrapped(self, *args, _original=original, _name=name, **kwargs):
+            with lock:
+                waits = len(met) < parties
+                if waits:
+                    met.append(_name)
+            if waits:
+                barrier.wait()
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(ComposeUploader, name, wrapped)
+    return met
+
+
+def test_at_stop_part_one_the_tail_and_the_checks_go_together(gcs_live, big_recording, monkeypatch):
+    """Part 1 and the tail are uploaded while the body is checked; same bytes, every temporary gone."""
+    api, resources = gcs_live
+    rec = record(api, resources, big_recording)
+    assert temporaries(resources, api, rec)
+    met = meeting(monkeypatch, ("_put_part", "_unchanged"), 3)
+    assert api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    assert sorted(met) == ["_put_part", "_put_part", "_unchanged"]
+    output = api.status(rec).get_json()["outputs"][0]
+    assert fetch(resources.provider, output["key"]) == live_bytes(resources, rec)
+    assert temporaries(resources, api, rec) == []
+
+
+def test_the_temporaries_are_deleted_together_after_the_compose(gcs_live, big_recording, monkeypatch):
+    api, resources = gcs_live
+    rec = record(api, resources, big_recording)
+    met = meeting(monkeypatch, ("_delete",), 3)  # the body, part 1 and the tail at least
+    assert api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    assert met == ["_delete"] * 3
+    output = api.status(rec).get_json()["outputs"][0]
+    assert fetch(resources.provider, output["key"]) == live_bytes(resources, rec)
     assert temporaries(resources, api, rec) == []
