@@ -47,6 +47,8 @@ class Side:
     peak_rss_mb: float
     live_cpu_seconds: float = 0.0
     duration: float = 0.0
+    poster_seconds: float = 0.0
+    """Of stop_seconds, the poster: made from the closed file, or (taken while recording) its JPEG checked."""
 
     @property
     def own_seconds(self) -> float:
@@ -182,7 +184,8 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
     resources.finalizer._mux_all = timed_mux  # type: ignore[method-assign]
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on is finalize's own peak
     profiler = cProfile.Profile() if live and PROFILE[0] else None
-    with clock.window():
+    poster_times: list[float] = []
+    with clock.window(), timed_posters(resources.finalizer.live, poster_times):
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -206,7 +209,39 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
     for name in resources.provider.list(f"recordings/{body['room']}/"):
         resources.provider.delete(name.key)
     shutil.rmtree(staging / rec, ignore_errors=True)
-    return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, _peak_mb(), live_cpu, duration)
+    return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, _peak_mb(), live_cpu, duration,
+                sum(poster_times))
+
+
+@contextmanager
+def timed_posters(live: Any, times: list[float]) -> Iterator[None]:
+    """Time the poster's work after stop: the poster made from a closed file (batch's and the live path's
+    `poster_or_none`) and the check of one taken while recording (`_kept_poster`, where it exists)."""
+    import workers.live.step as step
+    import workers.outputs as outputs
+
+    def timed(function: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            begun = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                times.append(time.perf_counter() - begun)
+        return wrapper
+
+    saved = [(outputs, "poster_or_none", outputs.poster_or_none), (step, "poster_or_none", step.poster_or_none)]
+    if live is not None and hasattr(live, "_kept_poster"):
+        saved.append((live, "_kept_poster", live._kept_poster))  # noqa: SLF001
+    for owner, name, function in saved:
+        setattr(owner, name, timed(function))
+    try:
+        yield
+    finally:
+        for owner, name, function in saved:
+            if owner is live:
+                delattr(owner, name)
+            else:
+                setattr(owner, name, function)
 
 
 def provider_lengths(value: str) -> tuple[str, list[float] | None]:
@@ -317,7 +352,8 @@ def main() -> None:
 
 def print_table(rows: list) -> None:
     header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'server':>7}"
-              f"{'own':>7}{'(mux)':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}{'live CPU/h':>11}"
+              f"{'own':>7}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}"
+              f"{'live CPU/h':>11}"
               f"{'ahead':>7}{'load':>6}")
     print(header)
     print("-" * len(header))
@@ -326,6 +362,7 @@ def print_table(rows: list) -> None:
         batch_cells = (f"{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}" if batch else f"{'-':>7}{'-':>7}")
         print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch_cells}"
               f"{live.stop_seconds:>7.2f}{live.server_seconds:>7.2f}{live.own_seconds:>7.2f}{live.mux_seconds:>7.2f}"
+              f"{live.poster_seconds:>7.3f}"
               f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
               f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{per_hour:>10.1f}s"
               f"{live.server_ahead_seconds:>7.2f}{load:>6.1f}")
@@ -339,7 +376,8 @@ def print_table(rows: list) -> None:
     print("Seconds from the stop request to `completed` (finalize in this process, grace 0). live = with live finalize;\n"
           "server = of which the storage server finishing the object: S3 CompleteMultipartUpload (moto concatenates\n"
           "every part), GCS compose calls (the emulator rewrites the object); a whole-file GCS upload has none and counts\n"
-          "entirely as tapedeck's. own = live - server, tapedeck's own time. (mux) = the mux stage. ffmpeg = `ffmpeg -c\n"
+          "entirely as tapedeck's. own = live - server, tapedeck's own time. (mux) = the mux stage. poster = of live, the\n"
+          "poster made from the closed file, or the check of the one taken while recording. ffmpeg = `ffmpeg -c\n"
           "copy` of the same bytes. RSS = VmHWM of this process (intake and finalize) reset just before stop. live CPU/h =\n"
           "CPU of the live steps (with their part uploads) per recorded hour. ahead = the server's finishing calls while\n"
           "recording (GCS composes the parts sent ahead as they come), not part of stop → completed. load = the 1-minute\n"

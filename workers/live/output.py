@@ -56,6 +56,8 @@ class LiveFile:
         self.cues = directory / f"{participant_id}.live.cues"
         self.info = directory / f"{participant_id}.live.info"
         self.tracks = directory / f"{participant_id}.live.tracks"
+        self.poster = directory / f"{participant_id}.live.jpg"
+        """The poster taken while recording (workers/live/step.py), reused at stop."""
 
     def append(self, window: Path, fmt: str, length: int, cue_length: int,
                numbers: list[int] | None = None, keep_tracks: bool = False) -> Appended:
@@ -101,6 +103,24 @@ class LiveFile:
     def finish(self, fmt: str, length: int, cue_length: int, duration_seconds: float) -> Path:
         """Write the Cues after the last Cluster and the header into the reserved space; the file is then a
         complete, seekable Matroska/WebM file."""
+        head, cues = self._closing(fmt, length, cue_length, duration_seconds)
+        with open(self.path, "r+b") as out:
+            out.truncate(length)
+            out.seek(length)
+            out.write(cues)
+            out.seek(0)
+            out.write(head)
+        return self.path
+
+    def snapshot(self, fmt: str, length: int, cue_length: int, duration_seconds: float) -> BinaryIO:
+        """The file as `finish` would leave it if the recording stopped now, read without writing it: the header
+        and Cues made in memory around the Clusters on disk. The live poster is taken from it while recording
+        (workers/live/step.py), from the same bytes the closed file will hold."""
+        head, cues = self._closing(fmt, length, cue_length, duration_seconds)
+        return io.BufferedReader(_Joined([head, (self.path, RESERVED_BYTES, length), cues]))
+
+    def _closing(self, fmt: str, length: int, cue_length: int, duration_seconds: float) -> tuple[bytes, bytes]:
+        """The header (padded to RESERVED_BYTES) and the Cues element that close the file at `length`."""
         header = ebml.ebml_header(DOC_TYPES[fmt])
         segment_start = len(header) + 4 + ebml.SIZE_WIDTH
         with open(self.cues, "rb") as handle:
@@ -109,22 +129,16 @@ class LiveFile:
         scale_info = self.info.read_bytes()
         info = ebml.element(ebml.INFO, scale_info + ebml.float_element(ebml.DURATION, duration_seconds * 1000))
         tracks = self.tracks.read_bytes()
-        with open(self.path, "r+b") as out:
-            out.truncate(length)
-            out.seek(length)
-            out.write(cues)
-            total = out.tell()
-            seek_head_length = len(_seek_head({ebml.INFO: 0, ebml.TRACKS: 0, ebml.CUES: 0}))
-            info_at = seek_head_length
-            tracks_at = info_at + len(info)
-            head = header + ebml.encode_id(ebml.SEGMENT) + ebml.encode_size(total - segment_start, ebml.SIZE_WIDTH)
-            head += _seek_head({ebml.INFO: info_at, ebml.TRACKS: tracks_at, ebml.CUES: length - segment_start})
-            head += info + tracks
-            if len(head) + 1 + ebml.SIZE_WIDTH > RESERVED_BYTES:
-                raise Unsupported("the header does not fit the reserved space")
-            out.seek(0)
-            out.write(head + ebml.void(RESERVED_BYTES - len(head)))
-        return self.path
+        total = length + len(cues)
+        seek_head_length = len(_seek_head({ebml.INFO: 0, ebml.TRACKS: 0, ebml.CUES: 0}))
+        info_at = seek_head_length
+        tracks_at = info_at + len(info)
+        head = header + ebml.encode_id(ebml.SEGMENT) + ebml.encode_size(total - segment_start, ebml.SIZE_WIDTH)
+        head += _seek_head({ebml.INFO: info_at, ebml.TRACKS: tracks_at, ebml.CUES: length - segment_start})
+        head += info + tracks
+        if len(head) + 1 + ebml.SIZE_WIDTH > RESERVED_BYTES:
+            raise Unsupported("the header does not fit the reserved space")
+        return head + ebml.void(RESERVED_BYTES - len(head)), cues
 
     def checksum(self, length: int) -> PartChecksum:
         """The closed file's part checksums: the parts hashed while recording (wholly before `length`, the end of
@@ -161,7 +175,7 @@ class LiveFile:
                 parts.write(hash_part(out, k, self.part_size) if k >= first else bytes(32))
 
     def remove(self) -> None:
-        for path in (self.path, self.cues, self.info, self.tracks, self.parts):
+        for path in (self.path, self.cues, self.info, self.tracks, self.parts, self.poster):
             path.unlink(missing_ok=True)
 
     def _keep_tracks(self, source: BinaryIO, parsed: _Window, renumber: dict[int, int]) -> None:
@@ -299,3 +313,57 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except FileNotFoundError:
         return -1
+
+
+class _Joined(io.RawIOBase):
+    """Pieces read as one seekable stream: bytes in memory, or (path, start, end) ranges of a file."""
+
+    def __init__(self, pieces: list) -> None:
+        super().__init__()
+        self._pieces, self._starts, at = [], [], 0
+        for piece in pieces:
+            size = len(piece) if isinstance(piece, bytes) else piece[2] - piece[1]
+            self._pieces.append(piece)
+            self._starts.append(at)
+            at += size
+        self._size, self._at, self._files = at, 0, {}
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        self._at = max(0, offset if whence == io.SEEK_SET else self._at + offset if whence == io.SEEK_CUR
+                       else self._size + offset)
+        return self._at
+
+    def tell(self) -> int:
+        return self._at
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer).cast("B")
+        done = 0
+        while done < len(view) and self._at < self._size:
+            index = max(i for i, start in enumerate(self._starts) if start <= self._at)
+            piece, inside = self._pieces[index], self._at - self._starts[index]
+            if isinstance(piece, bytes):
+                data = piece[inside:inside + len(view) - done]
+            else:
+                path, start, end = piece
+                handle = self._files.get(path) or self._files.setdefault(path, open(path, "rb"))
+                handle.seek(start + inside)
+                data = handle.read(min(len(view) - done, end - start - inside))
+                if not data:
+                    raise Unsupported("the live output is shorter than the state says")
+            view[done:done + len(data)] = data
+            done += len(data)
+            self._at += len(data)
+        return done
+
+    def close(self) -> None:
+        for handle in self._files.values():
+            handle.close()
+        self._files.clear()
+        super().close()

@@ -87,6 +87,9 @@ class LiveState:
     """The node whose disk holds the files."""
     transcode: TranscodeCarry | None = None
     """`format: mp4`: each window is transcoded to H.264/AAC (workers/live/transcode.py), and what carries over."""
+    poster: dict | None = None
+    """The poster taken while recording, next to the output (workers/live/step.py): the offset and width it was
+    made for (the settings), its picture's width, height and time, and the JPEG's bytes, checked before reuse."""
 
     @property
     def output_fmt(self) -> str:
@@ -103,7 +106,7 @@ class LiveState:
             "streams": {t: c.to_json() for t, c in self.streams.items()}, "bytes": self.bytes, "cueBytes": self.cue_bytes, "endSeconds": self.end_seconds,
             "tracks": self.tracks.to_json(), "infos": self.infos, "windows": self.windows,
             "updatedAt": self.updated_at, "failed": self.failed, "closed": self.closed, "host": self.host,
-            "transcode": self.transcode.to_json() if self.transcode is not None else None,
+            "transcode": self.transcode.to_json() if self.transcode is not None else None, "poster": self.poster,
         })
 
     @classmethod
@@ -112,7 +115,8 @@ class LiveState:
         return cls({t: Cursor.from_json(c) for t, c in data["streams"].items()}, data["bytes"],
                    data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]), data["infos"],
                    data["windows"], data["updatedAt"], data["failed"], data["closed"], data["host"],
-                   TranscodeCarry.from_json(data["transcode"]) if data.get("transcode") else None)
+                   TranscodeCarry.from_json(data["transcode"]) if data.get("transcode") else None,
+                   data.get("poster"))
 
 
 class LiveStates:

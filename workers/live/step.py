@@ -34,6 +34,7 @@ from workers.media.encoding import Mp4Settings
 from workers.media.chunk_stream import starts_run
 from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, verify_seekable
+from workers.media.thumbnail import Thumbnail, checked_thumbnail, jpeg_digest, make_thumbnail
 from workers.outputs import PreparedOutput, poster_or_none
 from workers.pause import parse_pauses, stream_cuts
 from workers.records import RecordingHash
@@ -187,6 +188,7 @@ class LiveFinalizer:
             while final and more:  # a restarted recorder in the tail: one window per run
                 more = self._fold(recording_id, participant_id, state, final)
             if not final:
+                self._poster(recording_id, participant_id, state)
                 self._send_ahead(recording_id, rec, participant_id, state)
             return "folded"
         except NotYet:
@@ -218,7 +220,7 @@ class LiveFinalizer:
             return None
         state = self.states.get(recording_id, participant_id)
         if state is not None and state.transcode is not None:
-            return self._mp4_output(rec, participant_id, muxed, state.transcode)
+            return self._mp4_output(rec, participant_id, muxed, state)
         try:
             checksum = self._file(recording_id, participant_id, muxed.path.suffix.lstrip(".")).checksum(state.bytes)  # type: ignore[union-attr]
         except OSError as exc:
@@ -231,8 +233,9 @@ class LiveFinalizer:
             segments=muxed.segments,
             start_seconds=muxed.start_seconds, timestamp_repairs=muxed.timestamp_repairs,
             dropped_packets=muxed.dropped_packets,
-            thumbnail=poster_or_none(muxed.path, muxed.path.with_name(f"{participant_id}.jpg"),
-                                     self.thumbnail_offset, self.thumbnail_width),
+            thumbnail=self._kept_poster(recording_id, participant_id, state)  # type: ignore[arg-type]
+            or poster_or_none(muxed.path, muxed.path.with_name(f"{participant_id}.jpg"), self.thumbnail_offset,
+                              self.thumbnail_width),
             checksum=checksum,
         )
 
@@ -278,6 +281,50 @@ class LiveFinalizer:
             if (fact.first, fact.last, fact.chunks, held[stream]) != (cursor.first, cursor.position, span, span):
                 return False
         return True
+
+    def _poster(self, recording_id: str, participant_id: str, state: LiveState) -> None:
+        """Take the poster while recording, once the output holds video past the thumbnail offset: from a snapshot
+        of the file as stop would close it (workers/live/output.py), so batch's rule picks the same frame (the
+        finished file is at least as long, so the offset stands). A poster that cannot be taken yet, or fails,
+        costs nothing: the next step tries again, and at stop it is made from the closed file as before."""
+        if self.thumbnail_width <= 0 or self._poster_wanted(state) is not None \
+                or state.end_seconds <= self.thumbnail_offset \
+                or not any(info.get("media_type") == "video" for info in state.infos):
+            return
+        live = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt])
+        try:
+            with live.snapshot(state.output_fmt, state.bytes, state.cue_bytes, state.end_seconds) as view:
+                made = make_thumbnail(view, live.poster, self.thumbnail_offset, self.thumbnail_width, growing=True)
+            if made is None:
+                return
+            state.poster = {"offset": self.thumbnail_offset, "maxWidth": self.thumbnail_width, "width": made.width,
+                            "height": made.height, "seconds": made.seconds, "sha256": jpeg_digest(made.path)}
+        except (MediaError, Unsupported, OSError) as exc:
+            log.info("recording %s participant %s: poster not taken while recording (at stop instead): %s",
+                     recording_id, participant_id, exc.message if isinstance(exc, MediaError) else exc)
+            return
+        self.states.put(recording_id, participant_id, state)
+
+    def _poster_wanted(self, state: LiveState) -> dict | None:
+        """The poster the state records, when it was made for the current settings."""
+        poster = state.poster
+        if poster is None or poster.get("offset") != self.thumbnail_offset \
+                or poster.get("maxWidth") != self.thumbnail_width:
+            return None
+        return poster
+
+    def _kept_poster(self, recording_id: str, participant_id: str, state: LiveState) -> Thumbnail | None:
+        """At stop: the poster taken while recording, when its JPEG is still the one written; else None, and it
+        is made from the closed file (a recording shorter than the offset, or a lost or damaged JPEG)."""
+        poster = self._poster_wanted(state)
+        if poster is None or self.thumbnail_width <= 0:
+            return None
+        path = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt]).poster
+        kept = checked_thumbnail(path, poster["width"], poster["height"], poster["seconds"], poster["sha256"])
+        if kept is None:
+            log.warning("recording %s participant %s: the poster taken while recording is missing or damaged, made "
+                        "again at stop", recording_id, participant_id)
+        return kept
 
     def _send_ahead(self, recording_id: str, rec: RecordingHash, participant_id: str, state: LiveState) -> None:
         """Upload the output's parts that are final already (complete, past the header's space) to a provider that
@@ -352,6 +399,8 @@ class LiveFinalizer:
             (work / f"{participant_id}.out.mkv").unlink(missing_ok=True)
             (work / f"{participant_id}.out.h264.mkv").unlink(missing_ok=True)
         state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
+        if window.added:
+            state.poster = None  # a joined stream may change which video track the finished file lists first
         state.end_seconds = max(state.end_seconds, appended.end_seconds)
         if window.added or len(state.infos) != len(window.infos):
             state.infos = [dict(info.__dict__) for info in window.infos]
@@ -393,9 +442,11 @@ class LiveFinalizer:
         return self._work_dir(recording_id) / f"{participant_id}.context{windows}.mkv"
 
     def _mp4_output(self, rec: RecordingHash, participant_id: str, muxed: MuxResult,
-                    carry: TranscodeCarry) -> PreparedOutput | None:
+                    state: LiveState) -> PreparedOutput | None:
         """The closed live output (H.264/AAC in Matroska) copied into a faststart MP4 by the batch path's own
-        to_mp4, which copies codecs that fit: a remux, no re-encode after stop."""
+        to_mp4, which copies codecs that fit: a remux, no re-encode after stop. The poster taken while recording
+        from the Matroska output is the frame, and the JPEG, that the MP4 gives (the same packets)."""
+        carry: TranscodeCarry = state.transcode  # type: ignore[assignment]
         try:
             converted = to_mp4(muxed.path, self.staging.output_dir(rec["recordingId"]), participant_id, self.mp4)
         except MediaError as exc:
@@ -409,8 +460,9 @@ class LiveFinalizer:
             method=methods.pop() if len(methods) == 1 else "mixed", tracks=tracks, segments=muxed.segments,
             start_seconds=muxed.start_seconds, timestamp_repairs=muxed.timestamp_repairs,
             dropped_packets=muxed.dropped_packets,
-            thumbnail=poster_or_none(converted.path, converted.path.with_name(f"{participant_id}.jpg"),
-                                     self.thumbnail_offset, self.thumbnail_width),
+            thumbnail=self._kept_poster(rec["recordingId"], participant_id, state)
+            or poster_or_none(converted.path, converted.path.with_name(f"{participant_id}.jpg"),
+                              self.thumbnail_offset, self.thumbnail_width),
         )
 
     def _stream_window(self, recording_id: str, participant_id: str, stream_type: str, cursor: Cursor,
