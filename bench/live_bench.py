@@ -49,6 +49,9 @@ class Side:
     duration: float = 0.0
     poster_seconds: float = 0.0
     """Of stop_seconds, the poster: made from the closed file, or (taken while recording) its JPEG checked."""
+    stop_cpu_seconds: float = 0.0
+    """CPU of this process (every thread) from stop to completed: tapedeck's own work, little affected by the load,
+    none of it the storage server's (another process)."""
 
     @property
     def own_seconds(self) -> float:
@@ -186,6 +189,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
     profiler = cProfile.Profile() if live and PROFILE[0] else None
     poster_times: list[float] = []
     with clock.window(), timed_posters(resources.finalizer.live, poster_times):
+        cpu_before = _cpu()
         started = time.perf_counter()
         if profiler:
             profiler.enable()
@@ -194,6 +198,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
         if profiler:
             profiler.disable()
         elapsed = time.perf_counter() - started
+        stop_cpu = _cpu() - cpu_before
     if profiler:
         text = io.StringIO()
         pstats.Stats(profiler, stream=text).sort_stats("cumulative").print_stats(PROFILE[0])
@@ -210,7 +215,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
         resources.provider.delete(name.key)
     shutil.rmtree(staging / rec, ignore_errors=True)
     return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, _peak_mb(), live_cpu, duration,
-                sum(poster_times))
+                sum(poster_times), stop_cpu)
 
 
 @contextmanager
@@ -352,7 +357,7 @@ def main() -> None:
 
 def print_table(rows: list) -> None:
     header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'server':>7}"
-              f"{'own':>7}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}"
+              f"{'own':>7}{'cpu':>6}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}"
               f"{'live CPU/h':>11}"
               f"{'ahead':>7}{'load':>6}")
     print(header)
@@ -361,7 +366,8 @@ def print_table(rows: list) -> None:
         per_hour = live.live_cpu_seconds * 60 / minutes
         batch_cells = (f"{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}" if batch else f"{'-':>7}{'-':>7}")
         print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch_cells}"
-              f"{live.stop_seconds:>7.2f}{live.server_seconds:>7.2f}{live.own_seconds:>7.2f}{live.mux_seconds:>7.2f}"
+              f"{live.stop_seconds:>7.2f}{live.server_seconds:>7.2f}{live.own_seconds:>7.2f}"
+              f"{live.stop_cpu_seconds:>6.2f}{live.mux_seconds:>7.2f}"
               f"{live.poster_seconds:>7.3f}"
               f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
               f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{per_hour:>10.1f}s"
@@ -376,12 +382,13 @@ def print_table(rows: list) -> None:
     print("Seconds from the stop request to `completed` (finalize in this process, grace 0). live = with live finalize;\n"
           "server = of which the storage server finishing the object: S3 CompleteMultipartUpload (moto concatenates\n"
           "every part), GCS compose calls (the emulator rewrites the object); a whole-file GCS upload has none and counts\n"
-          "entirely as tapedeck's. own = live - server, tapedeck's own time. (mux) = the mux stage. poster = of live, the\n"
-          "poster made from the closed file, or the check of the one taken while recording. ffmpeg = `ffmpeg -c\n"
-          "copy` of the same bytes. RSS = VmHWM of this process (intake and finalize) reset just before stop. live CPU/h =\n"
-          "CPU of the live steps (with their part uploads) per recorded hour. ahead = the server's finishing calls while\n"
-          "recording (GCS composes the parts sent ahead as they come), not part of stop → completed. load = the 1-minute\n"
-          "load average, the higher of before and after the store's sides.")
+          "entirely as tapedeck's. own = live - server, tapedeck's own time. cpu = this process's CPU (all threads)\n"
+          "over the same time: little affected by the load, none of it the server's. (mux) = the mux stage. poster =\n"
+          "of live, the poster made from the closed file, or the check of the one taken while recording. ffmpeg =\n"
+          "`ffmpeg -c copy` of the same bytes. RSS = VmHWM of this process (intake and finalize) reset just before stop.\n"
+          "live CPU/h = CPU of the live steps (with their part uploads) per recorded hour. ahead = the server's finishing\n"
+          "calls while recording (GCS composes the parts sent ahead as they come), not part of stop → completed. load =\n"
+          "the 1-minute load average, the higher of before and after the store's sides.")
 
 if __name__ == "__main__":
     main()
