@@ -19,6 +19,7 @@ from storage_providers import StorageError, StorageProvider, StorageUnavailableE
 from storage_providers.base import sha256_file
 from workers import metrics
 from workers.checkpoints import RedisCheckpoint
+from workers.chunk_index import StreamFacts
 from workers.errors import UploadFailed
 from workers.media.errors import MediaError
 from workers.events import EventPublisher, Listener, ProgressReporter
@@ -33,11 +34,11 @@ from workers.pause import Pause, parse_pauses, stream_cuts
 from workers.records import OutputThumbnail, RecordingHash, StoredOutput, outputs_json, parse_outputs
 from workers.settings import Settings
 from workers.staging import Staging
-from workers.chunk_index import StreamFacts
 from workers.state import ChunkRecord, RecordingStore, State
 from workers.status import NO_OUTPUT, participant_entries
 
 log = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class StreamPlan:
