@@ -12,6 +12,7 @@ import redis
 
 from workers import keys
 from workers.clock import normalize_ms
+from workers.redis_client import LeanScript
 
 MAX_LISTED_MISSING = 1000
 """The status lists at most this many missing sequences (the lowest); missingCount has the total."""
@@ -180,7 +181,7 @@ class ChunkIndex:
 
     def __init__(self, client: redis.Redis) -> None:
         self.redis = client
-        self._accept = client.register_script(_ACCEPT)
+        self._accept = LeanScript(client, _ACCEPT)  # every chunk's one round trip
         self._restore = client.register_script(_RESTORE)
         self._unreadable = client.register_script(_UNREADABLE)
 
