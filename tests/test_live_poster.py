@@ -188,3 +188,39 @@ def test_a_transcoded_mp4_takes_its_poster_while_recording_too(api, live, tmp_pa
     assert (output.thumbnail.width, output.thumbnail.height, output.thumbnail.seconds) == \
         (reference.thumbnail.width, reference.thumbnail.height, reference.thumbnail.seconds)
     assert mean_difference(kept, reference.thumbnail.path) < 2  # of 255: two H.264 encodes of one frame
+
+
+def test_a_camera_that_joins_later_gets_batch_poster(api, rec, live, tmp_path):
+    """Microphone first, the camera's stream joining 5 s in (tests/test_live.py's case): the poster waits for
+    video, and is the frame batch takes from both streams (the first video frame, at 5 s, past the offset)."""
+    live = replace(live, part_size=64 * 1024)  # past one part: the camera joins the output, no new beginning
+    audio = slice_timeslice(encode_webm(replace(CLIP, video=False)), 18)
+    video = slice_timeslice(encode_webm(replace(CLIP, audio=False, seconds=4, pts_gap=(0.0, 5.0))), 8)
+    for sequence in range(9):
+        assert api.put_chunk(rec, "alice", "audio", sequence, audio[sequence]).status_code == 202
+    live.step(rec)
+    assert live.states.get(rec, "alice").poster is None  # no video yet
+    for sequence in range(9, 14):
+        assert api.put_chunk(rec, "alice", "audio", sequence, audio[sequence]).status_code == 202
+    for sequence in range(5):
+        assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
+    live.step(rec)
+    state = live.states.get(rec, "alice")
+    assert list(state.streams) == ["audio", "video"] and state.poster is not None
+    for sequence in range(14, 18):
+        assert api.put_chunk(rec, "alice", "audio", sequence, audio[sequence]).status_code == 202
+    for sequence in range(5, 8):
+        assert api.put_chunk(rec, "alice", "video", sequence, video[sequence]).status_code == 202
+    output = live.finish(live.store.get(rec), "alice", ["audio", "video"])
+    inputs = []
+    for kind in ("audio", "video"):
+        chunks = live.store.chunks(rec, "alice", kind)
+        inputs.append(StreamInput(kind, live.staging.local_chunks(  # type: ignore[arg-type]
+            rec, "alice", kind, [(s, r.name, r.size) for s, r in sorted(chunks.items())])))
+    (tmp_path / "batch").mkdir()
+    reference = prepare_output(inputs, tmp_path / "batch", "alice", "webm", mp4=live.mp4, thumbnail_offset=OFFSET,
+                               thumbnail_width=160)
+    assert output is not None and output.thumbnail is not None and reference.thumbnail is not None
+    assert output.thumbnail.path == live._file(rec, "alice", "webm").poster  # noqa: SLF001 - taken live
+    assert output.thumbnail.seconds == reference.thumbnail.seconds == pytest.approx(5.0, abs=1 / 30)
+    assert output.thumbnail.path.read_bytes() == reference.thumbnail.path.read_bytes()
