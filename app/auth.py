@@ -75,11 +75,12 @@ def token_expiry(token: str) -> float:
 
 def authenticate() -> Principal:
     """The caller's verified claims; the first check of every protected route (401)."""
-    known = g.get("principal")
+    request_globals = g._get_current_object()  # type: ignore[attr-defined] - one context lookup for get and set
+    known = request_globals.get("principal")
     if known is not None:  # already verified for this request (the rate limit needs it before the view)
         return known
     token = bearer_token()
     if not token:
         raise Unauthorized("missing bearer token: send Authorization: Bearer <token> (?token= only on GET)")
-    g.principal = decode_token(token, services().settings.jwt_secret)
-    return g.principal
+    request_globals.principal = principal = decode_token(token, services().settings.jwt_secret)
+    return principal

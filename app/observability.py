@@ -19,10 +19,11 @@ URL_IDS = {"recording_id": "recording_id", "room": "room", "participant_id": "pa
 
 
 def _bind() -> None:
-    supplied = request.headers.get(HEADER, "")
-    g.request_id = supplied if VALID.match(supplied) else secrets.token_hex(8)
-    args = request.view_args or {}
-    logs.bind(request_id=g.request_id, **{field: args.get(arg) for field, arg in URL_IDS.items()})
+    req = request._get_current_object()  # type: ignore[attr-defined] - one context lookup, not one per attribute
+    supplied = req.headers.get(HEADER, "")
+    g.request_id = request_id = supplied if VALID.match(supplied) else secrets.token_hex(8)
+    args = req.view_args or {}
+    logs.bind(request_id=request_id, **{field: args.get(arg) for field, arg in URL_IDS.items()})
 
 
 def _echo(response: Response) -> Response:

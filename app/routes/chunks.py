@@ -12,6 +12,7 @@ from app.services import services
 from tasks.lifecycle import finalize_now_if_complete
 from tasks.live import schedule_live_step
 from workers.chunks import ChunkReceipt, ChunkUpload
+from workers.resources import Resources
 from workers.errors import InvalidRequest
 from workers.ids import check_id, check_sequence, check_stream_type
 
@@ -42,26 +43,29 @@ def upload_raw(recording_id: str, participant_id: str, stream_type: str, sequenc
     check_id(participant_id, "participantId")
     check_stream_type(stream_type)
     seq = check_sequence(sequence)
-    timestamp = parse_timestamp_header(request.headers.get("Tapedeck-Timestamp"))
-    named_sha256s = sha256s_from_headers(request.headers)
-    final = parse_final_header(request.headers.get("Tapedeck-Final"))
-    intake = services().intake
-    if request.content_length is not None:
-        intake.check_size(request.content_length)
-    data = request.get_data(cache=False)
+    req = request._get_current_object()  # type: ignore[attr-defined] - one context lookup, not one per attribute
+    headers = req.headers
+    timestamp = parse_timestamp_header(headers.get("Tapedeck-Timestamp"))
+    named_sha256s = sha256s_from_headers(headers)
+    final = parse_final_header(headers.get("Tapedeck-Final"))
+    svc = services()
+    if req.content_length is not None:
+        svc.intake.check_size(req.content_length)
+    data = req.get_data(cache=False)
     if not data:
         raise InvalidRequest("chunk body must not be empty", field="body")
     upload = ChunkUpload(
         recording_id=recording_id, participant_id=participant_id, stream_type=stream_type, sequence=seq, data=data, timestamp=timestamp,
         sha256=sha256_to_verify(named_sha256s, data), final=final,
     )
-    return _answer(count_accepted(intake.accept(upload, principal, g.get("rate_check"))))
+    return _answer(count_accepted(svc.intake.accept(upload, principal, g.get("rate_check"))), svc)
 
 
-def _answer(receipt: ChunkReceipt):
+def _answer(receipt: ChunkReceipt, svc: Resources | None = None):
     """202 with the receipt; a final chunk, or any chunk in the grace window, may complete the recording."""
+    svc = svc or services()
     if receipt.upload.final or receipt.finalizing:
-        finalize_now_if_complete(services().redis, receipt.upload.recording_id)
-    elif services().settings.live_steps and not receipt.duplicate:
-        schedule_live_step(services().redis, receipt.upload.recording_id, services().settings.live_step_seconds)
+        finalize_now_if_complete(svc.redis, receipt.upload.recording_id)
+    elif svc.settings.live_steps and not receipt.duplicate:
+        schedule_live_step(svc.redis, receipt.upload.recording_id, svc.settings.live_step_seconds)
     return jsonify(receipt.body()), 202
