@@ -4,6 +4,7 @@ live state; stop reuses it, and makes it from the closed file only when the reco
 or the kept JPEG is gone or damaged."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import replace
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import av
 import pytest
 
 from tests.media import Recording, encode_webm, slice_timeslice
+from tests.test_live_flow import live_api, live_env, record, resources  # noqa: F401 - the flow test's own fixtures
 from workers.live.state import LiveStates
 from workers.live.step import LiveFinalizer
 from workers.media.muxer import StreamInput
@@ -224,3 +226,25 @@ def test_a_camera_that_joins_later_gets_batch_poster(api, rec, live, tmp_path):
     assert output.thumbnail.path == live._file(rec, "alice", "webm").poster  # noqa: SLF001 - taken live
     assert output.thumbnail.seconds == reference.thumbnail.seconds == pytest.approx(5.0, abs=1 / 30)
     assert output.thumbnail.path.read_bytes() == reference.thumbnail.path.read_bytes()
+
+
+def test_finalize_uploads_the_poster_taken_while_recording(live_env, resources, live_api, tmp_path):  # noqa: F811
+    """Through the API and finalize (steps as tapedeck.live_step runs them): the poster is in the live state before
+    stop, and the JPEG stored beside the output is batch's."""
+    rec, _pieces = record(live_api, resources, 8, 3)
+    poster = resources.finalizer.live.states.get(rec, "alice").poster
+    assert poster is not None and poster["offset"] == resources.settings.thumbnail_offset_seconds
+    assert live_api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    output = live_api.status(rec).get_json()["outputs"][0]
+    stored = resources.provider.path_for(output["thumbnailKey"])  # type: ignore[attr-defined]
+    chunks = sorted(resources.store.chunks(rec, "alice", "video").items())
+    paths = resources.staging.local_chunks(rec, "alice", "video", [(s, r.name, r.size) for s, r in chunks])
+    settings = resources.settings
+    reference = prepare_output([StreamInput("video", paths)], tmp_path, "alice", "webm",  # type: ignore[arg-type]
+                               mp4=settings.mp4, thumbnail_offset=settings.thumbnail_offset_seconds,
+                               thumbnail_width=settings.thumbnail_width)
+    assert reference.thumbnail is not None
+    assert hashlib.sha256(stored.read_bytes()).hexdigest() == poster["sha256"]  # the one taken while recording
+    assert stored.read_bytes() == reference.thumbnail.path.read_bytes()
+    assert output["thumbnail"] == {"width": poster["width"], "height": poster["height"], "atSeconds": poster["seconds"]}
