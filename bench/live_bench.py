@@ -357,7 +357,7 @@ def main() -> None:
 
 def print_table(rows: list) -> None:
     header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'server':>7}"
-              f"{'own':>7}{'cpu':>6}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}"
+              f"{'own':>7}{'cpu':>7}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}"
               f"{'live CPU/h':>11}"
               f"{'ahead':>7}{'load':>6}")
     print(header)
@@ -367,7 +367,7 @@ def print_table(rows: list) -> None:
         batch_cells = (f"{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}" if batch else f"{'-':>7}{'-':>7}")
         print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch_cells}"
               f"{live.stop_seconds:>7.2f}{live.server_seconds:>7.2f}{live.own_seconds:>7.2f}"
-              f"{live.stop_cpu_seconds:>6.2f}{live.mux_seconds:>7.2f}"
+              f"{live.stop_cpu_seconds:>7.3f}{live.mux_seconds:>7.2f}"
               f"{live.poster_seconds:>7.3f}"
               f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
               f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{per_hour:>10.1f}s"
@@ -378,7 +378,8 @@ def print_table(rows: list) -> None:
             (first_minutes, first), (last_minutes, last) = (mine[0][0], mine[0][5]), (mine[-1][0], mine[-1][5])
             print(f"flatness {provider} {last_minutes:g} min / {first_minutes:g} min (goal <= 1.5x): stop → completed "
                   f"{last.stop_seconds / first.stop_seconds:.2f}x, tapedeck's own "
-                  f"{last.own_seconds / first.own_seconds:.2f}x, mux stage {last.mux_seconds / first.mux_seconds:.2f}x")
+                  f"{last.own_seconds / first.own_seconds:.2f}x, mux stage {last.mux_seconds / first.mux_seconds:.2f}x, "
+                  f"CPU {last.stop_cpu_seconds / max(first.stop_cpu_seconds, 1e-6):.2f}x")
     print("Seconds from the stop request to `completed` (finalize in this process, grace 0). live = with live finalize;\n"
           "server = of which the storage server finishing the object: S3 CompleteMultipartUpload (moto concatenates\n"
           "every part), GCS compose calls (the emulator rewrites the object); a whole-file GCS upload has none and counts\n"
