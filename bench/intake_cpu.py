@@ -4,6 +4,10 @@ this one, pair by pair, so both meet the same contention from other jobs. Each s
 tmpfs (so fsync costs nothing and only the CPU of the work remains); CPU is the process's user + system time.
 
     .venv/bin/python -m bench.intake_cpu --against /tmp/before --pairs 4 --requests 3000
+
+`--gevent N`: as the Procfile's web worker runs it: the standard library patched by gevent, gunicorn.conf.py's
+post_worker_init (fsync and a chunk's disk work in gevent's thread pool), and N greenlets uploading at once (their
+own participants), which is where the loaded web worker spends CPU that one caller in a loop does not show.
 """
 from __future__ import annotations
 
@@ -34,8 +38,8 @@ def _environ(path: str, body: bytes, token: str) -> dict:
             "HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
-def measure(requests: int, chunk_kb: int) -> dict:
-    """CPU seconds per PUT over `requests` PUTs of one participant, after a warm-up."""
+def measure(requests: int, chunk_kb: int, greenlets: int = 0) -> dict:
+    """CPU seconds per PUT over `requests` PUTs of one participant (or of `greenlets` at once), after a warm-up."""
     scratch = Path(tempfile.mkdtemp(prefix="intake-cpu-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(scratch / "metrics")  # as gunicorn.conf.py sets it for web
     (scratch / "metrics").mkdir()
@@ -53,26 +57,38 @@ def measure(requests: int, chunk_kb: int) -> dict:
         from app.auth import mint_token
 
         app = create_app(env)
+        if greenlets:
+            _post_worker_init()
         host = mint_token(JWT_SECRET, "cpu", "host", "host", 3600)
         started = app.test_client().post("/video-calls/cpu/recording/start", headers={"Authorization": f"Bearer {host}"})
         recording_id = started.get_json()["recordingId"]
-        token = mint_token(JWT_SECRET, "cpu", "alice", "participant", 3600)
+        names = [f"p{n}" for n in range(max(1, greenlets))]
+        tokens = {name: mint_token(JWT_SECRET, "cpu", name, "participant", 3600) for name in names}
         first, bodies = make_bodies(encode_webm(Recording(seconds=2.0)), chunk_kb * 1024)
         statuses: dict[str, int] = {}
 
-        def put(sequence: int) -> None:
+        def put(sequence: int, name: str = names[0]) -> None:
             body = first if sequence == 0 else bodies[sequence % len(bodies)]
-            path = f"/video-calls/recordings/{recording_id}/participants/alice/video/chunks/{sequence}"
-            answer = app(_environ(path, body, token), lambda status, headers, exc=None: statuses.update(
+            path = f"/video-calls/recordings/{recording_id}/participants/{name}/video/chunks/{sequence}"
+            answer = app(_environ(path, body, tokens[name]), lambda status, headers, exc=None: statuses.update(
                 {status: statuses.get(status, 0) + 1}))
             b"".join(answer)
             getattr(answer, "close", lambda: None)()
 
-        for sequence in range(WARMUP):
-            put(sequence)
+        def run(first_sequence: int, count: int) -> None:
+            if not greenlets:
+                for sequence in range(first_sequence, first_sequence + count):
+                    put(sequence)
+                return
+            import gevent
+
+            each = count // greenlets
+            gevent.joinall([gevent.spawn(lambda name=name: [put(first_sequence + i, name) for i in range(each)])
+                            for name in names])
+
+        run(0, WARMUP * len(names) if greenlets else WARMUP)
         before = os.times()
-        for sequence in range(WARMUP, WARMUP + requests):
-            put(sequence)
+        run(WARMUP, requests)
         after = os.times()
         cpu = (after.user - before.user) + (after.system - before.system)
         return {"tree": str(Path.cwd()), "cpu_ms_per_put": 1000 * cpu / requests, "statuses": statuses}
@@ -81,10 +97,20 @@ def measure(requests: int, chunk_kb: int) -> dict:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
+def _post_worker_init() -> None:
+    """gunicorn.conf.py's post_worker_init, as the gevent worker runs it once the app is loaded."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gunicorn_conf", Path.cwd() / "gunicorn.conf.py")
+    conf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(conf)  # type: ignore[union-attr]
+    conf.post_worker_init(None)
+
+
 def _child(tree: Path, args: argparse.Namespace) -> subprocess.Popen:
     """This file runs in `tree` (its app, bench and tests come from there), so a checkout older than it works too."""
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", "--requests", str(args.requests),
-                             "--chunk-kb", str(args.chunk_kb)], cwd=tree, stdout=subprocess.PIPE,
+                             "--chunk-kb", str(args.chunk_kb), "--gevent", str(args.gevent)], cwd=tree, stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(tree)})
 
 
@@ -94,10 +120,12 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--chunk-kb", type=int, default=64)
+    parser.add_argument("--gevent", type=int, default=0, metavar="N",
+                        help="patch with gevent and upload from N greenlets at once, as the web worker runs")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.requests, args.chunk_kb)))
+        print(json.dumps(measure(args.requests, args.chunk_kb, args.gevent)))
         return
     trees = [ROOT] + ([args.against.resolve()] if args.against else [])
     results: dict[Path, list[float]] = {tree: [] for tree in trees}
@@ -118,4 +146,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
+    if "--child" in sys.argv and "--gevent" in sys.argv and sys.argv[sys.argv.index("--gevent") + 1] != "0":
+        from gevent import monkey
+
+        monkey.patch_all()  # before the app (and redis, prometheus) import threading and socket
     main()
