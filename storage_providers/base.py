@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import re
 from abc import ABC, abstractmethod
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, ClassVar, Iterable, Iterator, Mapping, Protocol
@@ -102,6 +103,61 @@ def complete_parts_ahead(path: Path, numbers: Iterable[int], held: set[int], par
                 raise ValueError(f"part {number} of {path} is not complete yet")
             yield number, data
             sent += 1
+
+
+PARTS_IN_FLIGHT = 4
+"""Parts uploaded at once by the part uploaders (S3 multipart, GCS temporaries, at stop part 1 and the tail together;
+a whole upload four at a time)."""
+
+IN_FLIGHT_BYTES = 64 * 1024 * 1024
+"""At most this many bytes of parts held in memory at once (large STORAGE_PART_SIZE: fewer parts in flight)."""
+
+
+def parts_in_flight(part_size: int) -> int:
+    """PARTS_IN_FLIGHT, fewer when parts are large, so at most IN_FLIGHT_BYTES (and at least one part) are held."""
+    return max(1, min(PARTS_IN_FLIGHT, IN_FLIGHT_BYTES // part_size))
+
+
+def put_parts_concurrently(path: Path, numbers: Iterable[int], put: Callable[[int, int], tuple[dict, int]],
+                           pool: ThreadPoolExecutor, limit: int) -> Iterator[tuple[dict, int]]:
+    """Each part of the file at `path` sent by put(fd, number) on `pool`, at most `limit` at a time whatever the
+    pool's size (each holds a part in memory), and yielded (part entry, length) as it is confirmed, so the caller
+    records it and saves its checkpoint at once. On a failure no further part is started, those running are waited
+    for and still yielded (a retry need not send them again), and the first error is raised after. Whatever ends
+    the iteration (an error here, or in the caller's loop body), no part is left running once the file is closed.
+    `put` reads its part with os.pread: threads share no file position."""
+    queue = iter(numbers)
+    running: set[Future] = set()
+    error: BaseException | None = None
+    with open(path, "rb") as source:
+        fd = source.fileno()
+
+        def start_next() -> None:
+            number = next(queue, None)
+            if number is not None:
+                running.add(pool.submit(put, fd, number))
+
+        try:
+            for _ in range(max(1, limit)):
+                start_next()
+            while running:
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    running.discard(future)
+                    try:
+                        result = future.result()
+                    except BaseException as exc:  # noqa: BLE001 - re-raised below, once the others are settled
+                        error = error or exc
+                        continue
+                    if error is None:
+                        start_next()
+                    yield result
+        finally:
+            for future in running:
+                future.cancel()
+            wait(running)
+    if error is not None:
+        raise error
 
 
 def sha256_file(path: Path) -> str:

@@ -26,7 +26,7 @@ import logging
 import os
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -37,6 +37,8 @@ from storage_providers.base import (
     ProgressCallback,
     UploadCheckpoint,
     complete_parts_ahead,
+    parts_in_flight,
+    put_parts_concurrently,
 )
 from storage_providers.gcs_resumable import SDK_RETRY_SECONDS, attach_session, sdk_retry
 
@@ -280,26 +282,12 @@ class ComposeUploader:
         """Upload these parts of the file as temporaries, several at once on `pool`; each is added to the state and
         the checkpoint saved as it is confirmed, then yielded with its length. On a failure the parts not started
         are dropped, those running are waited for and kept, and the first error is raised."""
-        if not numbers:
-            return
-        error: BaseException | None = None
-        with open(path, "rb") as source:
-            fd = source.fileno()
-            futures = [pool.submit(self._read_and_put, state, fd, number, content_type) for number in numbers]
-            for future in as_completed(futures):
-                try:
-                    part, length = future.result()
-                except BaseException as exc:  # noqa: BLE001 - re-raised below, once the others are settled
-                    if error is None:
-                        error = exc
-                        for other in futures:
-                            other.cancel()
-                    continue
-                state["parts"].append(part)
-                checkpoint.save(state)
-                yield part, length
-        if error is not None:
-            raise error
+        for part, length in put_parts_concurrently(
+                path, numbers, lambda fd, number: self._read_and_put(state, fd, number, content_type), pool,
+                parts_in_flight(self.part_size)):
+            state["parts"].append(part)
+            checkpoint.save(state)
+            yield part, length
 
     def _read_and_put(self, state: dict, fd: int, number: int, content_type: str) -> tuple[dict, int]:
         """One part read at its offset (pread: no shared file position between threads) and uploaded."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,15 +15,9 @@ from storage_providers.base import (
     ProgressCallback,
     UploadCheckpoint,
     complete_parts_ahead,
+    parts_in_flight,
+    put_parts_concurrently,
 )
-
-
-PARTS_IN_FLIGHT = 4
-"""Parts uploaded at once. At a live output's stop that is part 1 and the tail together (with ListParts beside
-them); a whole upload (batch) goes four parts at a time."""
-
-IN_FLIGHT_BYTES = 64 * 1024 * 1024
-"""At most this many bytes of parts held in memory at once (large STORAGE_PART_SIZE: fewer parts in flight)."""
 
 
 def b64_sha256(data: bytes) -> str:
@@ -92,7 +86,7 @@ class MultipartUploader:
         runs beside them; a part the state holds that S3 no longer has (or holds other bytes of) goes again before
         the complete."""
         held_before = list(state["parts"])
-        with ThreadPoolExecutor(max_workers=self._in_flight() + 1, thread_name_prefix="s3-parts") as pool:
+        with ThreadPoolExecutor(max_workers=parts_in_flight(self.part_size) + 1, thread_name_prefix="s3-parts") as pool:
             listing = pool.submit(self._stored_parts, state) if verify else None
             try:
                 self._send_parts(state, path, progress, checkpoint, pool)
@@ -115,11 +109,6 @@ class MultipartUploader:
         if checkpoint:
             checkpoint.clear()
 
-    def _in_flight(self) -> int:
-        """Parts sent at once: PARTS_IN_FLIGHT, fewer when parts are large, so at most IN_FLIGHT_BYTES (and at least
-        one part) are held in memory."""
-        return max(1, min(PARTS_IN_FLIGHT, IN_FLIGHT_BYTES // self.part_size))
-
     def _send_parts(self, state: dict, path: Path, progress: ProgressCallback | None,
                     checkpoint: UploadCheckpoint | None, pool: ThreadPoolExecutor) -> None:
         """Upload the parts not confirmed yet (those after the confirmed run; with parts sent ahead while recording,
@@ -136,27 +125,15 @@ class MultipartUploader:
         missing = [n for n in range(1, count + 1) if n not in held]
         if not missing:
             return
-        error: BaseException | None = None
-        with open(path, "rb") as source:
-            fd = source.fileno()
-            futures = [pool.submit(self._read_and_put, state, fd, number) for number in missing]
-            for future in as_completed(futures):
-                try:
-                    part, length = future.result()
-                except BaseException as exc:  # noqa: BLE001 - re-raised below, once the others are settled
-                    if error is None:
-                        error = exc
-                        for other in futures:
-                            other.cancel()
-                    continue
-                state["parts"] = [p for p in state["parts"] if p["PartNumber"] != part["PartNumber"]] + [part]
-                if checkpoint:
-                    checkpoint.save(state)
-                sent += length
-                if progress:
-                    progress(sent, total)
-        if error is not None:
-            raise error
+        for part, length in put_parts_concurrently(
+                path, missing, lambda fd, number: self._read_and_put(state, fd, number), pool,
+                parts_in_flight(state["part_size"])):
+            state["parts"] = [p for p in state["parts"] if p["PartNumber"] != part["PartNumber"]] + [part]
+            if checkpoint:
+                checkpoint.save(state)
+            sent += length
+            if progress:
+                progress(sent, total)
 
     def _read_and_put(self, state: dict, fd: int, number: int) -> tuple[dict, int]:
         """One part read at its offset (pread: no shared file position between threads) and uploaded."""

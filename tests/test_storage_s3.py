@@ -169,8 +169,9 @@ def test_s3_resumed_upload_checks_its_parts_beside_the_missing_ones(make_provide
 
 def test_s3_a_failed_part_keeps_the_parts_sent_beside_it(make_provider: MakeProvider, s3_fault_proxy: FaultProxy,
                                                          large_file: Path, prefix: str) -> None:
-    """Parts in flight when one fails are recorded before the error is raised, so a retry sends only the failed
-    one; parts not started yet are not sent after the failure."""
+    """Parts in flight when one fails are recorded before the error is raised, so a retry does not send them
+    again; parts not started yet are not sent after the failure (with three parts, a retry sends only the failed
+    one)."""
     provider = _proxied_s3(make_provider, s3_fault_proxy)
     key, checkpoint = prefix + "alice.webm", MemoryCheckpoint()
     s3_fault_proxy.fail_part(1)
