@@ -248,3 +248,22 @@ def test_finalize_uploads_the_poster_taken_while_recording(live_env, resources, 
     assert hashlib.sha256(stored.read_bytes()).hexdigest() == poster["sha256"]  # the one taken while recording
     assert stored.read_bytes() == reference.thumbnail.path.read_bytes()
     assert output["thumbnail"] == {"width": poster["width"], "height": poster["height"], "atSeconds": poster["seconds"]}
+
+
+def test_a_poster_that_fails_to_be_written_holds_back_no_step(api, rec, live, monkeypatch):
+    """The poster is optional: an unexpected error while taking it (here the JPEG writer raising what PyAV raises,
+    a ValueError) neither stops this participant's live output from advancing nor the next participant's step."""
+    import workers.media.thumbnail as thumbnail
+
+    def broken_writer(image, target):  # noqa: ANN001, ARG001
+        raise ValueError("encoder refused the picture")
+
+    monkeypatch.setattr(thumbnail, "_write_jpeg", broken_writer)
+    pieces = slice_timeslice(encode_webm(CLIP), 27)
+    for sequence, piece in enumerate(pieces[:18]):
+        assert api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202
+        assert api.put_chunk(rec, "bob", "video", sequence, piece).status_code == 202
+    live.step(rec)
+    for participant in ("alice", "bob"):
+        state = live.states.get(rec, participant)
+        assert state is not None and state.end_seconds > OFFSET and state.poster is None

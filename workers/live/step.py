@@ -136,8 +136,15 @@ class LiveFinalizer:
         streams: dict[str, list[str]] = {}
         for participant_id, stream_type in self.store.streams(recording_id):
             streams.setdefault(participant_id, []).append(stream_type)
+        failure: Exception | None = None
         for participant_id, types in sorted(streams.items()):
-            self.step_participant(recording_id, rec, participant_id, types, final)
+            try:
+                self.step_participant(recording_id, rec, participant_id, types, final)
+            except Exception as exc:  # noqa: BLE001 - one participant's step must not hold back the others'
+                log.warning("recording %s participant %s: live step failed: %r", recording_id, participant_id, exc)
+                failure = failure or exc
+        if failure is not None:
+            raise failure  # after every participant had its step: the task's own retry policy sees it
 
     def step_participant(self, recording_id: str, rec: RecordingHash, participant_id: str, types: list[str],
                          final: bool) -> bool:
@@ -299,9 +306,9 @@ class LiveFinalizer:
                 return
             state.poster = {"offset": self.thumbnail_offset, "maxWidth": self.thumbnail_width, "width": made.width,
                             "height": made.height, "seconds": made.seconds, "sha256": jpeg_digest(made.path)}
-        except (MediaError, Unsupported, OSError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a poster is optional: whatever fails here, stop makes it as before
             log.info("recording %s participant %s: poster not taken while recording (at stop instead): %s",
-                     recording_id, participant_id, exc.message if isinstance(exc, MediaError) else exc)
+                     recording_id, participant_id, exc.message if isinstance(exc, MediaError) else repr(exc))
             return
         self.states.put(recording_id, participant_id, state)
 

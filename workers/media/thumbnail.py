@@ -51,8 +51,11 @@ def make_thumbnail(source: Path | BinaryIO, target: Path, offset_seconds: float,
         return None
     scaled_width = _even(min(width, frame.width))
     scaled_height = _even(frame.height * scaled_width / frame.width)
-    image = frame.reformat(width=scaled_width, height=scaled_height, format="yuvj420p")
-    _write_jpeg(image, target)
+    try:
+        image = frame.reformat(width=scaled_width, height=scaled_height, format="yuvj420p")
+        _write_jpeg(image, target)
+    except (av.FFmpegError, ValueError) as exc:  # scaling or the JPEG encoder: still the media's problem
+        raise MediaError(f"could not write the thumbnail: {type(exc).__name__}") from None
     return Thumbnail(path=target, width=scaled_width, height=scaled_height, seconds=round(frame.time or 0.0, 3))
 
 
