@@ -93,6 +93,8 @@ class LeanScript:
         except redis.exceptions.NoScriptError:
             pass  # Redis restarted or flushed its scripts: the script was not run
         finally:
+            if conn.should_reconnect():  # as redis-py does: a server's maintenance notice asked for a new connection
+                conn.disconnect()
             pool.release(conn)
         return self.script(keys=keys, args=args)  # redis-py's Script loads it and calls it again
 
