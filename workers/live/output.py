@@ -12,6 +12,7 @@ to the length the state records.
 """
 from __future__ import annotations
 
+import bisect
 import io
 from dataclasses import dataclass
 from pathlib import Path
@@ -346,7 +347,7 @@ class _Joined(io.RawIOBase):
         view = memoryview(buffer).cast("B")
         done = 0
         while done < len(view) and self._at < self._size:
-            index = max(i for i, start in enumerate(self._starts) if start <= self._at)
+            index = bisect.bisect_right(self._starts, self._at) - 1
             piece, inside = self._pieces[index], self._at - self._starts[index]
             if isinstance(piece, bytes):
                 data = piece[inside:inside + len(view) - done]

@@ -18,6 +18,7 @@ from pathlib import Path
 import redis
 
 from storage_providers import StorageError, StorageProvider
+from storage_providers.base import sha256_file
 
 from workers import keys, metrics
 from workers.live.checksum import PART_SIZE
@@ -34,7 +35,7 @@ from workers.media.encoding import Mp4Settings
 from workers.media.chunk_stream import starts_run
 from workers.media.errors import MediaError
 from workers.media.muxer import EXTENSIONS, MuxResult, TrackInfo, verify_seekable
-from workers.media.thumbnail import Thumbnail, checked_thumbnail, jpeg_digest, make_thumbnail
+from workers.media.thumbnail import Thumbnail, checked_thumbnail, make_thumbnail
 from workers.outputs import PreparedOutput, poster_or_none
 from workers.pause import parse_pauses, stream_cuts
 from workers.records import RecordingHash
@@ -305,7 +306,7 @@ class LiveFinalizer:
             if made is None:
                 return
             state.poster = {"offset": self.thumbnail_offset, "maxWidth": self.thumbnail_width, "width": made.width,
-                            "height": made.height, "seconds": made.seconds, "sha256": jpeg_digest(made.path)}
+                            "height": made.height, "seconds": made.seconds, "sha256": sha256_file(made.path)}
         except Exception as exc:  # noqa: BLE001 - a poster is optional: whatever fails here, stop makes it as before
             log.info("recording %s participant %s: poster not taken while recording (at stop instead): %s",
                      recording_id, participant_id, exc.message if isinstance(exc, MediaError) else repr(exc))

@@ -1,7 +1,6 @@
 """One JPEG poster per output: a frame from a configurable offset, scaled to a configurable width."""
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 from fractions import Fraction
@@ -10,6 +9,7 @@ from typing import BinaryIO
 
 import av
 
+from storage_providers.base import sha256_file
 from workers.media.errors import MediaError
 
 
@@ -59,15 +59,11 @@ def make_thumbnail(source: Path | BinaryIO, target: Path, offset_seconds: float,
     return Thumbnail(path=target, width=scaled_width, height=scaled_height, seconds=round(frame.time or 0.0, 3))
 
 
-def jpeg_digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def checked_thumbnail(path: Path, width: int, height: int, seconds: float, digest: str) -> Thumbnail | None:
     """A poster written earlier, when its file is the one written (its SHA-256) and decodes to a picture of that
     width and height; else None."""
     try:
-        if jpeg_digest(path) != digest:
+        if sha256_file(path) != digest:
             return None
         with av.open(str(path)) as container:
             frame = next(container.decode(video=0), None)
