@@ -8,6 +8,9 @@ tmpfs (so fsync costs nothing and only the CPU of the work remains); CPU is the 
 `--gevent N`: as the Procfile's web worker runs it: the standard library patched by gevent, gunicorn.conf.py's
 post_worker_init (fsync and a chunk's disk work in gevent's thread pool), and N greenlets uploading at once (their
 own participants), which is where the loaded web worker spends CPU that one caller in a loop does not show.
+
+`--floor`: bench/floor_app.py (the load bench's floor: fsync + one HSET) measured beside this tree in the same
+harness, pair by pair, so tapedeck's own CPU per chunk over the floor's is read without gunicorn or the network.
 """
 from __future__ import annotations
 
@@ -38,7 +41,7 @@ def _environ(path: str, body: bytes, token: str) -> dict:
             "HTTP_AUTHORIZATION": f"Bearer {token}"}
 
 
-def measure(requests: int, chunk_kb: int, greenlets: int = 0) -> dict:
+def measure(requests: int, chunk_kb: int, greenlets: int = 0, floor: bool = False) -> dict:
     """CPU seconds per PUT over `requests` PUTs of one participant (or of `greenlets` at once), after a warm-up."""
     scratch = Path(tempfile.mkdtemp(prefix="intake-cpu-", dir="/dev/shm" if Path("/dev/shm").is_dir() else None))
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(scratch / "metrics")  # as gunicorn.conf.py sets it for web
@@ -53,17 +56,24 @@ def measure(requests: int, chunk_kb: int, greenlets: int = 0) -> dict:
     try:
         env = web_env(0, redis_server.url, scratch / "staging", "1000000/second")
         env.pop("PORT")
-        from app import create_app
-        from app.auth import mint_token
-
-        app = create_app(env)
-        if greenlets:
-            _post_worker_init()
-        host = mint_token(JWT_SECRET, "cpu", "host", "host", 3600)
-        started = app.test_client().post("/video-calls/cpu/recording/start", headers={"Authorization": f"Bearer {host}"})
-        recording_id = started.get_json()["recordingId"]
         names = [f"p{n}" for n in range(max(1, greenlets))]
-        tokens = {name: mint_token(JWT_SECRET, "cpu", name, "participant", 3600) for name in names}
+        if floor:  # its disk work in gevent's pool under --gevent, as tapedeck's (the load bench's floorpool)
+            os.environ.update({**env, "FLOOR_DISK_IN_POOL": "true" if greenlets else "false"})
+            from bench.floor_app import create_app as create_floor
+
+            app, recording_id, tokens = create_floor(), "rec_floor", {name: "none" for name in names}
+        else:
+            from app import create_app
+            from app.auth import mint_token
+
+            app = create_app(env)
+            if greenlets:
+                _post_worker_init()
+            host = mint_token(JWT_SECRET, "cpu", "host", "host", 3600)
+            started = app.test_client().post("/video-calls/cpu/recording/start",
+                                             headers={"Authorization": f"Bearer {host}"})
+            recording_id = started.get_json()["recordingId"]
+            tokens = {name: mint_token(JWT_SECRET, "cpu", name, "participant", 3600) for name in names}
         first, bodies = make_bodies(encode_webm(Recording(seconds=2.0)), chunk_kb * 1024)
         statuses: dict[str, int] = {}
 
@@ -91,7 +101,7 @@ def measure(requests: int, chunk_kb: int, greenlets: int = 0) -> dict:
         run(WARMUP, requests)
         after = os.times()
         cpu = (after.user - before.user) + (after.system - before.system)
-        return {"tree": str(Path.cwd()), "cpu_ms_per_put": 1000 * cpu / requests, "statuses": statuses}
+        return {"tree": "floor" if floor else str(Path.cwd()), "cpu_ms_per_put": 1000 * cpu / requests, "statuses": statuses}
     finally:
         redis_server.stop()
         shutil.rmtree(scratch, ignore_errors=True)
@@ -107,11 +117,17 @@ def _post_worker_init() -> None:
     conf.post_worker_init(None)
 
 
+FLOOR = Path("floor")
+"""The side that runs bench/floor_app.py from this tree (--floor) instead of a checkout's tapedeck."""
+
+
 def _child(tree: Path, args: argparse.Namespace) -> subprocess.Popen:
     """This file runs in `tree` (its app, bench and tests come from there), so a checkout older than it works too."""
+    floor = tree == FLOOR
+    tree = ROOT if floor else tree
     return subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", "--requests", str(args.requests),
-                             "--chunk-kb", str(args.chunk_kb), "--gevent", str(args.gevent)], cwd=tree, stdout=subprocess.PIPE,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(tree)})
+                             "--chunk-kb", str(args.chunk_kb), "--gevent", str(args.gevent)] + (["--floor"] if floor else []),
+                            cwd=tree, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env={**os.environ, "PYTHONPATH": str(tree)})
 
 
 def main() -> None:
@@ -122,12 +138,14 @@ def main() -> None:
     parser.add_argument("--chunk-kb", type=int, default=64)
     parser.add_argument("--gevent", type=int, default=0, metavar="N",
                         help="patch with gevent and upload from N greenlets at once, as the web worker runs")
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure bench/floor_app.py (the load bench's floor) in the same harness")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(measure(args.requests, args.chunk_kb, args.gevent)))
+        print(json.dumps(measure(args.requests, args.chunk_kb, args.gevent, args.floor)))
         return
-    trees = [ROOT] + ([args.against.resolve()] if args.against else [])
+    trees = [ROOT] + ([args.against.resolve()] if args.against else []) + ([FLOOR] if args.floor else [])
     results: dict[Path, list[float]] = {tree: [] for tree in trees}
     for pair in range(args.pairs):
         started = time.monotonic()
@@ -140,9 +158,10 @@ def main() -> None:
         print(f"pair {pair} took {time.monotonic() - started:.0f} s; load {os.getloadavg()[0]:.1f}", flush=True)
     for tree, values in results.items():
         print(f"{tree}: median {statistics.median(values):.3f} ms CPU per PUT ({', '.join(f'{v:.3f}' for v in values)})")
-    if args.against:
-        diffs = [a - b for a, b in zip(results[ROOT], results[trees[1]])]
-        print(f"this tree minus --against, pair by pair: median {statistics.median(diffs) * 1000:+.0f} us per PUT")
+    for other, label in ((args.against and trees[1], "--against"), (args.floor and FLOOR, "the floor")):
+        if other:
+            diffs = [a - b for a, b in zip(results[ROOT], results[other])]
+            print(f"this tree minus {label}, pair by pair: median {statistics.median(diffs) * 1000:+.0f} us per PUT")
 
 
 if __name__ == "__main__":
