@@ -16,11 +16,31 @@ CHUNK_BODY_OVERHEAD = 64 * 1024
 """JSON framing around a base64 chunk, allowed on top of MAX_CHUNK_BYTES * 4/3."""
 
 
+class TapedeckFlask(Flask):
+    """Flask with its `ensure_sync` answer remembered per function: Flask asks `iscoroutinefunction` of every hook and
+    view on every request (seven times per chunk upload), and the answer never changes for a function. Bounded: a
+    function made per request (none here today) would only be looked at afresh once the memo is full."""
+
+    SYNC_MEMO = 1024
+
+    def ensure_sync(self, func):  # type: ignore[no-untyped-def, override]
+        memo = self.__dict__.setdefault("_sync_memo", {})
+        try:
+            return memo[func]
+        except KeyError:
+            made = super().ensure_sync(func)
+            if len(memo) < self.SYNC_MEMO:
+                memo[func] = made
+            return made
+        except TypeError:  # an unhashable callable
+            return super().ensure_sync(func)
+
+
 def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     """Build the app from the environment; test_config overrides environment variables by name."""
     env = {**os.environ, **(test_config or {})}
     settings = Settings.from_env(env)
-    app = Flask(__name__, static_folder="static", static_url_path="/static")
+    app = TapedeckFlask(__name__, static_folder="static", static_url_path="/static")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_chunk_bytes * 4 // 3 + CHUNK_BODY_OVERHEAD
     app.json.sort_keys = False
     app.extensions[EXTENSION_KEY] = build_services(settings, env)
