@@ -23,8 +23,12 @@ class TapedeckFlask(Flask):
 
     SYNC_MEMO = 1024
 
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self._sync_memo: dict = {}
+
     def ensure_sync(self, func):  # type: ignore[no-untyped-def, override]
-        memo = self.__dict__.setdefault("_sync_memo", {})
+        memo = self._sync_memo
         try:
             return memo[func]
         except KeyError:
