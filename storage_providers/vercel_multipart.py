@@ -14,11 +14,15 @@ are still there before complete: complete fails if they are not, and the caller 
 """
 from __future__ import annotations
 
+import contextvars
+import os
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
-from storage_providers.base import ProgressCallback, UploadCheckpoint, complete_parts_ahead
+from storage_providers.base import (ProgressCallback, UploadCheckpoint, complete_parts_ahead, parts_in_flight,
+                                    put_parts_concurrently)
 
 PROVIDER = "vercel-blob"
 
@@ -59,13 +63,17 @@ class BlobMultipart:
                                                            credentials=run(service._get_credentials())))
         return created.key, created.upload_id
 
-    def upload_part(self, state: dict, number: int, data: bytes) -> None:
-        """Send part `number` and record its etag in state (replacing an earlier send of that number)."""
+    def send_part(self, state: dict, number: int, data: bytes) -> dict:
+        """Send part `number`; its entry for complete. Reads `state`, never changes it, so several parts may be in
+        flight at once (in threads that run in the session's context: SessionPool)."""
         service, run = self._client()
         etag = run(service._api_client.upload_part(self._request(), self._created(state), number, data, len(data),
                                                    credentials=run(service._get_credentials())))
-        state["parts"] = [p for p in state["parts"] if p["partNumber"] != number]
-        state["parts"].append({"partNumber": number, "etag": etag})
+        return {"partNumber": number, "etag": etag}
+
+    def upload_part(self, state: dict, number: int, data: bytes) -> None:
+        """Send part `number` and record its etag in state (replacing an earlier send of that number)."""
+        _record(state, self.send_part(state, number, data))
 
     def complete(self, state: dict) -> None:
         """Publish the blob at the pathname from the parts, in part order."""
@@ -75,10 +83,17 @@ class BlobMultipart:
                                                    credentials=run(service._get_credentials())))
 
 
-def read_part(path: Path, number: int, part_size: int) -> bytes:
-    with open(path, "rb") as source:
-        source.seek((number - 1) * part_size)
-        return source.read(part_size)
+def _record(state: dict, part: dict) -> None:
+    state["parts"] = [p for p in state["parts"] if p["partNumber"] != part["partNumber"]] + [part]
+
+
+class SessionPool(ThreadPoolExecutor):
+    """A pool whose tasks run in a copy of the submitting thread's context. The SDK finds its open session (the
+    store's token and API URL) in a context variable, which a pool thread does not inherit: there it would fall
+    back to the SDK's default session, without them."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future:
+        return super().submit(contextvars.copy_context().run, fn, *args, **kwargs)
 
 
 def matches(state: dict, pathname: str, part_size: int) -> bool:
@@ -125,8 +140,9 @@ def adoptable(state: dict | None, pathname: str, part_size: int, total: int, ide
 
 def finish(upload: BlobMultipart, state: dict, path: Path, progress: ProgressCallback | None,
            checkpoint: UploadCheckpoint) -> None:
-    """Send the parts the adopted upload lacks (the header's part 1 and the tail), saving the checkpoint after each,
-    and complete it."""
+    """Send the parts the adopted upload lacks (the header's part 1 and the tail) at once, as S3's and GCS's are
+    (at most parts_in_flight), saving the checkpoint as each is confirmed, and complete it. A part that fails starts
+    no further part; those in flight finish and are recorded, so a retry sends only what is still missing."""
     part_size, total = state["part_size"], state["size"]
     count = -(-total // part_size)
     checkpoint.save(state)
@@ -134,15 +150,21 @@ def finish(upload: BlobMultipart, state: dict, path: Path, progress: ProgressCal
     sent = sum(min(part_size, total - (n - 1) * part_size) for n in held)
     if progress and sent:
         progress(sent, total)
-    for number in range(1, count + 1):
-        if number in held:
-            continue
-        data = read_part(path, number, part_size)
-        upload.upload_part(state, number, data)
-        checkpoint.save(state)
-        sent += len(data)
-        if progress:
-            progress(sent, total)
+    missing = [n for n in range(1, count + 1) if n not in held]
+
+    def read_and_send(fd: int, number: int) -> tuple[dict, int]:
+        data = os.pread(fd, part_size, (number - 1) * part_size)  # threads share no file position
+        return upload.send_part(state, number, data), len(data)
+
+    if missing:
+        in_flight = parts_in_flight(part_size)
+        with SessionPool(max_workers=in_flight, thread_name_prefix="vercel-parts") as pool:
+            for part, length in put_parts_concurrently(path, missing, read_and_send, pool, in_flight):
+                _record(state, part)
+                checkpoint.save(state)
+                sent += length
+                if progress:
+                    progress(sent, total)
     upload.complete(state)
 
 

@@ -52,6 +52,11 @@ class VercelBlobDouble:
     after the wait): lets a test kill its client mid-call."""
     arrived: threading.Event = field(default_factory=threading.Event)
     released: threading.Event = field(default_factory=threading.Event)
+    meet: threading.Barrier | None = None
+    """When set, the next part uploads wait for each other here, one party each (broken, and answered 500, when
+    they come one after another): lets a test see that parts are in flight together."""
+    met: list[int] = field(default_factory=list)
+    """The part numbers that met."""
 
     def expire_uploads(self) -> None:
         """Drop every multipart upload not completed, as the store does with old ones: their ids become unknown."""
@@ -142,6 +147,11 @@ class _Handler(BaseHTTPRequestHandler):
         if hold:
             store.arrived.set()
             store.released.wait()
+        if self.headers.get("x-mpu-action") == "upload" and self._meets():
+            try:
+                store.meet.wait()  # type: ignore[union-attr]
+            except threading.BrokenBarrierError:
+                return self._error(500, "internal", "parts did not arrive together")
         with store.lock:
             forced = store.fail_next.pop(0) if store.fail_next else None
         if forced:
@@ -152,6 +162,14 @@ class _Handler(BaseHTTPRequestHandler):
             # Like some real services, echo what was presented: the provider must scrub it.
             return self._error(403, "forbidden", f"Access denied for token {presented}")
         getattr(self, handler_name)(split.path.removeprefix(API_PATH), query, body)
+
+    def _meets(self) -> bool:
+        store = self.store
+        with store.lock:
+            if store.meet is None or len(store.met) >= store.meet.parties:
+                return False
+            store.met.append(int(self.headers.get("x-mpu-part-number", "0")))
+            return True
 
     # routing ----------------------------------------------------------------
 
