@@ -17,10 +17,11 @@ import pstats
 import os
 import resource
 import shutil
+import threading
 import time
 import uuid
 from contextlib import ExitStack, contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -52,6 +53,15 @@ class Side:
     stop_cpu_seconds: float = 0.0
     """CPU of this process (every thread) from stop to completed: tapedeck's own work, little affected by the load,
     none of it the storage server's (another process)."""
+    wait_seconds: float = 0.0
+    """Of stop_seconds, waiting on storage requests (every call, the union of their spans; server included)."""
+    requests: int = 0
+    """Storage requests from stop to completed."""
+
+    @property
+    def local_seconds(self) -> float:
+        """tapedeck's time after stop with no storage request in flight: its own work, whatever the server."""
+        return self.stop_seconds - self.wait_seconds
 
     @property
     def own_seconds(self) -> float:
@@ -63,11 +73,15 @@ class Side:
 class ServerClock:
     """Wall time of the storage server's finishing calls: inside `window()` (stop → completed) in `seconds`, before
     it (while recording) in `ahead_seconds`. The calls are synchronous requests with a small body, so their time
-    is the server's work."""
+    is the server's work. Also every storage request's span inside the window (`requests`, `wait_seconds`: the
+    union of the spans, so parts in flight together count once), which separates tapedeck's local work from the
+    test server's answers, whose time grows with what the server holds (moto keeps every object in memory)."""
 
     running: bool = False
     seconds: float = 0.0
     ahead_seconds: float = 0.0
+    spans: list = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def add(self, seconds: float) -> None:
         if self.running:
@@ -75,8 +89,29 @@ class ServerClock:
         else:
             self.ahead_seconds += seconds
 
+    def request(self, started: float, ended: float) -> None:
+        """One storage request (any call, any thread) that ran from `started` to `ended` (perf_counter)."""
+        if self.running:
+            with self.lock:
+                self.spans.append((started, ended))
+
+    @property
+    def requests(self) -> int:
+        return len(self.spans)
+
+    @property
+    def wait_seconds(self) -> float:
+        total, reach = 0.0, float("-inf")
+        for started, ended in sorted(self.spans):
+            if ended > reach:
+                total += ended - max(started, reach)
+                reach = ended
+        return total
+
     def reset(self) -> None:
         self.running, self.seconds, self.ahead_seconds = False, 0.0, 0.0
+        with self.lock:
+            self.spans.clear()
 
     @contextmanager
     def window(self) -> Iterator[None]:
@@ -88,40 +123,48 @@ class ServerClock:
 
     @contextmanager
     def watching_s3(self, client: Any) -> Iterator[None]:
-        """botocore's documented event hooks around CompleteMultipartUpload, on the provider's own client."""
+        """botocore's documented event hooks around every call on the provider's own client (`before-call.s3`
+        matches each operation's event); CompleteMultipartUpload's also counted as the server's finishing."""
         def before(context: dict, **_: Any) -> None:
             context["bench_started"] = time.perf_counter()
 
-        def after(context: dict, **_: Any) -> None:
+        def after(context: dict, model: Any, **_: Any) -> None:
             if "bench_started" in context:
-                self.add(time.perf_counter() - context.pop("bench_started"))
+                started = context.pop("bench_started")
+                ended = time.perf_counter()
+                self.request(started, ended)
+                if model.name == "CompleteMultipartUpload":
+                    self.add(ended - started)
 
         events = client.meta.events
-        events.register("before-call.s3.CompleteMultipartUpload", before, unique_id="bench-complete-before")
-        events.register("after-call.s3.CompleteMultipartUpload", after, unique_id="bench-complete-after")
+        events.register("before-call.s3", before, unique_id="bench-s3-before")
+        events.register("after-call.s3", after, unique_id="bench-s3-after")
         try:
             yield
         finally:
-            events.unregister("before-call.s3.CompleteMultipartUpload", unique_id="bench-complete-before")
-            events.unregister("after-call.s3.CompleteMultipartUpload", unique_id="bench-complete-after")
+            events.unregister("before-call.s3", unique_id="bench-s3-before")
+            events.unregister("after-call.s3", unique_id="bench-s3-after")
 
     @contextmanager
     def watching_gcs(self) -> Iterator[None]:
-        """Every GCS compose request (JSON API `POST …/o/<name>/compose`), whichever way the provider sends it: the
-        SDK's Blob.compose and a bare AuthorizedSession both end in requests.Session.send, timed for the run."""
+        """Every GCS request, whichever way the provider sends it (the SDK's calls and a bare AuthorizedSession both
+        end in requests.Session.send), timed for the run; compose requests (JSON API `POST …/o/<name>/compose`)
+        also counted as the server's finishing."""
         import requests
 
         send = requests.Session.send
         clock = self
 
         def timed_send(session: requests.Session, request: requests.PreparedRequest, **kwargs: Any) -> Any:
-            if request.method != "POST" or not (request.path_url or "").split("?")[0].endswith("/compose"):
-                return send(session, request, **kwargs)
+            compose = request.method == "POST" and (request.path_url or "").split("?")[0].endswith("/compose")
             started = time.perf_counter()
             try:
                 return send(session, request, **kwargs)
             finally:
-                clock.add(time.perf_counter() - started)
+                ended = time.perf_counter()
+                clock.request(started, ended)
+                if compose:
+                    clock.add(ended - started)
 
         requests.Session.send = timed_send  # type: ignore[method-assign]
         try:
@@ -215,7 +258,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
         resources.provider.delete(name.key)
     shutil.rmtree(staging / rec, ignore_errors=True)
     return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, _peak_mb(), live_cpu, duration,
-                sum(poster_times), stop_cpu)
+                sum(poster_times), stop_cpu, clock.wait_seconds, clock.requests)
 
 
 @contextmanager
@@ -357,7 +400,7 @@ def main() -> None:
 
 def print_table(rows: list) -> None:
     header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'server':>7}"
-              f"{'own':>7}{'cpu':>7}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}"
+              f"{'own':>7}{'reqs':>5}{'wait':>7}{'local':>7}{'cpu':>7}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}"
               f"{'live CPU/h':>11}"
               f"{'ahead':>7}{'load':>6}")
     print(header)
@@ -367,7 +410,7 @@ def print_table(rows: list) -> None:
         batch_cells = (f"{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}" if batch else f"{'-':>7}{'-':>7}")
         print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch_cells}"
               f"{live.stop_seconds:>7.2f}{live.server_seconds:>7.2f}{live.own_seconds:>7.2f}"
-              f"{live.stop_cpu_seconds:>7.3f}{live.mux_seconds:>7.2f}"
+              f"{live.requests:>5}{live.wait_seconds:>7.2f}{live.local_seconds:>7.2f}{live.stop_cpu_seconds:>7.3f}{live.mux_seconds:>7.2f}"
               f"{live.poster_seconds:>7.3f}"
               f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
               f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{per_hour:>10.1f}s"
@@ -378,13 +421,17 @@ def print_table(rows: list) -> None:
             (first_minutes, first), (last_minutes, last) = (mine[0][0], mine[0][5]), (mine[-1][0], mine[-1][5])
             print(f"flatness {provider} {last_minutes:g} min / {first_minutes:g} min (goal <= 1.5x): stop → completed "
                   f"{last.stop_seconds / first.stop_seconds:.2f}x, tapedeck's own "
-                  f"{last.own_seconds / first.own_seconds:.2f}x, mux stage {last.mux_seconds / first.mux_seconds:.2f}x, "
+                  f"{last.own_seconds / first.own_seconds:.2f}x, without any request in flight "
+                  f"{last.local_seconds / max(first.local_seconds, 1e-6):.2f}x, requests {last.requests}/{first.requests}, "
+                  f"mux stage {last.mux_seconds / first.mux_seconds:.2f}x, "
                   f"CPU {last.stop_cpu_seconds / max(first.stop_cpu_seconds, 1e-6):.2f}x")
     print("Seconds from the stop request to `completed` (finalize in this process, grace 0). live = with live finalize;\n"
           "server = of which the storage server finishing the object: S3 CompleteMultipartUpload (moto concatenates\n"
           "every part), GCS compose calls (the emulator rewrites the object); a whole-file GCS upload has none and counts\n"
-          "entirely as tapedeck's. own = live - server, tapedeck's own time. cpu = this process's CPU (all threads)\n"
-          "over the same time: little affected by the load, none of it the server's. (mux) = the mux stage. poster =\n"
+          "entirely as tapedeck's. own = live - server, tapedeck's own time. reqs = storage requests after stop; wait =\n"
+          "time with at least one of them in flight (the server's answers, server included); local = live - wait.\n"
+          "cpu = this process's CPU (all threads) over the same time: little affected by the load, none of it the\n"
+          "server's. (mux) = the mux stage. poster =\n"
           "of live, the poster made from the closed file, or the check of the one taken while recording. ffmpeg =\n"
           "`ffmpeg -c copy` of the same bytes. RSS = VmHWM of this process (intake and finalize) reset just before stop.\n"
           "live CPU/h = CPU of the live steps (with their part uploads) per recorded hour. ahead = the server's finishing\n"
