@@ -117,7 +117,8 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     walked every module, class and compiled template on the chunk path). Then, under gevent, which makes
     sockets cooperative but not disk flushes: run fsync in gevent's thread pool, so one chunk's flush to disk
     no longer stalls every other request and stream of the worker while it waits; and a chunk's whole disk work
-    (creating, writing and renaming its file wait on the filesystem journal too) in the same pool."""
+    (creating, writing and renaming its file wait on the filesystem journal too) in the same pool, closing the file
+    with the unpatched os.close (gevent's checks the descriptor first, for watchers a regular file never has)."""
     import gc
 
     gc.collect()
@@ -142,6 +143,9 @@ def post_worker_init(worker) -> None:  # type: ignore[no-untyped-def]
     os.fsync = cooperative_fsync
 
     from workers import chunks
+    from workers.staging import local
+
+    local.close_file = monkey.get_original("os", "close")  # a staged chunk is a regular file: no watcher to settle
 
     def run_disk_work(work, *args):  # type: ignore[no-untyped-def]
         """A whole chunk's disk work, off the loop; a caller already on a thread of its own (WebRTC's io thread) runs it."""

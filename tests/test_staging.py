@@ -117,3 +117,21 @@ def test_an_unreachable_bucket_is_503_and_a_cleanup_delete_does_not_raise(tmp_pa
         staging.stage(rid, "alice", "video", 0, b"header")
     name = staging.chunk_name(0, hashlib.sha256(b"header").hexdigest())
     staging.delete_chunk(rid, "alice", "video", name)  # best effort: a rejection's 409 never becomes a 500
+
+
+def test_temp_names_are_unique_in_a_process_and_a_forked_child_draws_its_own_tag(tmp_path):
+    """Staging's temp names come from a tag per process and a counter: a forked web worker must not share its
+    parent's tag, or two workers writing the same chunk at once would meet at one temp name."""
+    import multiprocessing
+
+    from workers.staging import local
+
+    names = {local._temp_tag() for _ in range(1000)}
+    assert len(names) == 1000
+    parent_tag = local._process_tag
+    queue = multiprocessing.get_context("fork").SimpleQueue()
+    child = multiprocessing.get_context("fork").Process(target=lambda: queue.put(local._temp_tag()))
+    child.start()
+    child.join(30)
+    child_name = queue.get()
+    assert not child_name.startswith(parent_tag) and child_name.endswith("-0")

@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import logging
 import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import BinaryIO, Callable, Iterator
 
 from workers.errors import Unavailable
 from workers.ids import check_id, check_stream_type
@@ -73,7 +74,7 @@ class ChunkStaging(Staging):
         digest = digest or hashlib.sha256(data).hexdigest()
         name = self.chunk_name(sequence, digest)
         final = f"{directory}/{name}"
-        tmp = f"{directory}/.{name}.{secrets.token_hex(4)}.tmp"
+        tmp = f"{directory}/.{name}.{_temp_tag()}.tmp"
         try:
             fd = os.open(tmp, _CREATE_FLAGS, 0o644)
         except FileNotFoundError:  # the stream's first chunk (or its directory was removed): make it, once
@@ -84,7 +85,7 @@ class ChunkStaging(Staging):
                 _write_all(fd, data)
                 os.fsync(fd)
             finally:
-                os.close(fd)
+                close_file(fd)
             os.replace(tmp, final)
         except BaseException:
             with contextlib.suppress(OSError):
@@ -158,7 +159,30 @@ class ChunkStaging(Staging):
 KNOWN_STREAMS = 10_000
 """Stream directories one process remembers (forgotten all at once past this: rebuilt on the next chunk)."""
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-"""O_EXCL: the temp name is random, so an existing file there is never ours to overwrite."""
+"""O_EXCL: the temp name is unique to this write, so an existing file there is never ours to overwrite."""
+
+close_file: Callable[[int], None] = os.close
+"""How a staged file's descriptor is closed. Under gevent, os.close first checks the descriptor (fcntl, fstat) in
+case an event-loop watcher polls it, and closes a regular file directly; gunicorn.conf.py puts the unpatched close
+here for the gevent web worker, since a staged chunk is always a regular file (two syscalls less per chunk)."""
+
+_process_tag = secrets.token_hex(4)
+_serials = itertools.count()
+
+
+def _temp_tag() -> str:
+    """Unique among every writer of a staging directory: a random tag drawn once per process (again after a fork)
+    and a counter, not a random draw (a getrandom call) per chunk. Should two processes ever draw the same tag, the
+    exclusive create fails and the client's retry gets another name."""
+    return f"{_process_tag}-{next(_serials)}"
+
+
+def _new_process_tag() -> None:
+    global _process_tag, _serials
+    _process_tag, _serials = secrets.token_hex(4), itertools.count()
+
+
+os.register_at_fork(after_in_child=_new_process_tag)
 
 
 def _write_all(fd: int, data: bytes) -> None:
