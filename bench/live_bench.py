@@ -57,6 +57,9 @@ class Side:
     """Of stop_seconds, waiting on storage requests (every call, the union of their spans; server included)."""
     requests: int = 0
     """Storage requests from stop to completed."""
+    rss_at_stop_mb: float = 0.0
+    """VmRSS just before stop: what intake and the live steps (this same process) left resident. peak_rss_mb less
+    this is what finalize itself added."""
 
     @property
     def local_seconds(self) -> float:
@@ -178,11 +181,15 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _peak_mb() -> float:
+def _status_mb(field: str = "VmHWM") -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
+
+
+def _peak_mb() -> float:
+    return _status_mb("VmHWM")
 
 
 def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: bool, clock: ServerClock,
@@ -229,6 +236,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
 
     resources.finalizer._mux_all = timed_mux  # type: ignore[method-assign]
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on is finalize's own peak
+    rss_at_stop = _status_mb("VmRSS")  # what intake and the live steps left resident in this process
     profiler = cProfile.Profile() if live and PROFILE[0] else None
     poster_times: list[float] = []
     with clock.window(), timed_posters(resources.finalizer.live, poster_times):
@@ -258,7 +266,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
         resources.provider.delete(name.key)
     shutil.rmtree(staging / rec, ignore_errors=True)
     return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, _peak_mb(), live_cpu, duration,
-                sum(poster_times), stop_cpu, clock.wait_seconds, clock.requests)
+                sum(poster_times), stop_cpu, clock.wait_seconds, clock.requests, rss_at_stop)
 
 
 @contextmanager
@@ -400,8 +408,8 @@ def main() -> None:
 
 def print_table(rows: list) -> None:
     header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'server':>7}"
-              f"{'own':>7}{'reqs':>5}{'wait':>7}{'local':>7}{'cpu':>7}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}{'batch RSS':>10}{'live RSS':>9}"
-              f"{'live CPU/h':>11}"
+              f"{'own':>7}{'reqs':>5}{'wait':>7}{'local':>7}{'cpu':>7}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}"
+              f"{'batch RSS':>10}{'live RSS':>9}{'(stop)':>8}{'live CPU/h':>11}"
               f"{'ahead':>7}{'load':>6}")
     print(header)
     print("-" * len(header))
@@ -413,7 +421,8 @@ def print_table(rows: list) -> None:
               f"{live.requests:>5}{live.wait_seconds:>7.2f}{live.local_seconds:>7.2f}{live.stop_cpu_seconds:>7.3f}{live.mux_seconds:>7.2f}"
               f"{live.poster_seconds:>7.3f}"
               f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
-              f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{per_hour:>10.1f}s"
+              f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{live.rss_at_stop_mb:>6.0f}MB"
+              f"{per_hour:>10.1f}s"
               f"{live.server_ahead_seconds:>7.2f}{load:>6.1f}")
     for provider in PROVIDERS:
         mine = [row for row in rows if row[1] == provider]
@@ -433,7 +442,8 @@ def print_table(rows: list) -> None:
           "cpu = this process's CPU (all threads) over the same time: little affected by the load, none of it the\n"
           "server's. (mux) = the mux stage. poster =\n"
           "of live, the poster made from the closed file, or the check of the one taken while recording. ffmpeg =\n"
-          "`ffmpeg -c copy` of the same bytes. RSS = VmHWM of this process (intake and finalize) reset just before stop.\n"
+          "`ffmpeg -c copy` of the same bytes. RSS = VmHWM of this process (intake and finalize) reset just before stop;\n"
+          "(stop) = its VmRSS then, what intake and the live steps left resident: RSS - (stop) is finalize's own.\n"
           "live CPU/h = CPU of the live steps (with their part uploads) per recorded hour. ahead = the server's finishing\n"
           "calls while recording (GCS composes the parts sent ahead as they come), not part of stop → completed. load =\n"
           "the 1-minute load average, the higher of before and after the store's sides.")
