@@ -125,7 +125,7 @@ def run_ffmpeg(source: Path, out_dir: Path) -> Run:
     process = subprocess.Popen(command)
     peak = 0.0
     while process.poll() is None:  # wait4's ru_maxrss would count the RSS forked from this parent
-        peak = max(peak, _status_mb(f"/proc/{process.pid}/status", "VmHWM"))
+        peak = max(peak, status_mb(f"/proc/{process.pid}/status", "VmHWM"))
         time.sleep(0.005)
     elapsed = time.perf_counter() - started
     if process.returncode:
@@ -148,7 +148,7 @@ def child(chunk_dir: Path, out_dir: Path) -> None:
     """The measured side: list chunk files, mux them, print a JSON line."""
     from workers.media.muxer import StreamInput, mux_participant
 
-    baseline = _status_mb("/proc/self/status", "VmRSS")
+    baseline = status_mb("/proc/self/status", "VmRSS")
     chunks = [(int(p.stem), p) for p in sorted(chunk_dir.glob("*.chunk"))]
     started = time.perf_counter()
     result = mux_participant([StreamInput("video", chunks)], out_dir, "ours")
@@ -157,11 +157,11 @@ def child(chunk_dir: Path, out_dir: Path) -> None:
     print(json.dumps({
         "seconds": elapsed, "bytes": result.bytes, "duration": result.duration_seconds,
         "dropped_packets": result.dropped_packets,
-        "baseline_rss_mb": baseline, "peak_rss_mb": _status_mb("/proc/self/status", "VmHWM"),
+        "baseline_rss_mb": baseline, "peak_rss_mb": status_mb("/proc/self/status", "VmHWM"),
     }))
 
 
-def _status_mb(path: str, field: str) -> float:
+def status_mb(path: str, field: str) -> float:
     """A memory figure from /proc/<pid>/status in MB (0 once the process is gone)."""
     try:
         lines = Path(path).read_text().splitlines()

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from bench.finalize_bench import OUT, make_clip, run_ffmpeg, slice_file, synthesize
+from bench.finalize_bench import OUT, make_clip, run_ffmpeg, slice_file, status_mb, synthesize
 
 PROFILE: list[int] = [0]
 """--profile N: print the N costliest calls (cumulative) of each live stop → completed."""
@@ -34,6 +34,7 @@ STEP_CHUNKS = 10
 """One live step per ten one-second chunks: LIVE_STEP_SECONDS=10, the default."""
 
 PROVIDERS = ("local", "s3", "gcs")
+SELF_STATUS = "/proc/self/status"
 
 
 @dataclass(frozen=True)
@@ -181,17 +182,6 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _status_mb(field: str = "VmHWM") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def _peak_mb() -> float:
-    return _status_mb("VmHWM")
-
-
 def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: bool, clock: ServerClock,
                     fmt: str = "webm") -> Side:
     """One recording through intake; live steps while it records (live side); then stop and finalize timed."""
@@ -236,7 +226,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
 
     resources.finalizer._mux_all = timed_mux  # type: ignore[method-assign]
     Path("/proc/self/clear_refs").write_text("5")  # VmHWM from here on is finalize's own peak
-    rss_at_stop = _status_mb("VmRSS")  # what intake and the live steps left resident in this process
+    rss_at_stop = status_mb(SELF_STATUS, "VmRSS")  # what intake and the live steps left resident in this process
     profiler = cProfile.Profile() if live and PROFILE[0] else None
     poster_times: list[float] = []
     with clock.window(), timed_posters(resources.finalizer.live, poster_times):
@@ -265,8 +255,8 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
     for name in resources.provider.list(f"recordings/{body['room']}/"):
         resources.provider.delete(name.key)
     shutil.rmtree(staging / rec, ignore_errors=True)
-    return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, _peak_mb(), live_cpu, duration,
-                sum(poster_times), stop_cpu, clock.wait_seconds, clock.requests, rss_at_stop)
+    return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, status_mb(SELF_STATUS, "VmHWM"), live_cpu,
+                duration, sum(poster_times), stop_cpu, clock.wait_seconds, clock.requests, rss_at_stop)
 
 
 @contextmanager
@@ -418,7 +408,8 @@ def print_table(rows: list) -> None:
         batch_cells = (f"{batch.stop_seconds:>7.2f}{batch.mux_seconds:>7.2f}" if batch else f"{'-':>7}{'-':>7}")
         print(f"{minutes:>6g}m{provider:>6}{mb:>6.0f}MB{ffmpeg.seconds:>8.2f}{batch_cells}"
               f"{live.stop_seconds:>7.2f}{live.server_seconds:>7.2f}{live.own_seconds:>7.2f}"
-              f"{live.requests:>5}{live.wait_seconds:>7.2f}{live.local_seconds:>7.2f}{live.stop_cpu_seconds:>7.3f}{live.mux_seconds:>7.2f}"
+              f"{live.requests:>5}{live.wait_seconds:>7.2f}{live.local_seconds:>7.2f}"
+              f"{live.stop_cpu_seconds:>7.3f}{live.mux_seconds:>7.2f}"
               f"{live.poster_seconds:>7.3f}"
               f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
               f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{live.rss_at_stop_mb:>6.0f}MB"
