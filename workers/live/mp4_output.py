@@ -1,0 +1,665 @@
+"""`format: mp4` written while the room records, so stop costs the same for ten minutes as for two hours.
+
+Each transcoded window's packets (workers/live/transcode.py) go into a media body file as they come, interleaved in
+half-second chunks, and each track's sample tables (sizes, sync samples, decode-time and composition-offset runs,
+chunk offsets) into small append-only files beside it. At stop the moov is put together from those tables and
+written in front of the body in place: the filesystem inserts the header's blocks before the first byte
+(fallocate FALLOC_FL_INSERT_RANGE, ext4 and XFS), so no media byte is read or moved; where the filesystem cannot,
+the body is copied once behind the header. The result is a faststart MP4 (ftyp, moov, free, mdat).
+
+Everything in the moov but the sample tables is what FFmpeg's MP4 muxer writes for batch's to_mp4: at stop the first
+and last packets of each track (kept raw beside the body) are muxed by it, into memory, through streams opened the
+way to_mp4 opens them (workers/media/convert.py plan_track, on the window's source streams kept in a header-only
+file). Its movie, track and media headers, edit lists and sample descriptions depend only on where each track begins
+and ends and on its codec parameters, so they come out as batch's; the last sample's duration is read from its
+tables, and the bit rates that count every sample are computed as the muxer computes them. The rest is replaced by
+the whole recording's tables.
+
+A crash between an append and the state's update is undone by truncating every file to the lengths the state
+records; at stop, a header already inserted (a retry) is recognised by the body's length and written again.
+"""
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import io
+import logging
+import os
+import shutil
+import struct
+from array import array
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+
+from workers.live.source import Unsupported
+from workers.media import mp4_boxes as mp4
+from workers.media.convert import plan_track
+from workers.media.encoding import Mp4Settings
+
+log = logging.getLogger(__name__)
+
+EDGE_SAMPLES = 16
+"""Packets kept raw at each end of each track: more than any reorder depth, so the muxer sees where a track's
+presentation begins and ends as it would with every packet."""
+
+CHUNK_SECONDS = 0.5
+"""Interleaving: each track's samples of each half second (on the decode timeline) form one chunk."""
+
+BLOCK = 4096
+"""The header is padded (free box) to a multiple of this, the block size FALLOC_FL_INSERT_RANGE needs."""
+
+FALLOC_FL_INSERT_RANGE = 0x20
+
+WIDE_MARGIN = 256 * 1024 * 1024
+"""Chunk offsets are 64-bit (co64) when the body comes this close to 4 GiB: decided before the header's length is
+known, so both passes that lay out the header agree."""
+
+_RAW = struct.Struct(">BIqqqIIBI")
+"""A kept raw packet: track, sample number, pts, dts, duration, time base num/den, keyframe, size; then its bytes."""
+
+_CHUNK = struct.Struct(">QI")
+"""A chunk: body offset, samples."""
+
+
+@dataclass(frozen=True)
+class RawPacket:
+    """An encoder's packet as the window's transcode muxed it: original timestamps and bytes (Annex B for H.264)."""
+
+    track: int
+    pts: int
+    dts: int
+    duration: int
+    time_base: Fraction
+    key: bool
+    data: bytes
+    number: int = 0
+    """Its sample number in the track (0-based), once appended."""
+
+
+@dataclass
+class TrackTable:
+    """One track's tables so far: counts and the runs still open (the files hold everything closed)."""
+
+    timescale: int
+    annexb: bool
+    samples: int = 0
+    keys: int = 0
+    bytes: int = 0
+    chunks: int = 0
+    stts_runs: int = 0
+    stts_open: list = field(default_factory=lambda: [0, 0])
+    ctts_runs: int = 0
+    ctts_open: list = field(default_factory=lambda: [0, 0])
+    last_dts: int | None = None
+    cts_nonzero: bool = False
+    cts_negative: bool = False
+
+    def to_json(self) -> list:
+        return [self.timescale, self.annexb, self.samples, self.keys, self.bytes, self.chunks, self.stts_runs,
+                list(self.stts_open), self.ctts_runs, list(self.ctts_open), self.last_dts, self.cts_nonzero,
+                self.cts_negative]
+
+    @classmethod
+    def from_json(cls, data: list) -> TrackTable:
+        return cls(*data)
+
+
+@dataclass
+class Mp4Progress:
+    """What the state records of the live MP4: the body's length, each track's tables, windows appended."""
+
+    body: int = 0
+    tracks: list[TrackTable] = field(default_factory=list)
+    appended: int = 0
+    sources: list[dict] = field(default_factory=list)
+    """What to_mp4 opens each track's encoder from (workers/media/convert.py plan_track): the window's source
+    streams' codec, picture size, time base and channel layout."""
+
+    def to_json(self) -> dict:
+        return {"body": self.body, "tracks": [t.to_json() for t in self.tracks], "appended": self.appended,
+                "sources": self.sources}
+
+    @classmethod
+    def from_json(cls, data: dict) -> Mp4Progress:
+        return cls(data["body"], [TrackTable.from_json(t) for t in data["tracks"]], data["appended"],
+                   data["sources"])
+
+
+@dataclass(frozen=True)
+class ClosedMp4:
+    path: Path
+    bytes: int
+    duration_seconds: float
+    header: int
+    """Bytes in front of the media: the file's first part is that much longer than the body's."""
+
+
+class LiveMp4:
+    """The body, the tables and the kept packets of one participant's live MP4, under the live directory."""
+
+    def __init__(self, directory: Path, participant_id: str) -> None:
+        self.directory = directory
+        self.participant_id = participant_id
+        self.path = directory / f"{participant_id}.live.mp4"
+        """The body while recording; the whole MP4 once closed (the header inserted in front, in place)."""
+        self.head = directory / f"{participant_id}.live.mp4.head"
+
+    def table(self, track: int, kind: str) -> Path:
+        return self.directory / f"{self.participant_id}.live.mp4.t{track}.{kind}"
+
+    def tail(self, appended: int) -> Path:
+        return self.directory / f"{self.participant_id}.live.mp4.tail{appended}"
+
+    # -- while recording -------------------------------------------------------------------------------------
+
+    def begin(self, sources: list[dict], packets: list[RawPacket], settings: Mp4Settings, keyint: int,
+              extradata: list[str]) -> Mp4Progress:
+        """The first window, given its source streams (source_params) and packets: keep each track's first
+        packets, and learn each track's timescale from the muxer itself."""
+        self.remove()
+        head = _edges(packets, first=True)
+        numbered: list[RawPacket] = []
+        counts: dict[int, int] = {}
+        for packet in sorted(head, key=_decode_order):
+            numbered.append(_numbered(packet, counts.setdefault(packet.track, 0)))
+            counts[packet.track] += 1
+        _write_raw(self.head, numbered)
+        muxed = _mux(sources, settings, keyint, extradata, numbered)
+        tracks = []
+        for index, trak in enumerate(_traks(muxed)):
+            timescale = struct.unpack_from(">I", muxed, _mdhd_fields(muxed, trak)[1])[0]
+            entry = _sample_entry_name(muxed, trak)
+            tracks.append(TrackTable(timescale=timescale, annexb=entry in (b"avc1", b"hvc1", b"hev1")))
+        if len(tracks) != len(sources):
+            raise Unsupported("the MP4 muxer wrote other tracks than the window has")
+        return Mp4Progress(tracks=tracks, sources=sources)
+
+    def append(self, progress: Mp4Progress, packets: list[RawPacket]) -> Mp4Progress:
+        """Append one window's packets (in decode order); returns the progress to save with the state. Files are
+        first cut back to the lengths `progress` records, so a step redone after a crash appends once."""
+        state = Mp4Progress.from_json(progress.to_json())
+        tracks = state.tracks
+        for index, track in enumerate(tracks):
+            _cut(self.table(index, "stsz"), 4 * track.samples)
+            _cut(self.table(index, "stss"), 4 * track.keys)
+            _cut(self.table(index, "stts"), 8 * track.stts_runs)
+            _cut(self.table(index, "ctts"), 8 * track.ctts_runs)
+            _cut(self.table(index, "chunks"), _CHUNK.size * track.chunks)
+        _cut(self.path, state.body)
+        ordered = sorted(packets, key=_decode_order)
+        ticks = [self._ticks(tracks[p.track], p) for p in ordered]
+        slices: dict[tuple[int, int], list[int]] = {}
+        for k, (packet, (_pts, dts)) in enumerate(zip(ordered, ticks)):
+            slot = int(Fraction(dts, tracks[packet.track].timescale) / Fraction(CHUNK_SECONDS).limit_denominator())
+            slices.setdefault((slot, packet.track), []).append(k)
+        numbered: list[RawPacket] = []
+        sizes = {i: array("I") for i in range(len(tracks))}
+        keys = {i: array("I") for i in range(len(tracks))}
+        stts = {i: bytearray() for i in range(len(tracks))}
+        ctts = {i: bytearray() for i in range(len(tracks))}
+        chunks = {i: bytearray() for i in range(len(tracks))}
+        with open(self.path, "ab") as body:
+            for (_slot, index), members in sorted(slices.items()):
+                track = tracks[index]
+                chunks[index] += _CHUNK.pack(state.body, len(members))
+                track.chunks += 1
+                for k in members:
+                    packet, (pts, dts) = ordered[k], ticks[k]
+                    data = mp4.annexb_to_lengths(packet.data) if track.annexb else packet.data
+                    body.write(data)
+                    state.body += len(data)
+                    numbered.append(_numbered(packet, track.samples))
+                    track.samples += 1
+                    track.bytes += len(data)
+                    sizes[index].append(len(data))
+                    if packet.key:
+                        track.keys += 1
+                        keys[index].append(track.samples)
+                    if track.last_dts is not None:
+                        if dts <= track.last_dts:
+                            raise Unsupported("decode times that do not increase")
+                        stts[index] += _run(track, "stts", dts - track.last_dts)
+                    track.last_dts = dts
+                    offset = pts - dts
+                    track.cts_nonzero |= offset != 0
+                    track.cts_negative |= offset < 0
+                    ctts[index] += _run(track, "ctts", offset)
+        for index in range(len(tracks)):
+            for kind, data in (("stsz", mp4.be_u32(sizes[index])), ("stss", mp4.be_u32(keys[index])),
+                               ("stts", bytes(stts[index])), ("ctts", bytes(ctts[index])),
+                               ("chunks", bytes(chunks[index]))):
+                with open(self.table(index, kind), "ab") as handle:
+                    handle.write(data)
+        kept = _edges(_read_raw(self.tail(state.appended)) + numbered, first=False)
+        state.appended += 1
+        _write_raw(self.tail(state.appended), kept)
+        self.tail(state.appended - 2).unlink(missing_ok=True)
+        return state
+
+    @staticmethod
+    def _ticks(track: TrackTable, packet: RawPacket) -> tuple[int, int]:
+        return (_to_ticks(packet.pts, packet.time_base, track.timescale),
+                _to_ticks(packet.dts, packet.time_base, track.timescale))
+
+    # -- at stop ---------------------------------------------------------------------------------------------
+
+    def close(self, progress: Mp4Progress, settings: Mp4Settings, keyint: int, extradata: list[str]) -> ClosedMp4:
+        """Put the moov in front of the body: the file at `path` is then the finished MP4."""
+        if not progress.appended or not all(t.samples for t in progress.tracks):
+            raise Unsupported("a track of the live MP4 holds no sample")
+        edges = _read_raw(self.head) + _read_raw(self.tail(progress.appended))
+        unique = {(p.track, p.number): p for p in edges}
+        muxed = _mux(progress.sources, settings, keyint, extradata, sorted(unique.values(), key=_decode_order))
+        header = self._header(progress, muxed, 0)
+        padded = -(-len(header) // BLOCK) * BLOCK
+        header = self._header(progress, muxed, padded)
+        if len(header) != padded:
+            raise Unsupported("the MP4 header changed length when its offsets were filled in")
+        size = self.path.stat().st_size
+        if size == progress.body:
+            _insert_front(self.path, padded)
+        elif size != progress.body + padded:
+            raise Unsupported(f"the live MP4 body is {size} bytes, the state says {progress.body}")
+        with open(self.path, "r+b") as out:
+            out.write(header)
+            out.flush()
+            os.fsync(out.fileno())
+        duration = max(self._track_duration(progress, muxed, i) / t.timescale for i, t in enumerate(progress.tracks))
+        return ClosedMp4(self.path, padded + progress.body, duration, padded)
+
+    def _track_duration(self, progress: Mp4Progress, muxed: bytes, index: int) -> int:
+        trak = _traks(muxed)[index]
+        return _mdhd_duration(muxed, trak)
+
+    def _header(self, progress: Mp4Progress, muxed: bytes, header_length: int) -> bytes:
+        """ftyp, moov, free padding to `header_length` (when given) and the mdat header."""
+        top = mp4.boxes(muxed)
+        ftyp = next(b for b in top if b.name == b"ftyp")
+        moov = next(b for b in top if b.name == b"moov")
+        mdat_head = mp4.mdat_header(progress.body)
+        base = header_length
+        parts = []
+        trak_index = 0
+        for box in mp4.boxes(muxed, moov.body, moov.end):
+            if box.name == b"trak":
+                parts.append(self._trak(progress, muxed, box, trak_index, base))
+                trak_index += 1
+            else:
+                parts.append(muxed[box.start:box.end])
+        head = muxed[ftyp.start:ftyp.end] + mp4.box(b"moov", b"".join(parts))
+        if not header_length:
+            return head + mp4.free(8) + mdat_head
+        pad = header_length - len(head) - len(mdat_head)
+        return head + mp4.free(pad) + mdat_head
+
+    def _trak(self, progress: Mp4Progress, muxed: bytes, trak: mp4.Box, index: int, base: int) -> bytes:
+        out = []
+        for box in mp4.boxes(muxed, trak.body, trak.end):
+            if box.name == b"mdia":
+                inner = []
+                for sub in mp4.boxes(muxed, box.body, box.end):
+                    if sub.name == b"minf":
+                        inner.append(self._minf(progress, muxed, sub, index, base))
+                    else:
+                        inner.append(muxed[sub.start:sub.end])
+                out.append(mp4.box(b"mdia", b"".join(inner)))
+            else:
+                out.append(muxed[box.start:box.end])
+        return mp4.box(b"trak", b"".join(out))
+
+    def _minf(self, progress: Mp4Progress, muxed: bytes, minf: mp4.Box, index: int, base: int) -> bytes:
+        out = []
+        for box in mp4.boxes(muxed, minf.body, minf.end):
+            out.append(self._stbl(progress, muxed, box, index, base) if box.name == b"stbl"
+                       else muxed[box.start:box.end])
+        return mp4.box(b"minf", b"".join(out))
+
+    def _stbl(self, progress: Mp4Progress, muxed: bytes, stbl: mp4.Box, index: int, base: int) -> bytes:
+        track = progress.tracks[index]
+        found = {b.name: b for b in mp4.boxes(muxed, stbl.body, stbl.end)}
+        unknown = set(found) - {b"stsd", b"stts", b"stss", b"ctts", b"stsc", b"stsz", b"stco", b"co64", b"sgpd",
+                                b"sbgp"}
+        if unknown:
+            raise Unsupported(f"the MP4 muxer wrote sample table boxes the live output does not build: {unknown}")
+        last = _last_delta(muxed, found[b"stts"])
+        duration = _mdhd_duration(muxed, _traks(muxed)[index])
+        stts_runs = self.table(index, "stts").read_bytes()[:8 * track.stts_runs]
+        stts_count, stts_tail = _closed_runs(track.stts_open, last)
+        ours = (track.last_dts or 0) + last - self._first_dts(index, track)
+        if ours != duration:
+            raise Unsupported(f"track {index}: the tables last {ours} ticks, the muxer says {duration}")
+        parts = [self._stsd(muxed, found[b"stsd"], track, duration)]
+        parts.append(mp4.full_box(b"stts", 0, 0, struct.pack(">I", track.stts_runs + stts_count) + stts_runs
+                                  + stts_tail))
+        if track.keys < track.samples:
+            parts.append(mp4.full_box(b"stss", 0, 0, struct.pack(">I", track.keys)
+                                      + self.table(index, "stss").read_bytes()[:4 * track.keys]))
+        if track.cts_nonzero:
+            ctts_runs = self.table(index, "ctts").read_bytes()[:8 * track.ctts_runs]
+            ctts_count, ctts_tail = _closed_runs(track.ctts_open, None)
+            parts.append(mp4.full_box(b"ctts", 1 if track.cts_negative else 0, 0,
+                                      struct.pack(">I", track.ctts_runs + ctts_count) + ctts_runs + ctts_tail))
+        raw_chunks = self.table(index, "chunks").read_bytes()[:_CHUNK.size * track.chunks]
+        chunk_list = [_CHUNK.unpack_from(raw_chunks, k * _CHUNK.size) for k in range(track.chunks)]
+        stsc, previous = bytearray(), None
+        for number, (_offset, count) in enumerate(chunk_list, 1):
+            if count != previous:
+                stsc += struct.pack(">III", number, count, 1)
+                previous = count
+        parts.append(mp4.full_box(b"stsc", 0, 0, struct.pack(">I", len(stsc) // 12) + bytes(stsc)))
+        parts.append(mp4.full_box(b"stsz", 0, 0, struct.pack(">II", 0, track.samples)
+                                  + self.table(index, "stsz").read_bytes()[:4 * track.samples]))
+        offsets = [base + offset for offset, _count in chunk_list]
+        if progress.body + WIDE_MARGIN <= 0xFFFFFFFF:
+            parts.append(mp4.full_box(b"stco", 0, 0, struct.pack(">I", len(offsets))
+                                      + mp4.be_u32(array("I", offsets))))
+        else:
+            parts.append(mp4.full_box(b"co64", 0, 0, struct.pack(f">I{len(offsets)}Q", len(offsets), *offsets)))
+        if b"sgpd" in found:
+            parts.append(muxed[found[b"sgpd"].start:found[b"sgpd"].end])
+        if b"sbgp" in found:
+            parts.append(_sbgp_all(muxed, found[b"sbgp"], track.samples))
+        return mp4.box(b"stbl", b"".join(parts))
+
+    def _first_dts(self, index: int, track: TrackTable) -> int:
+        first = next((p for p in _read_raw(self.head) if p.track == index and p.number == 0), None)
+        if first is None:
+            raise Unsupported("the live MP4 lost a track's first packet")
+        return _to_ticks(first.dts, first.time_base, track.timescale)
+
+    def _stsd(self, muxed: bytes, stsd: mp4.Box, track: TrackTable, duration: int) -> bytes:
+        """The sample description, with the bit rates FFmpeg computes from every sample (total bytes over the
+        duration) set from the whole track rather than from the edge packets the muxer saw."""
+        data = bytearray(muxed[stsd.start:stsd.end])
+        average = track.bytes * 8 * track.timescale // duration if duration else 0
+        sparse = _sparse_average(muxed, stsd, duration)
+        for field_at in _bit_rate_fields(data):
+            buffer, maximum, mean = struct.unpack_from(">III", data, field_at)
+            if mean == sparse:
+                mean = average
+            if maximum == sparse:
+                maximum = average
+            elif maximum < average:
+                maximum = average
+            struct.pack_into(">III", data, field_at, buffer, maximum, mean)
+        return bytes(data)
+
+    def remove(self) -> None:
+        for path in self.directory.glob(f"{self.participant_id}.live.mp4*"):
+            path.unlink(missing_ok=True)
+
+
+# -- helpers --------------------------------------------------------------------------------------------------
+
+def _decode_order(packet: RawPacket) -> tuple:
+    return (Fraction(packet.dts if packet.dts is not None else packet.pts) * packet.time_base, packet.track)
+
+
+def _numbered(packet: RawPacket, number: int) -> RawPacket:
+    return RawPacket(packet.track, packet.pts, packet.dts, packet.duration, packet.time_base, packet.key,
+                     packet.data, number)
+
+
+def _edges(packets: list[RawPacket], first: bool) -> list[RawPacket]:
+    by_track: dict[int, list[RawPacket]] = {}
+    for packet in packets:
+        by_track.setdefault(packet.track, []).append(packet)
+    kept = []
+    for track_packets in by_track.values():
+        track_packets.sort(key=lambda p: (p.number, _decode_order(p)) if not first else _decode_order(p))
+        kept.extend(track_packets[:EDGE_SAMPLES] if first else track_packets[-EDGE_SAMPLES:])
+    return kept
+
+
+def _to_ticks(value: int, time_base: Fraction, timescale: int) -> int:
+    exact = Fraction(value) * time_base * timescale
+    if exact.denominator != 1:
+        raise Unsupported(f"a timestamp of {value} x {time_base} falls between the MP4 track's ticks")
+    return int(exact)
+
+
+def _run(track: TrackTable, kind: str, value: int) -> bytes:
+    """Count `value` in the track's open stts/ctts run; the bytes of a run it closed (to append), else b""."""
+    open_run = track.stts_open if kind == "stts" else track.ctts_open
+    if open_run[0] and open_run[1] == value:
+        open_run[0] += 1
+        return b""
+    closed = b""
+    if open_run[0]:
+        closed = struct.pack(">II" if kind == "stts" else ">Ii", open_run[0], open_run[1])
+        if kind == "stts":
+            track.stts_runs += 1
+        else:
+            track.ctts_runs += 1
+    open_run[0], open_run[1] = 1, value
+    return closed
+
+
+def _closed_runs(open_run: list, last: int | None) -> tuple[int, bytes]:
+    """The open run (and, for stts, the last sample's own delta) as entries: (count, bytes)."""
+    count, value = open_run
+    entries: list[tuple[int, int]] = []
+    if last is None:
+        if count:
+            entries.append((count, value))
+    else:
+        if count and value == last:
+            entries.append((count + 1, value))
+        else:
+            if count:
+                entries.append((count, value))
+            entries.append((1, last))
+    fmt = ">II" if last is not None else ">Ii"
+    return len(entries), b"".join(struct.pack(fmt, c, v) for c, v in entries)
+
+
+def _cut(path: Path, length: int) -> None:
+    if not path.exists():
+        if length:
+            raise Unsupported(f"{path.name} is missing")
+        path.touch()
+        return
+    if path.stat().st_size < length:
+        raise Unsupported(f"{path.name} is shorter than the state records")
+    with open(path, "r+b") as handle:
+        handle.truncate(length)
+
+
+def _write_raw(path: Path, packets: list[RawPacket]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as out:
+        for p in packets:
+            out.write(_RAW.pack(p.track, p.number, p.pts, p.dts, p.duration, p.time_base.numerator,
+                                p.time_base.denominator, int(p.key), len(p.data)))
+            out.write(p.data)
+    os.replace(tmp, path)
+
+
+def _read_raw(path: Path) -> list[RawPacket]:
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    packets, offset = [], 0
+    while offset < len(data):
+        track, number, pts, dts, duration, num, den, key, size = _RAW.unpack_from(data, offset)
+        offset += _RAW.size
+        packets.append(RawPacket(track, pts, dts, duration, Fraction(num, den), bool(key),
+                                 data[offset:offset + size], number))
+        offset += size
+    return packets
+
+
+def source_params(stream) -> dict:
+    """What plan_track reads from a source stream, to open the same encoders at stop."""
+    context = stream.codec_context
+    return {"type": stream.type, "codec": context.name, "width": getattr(context, "width", 0),
+            "height": getattr(context, "height", 0),
+            "timeBase": [stream.time_base.numerator, stream.time_base.denominator] if stream.time_base else None,
+            "layout": context.layout.name if getattr(context, "layout", None) else None}
+
+
+def _as_stream(params: dict) -> SimpleNamespace:
+    layout = SimpleNamespace(name=params["layout"]) if params["layout"] else None
+    context = SimpleNamespace(name=params["codec"], width=params["width"], height=params["height"], layout=layout)
+    time_base = Fraction(*params["timeBase"]) if params["timeBase"] else None
+    return SimpleNamespace(type=params["type"], codec_context=context, time_base=time_base, average_rate=None)
+
+
+def _mux(sources: list[dict], settings: Mp4Settings, keyint: int, extradata: list[str],
+         packets: list[RawPacket]) -> bytes:
+    """`packets` muxed by FFmpeg's MP4 muxer into memory, through streams opened as to_mp4 opens them."""
+    sink = io.BytesIO()
+    try:
+        with av.open(sink, "w", format="mp4") as out:
+            tracks = [plan_track(out, _as_stream(s), settings, keyint=keyint) for s in sources]
+            if any(t.copy for t in tracks):
+                raise Unsupported("a copied track in the live MP4")
+            out.start_encoding()
+            digests = [hashlib.sha256(bytes(t.out.codec_context.extradata or b"")).hexdigest() for t in tracks]
+            if digests != extradata:
+                raise Unsupported("the MP4 muxer's encoders have other codec parameters than the windows'")
+            for p in packets:
+                packet = av.Packet(p.data)
+                packet.pts, packet.dts, packet.duration, packet.time_base = p.pts, p.dts, p.duration, p.time_base
+                packet.is_keyframe = p.key
+                packet.stream = tracks[p.track].out
+                out.mux(packet)
+    except av.FFmpegError as exc:
+        raise Unsupported(f"the MP4 muxer refused the live packets: {exc}") from None
+    return sink.getvalue()
+
+
+def _traks(data: bytes) -> list[mp4.Box]:
+    moov = next(b for b in mp4.boxes(data) if b.name == b"moov")
+    return [b for b in mp4.boxes(data, moov.body, moov.end) if b.name == b"trak"]
+
+
+def _path(data: bytes, parent: mp4.Box, *names: bytes) -> mp4.Box:
+    box = parent
+    for name in names:
+        found = mp4.child(data, box, name)
+        if found is None:
+            raise Unsupported(f"the MP4 muxer wrote no {name!r} box")
+        box = found
+    return box
+
+
+def _mdhd_fields(data: bytes, trak: mp4.Box) -> tuple[int, int, int]:
+    """(version, offset of timescale, offset of duration) of the track's mdhd."""
+    mdhd = _path(data, trak, b"mdia", b"mdhd")
+    version = data[mdhd.body]
+    at = mdhd.body + 4 + (16 if version == 1 else 8)
+    return version, at, at + 4
+
+
+def _mdhd_duration(data: bytes, trak: mp4.Box) -> int:
+    version, _timescale, at = _mdhd_fields(data, trak)
+    return struct.unpack_from(">Q" if version == 1 else ">I", data, at)[0]
+
+
+def _sample_entry_name(data: bytes, trak: mp4.Box) -> bytes:
+    stsd = _path(data, trak, b"mdia", b"minf", b"stbl", b"stsd")
+    return data[stsd.body + 12:stsd.body + 16]
+
+
+def _last_delta(data: bytes, stts: mp4.Box) -> int:
+    count = struct.unpack_from(">I", data, stts.body + 4)[0]
+    if not count:
+        raise Unsupported("the MP4 muxer wrote an empty stts")
+    return struct.unpack_from(">I", data, stts.body + 8 + 8 * (count - 1) + 4)[0]
+
+
+def _sbgp_all(data: bytes, sbgp: mp4.Box, samples: int) -> bytes:
+    """The sample-to-group box with its one entry covering every sample (the AAC roll group FFmpeg writes)."""
+    version = data[sbgp.body]
+    head = 4 + 4 + (4 if version == 1 else 0)
+    count = struct.unpack_from(">I", data, sbgp.body + head)[0]
+    if count != 1:
+        raise Unsupported("a sample group the live MP4 does not extend")
+    body = bytearray(data[sbgp.start:sbgp.end])
+    struct.pack_into(">I", body, sbgp.header + head + 4, samples)
+    return bytes(body)
+
+
+def _bit_rate_fields(entry: bytearray) -> list[int]:
+    """Offsets of (buffer size, max bit rate, average bit rate) triples in a sample description: each btrt box
+    (three 32-bit fields) and each esds DecoderConfigDescriptor (a 24-bit buffer size before them; returned as the
+    offset one byte before it so the triple reads as 32-bit fields, the extra byte being the stream type)."""
+    found = []
+    start = 0
+    while True:
+        at = entry.find(b"btrt", start)
+        if at < 0:
+            break
+        found.append(at + 4)
+        start = at + 4
+    at = entry.find(b"esds")
+    if at >= 0:
+        k = at + 8  # past the name and version/flags
+        if entry[k] == 0x03:
+            k += 1
+            while entry[k] & 0x80:
+                k += 1
+            k += 1 + 3  # the length's last byte, ES_ID, flags
+            if entry[k] == 0x04:
+                k += 1
+                while entry[k] & 0x80:
+                    k += 1
+                k += 1 + 1  # the length's last byte, objectTypeIndication
+                found.append(k)  # stream type byte + 24-bit buffer size, then max, average
+    return found
+
+
+def _sparse_average(data: bytes, stsd: mp4.Box, duration: int) -> int:
+    """The average bit rate the muxer computed from the edge packets it saw (to recognise it in the fields)."""
+    moov = next(b for b in mp4.boxes(data) if b.name == b"moov")
+    for trak in [b for b in mp4.boxes(data, moov.body, moov.end) if b.name == b"trak"]:
+        stbl = _path(data, trak, b"mdia", b"minf", b"stbl")
+        if stbl.start <= stsd.start < stbl.end:
+            stsz = _path(data, trak, b"mdia", b"minf", b"stbl", b"stsz")
+            size, count = struct.unpack_from(">II", data, stsz.body + 4)
+            total = size * count if size else sum(struct.unpack_from(f">{count}I", data, stsz.body + 12))
+            timescale = struct.unpack_from(">I", data, _mdhd_fields(data, trak)[1])[0]
+            return total * 8 * timescale // duration if duration else 0
+    raise Unsupported("the sample description is in no track")
+
+
+_fallocate = None
+
+
+def _insert_front(path: Path, length: int) -> None:
+    """`length` zero bytes in front of the file's content: inserted blocks where the filesystem can
+    (FALLOC_FL_INSERT_RANGE moves no data), else one copy behind them."""
+    global _fallocate
+    if _fallocate is None:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        _fallocate = libc.fallocate
+        _fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_longlong, ctypes.c_longlong]
+        _fallocate.restype = ctypes.c_int
+    fd = os.open(path, os.O_RDWR)
+    try:
+        if _fallocate(fd, FALLOC_FL_INSERT_RANGE, 0, length) == 0:
+            os.fsync(fd)
+            return
+        code = ctypes.get_errno()
+    finally:
+        os.close(fd)
+    if code not in (errno.EOPNOTSUPP, errno.EINVAL, errno.ENOSYS, errno.ENOTTY):
+        raise OSError(code, os.strerror(code), str(path))
+    log.info("%s: the filesystem cannot insert blocks (%s); the MP4 body is copied behind its header", path,
+             errno.errorcode.get(code, code))
+    tmp = path.with_name(path.name + ".copy")
+    with open(path, "rb") as body, open(tmp, "wb") as out:
+        out.truncate(length)
+        out.seek(length)
+        shutil.copyfileobj(body, out, 1024 * 1024)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
