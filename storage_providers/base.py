@@ -105,6 +105,30 @@ def complete_parts_ahead(path: Path, numbers: Iterable[int], held: set[int], par
             sent += 1
 
 
+def parse_metadata(value: str) -> tuple[int, int, str] | None:
+    """(part size, head, composite) of a `sha256-parts` metadata value; None when it is not one."""
+    sizes, _, composite = value.partition(":")
+    size, _, head = sizes.partition("+")
+    if not (size.isdigit() and int(size) > 0 and (not head or head.isdigit()) and len(composite) == 64):
+        return None
+    return int(size), int(head or 0), composite.lower()
+
+
+def part_span(number: int, total: int, part_size: int, head: int = 0) -> tuple[int, int]:
+    """(offset, length) of part `number` (1-based) of a file of `total` bytes whose first part holds `head` bytes
+    more than the others."""
+    if number == 1:
+        return 0, min(total, head + part_size)
+    start = head + (number - 1) * part_size
+    return start, max(0, min(part_size, total - start))
+
+
+def count_parts(total: int, part_size: int, head: int = 0) -> int:
+    """Parts of a file of `total` bytes (an empty file has one, empty, part)."""
+    return 1 + max(0, -(-(total - head - part_size) // part_size))
+
+
+
 PARTS_IN_FLIGHT = 4
 """Parts uploaded at once by the part uploaders (S3 multipart, GCS temporaries, at stop part 1 and the tail together;
 a whole upload four at a time)."""

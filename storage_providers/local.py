@@ -18,14 +18,15 @@ from storage_providers.base import (
     ChecksumMismatchError,
     ObjectInfo,
     ObjectNotFoundError,
-    ProgressCallback,
     PermanentStorageError,
+    ProgressCallback,
     ProviderSettings,
     StorageError,
     StorageProvider,
     UploadCheckpoint,
     caller_sha256,
     check_key,
+    parse_metadata,
 )
 
 COPY_BLOCK = 4 * 1024 * 1024
@@ -217,31 +218,33 @@ class LocalStorage(StorageProvider):
 
 
 class _PartHasher:
-    """Checks a copy against the caller's `sha256-parts` metadata (`<partSize>:<composite hex>`, live outputs:
-    workers/live/checksum.py): SHA-256 per part of partSize bytes, then SHA-256 over the parts' digests."""
+    """Checks a copy against the caller's `sha256-parts` metadata (`<partSize>[+<head>]:<composite hex>`, live
+    outputs: workers/live/checksum.py): SHA-256 per part of partSize bytes (the first `head` bytes longer), then
+    SHA-256 over the parts' digests."""
 
-    def __init__(self, part_size: int, expected: str) -> None:
+    def __init__(self, part_size: int, expected: str, head: int = 0) -> None:
         self.part_size, self.expected = part_size, expected
         self.digests: list[bytes] = []
-        self.current, self.filled = hashlib.sha256(), 0
+        self.current, self.filled, self.limit = hashlib.sha256(), 0, part_size + head
 
     @classmethod
     def expecting(cls, metadata: Mapping[str, str] | None) -> _PartHasher | None:
-        size, _, composite = (metadata or {}).get("sha256-parts", "").partition(":")
-        if not (size.isdigit() and int(size) > 0 and len(composite) == 64):
+        parsed = parse_metadata((metadata or {}).get("sha256-parts", ""))
+        if parsed is None:
             return None
-        return cls(int(size), composite.lower())
+        size, head, composite = parsed
+        return cls(size, composite, head)
 
     def update(self, block: bytes) -> None:
         view = memoryview(block)
         while view:
-            take = min(len(view), self.part_size - self.filled)
+            take = min(len(view), self.limit - self.filled)
             self.current.update(view[:take])
             self.filled += take
             view = view[take:]
-            if self.filled == self.part_size:
+            if self.filled == self.limit:
                 self.digests.append(self.current.digest())
-                self.current, self.filled = hashlib.sha256(), 0
+                self.current, self.filled, self.limit = hashlib.sha256(), 0, self.part_size
 
     def composite(self) -> str:
         tail = [self.current.digest()] if self.filled or not self.digests else []

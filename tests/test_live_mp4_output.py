@@ -14,7 +14,9 @@ from pathlib import Path
 import av
 import pytest
 
+from storage_providers.local import _PartHasher
 from tests.media import Recording, encode_webm
+from workers.live.checksum import parts_checksum
 from workers.live import mp4_output
 from workers.live.mp4_output import LiveMp4, RawPacket, source_params
 from workers.live.source import Unsupported
@@ -171,3 +173,26 @@ def test_other_encoder_parameters_are_refused(tmp_path):
     live = LiveMp4(tmp_path, "alice")
     with pytest.raises(Unsupported, match="codec parameters"):
         live.begin(sources, packets, replace(SETTINGS, video_crf=30), KEYINT, digests[::-1])
+
+
+def test_part_checksums_hashed_while_recording_match_the_finished_file(tmp_path):
+    """Parts 2, 3, ... are the body's parts, hashed as they complete; the first holds the header too. A reader
+    recomputes the same composite from the bytes, given the first part's size (the manifest's firstPartSize), and
+    so does the local store's check of a copy."""
+    sources, packets, digests = encoded(Recording(seconds=9, keyframe_seconds=3.0), tmp_path)
+    live = LiveMp4(tmp_path, "alice", part_size=16 * 1024)
+    bounds = [0, len(packets) // 3, 2 * len(packets) // 3, len(packets)]
+    progress = live.begin(sources, packets[:bounds[1]], SETTINGS, KEYINT, digests)
+    for start, end in zip(bounds, bounds[1:]):
+        progress = live.append(progress, packets[start:end])
+    assert len(live.parts.read_bytes()) // 32 == progress.body // (16 * 1024)  # hashed while recording
+    closed = live.close(progress, SETTINGS, KEYINT, digests)
+    checksum = live.checksum(progress, closed.header)
+    recomputed = parts_checksum(closed.path, 16 * 1024, closed.header)
+    assert checksum == recomputed and len(checksum.digests) > 5
+    assert checksum.to_json()["firstPartSize"] == closed.header + 16 * 1024
+    hasher = _PartHasher.expecting({"sha256-parts": checksum.metadata()})
+    data = closed.path.read_bytes()
+    for at in range(0, len(data), 10_000):
+        hasher.update(data[at:at + 10_000])
+    assert hasher.composite() == hasher.expected == checksum.composite

@@ -12,6 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
+from storage_providers.base import count_parts, part_span
+
 PART_SIZE = 8 * 1024 * 1024
 """Bytes per part: a part is about 10 s of 720p, so at stop at most a header part and two tail parts are hashed."""
 
@@ -24,6 +26,9 @@ METADATA_KEY = "sha256-parts"
 class PartChecksum:
     part_size: int
     digests: list[bytes]
+    head: int = 0
+    """Bytes the first part holds beyond part_size: a live MP4's header, written in front of media whose parts
+    were cut while recording (workers/live/mp4_output.py). 0: every part but the last is part_size."""
 
     @property
     def composite(self) -> str:
@@ -31,18 +36,25 @@ class PartChecksum:
 
     def to_json(self) -> dict:
         """The manifest's `checksum` of an output."""
-        return {"algorithm": ALGORITHM, "partSize": self.part_size, "parts": len(self.digests),
-                "composite": self.composite}
+        shape = {"algorithm": ALGORITHM, "partSize": self.part_size, "parts": len(self.digests),
+                 "composite": self.composite}
+        return shape | ({"firstPartSize": self.part_size + self.head} if self.head else {})
 
     def metadata(self) -> str:
-        return f"{self.part_size}:{self.composite}"
+        """`<partSize>:<composite>`, or `<partSize>+<head>:<composite>` when the first part is longer."""
+        return f"{self.part_size}{f'+{self.head}' if self.head else ''}:{self.composite}"
 
 
 def hash_part(handle, index: int, part_size: int) -> bytes:
     """The binary SHA-256 of part `index` of an open file (shorter at the file's end)."""
-    handle.seek(index * part_size)
-    digest = hashlib.sha256()
-    left = part_size
+    return hash_range(handle, index * part_size, part_size)
+
+
+def hash_range(handle, offset: int, length: int, prefix: bytes = b"") -> bytes:
+    """The binary SHA-256 of `prefix` and then `length` bytes from `offset` of an open file (fewer at its end)."""
+    handle.seek(offset)
+    digest = hashlib.sha256(prefix)
+    left = length
     while left > 0:
         block = handle.read(min(1024 * 1024, left))
         if not block:
@@ -52,11 +64,15 @@ def hash_part(handle, index: int, part_size: int) -> bytes:
     return digest.digest()
 
 
-def parts_checksum(path: Path, part_size: int = PART_SIZE) -> PartChecksum:
+def parts_checksum(path: Path, part_size: int = PART_SIZE, head: int = 0) -> PartChecksum:
     """Every part hashed from the bytes: what a reader recomputes to check a downloaded file."""
     size = path.stat().st_size
+    digests = []
     with open(path, "rb") as handle:
-        return PartChecksum(part_size, [hash_part(handle, i, part_size) for i in range(part_count(size, part_size))])
+        for number in range(1, count_parts(size, part_size, head) + 1):
+            offset, length = part_span(number, size, part_size, head)
+            digests.append(hash_range(handle, offset, length))
+    return PartChecksum(part_size, digests, head)
 
 
 def part_count(size: int, part_size: int) -> int:

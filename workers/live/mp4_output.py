@@ -37,6 +37,8 @@ from types import SimpleNamespace
 
 import av
 
+from storage_providers.base import count_parts, part_span
+from workers.live.checksum import PART_SIZE, PartChecksum, hash_range
 from workers.live.source import Unsupported
 from workers.media import mp4_boxes as mp4
 from workers.media.convert import plan_track
@@ -143,9 +145,13 @@ class ClosedMp4:
 class LiveMp4:
     """The body, the tables and the kept packets of one participant's live MP4, under the live directory."""
 
-    def __init__(self, directory: Path, participant_id: str) -> None:
+    def __init__(self, directory: Path, participant_id: str, part_size: int = PART_SIZE) -> None:
         self.directory = directory
         self.participant_id = participant_id
+        self.part_size = part_size
+        self.parts = directory / f"{participant_id}.live.mp4.parts"
+        """The SHA-256 of each complete part of the body from its second on (32 bytes each; zeros for the
+        first, which goes out with the header at stop): the finished file's parts 2, 3, ..."""
         self.path = directory / f"{participant_id}.live.mp4"
         """The body while recording; the whole MP4 once closed (the header inserted in front, in place)."""
         self.head = directory / f"{participant_id}.live.mp4.head"
@@ -236,11 +242,44 @@ class LiveMp4:
                                ("chunks", bytes(chunks[index]))):
                 with open(self.table(index, kind), "ab") as handle:
                     handle.write(data)
+        self._hash_parts(progress.body, state.body)
         kept = _edges(_read_raw(self.tail(state.appended)) + numbered, first=False)
         state.appended += 1
         _write_raw(self.tail(state.appended), kept)
         self.tail(state.appended - 2).unlink(missing_ok=True)
         return state
+
+    def _stored_digests(self, length: int) -> list[bytes]:
+        """The digests of the body parts complete before `length` (a crashed append may have hashed more)."""
+        try:
+            raw = self.parts.read_bytes()
+        except FileNotFoundError:
+            return []
+        return [raw[i * 32:(i + 1) * 32] for i in range(min(len(raw) // 32, length // self.part_size))]
+
+    def _hash_parts(self, before: int, after: int) -> None:
+        """Hash the body parts an append completed; what lay past `before` (the saved length) is hashed again."""
+        done = self._stored_digests(before)
+        with open(self.parts, "r+b" if self.parts.exists() else "w+b") as parts, open(self.path, "rb") as body:
+            parts.truncate(len(done) * 32)
+            parts.seek(len(done) * 32)
+            for index in range(len(done), after // self.part_size):
+                parts.write(hash_range(body, index * self.part_size, self.part_size) if index else bytes(32))
+
+    def checksum(self, progress: Mp4Progress, header: int) -> PartChecksum:
+        """The closed file's part checksums, its first part `header` bytes longer: the first (header and the
+        body's first part) and the tail hashed now, the parts between as hashed while recording."""
+        ahead = self._stored_digests(progress.body)
+        total = header + progress.body
+        digests = []
+        with open(self.path, "rb") as handle:
+            for number in range(1, count_parts(total, self.part_size, header) + 1):
+                if 2 <= number <= len(ahead):
+                    digests.append(ahead[number - 1])
+                else:
+                    offset, length = part_span(number, total, self.part_size, header)
+                    digests.append(hash_range(handle, offset, length))
+        return PartChecksum(self.part_size, digests, header)
 
     @staticmethod
     def _ticks(track: TrackTable, packet: RawPacket) -> tuple[int, int]:
