@@ -106,6 +106,8 @@ SCHEMAS: dict[str, Schema] = {
         "checksum": _obj(["algorithm", "partSize", "parts", "composite"], {
             "algorithm": {"type": "string", "enum": ["sha256-parts"]}, "partSize": {"type": "integer"},
             "parts": {"type": "integer"}, "composite": {"type": "string", "pattern": "^[0-9a-f]{64}$"},
+            "firstPartSize": {"type": "integer", "description": "a live MP4's first part, longer by its header; "
+                                                                "absent when every part but the last is partSize"},
         }) | {"description": "live outputs: SHA-256 of each partSize-byte part, composite = SHA-256 of the parts' "
                              "digests joined in order; absent for other outputs"},
     }),

@@ -114,6 +114,13 @@ def parse_metadata(value: str) -> tuple[int, int, str] | None:
     return int(size), int(head or 0), composite.lower()
 
 
+def header_bytes(metadata: Mapping[str, str] | None) -> int:
+    """How much longer than the others the first part of a live output is (its `sha256-parts` metadata): a live
+    MP4's header, put in front of media whose parts were cut, and sent ahead, while recording. 0 for others."""
+    parsed = parse_metadata((metadata or {}).get("sha256-parts", ""))
+    return parsed[1] if parsed else 0
+
+
 def part_span(number: int, total: int, part_size: int, head: int = 0) -> tuple[int, int]:
     """(offset, length) of part `number` (1-based) of a file of `total` bytes whose first part holds `head` bytes
     more than the others."""

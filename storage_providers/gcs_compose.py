@@ -37,6 +37,9 @@ from storage_providers.base import (
     ProgressCallback,
     UploadCheckpoint,
     complete_parts_ahead,
+    count_parts,
+    parse_metadata,
+    part_span,
     parts_in_flight,
     put_parts_concurrently,
 )
@@ -204,18 +207,20 @@ class ComposeUploader:
         if state.get("composed"):  # a retry after the final compose: only the cleanup was left
             self._finish_composed(state, full_key, total, meta, checkpoint)
             return
-        size, composite = _parts_metadata(meta)
+        size, head, composite = _parts_metadata(meta)
         if size != self.part_size or state.get("part_size") != self.part_size:
             raise NotAdoptable(f"part size {size} is not {self.part_size}")
-        count = max(1, -(-total // self.part_size))
+        state["head"] = head  # a live MP4's header makes part 1 longer: where each part lies in the file
+        count = count_parts(total, self.part_size, head)
         pieces, digests = self._known_pieces(state, count)
-        sent = sum(self._length(p, total) for p in pieces)
+        sent = sum(self._length(p, total, head) for p in pieces)
         if progress and sent:
             progress(sent, total)
         covered = {n for p in pieces for n in range(p.first, p.last + 1)}
         missing = [n for n in range(1, count + 1) if n not in covered]
         with ThreadPoolExecutor(max_workers=IN_FLIGHT, thread_name_prefix="gcs-parts") as pool:
-            checks = [(piece, pool.submit(self._unchanged, piece, self._length(piece, total))) for piece in pieces]
+            checks = [(piece, pool.submit(self._unchanged, piece, self._length(piece, total, head)))
+                      for piece in pieces]
             for part, length in self._put_parts(state, path, missing, content_type, checkpoint, pool):
                 pieces.append(self._part_piece(state, part))
                 digests[part["number"]] = part["sha256"]
@@ -291,7 +296,8 @@ class ComposeUploader:
 
     def _read_and_put(self, state: dict, fd: int, number: int, content_type: str) -> tuple[dict, int]:
         """One part read at its offset (pread: no shared file position between threads) and uploaded."""
-        chunk = os.pread(fd, self.part_size, (number - 1) * self.part_size)
+        offset, length = part_span(number, _file_size(fd), self.part_size, state.get("head", 0))
+        chunk = os.pread(fd, length, offset)
         return self._put_part(state, number, chunk, content_type), len(chunk)
 
     def _reduce(self, state: dict, pieces: list[_Piece], content_type: str) -> list[_Piece]:
@@ -307,8 +313,10 @@ class ComposeUploader:
             pieces, level = joined, level + 1
         return pieces
 
-    def _length(self, piece: _Piece, total: int) -> int:
-        return min(piece.last * self.part_size, total) - (piece.first - 1) * self.part_size
+    def _length(self, piece: _Piece, total: int, head: int = 0) -> int:
+        start = part_span(piece.first, total, self.part_size, head)[0]
+        end = sum(part_span(piece.last, total, self.part_size, head))
+        return end - start
 
     # -- shared ------------------------------------------------------------------------------------------------
 
@@ -382,12 +390,15 @@ class ComposeUploader:
             yield IncompleteUpload(key=key, upload_id=upload_id, initiated=created)
 
 
-def _parts_metadata(meta: dict[str, str]) -> tuple[int, str]:
-    try:
-        size, composite = meta[PARTS_METADATA].split(":", 1)
-        return int(size), composite.lower()
-    except (KeyError, ValueError):
-        raise NotAdoptable(f"no {PARTS_METADATA} metadata") from None
+def _parts_metadata(meta: dict[str, str]) -> tuple[int, int, str]:
+    parsed = parse_metadata(meta.get(PARTS_METADATA, ""))
+    if parsed is None:
+        raise NotAdoptable(f"no {PARTS_METADATA} metadata")
+    return parsed
+
+
+def _file_size(fd: int) -> int:
+    return os.fstat(fd).st_size
 
 
 def _is_ours(blob: Any, total: int, meta: dict[str, str]) -> bool:

@@ -15,6 +15,9 @@ from storage_providers.base import (
     ProgressCallback,
     UploadCheckpoint,
     complete_parts_ahead,
+    count_parts,
+    header_bytes,
+    part_span,
     parts_in_flight,
     put_parts_concurrently,
 )
@@ -53,7 +56,9 @@ class MultipartUploader:
         are checked with ListParts while the missing ones go up, so at a live output's stop the check costs no
         round trip of its own; an upload S3 no longer has starts again."""
         identity = meta.get("sha256") or meta["sha256-parts"]
-        state = self._saved_state(full_key, total, identity, checkpoint, adopt_ahead="sha256-parts" in meta)
+        head = header_bytes(meta)
+        state = self._saved_state(full_key, total, identity, checkpoint, adopt_ahead="sha256-parts" in meta,
+                                  head=head)
         if state is not None:
             from botocore.exceptions import ClientError
 
@@ -70,7 +75,7 @@ class MultipartUploader:
         )
         state = {"provider": self.provider, "bucket": self.bucket, "key": full_key,
                  "upload_id": created["UploadId"], "size": total, "part_size": self.part_size,
-                 "sha256": identity, "parts": []}
+                 "sha256": identity, "head": head, "parts": []}
         if checkpoint:
             checkpoint.save(state)
         try:
@@ -115,11 +120,11 @@ class MultipartUploader:
         also the ones before and between them), several at once on `pool`. Each part is recorded, and the checkpoint
         saved, as it is confirmed; on a failure the parts not started are dropped, those running are waited for and
         kept, and the first error is raised."""
-        part_size, total, parts = state["part_size"], state["size"], state["parts"]
-        count = max(1, -(-total // part_size))
+        part_size, total, parts, head = state["part_size"], state["size"], state["parts"], state.get("head", 0)
+        count = count_parts(total, part_size, head)
         parts[:] = [p for p in parts if p["PartNumber"] <= count]
         held = {p["PartNumber"] for p in parts}
-        sent = min(sum(min(part_size, total - (n - 1) * part_size) for n in held), total)
+        sent = min(sum(part_span(n, total, part_size, head)[1] for n in held), total)
         if progress and sent:
             progress(sent, total)
         missing = [n for n in range(1, count + 1) if n not in held]
@@ -137,7 +142,8 @@ class MultipartUploader:
 
     def _read_and_put(self, state: dict, fd: int, number: int) -> tuple[dict, int]:
         """One part read at its offset (pread: no shared file position between threads) and uploaded."""
-        chunk = os.pread(fd, state["part_size"], (number - 1) * state["part_size"])
+        offset, length = part_span(number, state["size"], state["part_size"], state.get("head", 0))
+        chunk = os.pread(fd, length, offset)
         return self._put_part(state, number, chunk), len(chunk)
 
     def _put_part(self, state: dict, number: int, chunk: bytes) -> dict:
@@ -178,7 +184,7 @@ class MultipartUploader:
         return sent
 
     def _saved_state(self, full_key: str, total: int, sha256: str,
-                     checkpoint: UploadCheckpoint | None, adopt_ahead: bool = False) -> dict | None:
+                     checkpoint: UploadCheckpoint | None, adopt_ahead: bool = False, head: int = 0) -> dict | None:
         """The saved upload if it is for these bytes (not asked of S3 yet: _finish checks its parts); else None,
         and a saved upload of other bytes is aborted. An upload sent ahead while recording is adopted only by the
         file it was sent from (a live output, `adopt_ahead`)."""
@@ -186,10 +192,10 @@ class MultipartUploader:
         if not state:
             return None
         if state.get("ahead") and adopt_ahead and state.get("part_size") == self.part_size:
-            state = {**state, "ahead": False, "size": total, "sha256": sha256}
+            state = {**state, "ahead": False, "size": total, "sha256": sha256, "head": head}
         wanted = {"provider": self.provider, "bucket": self.bucket, "key": full_key, "size": total,
                   "sha256": sha256, "part_size": self.part_size}
-        if any(state.get(name) != value for name, value in wanted.items()):
+        if any(state.get(name) != value for name, value in wanted.items()) or state.get("head", 0) != head:
             self.abort(state, quiet=True)  # an upload of other bytes: its parts are useless
             checkpoint.clear()  # type: ignore[union-attr]
             return None

@@ -21,8 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from storage_providers.base import (ProgressCallback, UploadCheckpoint, complete_parts_ahead, parts_in_flight,
-                                    put_parts_concurrently)
+from storage_providers.base import (ProgressCallback, UploadCheckpoint, complete_parts_ahead, count_parts,
+                                    header_bytes, part_span, parts_in_flight, put_parts_concurrently)
 
 PROVIDER = "vercel-blob"
 
@@ -130,11 +130,12 @@ def adoptable(state: dict | None, pathname: str, part_size: int, total: int, ide
     already adopted by a finalize of these bytes, which a crash interrupted), with only parts that fit the file."""
     if state is None or not matches(state, pathname, part_size):
         return None
+    head = header_bytes({"sha256-parts": identity})
     if state.get("ahead"):
-        state = {**state, "ahead": False, "size": total, "sha256-parts": identity}
-    if state.get("size") != total or state.get("sha256-parts") != identity:
+        state = {**state, "ahead": False, "size": total, "sha256-parts": identity, "head": head}
+    if state.get("size") != total or state.get("sha256-parts") != identity or state.get("head", 0) != head:
         return None
-    count = -(-total // part_size)
+    count = count_parts(total, part_size, head)
     return {**state, "parts": [p for p in state["parts"] if p["partNumber"] <= count]}
 
 
@@ -143,17 +144,18 @@ def finish(upload: BlobMultipart, state: dict, path: Path, progress: ProgressCal
     """Send the parts the adopted upload lacks (the header's part 1 and the tail) at once, as S3's and GCS's are
     (at most parts_in_flight), saving the checkpoint as each is confirmed, and complete it. A part that fails starts
     no further part; those in flight finish and are recorded, so a retry sends only what is still missing."""
-    part_size, total = state["part_size"], state["size"]
-    count = -(-total // part_size)
+    part_size, total, head = state["part_size"], state["size"], state.get("head", 0)
+    count = count_parts(total, part_size, head)
     checkpoint.save(state)
     held = {p["partNumber"] for p in state["parts"]}
-    sent = sum(min(part_size, total - (n - 1) * part_size) for n in held)
+    sent = sum(part_span(n, total, part_size, head)[1] for n in held)
     if progress and sent:
         progress(sent, total)
     missing = [n for n in range(1, count + 1) if n not in held]
 
     def read_and_send(fd: int, number: int) -> tuple[dict, int]:
-        data = os.pread(fd, part_size, (number - 1) * part_size)  # threads share no file position
+        offset, length = part_span(number, total, part_size, head)
+        data = os.pread(fd, length, offset)  # threads share no file position
         return upload.send_part(state, number, data), len(data)
 
     if missing:

@@ -15,7 +15,8 @@ from tests.conftest import Api
 from tests.storage_fixtures import fetch
 from tests.test_live import packets
 from tests.test_live_flow import batch_packets, live_env  # noqa: F401 - live_env is a fixture, found by name
-from tests.test_live_s3_ahead import PART, big_recording, composite, record  # noqa: F401 - big_recording: fixture
+from tests.test_live_s3_ahead import (PART, big_recording, composite, record, record_mp4,  # noqa: F401 - fixture
+                                      stored_live_mp4)
 from workers import keys
 from workers.checkpoints import RedisCheckpoint
 from workers.maintenance.uploads import abort_checkpointed, abort_listed
@@ -73,6 +74,19 @@ def test_parts_go_up_while_recording_and_compose_into_the_live_output(gcs_live, 
     assert PARTS_MARK not in manifest and PARTS_MARK not in str(body)  # no listing or manifest names them
     finals = [r for r in caplog.records if getattr(r, "event", "") == "gcs_compose" and r.final]
     assert len(finals) == 1 and finals[0].key == output["key"]
+
+
+def test_a_live_mp4_composes_its_media_sent_ahead_behind_its_header(gcs_live, big_recording):
+    """`format: mp4`: the MP4's media goes up while recording; at stop part 1 (the header and the first media)
+    and the tail, then one compose, whose part digests must give the file's checksum (first part longer)."""
+    api, resources = gcs_live
+    rec = record_mp4(api, resources, big_recording)
+    key = f"{object_prefix(api.room, rec)}alice.mp4"
+    state = RedisCheckpoint(resources.redis, rec, key).load()
+    assert state["ahead"] and state["body"]["first"] == 2
+    output = stored_live_mp4(api, resources, rec)
+    assert resources.provider.head(output["key"]).metadata["sha256-parts"].startswith(f"{PART}+")
+    assert temporaries(resources, api, rec) == []
 
 
 @pytest.mark.parametrize("change", ["deleted", "replaced"])

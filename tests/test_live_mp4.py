@@ -13,6 +13,7 @@ import pytest
 from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
 from tests.test_live_flow import live_api, live_env, resources  # noqa: F401 - the flow test's own fixtures
 from workers.live import transcode
+from workers.live.checksum import parts_checksum
 from workers.live.state import LiveStates
 from workers.live.step import LiveFinalizer
 from workers.media.muxer import StreamInput
@@ -91,9 +92,12 @@ def test_live_mp4_has_batch_frames_and_duration(api, rec, live, tmp_path):
         live.step(rec)
     state = live.states.get(rec, "alice")
     assert state.failed is None and state.windows >= 2 and state.transcode is not None
+    assert state.mp4 is not None and state.mp4.body > 0  # the MP4's media written while recording
     send(api, rec, pieces[24:], 24)
     result = finish(live, rec)
-    assert result is not None and result.path.suffix == ".mp4" and result.checksum is None
+    assert result is not None and result.path.name == "alice.live.mp4"  # closed in place, not copied at stop
+    assert result.checksum == parts_checksum(result.path, live.part_size, result.checksum.head)
+    assert result.checksum.head > 0 and result.bytes == result.path.stat().st_size
     reference = batch_mp4(live, rec, tmp_path / "batch")
     assert live.states.get(rec, "alice").windows >= 3
     assert (result.format, result.method) == (reference.format, reference.method) == ("mp4", "transcode")
@@ -158,8 +162,8 @@ def test_a_lost_context_file_leaves_the_participant_to_batch(api, rec, live):
 
 
 def test_finalize_uploads_the_live_mp4(live_env, resources, live_api, tmp_path):
-    """Through intake and finalize: the MP4 stored is the one made from the live output, and its manifest entry
-    says what batch's would (checksum aside: the MP4 is written at stop, so it is hashed whole)."""
+    """Through intake and finalize: the MP4 stored is the one written while recording, and its manifest entry says
+    what batch's would, but for the checksum: parts hashed while recording, the first part holding the header."""
     rec = live_api.start(format="mp4").get_json()["recordingId"]
     pieces = slice_timeslice(encode_webm(CLIP), 27)
     for sequence, piece in enumerate(pieces):
@@ -173,7 +177,11 @@ def test_finalize_uploads_the_live_mp4(live_env, resources, live_api, tmp_path):
     output = live_api.status(rec).get_json()["outputs"][0]
     stored = resources.provider.path_for(output["key"])  # type: ignore[attr-defined]
     reference = batch_mp4(resources.finalizer.live, rec, tmp_path / "batch")
-    assert output["key"].endswith("/alice.mp4") and output["sha256"]
+    assert output["key"].endswith("/alice.mp4") and output["sha256"] is None
+    checksum = output["checksum"]
+    first_part = checksum["firstPartSize"] - checksum["partSize"]
+    assert first_part > 0 and checksum["composite"] == parts_checksum(stored, checksum["partSize"],
+                                                                      first_part).composite
     assert (output["format"], output["method"], output["tracks"]) == (reference.format, reference.method,
                                                                       reference.tracks)
     assert output["durationSeconds"] == pytest.approx(reference.duration_seconds, abs=1 / 30)

@@ -125,3 +125,44 @@ def test_at_stop_part_one_the_tail_and_the_check_go_together(s3_live, big_record
     live = resources.staging.output_dir(rec) / "live" / "alice.live.webm"
     assert fetch(resources.provider, output["key"]) == live.read_bytes()
     assert output["checksum"]["composite"] == composite(live.read_bytes(), PART)
+
+
+def record_mp4(api: Api, resources: Resources, pieces: list[bytes]) -> str:
+    """A `format: mp4` recording with live steps while it records."""
+    rec = api.start(format="mp4").get_json()["recordingId"]
+    for sequence, piece in enumerate(pieces):
+        assert api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202
+        if sequence % 6 == 5:
+            resources.finalizer.live.step(rec)  # type: ignore[union-attr]
+    state = resources.finalizer.live.states.get(rec, "alice")  # type: ignore[union-attr]
+    assert state.mp4 is not None and state.mp4.body > 2 * PART  # media written, and parts complete, while recording
+    return rec
+
+
+def stored_live_mp4(api: Api, resources: Resources, rec: str) -> dict:
+    """Stop and finalize; check the stored MP4 is the live file byte for byte, with the checksum its bytes give
+    when the first part holds the header too. Returns the output's status entry."""
+    assert api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    output = api.status(rec).get_json()["outputs"][0]
+    data = fetch(resources.provider, output["key"])
+    live = resources.staging.output_dir(rec) / "live" / "alice.live.mp4"
+    assert data == live.read_bytes() and data[4:8] == b"ftyp"
+    head = output["checksum"]["firstPartSize"] - PART
+    parts = [data[:head + PART]] + [data[i:i + PART] for i in range(head + PART, len(data), PART)]
+    assert output["checksum"]["composite"] == hashlib.sha256(
+        b"".join(hashlib.sha256(p).digest() for p in parts)).hexdigest()
+    assert RedisCheckpoint(resources.redis, rec, output["key"]).load() is None
+    return output
+
+
+def test_a_live_mp4_sends_its_media_ahead_and_its_header_with_part_one(s3_live, big_recording):
+    """`format: mp4`: parts 2, 3, ... of the finished MP4 are its media's, final while recording, so they go
+    ahead; at stop part 1 goes with the header in front of it (longer than the others by the header), then the
+    tail. The stored object is the live file byte for byte, and its checksum is recomputed from the bytes."""
+    api, resources = s3_live
+    rec = record_mp4(api, resources, big_recording)
+    key = f"{object_prefix(api.room, rec)}alice.mp4"
+    state = RedisCheckpoint(resources.redis, rec, key).load() or {}
+    assert state.get("ahead") and sorted(p["PartNumber"] for p in state["parts"])[0] == 2
+    stored_live_mp4(api, resources, rec)

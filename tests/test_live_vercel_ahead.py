@@ -16,7 +16,8 @@ from tests.conftest import Api
 from tests.storage_fixtures import fetch
 from tests.test_live import packets
 from tests.test_live_flow import batch_packets, live_env  # noqa: F401 - live_env is a fixture, found by name
-from tests.test_live_s3_ahead import PART, big_recording, composite, record  # noqa: F401 - big_recording: fixture
+from tests.test_live_s3_ahead import (PART, big_recording, composite, record, record_mp4,  # noqa: F401 - fixture
+                                      stored_live_mp4)
 from tests.vercel_blob_double import VercelBlobDouble
 from workers import keys
 from workers.checkpoints import RedisCheckpoint
@@ -91,6 +92,20 @@ def test_parts_reach_vercel_while_recording_and_complete_into_the_live_output(ve
     assert data == live.read_bytes()  # byte for byte, parts in order
     assert output["checksum"]["composite"] == composite(data, PART)
     assert RedisCheckpoint(resources.redis, rec, key).load() is None
+
+
+def test_a_live_mp4_completes_the_upload_its_media_began(vercel_live, big_recording, vercel_blob_store):
+    """`format: mp4`: the MP4's media parts go up while recording; at stop only part 1 (the header in front of the
+    first media) and the tail are sent, and the upload begun while recording completes into the live file."""
+    api, resources, _ = vercel_live
+    rec = record_mp4(api, resources, big_recording)
+    before_stop = mpu(vercel_blob_store)
+    sent_ahead = {entry for entry in before_stop if entry.startswith("upload:")}
+    assert before_stop[0] == "create:" and "upload:2" in sent_ahead and "upload:1" not in sent_ahead
+    stored_live_mp4(api, resources, rec)
+    after_stop = since(vercel_blob_store, len(before_stop))
+    assert "upload:1" in after_stop and after_stop[-1] == "complete:" and "create:" not in after_stop
+    assert not sent_ahead & set(after_stop)  # no part sent twice
 
 
 def test_at_stop_part_one_and_the_tail_go_together(vercel_live, big_recording, vercel_blob_store):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import redis
 
 from workers import keys
+from workers.live.mp4_output import Mp4Progress
 from workers.live.transcode import TranscodeCarry
 from workers.live.window import LiveTracks
 
@@ -90,6 +91,9 @@ class LiveState:
     poster: dict | None = None
     """The poster taken while recording, next to the output (workers/live/step.py): the offset and width it was
     made for (the settings), its picture's width, height and time, and the JPEG's bytes, checked before reuse."""
+    mp4: Mp4Progress | None = None
+    """`format: mp4`: the MP4 written while recording (workers/live/mp4_output.py); None when it is not (copied
+    tracks, or it failed): then stop copies the live Matroska into an MP4 as before."""
 
     @property
     def output_fmt(self) -> str:
@@ -107,6 +111,7 @@ class LiveState:
             "tracks": self.tracks.to_json(), "infos": self.infos, "windows": self.windows,
             "updatedAt": self.updated_at, "failed": self.failed, "closed": self.closed, "host": self.host,
             "transcode": self.transcode.to_json() if self.transcode is not None else None, "poster": self.poster,
+            "mp4": self.mp4.to_json() if self.mp4 is not None else None,
         })
 
     @classmethod
@@ -116,7 +121,7 @@ class LiveState:
                    data["cueBytes"], data["endSeconds"], LiveTracks.from_json(data["tracks"]), data["infos"],
                    data["windows"], data["updatedAt"], data["failed"], data["closed"], data["host"],
                    TranscodeCarry.from_json(data["transcode"]) if data.get("transcode") else None,
-                   data.get("poster"))
+                   data.get("poster"), Mp4Progress.from_json(data["mp4"]) if data.get("mp4") else None)
 
 
 class LiveStates:

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import av
 import redis
 
 from storage_providers import StorageError, StorageProvider
@@ -28,7 +29,8 @@ from workers.live.output import RESERVED_BYTES, LiveFile
 from workers.manifest import CONTENT_TYPES, object_prefix
 from workers.live.source import NotYet, ShortWindow, Unsupported, header_length, scan_clusters, write_window
 from workers.live.state import Cursor, LiveState, LiveStates
-from workers.live.transcode import TranscodeCarry, transcode_window
+from workers.live.mp4_output import LiveMp4, Mp4Progress
+from workers.live.transcode import Captured, TranscodeCarry, transcode_window
 from workers.live.window import WindowSource, remux_window
 from workers.media.convert import to_mp4
 from workers.media.encoding import Mp4Settings
@@ -208,6 +210,7 @@ class LiveFinalizer:
             self.states.fail(recording_id, participant_id, reason)
             for extension in set(EXTENSIONS.values()):
                 self._file(recording_id, participant_id, extension).remove()
+            self._mp4_file(recording_id, participant_id).remove()
             return "batch"
 
     def finish(self, rec: RecordingHash, participant_id: str, types: list[str]) -> PreparedOutput | None:
@@ -339,19 +342,23 @@ class LiveFinalizer:
         takes parts ahead (its upload_ahead: S3, GCS, Vercel Blob); finalize after stop sends the header's part and
         the tail, and completes. A failure here costs nothing but time: the parts not sent go at stop."""
         send = getattr(self.provider, "upload_ahead", None)
-        if state.transcode is not None:
-            return  # the stored object is the MP4 made from the live output at stop, not the output's parts
         if send is None or getattr(getattr(self.provider, "settings", None), "part_size", None) != self.part_size:
             return
-        extension = EXTENSIONS[state.tracks.fmt]
-        live = self._file(recording_id, participant_id, extension)
-        first = -(-RESERVED_BYTES // self.part_size)
-        numbers = [k + 1 for k in range(first, state.bytes // self.part_size)]
+        if state.transcode is not None:  # `format: mp4`: the MP4's body, whose parts 2, 3, ... are the file's
+            if state.mp4 is None:
+                return  # no MP4 written while recording: the stored object is made from the Matroska at stop
+            extension, path = "mp4", self._mp4_file(recording_id, participant_id).path
+            numbers = list(range(2, state.mp4.body // self.part_size + 1))
+        else:
+            extension = EXTENSIONS[state.tracks.fmt]
+            path = self._file(recording_id, participant_id, extension).path
+            first = -(-RESERVED_BYTES // self.part_size)
+            numbers = [k + 1 for k in range(first, state.bytes // self.part_size)]
         if not numbers:
             return
         key = f"{object_prefix(rec['room'], recording_id)}{participant_id}.{extension}"
         try:
-            send(key, live.path, numbers, content_type=CONTENT_TYPES.get(extension, "application/octet-stream"),
+            send(key, path, numbers, content_type=CONTENT_TYPES.get(extension, "application/octet-stream"),
                  metadata={"recording-id": recording_id, "room": rec["room"], "participant": participant_id},
                  checkpoint=RedisCheckpoint(self.store.redis, recording_id, key), limit=MAX_AHEAD_PARTS)
         except (StorageError, OSError, ValueError) as exc:
@@ -396,11 +403,14 @@ class LiveFinalizer:
             window = remux_window([cut.source for cut in cuts], work / f"{participant_id}.out.mkv", state.tracks,
                                   final, until, skips, joining)
             folded = work / f"{participant_id}.out.mkv"
+            captured = Captured() if state.transcode is not None and (not state.windows or state.mp4) else None
             if state.transcode is not None:
-                folded = self._transcoded(recording_id, participant_id, state, folded, final)
+                folded = self._transcoded(recording_id, participant_id, state, folded, final, captured)
             live = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt])
             appended = live.append(folded, state.output_fmt, state.bytes,
                                    state.cue_bytes, window.numbers if state.windows else None, window.added)
+            if captured is not None:
+                state.mp4 = self._mp4_appended(recording_id, participant_id, state, captured)
         finally:
             for cut in cuts:
                 cut.source.path.unlink(missing_ok=True)
@@ -434,7 +444,8 @@ class LiveFinalizer:
         self._context(recording_id, participant_id, state.windows - 1).unlink(missing_ok=True)
         return any(cut.run_ends for cut in cuts)
 
-    def _transcoded(self, recording_id: str, participant_id: str, state: LiveState, window: Path, final: bool) -> Path:
+    def _transcoded(self, recording_id: str, participant_id: str, state: LiveState, window: Path, final: bool,
+                    captured: Captured | None = None) -> Path:
         """`format: mp4`: the remuxed window transcoded to H.264/AAC (workers/live/transcode.py), decoding from the
         context the last window left (the packets since the last keyframe); its own context is kept for the next
         window under the window count the state will have, so a step killed before saving the state is redone."""
@@ -443,13 +454,72 @@ class LiveFinalizer:
             raise Unsupported("the live transcode's context file is missing")
         target = window.with_name(f"{participant_id}.out.h264.mkv")
         transcode_window(window, context, target, self._context(recording_id, participant_id, state.windows + 1),
-                         state.transcode, self.mp4, final)  # type: ignore[arg-type]
+                         state.transcode, self.mp4, final, captured)  # type: ignore[arg-type]
         return target
+
+    def _mp4_appended(self, recording_id: str, participant_id: str, state: LiveState,
+                      captured: Captured) -> Mp4Progress | None:
+        """`format: mp4`: the window's packets appended to the MP4 written while recording (begun with the first
+        window); None, and the files gone, when it cannot be (a copied track, encoders that would not match):
+        stop then copies the live Matroska into an MP4, the way it did before there was a live MP4."""
+        carry: TranscodeCarry = state.transcode  # type: ignore[assignment]
+        output = self._mp4_file(recording_id, participant_id)
+        try:
+            progress = state.mp4
+            if progress is None:
+                if set(carry.methods) != {"transcode"}:
+                    raise Unsupported("a track is copied, not transcoded")
+                progress = output.begin(captured.sources, captured.packets, self.mp4, carry.keyint, carry.extradata)
+            return output.append(progress, captured.packets)
+        except (Unsupported, MediaError, OSError) as exc:
+            reason = exc.message if isinstance(exc, MediaError) else str(exc)
+            log.info("recording %s participant %s: no MP4 written while recording, it is made from the live "
+                     "Matroska at stop: %s", recording_id, participant_id, reason)
+            output.remove()
+            return None
 
     def _context(self, recording_id: str, participant_id: str, windows: int) -> Path:
         return self._work_dir(recording_id) / f"{participant_id}.context{windows}.mkv"
 
     def _mp4_output(self, rec: RecordingHash, participant_id: str, muxed: MuxResult,
+                    state: LiveState) -> PreparedOutput | None:
+        """The MP4 written while recording, closed (its header put in front of the media in place); where there is
+        none, the live Matroska copied into one (_mp4_copied)."""
+        if state.mp4 is not None:
+            closed = self._mp4_closed(rec, participant_id, muxed, state)
+            if closed is not None:
+                return closed
+        return self._mp4_copied(rec, participant_id, muxed, state)
+
+    def _mp4_closed(self, rec: RecordingHash, participant_id: str, muxed: MuxResult,
+                    state: LiveState) -> PreparedOutput | None:
+        """The live MP4's header written in front of its media (nothing read or copied but the tables and the
+        edge packets), with the part checksums hashed while recording; None (the copy instead) when it fails."""
+        carry: TranscodeCarry = state.transcode  # type: ignore[assignment]
+        progress: Mp4Progress = state.mp4  # type: ignore[assignment]
+        output = self._mp4_file(rec["recordingId"], participant_id)
+        try:
+            closed = output.close(progress, self.mp4, carry.keyint, carry.extradata)
+            checksum = output.checksum(progress, closed.header)
+            with av.open(str(closed.path)) as check:  # what a player finds, as to_mp4 reports it
+                duration = (check.duration or 0) / av.time_base
+                tracks = [{"kind": s.type, "codec": s.codec_context.name, "method": "transcode"}
+                          for s in check.streams]
+        except (Unsupported, OSError, av.FFmpegError) as exc:
+            log.warning("recording %s participant %s: the live MP4 could not be closed, the live Matroska is copied "
+                        "into one instead: %s", rec["recordingId"], participant_id, exc)
+            return None
+        return PreparedOutput(
+            path=closed.path, format="mp4", bytes=closed.bytes, duration_seconds=duration, method="transcode",
+            tracks=tracks, segments=muxed.segments, start_seconds=muxed.start_seconds,
+            timestamp_repairs=muxed.timestamp_repairs, dropped_packets=muxed.dropped_packets,
+            thumbnail=self._kept_poster(rec["recordingId"], participant_id, state)
+            or poster_or_none(closed.path, closed.path.with_name(f"{participant_id}.jpg"), self.thumbnail_offset,
+                              self.thumbnail_width),
+            checksum=checksum,
+        )
+
+    def _mp4_copied(self, rec: RecordingHash, participant_id: str, muxed: MuxResult,
                     state: LiveState) -> PreparedOutput | None:
         """The closed live output (H.264/AAC in Matroska) copied into a faststart MP4 by the batch path's own
         to_mp4, which copies codecs that fit: a remux, no re-encode after stop. The poster taken while recording
@@ -537,6 +607,9 @@ class LiveFinalizer:
 
     def _file(self, recording_id: str, participant_id: str, extension: str) -> LiveFile:
         return LiveFile(self._work_dir(recording_id), participant_id, extension, self.part_size)
+
+    def _mp4_file(self, recording_id: str, participant_id: str) -> LiveMp4:
+        return LiveMp4(self._work_dir(recording_id), participant_id, self.part_size)
 
     def _work_dir(self, recording_id: str) -> Path:
         path = self.staging.output_dir(recording_id) / "live"

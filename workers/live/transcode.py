@@ -30,6 +30,7 @@ from pathlib import Path
 
 import av
 
+from workers.live.mp4_output import RawPacket, source_params
 from workers.live.source import Unsupported
 from workers.media.convert import AUDIO_RATE, MP4_COPY_CODECS, plan_track
 from workers.media.demux import describe_av_error
@@ -147,12 +148,22 @@ class _Audio:
         return self.first + len(self.packets)
 
 
+@dataclass
+class Captured:
+    """A window's encoded packets as they went into its Matroska file (their encoders' own timestamps and bytes),
+    and its source streams: what the live MP4 is written from (workers/live/mp4_output.py)."""
+
+    packets: list[RawPacket] = field(default_factory=list)
+    sources: list[dict] = field(default_factory=list)
+
+
 def transcode_window(window: Path, context: Path | None, target: Path, new_context: Path, carry: TranscodeCarry,
-                     settings: Mp4Settings, final: bool) -> None:
+                     settings: Mp4Settings, final: bool, captured: Captured | None = None) -> None:
     """Transcode the remuxed window into `target` (Matroska, H.264/AAC, seekable), decoding from `context` first
-    where a track needs it; write the next window's context to `new_context`; update `carry`."""
+    where a track needs it; write the next window's context to `new_context`; update `carry`; hand the packets to
+    `captured` when given."""
     try:
-        _transcode(window, context, target, carry, settings, final)
+        _transcode(window, context, target, carry, settings, final, captured)
         if not final:
             _write_context(window, context, new_context, carry)
     except av.FFmpegError as exc:
@@ -160,9 +171,11 @@ def transcode_window(window: Path, context: Path | None, target: Path, new_conte
 
 
 def _transcode(window: Path, context: Path | None, target: Path, carry: TranscodeCarry, settings: Mp4Settings,
-               final: bool) -> None:
+               final: bool, captured: Captured | None) -> None:
     with av.open(str(window)) as src, av.open(str(target), "w", format="matroska") as dst:
         streams = [s for s in src.streams if s.type in ("audio", "video")]
+        if captured is not None:
+            captured.sources = [source_params(s) for s in streams]
         first = not carry.methods
         if first:
             carry.keyint = round(2 * float(next((s.average_rate for s in streams if s.type == "video"
@@ -218,8 +231,12 @@ def _transcode(window: Path, context: Path | None, target: Path, carry: Transcod
                 else:
                     out_packets.extend(track.flush())
         _check_extradata(tracks, carry, first)
+        outs = [t.out for t in tracks]
         for packet in sorted(out_packets, key=lambda p: float((p.dts if p.dts is not None else p.pts or 0)
                                                             * p.time_base)):
+            if captured is not None:  # before the mux, which moves timestamps to the Matroska track's time base
+                captured.packets.append(RawPacket(outs.index(packet.stream), packet.pts, packet.dts, packet.duration,
+                                                  packet.time_base, packet.is_keyframe, bytes(packet)))
             dst.mux(packet)
 
 
