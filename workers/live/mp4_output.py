@@ -50,7 +50,7 @@ EDGE_SAMPLES = 16
 """Packets kept raw at each end of each track: more than any reorder depth, so the muxer sees where a track's
 presentation begins and ends as it would with every packet."""
 
-CHUNK_SECONDS = 0.5
+CHUNKS_PER_SECOND = 2
 """Interleaving: each track's samples of each half second (on the decode timeline) form one chunk."""
 
 BLOCK = 4096
@@ -202,7 +202,7 @@ class LiveMp4:
         ticks = [self._ticks(tracks[p.track], p) for p in ordered]
         slices: dict[tuple[int, int], list[int]] = {}
         for k, (packet, (_pts, dts)) in enumerate(zip(ordered, ticks)):
-            slot = int(Fraction(dts, tracks[packet.track].timescale) / Fraction(CHUNK_SECONDS).limit_denominator())
+            slot = dts * CHUNKS_PER_SECOND // tracks[packet.track].timescale
             slices.setdefault((slot, packet.track), []).append(k)
         numbered: list[RawPacket] = []
         sizes = {i: array("I") for i in range(len(tracks))}
