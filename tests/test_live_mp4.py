@@ -207,3 +207,50 @@ def test_audio_follows_the_timestamps_as_batch_does(api, rec, live, tmp_path):
     assert result is not None and packet_counts(result.path) == packet_counts(reference.path)
     assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=1 / 30)
     assert probe(result.path).ends["audio"] == pytest.approx(probe(reference.path).ends["audio"], abs=1024 / 48_000)
+
+
+@pytest.mark.parametrize("case", ["plain", "repeated", "short tail"])
+def test_the_live_mp4_is_what_ffmpegs_muxer_makes_of_the_same_packets(api, rec, live, tmp_path, monkeypatch, case):
+    """End to end, windows encoded apart (each from its own IDR): every packet the windows handed to the live MP4,
+    muxed in one pass by FFmpeg's muxer as to_mp4 would, reads the same as the live file (per track every packet,
+    the streams, the format, every moov box but the chunk layout). "repeated": a noisy clip repeated, as the
+    benchmarks' recordings are, where the track's decode span and its presentation span differ at the end (mdhd
+    holds the latter; a check that they were equal sent such recordings to the copy at stop). "short tail": the
+    last window is a few frames."""
+    from bench.finalize_bench import synthesize
+    from tests.test_live_mp4_output import ffprobe, moov_boxes
+    from workers.live.mp4_output import LiveMp4, _as_stream
+    from workers.media.convert import plan_track
+
+    seen: list = []
+    append = LiveMp4.append
+    monkeypatch.setattr(LiveMp4, "append", lambda self, progress, packets: (seen.extend(packets),
+                                                                             append(self, progress, packets))[1])
+    media, count, stride = encode_webm(CLIP), 28, 5
+    if case == "short tail":
+        media = encode_webm(replace(CLIP, seconds=6.1))
+    if case == "repeated":
+        clip = tmp_path / "clip.webm"
+        clip.write_bytes(encode_webm(Recording(seconds=4, noise=0.05, video_bit_rate=600_000)))
+        synthesize(clip, tmp_path / "long.webm", 12.0)
+        media, count = (tmp_path / "long.webm").read_bytes(), 12
+    pieces = slice_timeslice(media, count)
+    for start in range(0, count, stride):
+        send(api, rec, pieces[start:start + stride], start)
+        live.step(rec)
+    state = live.states.get(rec, "alice")
+    result = finish(live, rec)
+    assert result is not None and result.path.name == "alice.live.mp4"
+    reference = tmp_path / "reference.mp4"
+    with av.open(str(reference), "w", format="mp4", options={"movflags": "+faststart"}) as out:
+        streams = [plan_track(out, _as_stream(s), live.mp4, keyint=state.transcode.keyint).out
+                   for s in state.mp4.sources]
+        for p in sorted(seen, key=lambda p: (p.dts * p.time_base, p.track)):
+            packet = av.Packet(p.data)
+            packet.pts, packet.dts, packet.duration, packet.time_base = p.pts, p.dts, p.duration, p.time_base
+            packet.is_keyframe, packet.stream = p.key, streams[p.track]
+            out.mux(packet)
+    ours, theirs = ffprobe(result.path), ffprobe(reference)
+    assert ours["packets"] == theirs["packets"]
+    assert ours["streams"] == theirs["streams"] and ours["format"] == theirs["format"]
+    assert moov_boxes(result.path) == moov_boxes(reference)

@@ -366,14 +366,13 @@ class LiveMp4:
                                 b"sbgp"}
         if unknown:
             raise Unsupported(f"the MP4 muxer wrote sample table boxes the live output does not build: {unknown}")
-        last = _last_delta(muxed, found[b"stts"])
-        duration = _mdhd_duration(muxed, _traks(muxed)[index])
+        last = _last_delta(muxed, found[b"stts"])  # the last sample's duration, as the muxer gives it
+        # the muxer's track_duration (the decode span), which its bit rates are computed over; mdhd's duration is
+        # the presentation's span, in the muxer's own mdhd, kept as it is
+        span = (track.last_dts or 0) + last - self._first_dts(index, track)
         stts_runs = self.table(index, "stts").read_bytes()[:8 * track.stts_runs]
         stts_count, stts_tail = _closed_runs(track.stts_open, last)
-        ours = (track.last_dts or 0) + last - self._first_dts(index, track)
-        if ours != duration:
-            raise Unsupported(f"track {index}: the tables last {ours} ticks, the muxer says {duration}")
-        parts = [self._stsd(muxed, found[b"stsd"], track, duration)]
+        parts = [self._stsd(muxed, found[b"stsd"], track, span)]
         parts.append(mp4.full_box(b"stts", 0, 0, struct.pack(">I", track.stts_runs + stts_count) + stts_runs
                                   + stts_tail))
         if track.keys < track.samples:
