@@ -125,7 +125,10 @@ def test_a_single_window_at_stop(api, rec, live, tmp_path):
 
 
 def test_h264_input_copies_video_and_transcodes_audio(api, rec, live, tmp_path):
-    """Chromium's H.264 recordings: batch copies the video into the MP4 and transcodes Opus; so does live."""
+    """Chromium's H.264 recordings: batch copies the video into the MP4 and transcodes Opus; so does live, into the
+    MP4 written while recording, whose copied video is batch's packet for packet (timestamps, sizes, bytes)."""
+    from tests.test_live_mp4_output import ffprobe
+
     pieces = slice_timeslice(encode_webm(replace(CLIP, video_codec="libx264")), 18)
     for start in range(0, 18, 6):
         send(api, rec, pieces[start:start + 6], start)
@@ -133,9 +136,14 @@ def test_h264_input_copies_video_and_transcodes_audio(api, rec, live, tmp_path):
     result = finish(live, rec)
     reference = batch_mp4(live, rec, tmp_path / "batch")
     assert result is not None and result.method == reference.method == "mixed"
+    assert result.path.name == "alice.live.mp4"  # written while recording, not copied at stop
     assert result.tracks == reference.tracks
     assert packet_counts(result.path) == packet_counts(reference.path)
     assert probe(result.path).frames == probe(reference.path).frames and probe(result.path).decode_errors == 0
+    ours, theirs = ffprobe(result.path), ffprobe(reference.path)
+    video = next(i for i, s in enumerate(theirs["streams"]) if s["codec_type"] == "video")
+    assert ours["packets"][video] == theirs["packets"][video]
+    assert ours["streams"][video] == theirs["streams"][video]
 
 
 def test_keyframes_too_far_apart_leave_the_participant_to_batch(api, rec, live, monkeypatch):

@@ -29,6 +29,7 @@ import logging
 import os
 import shutil
 import struct
+from contextlib import nullcontext
 from array import array
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -41,7 +42,7 @@ from storage_providers.base import count_parts, part_span
 from workers.live.checksum import PART_SIZE, PartChecksum, hash_range
 from workers.live.source import Unsupported
 from workers.media import mp4_boxes as mp4
-from workers.media.convert import plan_track
+from workers.media.convert import MP4_COPY_CODECS, plan_track
 from workers.media.encoding import Mp4Settings
 
 log = logging.getLogger(__name__)
@@ -165,9 +166,10 @@ class LiveMp4:
     # -- while recording -------------------------------------------------------------------------------------
 
     def begin(self, sources: list[dict], packets: list[RawPacket], settings: Mp4Settings, keyint: int,
-              extradata: list[str]) -> Mp4Progress:
+              extradata: list[str], copies: Path | None = None) -> Mp4Progress:
         """The first window, given its source streams (source_params) and packets: keep each track's first
-        packets, and learn each track's timescale from the muxer itself."""
+        packets, and learn each track's timescale, and whether its samples need Annex B rewritten, from the muxer
+        itself. `copies`: see _mux (needed when a track is copied)."""
         self.remove()
         head = _edges(packets, first=True)
         numbered: list[RawPacket] = []
@@ -176,12 +178,11 @@ class LiveMp4:
             numbered.append(_numbered(packet, counts.setdefault(packet.track, 0)))
             counts[packet.track] += 1
         _write_raw(self.head, numbered)
-        muxed = _mux(sources, settings, keyint, extradata, numbered)
+        muxed, annexb = _mux(sources, settings, keyint, extradata, numbered, copies)
         tracks = []
         for index, trak in enumerate(_traks(muxed)):
             timescale = struct.unpack_from(">I", muxed, _mdhd_fields(muxed, trak)[1])[0]
-            entry = _sample_entry_name(muxed, trak)
-            tracks.append(TrackTable(timescale=timescale, annexb=entry in (b"avc1", b"hvc1", b"hev1")))
+            tracks.append(TrackTable(timescale=timescale, annexb=annexb[index]))
         if len(tracks) != len(sources):
             raise Unsupported("the MP4 muxer wrote other tracks than the window has")
         return Mp4Progress(tracks=tracks, sources=sources)
@@ -288,13 +289,15 @@ class LiveMp4:
 
     # -- at stop ---------------------------------------------------------------------------------------------
 
-    def close(self, progress: Mp4Progress, settings: Mp4Settings, keyint: int, extradata: list[str]) -> ClosedMp4:
-        """Put the moov in front of the body: the file at `path` is then the finished MP4."""
+    def close(self, progress: Mp4Progress, settings: Mp4Settings, keyint: int, extradata: list[str],
+              copies: Path | None = None) -> ClosedMp4:
+        """Put the moov in front of the body: the file at `path` is then the finished MP4. `copies`: see _mux."""
         if not progress.appended or not all(t.samples for t in progress.tracks):
             raise Unsupported("a track of the live MP4 holds no sample")
         edges = _read_raw(self.head) + _read_raw(self.tail(progress.appended))
         unique = {(p.track, p.number): p for p in edges}
-        muxed = _mux(progress.sources, settings, keyint, extradata, sorted(unique.values(), key=_decode_order))
+        muxed, _annexb = _mux(progress.sources, settings, keyint, extradata,
+                              sorted(unique.values(), key=_decode_order), copies)
         header = self._header(progress, muxed, 0)
         padded = -(-len(header) // BLOCK) * BLOCK
         header = self._header(progress, muxed, padded)
@@ -551,16 +554,28 @@ def _as_stream(params: dict) -> SimpleNamespace:
 
 
 def _mux(sources: list[dict], settings: Mp4Settings, keyint: int, extradata: list[str],
-         packets: list[RawPacket]) -> bytes:
-    """`packets` muxed by FFmpeg's MP4 muxer into memory, through streams opened as to_mp4 opens them."""
+         packets: list[RawPacket], copies: Path | None) -> tuple[bytes, list[bool]]:
+    """`packets` muxed by FFmpeg's MP4 muxer into memory, through streams opened as to_mp4 opens them: encoders for
+    the tracks it transcodes, and for those it copies (MP4_COPY_CODECS) the copied stream of `copies`, a Matroska
+    file of the window's output tracks, from which to_mp4 would copy them too. Also says, per track, whether its
+    samples come as Annex B (an encoder's H.264), which the muxer rewrites to length-prefixed NAL units."""
     sink = io.BytesIO()
     try:
-        with av.open(sink, "w", format="mp4") as out:
-            tracks = [plan_track(out, _as_stream(s), settings, keyint=keyint) for s in sources]
-            if any(t.copy for t in tracks):
-                raise Unsupported("a copied track in the live MP4")
+        with av.open(str(copies)) if copies is not None else nullcontext() as template, \
+                av.open(sink, "w", format="mp4") as out:
+            given = [st for st in template.streams if st.type in ("audio", "video")] if template is not None else []
+            tracks = []
+            for index, source in enumerate(sources):
+                stream = _as_stream(source)
+                if stream.codec_context.name in MP4_COPY_CODECS[stream.type]:
+                    if index >= len(given) or given[index].type != stream.type:
+                        raise Unsupported("no stream to copy the live MP4's copied track from")
+                    stream = given[index]
+                tracks.append(plan_track(out, stream, settings, keyint=keyint))
             out.start_encoding()
-            digests = [hashlib.sha256(bytes(t.out.codec_context.extradata or b"")).hexdigest() for t in tracks]
+            given_extradata = [bytes(t.out.codec_context.extradata or b"") for t in tracks]
+            annexb = [t.out.type == "video" and mp4.is_annexb(data) for t, data in zip(tracks, given_extradata)]
+            digests = [hashlib.sha256(data).hexdigest() for data in given_extradata]
             if digests != extradata:
                 raise Unsupported("the MP4 muxer's encoders have other codec parameters than the windows'")
             for p in packets:
@@ -571,7 +586,7 @@ def _mux(sources: list[dict], settings: Mp4Settings, keyint: int, extradata: lis
                 out.mux(packet)
     except av.FFmpegError as exc:
         raise Unsupported(f"the MP4 muxer refused the live packets: {exc}") from None
-    return sink.getvalue()
+    return sink.getvalue(), annexb
 
 
 def _traks(data: bytes) -> list[mp4.Box]:
@@ -600,11 +615,6 @@ def _mdhd_fields(data: bytes, trak: mp4.Box) -> tuple[int, int, int]:
 def _mdhd_duration(data: bytes, trak: mp4.Box) -> int:
     version, _timescale, at = _mdhd_fields(data, trak)
     return struct.unpack_from(">Q" if version == 1 else ">I", data, at)[0]
-
-
-def _sample_entry_name(data: bytes, trak: mp4.Box) -> bytes:
-    stsd = _path(data, trak, b"mdia", b"minf", b"stbl", b"stsd")
-    return data[stsd.body + 12:stsd.body + 16]
 
 
 def _last_delta(data: bytes, stts: mp4.Box) -> int:

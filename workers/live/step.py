@@ -410,7 +410,7 @@ class LiveFinalizer:
             appended = live.append(folded, state.output_fmt, state.bytes,
                                    state.cue_bytes, window.numbers if state.windows else None, window.added)
             if captured is not None:
-                state.mp4 = self._mp4_appended(recording_id, participant_id, state, captured)
+                state.mp4 = self._mp4_appended(recording_id, participant_id, state, captured, folded)
         finally:
             for cut in cuts:
                 cut.source.path.unlink(missing_ok=True)
@@ -457,19 +457,23 @@ class LiveFinalizer:
                          state.transcode, self.mp4, final, captured)  # type: ignore[arg-type]
         return target
 
-    def _mp4_appended(self, recording_id: str, participant_id: str, state: LiveState,
-                      captured: Captured) -> Mp4Progress | None:
+    def _mp4_appended(self, recording_id: str, participant_id: str, state: LiveState, captured: Captured,
+                      window: Path) -> Mp4Progress | None:
         """`format: mp4`: the window's packets appended to the MP4 written while recording (begun with the first
-        window); None, and the files gone, when it cannot be (a copied track, encoders that would not match):
-        stop then copies the live Matroska into an MP4, the way it did before there was a live MP4."""
+        window, whose transcoded Matroska file `window` gives the copied tracks' parameters); None, and the files
+        gone, when it cannot be (encoders that would not match, a copied track whose frames are reordered): stop
+        then copies the live Matroska into an MP4, the way it did before there was a live MP4."""
         carry: TranscodeCarry = state.transcode  # type: ignore[assignment]
         output = self._mp4_file(recording_id, participant_id)
         try:
+            copied = {i for i, method in enumerate(carry.methods) if method == "copy"}
+            if any(p.track in copied and p.dts != p.pts for p in captured.packets):
+                # the Matroska demuxer guesses a reordered stream's decode times, window by window: not batch's
+                raise Unsupported("a copied track with reordered frames")
             progress = state.mp4
             if progress is None:
-                if set(carry.methods) != {"transcode"}:
-                    raise Unsupported("a track is copied, not transcoded")
-                progress = output.begin(captured.sources, captured.packets, self.mp4, carry.keyint, carry.extradata)
+                progress = output.begin(captured.sources, captured.packets, self.mp4, carry.keyint, carry.extradata,
+                                        window if copied else None)
             return output.append(progress, captured.packets)
         except (Unsupported, MediaError, OSError) as exc:
             reason = exc.message if isinstance(exc, MediaError) else str(exc)
@@ -499,18 +503,21 @@ class LiveFinalizer:
         progress: Mp4Progress = state.mp4  # type: ignore[assignment]
         output = self._mp4_file(rec["recordingId"], participant_id)
         try:
-            closed = output.close(progress, self.mp4, carry.keyint, carry.extradata)
+            closed = output.close(progress, self.mp4, carry.keyint, carry.extradata,
+                                  muxed.path if "copy" in carry.methods else None)
             checksum = output.checksum(progress, closed.header)
             with av.open(str(closed.path)) as check:  # what a player finds, as to_mp4 reports it
                 duration = (check.duration or 0) / av.time_base
-                tracks = [{"kind": s.type, "codec": s.codec_context.name, "method": "transcode"}
-                          for s in check.streams]
+                tracks = [{"kind": s.type, "codec": s.codec_context.name, "method": method}
+                          for s, method in zip(check.streams, carry.methods)]
         except (Unsupported, OSError, av.FFmpegError) as exc:
             log.warning("recording %s participant %s: the live MP4 could not be closed, the live Matroska is copied "
                         "into one instead: %s", rec["recordingId"], participant_id, exc)
             return None
+        methods = set(carry.methods)
         return PreparedOutput(
-            path=closed.path, format="mp4", bytes=closed.bytes, duration_seconds=duration, method="transcode",
+            path=closed.path, format="mp4", bytes=closed.bytes, duration_seconds=duration,
+            method=methods.pop() if len(methods) == 1 else "mixed",
             tracks=tracks, segments=muxed.segments, start_seconds=muxed.start_seconds,
             timestamp_repairs=muxed.timestamp_repairs, dropped_packets=muxed.dropped_packets,
             thumbnail=self._kept_poster(rec["recordingId"], participant_id, state)

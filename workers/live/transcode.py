@@ -32,7 +32,7 @@ import av
 
 from workers.live.mp4_output import RawPacket, source_params
 from workers.live.source import Unsupported
-from workers.media.convert import AUDIO_RATE, MP4_COPY_CODECS, plan_track
+from workers.media.convert import AUDIO_RATE, plan_track
 from workers.media.demux import describe_av_error
 from workers.media.encoding import Mp4Settings
 from workers.media.errors import MediaError
@@ -235,8 +235,9 @@ def _transcode(window: Path, context: Path | None, target: Path, carry: Transcod
         for packet in sorted(out_packets, key=lambda p: float((p.dts if p.dts is not None else p.pts or 0)
                                                             * p.time_base)):
             if captured is not None:  # before the mux, which moves timestamps to the Matroska track's time base
-                captured.packets.append(RawPacket(outs.index(packet.stream), packet.pts, packet.dts, packet.duration,
-                                                  packet.time_base, packet.is_keyframe, bytes(packet)))
+                captured.packets.append(RawPacket(
+                    outs.index(packet.stream), packet.pts, packet.dts if packet.dts is not None else packet.pts,
+                    packet.duration, packet.time_base, packet.is_keyframe, bytes(packet)))
             dst.mux(packet)
 
 
