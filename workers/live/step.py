@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import socket
+import struct
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -475,7 +476,7 @@ class LiveFinalizer:
                 progress = output.begin(captured.sources, captured.packets, self.mp4, carry.keyint, carry.extradata,
                                         window if copied else None)
             return output.append(progress, captured.packets)
-        except (Unsupported, MediaError, OSError) as exc:
+        except (Unsupported, MediaError, OSError, ValueError, struct.error) as exc:
             reason = exc.message if isinstance(exc, MediaError) else str(exc)
             log.info("recording %s participant %s: no MP4 written while recording, it is made from the live "
                      "Matroska at stop: %s", recording_id, participant_id, reason)
@@ -510,7 +511,7 @@ class LiveFinalizer:
                 duration = (check.duration or 0) / av.time_base
                 tracks = [{"kind": s.type, "codec": s.codec_context.name, "method": method}
                           for s, method in zip(check.streams, carry.methods)]
-        except (Unsupported, OSError, av.FFmpegError) as exc:
+        except (Unsupported, OSError, ValueError, struct.error, av.FFmpegError) as exc:
             log.warning("recording %s participant %s: the live MP4 could not be closed, the live Matroska is copied "
                         "into one instead: %s", rec["recordingId"], participant_id, exc)
             return None
