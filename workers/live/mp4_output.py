@@ -9,11 +9,13 @@ the body is copied once behind the header. The result is a faststart MP4 (ftyp, 
 
 Everything in the moov but the sample tables is what FFmpeg's MP4 muxer writes for batch's to_mp4: at stop the first
 and last packets of each track (kept raw beside the body) are muxed by it, into memory, through streams opened the
-way to_mp4 opens them (workers/media/convert.py plan_track, on the window's source streams kept in a header-only
-file). Its movie, track and media headers, edit lists and sample descriptions depend only on where each track begins
-and ends and on its codec parameters, so they come out as batch's; the last sample's duration is read from its
-tables, and the bit rates that count every sample are computed as the muxer computes them. The rest is replaced by
-the whole recording's tables.
+way to_mp4 opens them (workers/media/convert.py plan_track: encoders opened from the source streams' parameters,
+kept in the state, for the tracks it transcodes; the live Matroska file's stream for those it copies). Its movie,
+track and media headers, edit lists and sample descriptions depend only on where each track begins and ends and on
+its codec parameters, so they come out as batch's; the last sample's duration is read from its tables, and the bit
+rates that count every sample are computed as the muxer computes them. The rest is replaced by the whole
+recording's tables. Part checksums: the body's parts are hashed as they complete; they are the finished file's
+parts 2, 3, ..., its first part holding the header too (workers/live/checksum.py `head`).
 
 A crash between an append and the state's update is undone by truncating every file to the lengths the state
 records; at stop, a header already inserted (a retry) is recognised by the body's length and written again.
