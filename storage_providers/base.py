@@ -135,7 +135,6 @@ def count_parts(total: int, part_size: int, head: int = 0) -> int:
     return 1 + max(0, -(-(total - head - part_size) // part_size))
 
 
-
 PARTS_IN_FLIGHT = 4
 """Parts uploaded at once by the part uploaders (S3 multipart, GCS temporaries, at stop part 1 and the tail together;
 a whole upload four at a time)."""
