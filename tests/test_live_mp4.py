@@ -94,8 +94,10 @@ def test_live_mp4_has_batch_frames_and_duration(api, rec, live, tmp_path):
     assert state.failed is None and state.windows >= 2 and state.transcode is not None
     assert state.mp4 is not None and state.mp4.body > 0  # the MP4's media written while recording
     send(api, rec, pieces[24:], 24)
+    in_place = mp4_outputs("in_place")
     result = finish(live, rec)
     assert result is not None and result.path.name == "alice.live.mp4"  # closed in place, not copied at stop
+    assert mp4_outputs("in_place") == in_place + 1
     assert result.checksum == parts_checksum(result.path, live.part_size, result.checksum.head)
     assert result.checksum.head > 0 and result.bytes == result.path.stat().st_size
     reference = batch_mp4(live, rec, tmp_path / "batch")
@@ -262,3 +264,32 @@ def test_the_live_mp4_is_what_ffmpegs_muxer_makes_of_the_same_packets(api, rec, 
     assert ours["packets"] == theirs["packets"]
     assert ours["streams"] == theirs["streams"] and ours["format"] == theirs["format"]
     assert moov_boxes(result.path) == moov_boxes(reference)
+
+
+def mp4_outputs(outcome: str) -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("tapedeck_live_mp4_outputs_total", {"outcome": outcome}) or 0.0
+
+
+def test_a_live_mp4_that_cannot_be_closed_is_copied_from_the_live_matroska(api, rec, live, tmp_path, monkeypatch):
+    """Whatever keeps the MP4 written while recording from closing (here: the muxer's parameters at stop differ),
+    stop still gives the MP4 batch would, copied from the live Matroska as before, and the metric says so."""
+    from workers.live import mp4_output
+
+    pieces = slice_timeslice(encode_webm(CLIP), 18)
+    for start in range(0, 18, 6):
+        send(api, rec, pieces[start:start + 6], start)
+        live.step(rec)
+    assert live.states.get(rec, "alice").mp4 is not None
+
+    def refuse(*_args, **_kwargs):
+        raise mp4_output.Unsupported("the MP4 muxer's encoders have other codec parameters than the windows'")
+
+    monkeypatch.setattr(mp4_output.LiveMp4, "close", refuse)
+    copied, in_place = mp4_outputs("copied"), mp4_outputs("in_place")
+    result = finish(live, rec)
+    reference = batch_mp4(live, rec, tmp_path / "batch")
+    assert result is not None and result.path.name == "alice.mp4" and result.checksum is None  # the copy, hashed whole
+    assert (mp4_outputs("copied"), mp4_outputs("in_place")) == (copied + 1, in_place)
+    assert probe(result.path).frames == probe(reference.path).frames and probe(result.path).decode_errors == 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 DASHBOARD = Path(__file__).resolve().parents[1] / "docs" / "grafana-dashboard.json"
-METRIC = re.compile(r"\btapedeck_[a-z_]+")
+METRIC = re.compile(r"\btapedeck_[a-z0-9_]+")
 SUFFIXES = ("_total", "_bucket", "_count", "_sum", "_created")
 
 

@@ -37,6 +37,10 @@ WEBHOOK_DELIVERIES = Counter("webhook_deliveries", "Webhook delivery attempts by
 """outcome: delivered, retry (receiver down or non-2xx, tried again later) or failed (gave up)."""
 LIVE_STEPS = Counter("live_steps", "Live finalize steps per participant by outcome", ["outcome"], namespace=NAMESPACE)
 """outcome: folded (media appended), waiting (nothing complete yet, or the lock busy) or batch (left to batch)."""
+LIVE_MP4_OUTPUTS = Counter("live_mp4_outputs", "format: mp4 outputs of the live path by how they were made at stop",
+                           ["outcome"], namespace=NAMESPACE)
+"""outcome: in_place (the MP4 written while recording, its header inserted in front) or copied (the live Matroska
+copied into an MP4 at stop, which grows with the length: a copied track with reordered frames, or a failure)."""
 LIVE_STEPS_UNQUEUED = Counter("live_steps_unqueued", "Live steps not queued because no worker consumes the live queue",
                               namespace=NAMESPACE)
 """At most one per recording per LIVE_STEP_SECONDS (web): rising means those recordings finalize by batch."""

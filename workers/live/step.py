@@ -493,8 +493,12 @@ class LiveFinalizer:
         if state.mp4 is not None:
             closed = self._mp4_closed(rec, participant_id, muxed, state)
             if closed is not None:
+                metrics.LIVE_MP4_OUTPUTS.labels("in_place").inc()
                 return closed
-        return self._mp4_copied(rec, participant_id, muxed, state)
+        copied = self._mp4_copied(rec, participant_id, muxed, state)
+        if copied is not None:
+            metrics.LIVE_MP4_OUTPUTS.labels("copied").inc()
+        return copied
 
     def _mp4_closed(self, rec: RecordingHash, participant_id: str, muxed: MuxResult,
                     state: LiveState) -> PreparedOutput | None:
