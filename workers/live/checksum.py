@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from storage_providers.base import count_parts, part_span
 
@@ -62,6 +63,27 @@ def hash_range(handle, offset: int, length: int, prefix: bytes = b"") -> bytes:
         digest.update(block)
         left -= len(block)
     return digest.digest()
+
+
+def stored_digests(parts: Path, length: int, part_size: int) -> list[bytes]:
+    """The digests a sidecar (`parts`, 32 bytes each) holds of the parts complete before `length` (a step that
+    crashed before its state was saved may have hashed more)."""
+    try:
+        raw = parts.read_bytes()
+    except FileNotFoundError:
+        return []
+    return [raw[i * 32:(i + 1) * 32] for i in range(min(len(raw) // 32, length // part_size))]
+
+
+def hash_new_parts(parts: Path, source: BinaryIO, before: int, after: int, part_size: int, first: int) -> None:
+    """Append to the sidecar the digests of the parts of `source` complete between `before` (the saved length:
+    what lay past it is hashed again) and `after`; parts before `first` (rewritten at stop) get zeros."""
+    done = stored_digests(parts, before, part_size)
+    with open(parts, "r+b" if parts.exists() else "w+b") as out:
+        out.truncate(len(done) * 32)
+        out.seek(len(done) * 32)
+        for index in range(len(done), after // part_size):
+            out.write(hash_part(source, index, part_size) if index >= first else bytes(32))
 
 
 def parts_checksum(path: Path, part_size: int = PART_SIZE, head: int = 0) -> PartChecksum:

@@ -41,7 +41,7 @@ from types import SimpleNamespace
 import av
 
 from storage_providers.base import count_parts, part_span
-from workers.live.checksum import PART_SIZE, PartChecksum, hash_range
+from workers.live.checksum import PART_SIZE, PartChecksum, hash_new_parts, hash_range, stored_digests
 from workers.live.source import Unsupported
 from workers.media import mp4_boxes as mp4
 from workers.media.convert import MP4_COPY_CODECS, plan_track
@@ -252,27 +252,15 @@ class LiveMp4:
         self.tail(state.appended - 2).unlink(missing_ok=True)
         return state
 
-    def _stored_digests(self, length: int) -> list[bytes]:
-        """The digests of the body parts complete before `length` (a crashed append may have hashed more)."""
-        try:
-            raw = self.parts.read_bytes()
-        except FileNotFoundError:
-            return []
-        return [raw[i * 32:(i + 1) * 32] for i in range(min(len(raw) // 32, length // self.part_size))]
-
     def _hash_parts(self, before: int, after: int) -> None:
-        """Hash the body parts an append completed; what lay past `before` (the saved length) is hashed again."""
-        done = self._stored_digests(before)
-        with open(self.parts, "r+b" if self.parts.exists() else "w+b") as parts, open(self.path, "rb") as body:
-            parts.truncate(len(done) * 32)
-            parts.seek(len(done) * 32)
-            for index in range(len(done), after // self.part_size):
-                parts.write(hash_range(body, index * self.part_size, self.part_size) if index else bytes(32))
+        """Hash the body parts an append completed, from the second (the first goes out with the header)."""
+        with open(self.path, "rb") as body:
+            hash_new_parts(self.parts, body, before, after, self.part_size, first=1)
 
     def checksum(self, progress: Mp4Progress, header: int) -> PartChecksum:
         """The closed file's part checksums, its first part `header` bytes longer: the first (header and the
         body's first part) and the tail hashed now, the parts between as hashed while recording."""
-        ahead = self._stored_digests(progress.body)
+        ahead = stored_digests(self.parts, progress.body, self.part_size)
         total = header + progress.body
         digests = []
         with open(self.path, "rb") as handle:

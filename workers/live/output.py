@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from workers.live.checksum import PART_SIZE, PartChecksum, hash_part, part_count
+from workers.live.checksum import PART_SIZE, PartChecksum, hash_new_parts, hash_part, part_count, stored_digests
 from workers.live.source import Unsupported
 from workers.media import ebml_io as ebml
 
@@ -144,7 +144,7 @@ class LiveFile:
     def checksum(self, length: int) -> PartChecksum:
         """The closed file's part checksums: the parts hashed while recording (wholly before `length`, the end of
         the last Cluster, so the Cues did not touch them), the header's and the tail's hashed now."""
-        ahead = self._stored_digests(length)
+        ahead = stored_digests(self.parts, length, self.part_size)
         first = self._first_ahead()
         with open(self.path, "rb") as handle:
             total = self.path.stat().st_size
@@ -156,24 +156,9 @@ class LiveFile:
         """The first part past the reserved header space: parts before it are rewritten at stop."""
         return -(-RESERVED_BYTES // self.part_size)
 
-    def _stored_digests(self, length: int) -> list[bytes]:
-        """The sidecar's digests of parts complete before `length` (a crashed step may have hashed more)."""
-        try:
-            raw = self.parts.read_bytes()
-        except FileNotFoundError:
-            return []
-        count = min(len(raw) // 32, length // self.part_size)
-        return [raw[i * 32:(i + 1) * 32] for i in range(count)]
-
     def _hash_parts(self, out: BinaryIO, before: int, length: int) -> None:
         """Hash the parts this append completed; what lay past `before` (the state's length) is hashed again."""
-        done = self._stored_digests(before)
-        first = self._first_ahead()
-        with open(self.parts, "r+b" if self.parts.exists() else "w+b") as parts:
-            parts.truncate(len(done) * 32)
-            parts.seek(len(done) * 32)
-            for k in range(len(done), length // self.part_size):
-                parts.write(hash_part(out, k, self.part_size) if k >= first else bytes(32))
+        hash_new_parts(self.parts, out, before, length, self.part_size, self._first_ahead())
 
     def remove(self) -> None:
         for path in (self.path, self.cues, self.info, self.tracks, self.parts, self.poster):
