@@ -69,4 +69,7 @@ def create_app(test_config: Mapping[str, str] | None = None) -> Flask:
     from app import limits
 
     limits.init_app(app, settings)  # after the blueprints: it wraps the views they marked
+    from app.chunk_lane import ChunkLane
+
+    app.wsgi_app = ChunkLane(app, app.wsgi_app)  # type: ignore[method-assign] - the raw chunk PUT outside Flask
     return app

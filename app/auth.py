@@ -60,11 +60,19 @@ def bearer_token() -> str | None:
     """The request's token: the Authorization header, or ?token= on GET routes only (docs/api.md, Tokens)."""
     header = request.headers.get("Authorization", "")
     if header:
-        scheme, _, value = header.partition(" ")
-        return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+        return token_from_authorization(header)
     if request.method not in QUERY_TOKEN_METHODS:
         return None
     return request.args.get("token") or None
+
+
+def token_from_authorization(header: str) -> str | None:
+    """The token of an `Authorization: Bearer <token>` header; None for any other scheme or an empty value."""
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+MISSING_TOKEN = "missing bearer token: send Authorization: Bearer <token> (?token= only on GET)"
 
 
 def token_expiry(token: str) -> float:
@@ -81,6 +89,6 @@ def authenticate() -> Principal:
         return known
     token = bearer_token()
     if not token:
-        raise Unauthorized("missing bearer token: send Authorization: Bearer <token> (?token= only on GET)")
+        raise Unauthorized(MISSING_TOKEN)
     request_globals.principal = principal = decode_token(token, services().settings.jwt_secret)
     return principal

@@ -21,6 +21,7 @@ from workers.settings import Settings
 log = logging.getLogger(__name__)
 
 View = TypeVar("View", bound=Callable[..., object])
+T = TypeVar("T")
 
 EXTENSION_KEY = "tapedeck.limiter"
 SCOPE_ATTRIBUTE = "_tapedeck_rate_scope"
@@ -113,6 +114,24 @@ class ChunkLimiter:
                 self._local_until = time.monotonic() + FALLBACK_SECONDS
         return self._count(self._local, bucket)
 
+    def around(self, bucket: tuple[str, ...], work: Callable[[RateCheck], T]) -> T:
+        """`work` with the bucket's windows for the accept script to count; a request the script did not count is
+        counted here, and its answer becomes 429 when over the limit; a 429 from the script blocks the bucket here."""
+        check = self.check_for(*bucket)
+        try:
+            answer = work(check)
+        except RateLimited:
+            if check.retry_after_ms is not None:
+                self.block(bucket, check.retry_after_ms / 1000)
+            raise
+        except Exception:
+            if not check.counted:
+                _count_after(self, bucket)
+            raise
+        if not check.counted:
+            _count_after(self, bucket)
+        return answer
+
     def _count(self, limiter: FixedWindowRateLimiter, bucket: tuple[str, ...]) -> int | None:
         for item in self.items:
             if not limiter.hit(item, *bucket):
@@ -139,21 +158,13 @@ def _after_token(view: View, limiter: ChunkLimiter, scope: str) -> View:
     @wraps(view)
     def checked(*args: object, **kwargs: object) -> object:
         principal = authenticate()
-        bucket = (principal.room, principal.sub, scope)
-        g.rate_check = check = limiter.check_for(*bucket)
-        try:
-            answer = view(*args, **kwargs)
-        except RateLimited:
-            if check.retry_after_ms is not None:
-                limiter.block(bucket, check.retry_after_ms / 1000)
-            raise
-        except Exception:
-            if not check.counted:
-                _count_after(limiter, bucket)
-            raise
-        if not check.counted:
-            _count_after(limiter, bucket)
-        return answer
+        request_globals = g._get_current_object()  # type: ignore[attr-defined]
+
+        def run(check: RateCheck) -> object:
+            request_globals.rate_check = check
+            return view(*args, **kwargs)
+
+        return limiter.around((principal.room, principal.sub, scope), run)
 
     return checked  # type: ignore[return-value]
 

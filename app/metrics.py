@@ -48,10 +48,11 @@ def _start_clock() -> None:
         g.chunk_started = time.perf_counter()
 
 
-def count_accepted(receipt: ChunkReceipt) -> ChunkReceipt:
-    """Called by the chunk routes with the intake's receipt: a new chunk feeds the counters and the latency."""
+def count_accepted(receipt: ChunkReceipt, started: float | None = None) -> ChunkReceipt:
+    """Called with the intake's receipt: a new chunk feeds the counters and the latency (from `started`, a
+    perf_counter reading, or the clock the request hook started)."""
     if not receipt.duplicate:
-        started = g.get("chunk_started")
+        started = g.get("chunk_started") if started is None else started
         elapsed = time.perf_counter() - started if started is not None else 0.0
         chunk_accepted(receipt.upload.stream_type, len(receipt.upload.data), elapsed)
     return receipt

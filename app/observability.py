@@ -18,12 +18,19 @@ VALID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 URL_IDS = {"recording_id": "recording_id", "room": "room", "participant_id": "participant_id"}
 
 
+def request_id_for(supplied: str) -> str:
+    """The caller's X-Request-Id when it is short and plain, else a new one."""
+    return supplied if VALID.match(supplied) else secrets.token_hex(8)
+
+
+def bind_ids(request_id: str, view_args: dict) -> None:
+    logs.bind(request_id=request_id, **{field: view_args.get(arg) for field, arg in URL_IDS.items()})
+
+
 def _bind() -> None:
     req = request._get_current_object()  # type: ignore[attr-defined] - one context lookup, not one per attribute
-    supplied = req.headers.get(HEADER, "")
-    g.request_id = request_id = supplied if VALID.match(supplied) else secrets.token_hex(8)
-    args = req.view_args or {}
-    logs.bind(request_id=request_id, **{field: args.get(arg) for field, arg in URL_IDS.items()})
+    g.request_id = request_id = request_id_for(req.headers.get(HEADER, ""))
+    bind_ids(request_id, req.view_args or {})
 
 
 def _echo(response: Response) -> Response:
