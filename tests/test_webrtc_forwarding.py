@@ -117,7 +117,7 @@ def test_open_recorders_hold_no_encoder_and_abandon_frees_the_muxer() -> None:
     for recorder in recorders:
         recorder.add(key)
         assert recorder.container is not None and recorder.frames["video"] == 1
-    assert native_threads() == before
+    assert native_threads() <= before  # an encoder each added two; other tests' threads may end meanwhile
     assert psutil.Process().memory_info().rss - rss < 10 * 2**20  # an encoder each was 8 MB each
     stored: list = []
     taken_over = SegmentRecorder(lambda *args: stored.append(args), 0, with_video=True, with_audio=False)
