@@ -23,6 +23,7 @@ import time
 from typing import Callable, Iterable
 
 from flask import Flask, g, request
+from werkzeug.datastructures import EnvironHeaders
 from werkzeug.wsgi import get_content_length, get_input_stream
 
 from app import limits
@@ -42,18 +43,6 @@ RAW_CHUNK_PATH = re.compile(r"/video-calls/recordings/([^/]+)/participants/([^/]
 WsgiApp = Callable[[dict, Callable], Iterable[bytes]]
 
 
-class EnvironHeaders:
-    """`.get(name)` of a request header straight from the WSGI environ (the few headers a raw PUT reads)."""
-
-    __slots__ = ("environ",)
-
-    def __init__(self, environ: dict) -> None:
-        self.environ = environ
-
-    def get(self, name: str) -> str | None:
-        return self.environ.get("HTTP_" + name.upper().replace("-", "_"))
-
-
 class ChunkLane:
     """WSGI middleware in front of Flask's wsgi_app (installed by create_app)."""
 
@@ -64,14 +53,16 @@ class ChunkLane:
     def __call__(self, environ: dict, start_response: Callable) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         match = RAW_CHUNK_PATH.fullmatch(path) if environ.get("REQUEST_METHOD") == "PUT" else None
-        if match is None or not path.isascii() or not self._takes(environ):
-            return self.flask_wsgi(environ, start_response)
+        length = get_content_length(environ) if match is not None else None
+        cors = self.app.extensions[EXTENSION_KEY].settings.cors_origins
+        if match is None or length is None or not path.isascii() or cors:
+            return self.flask_wsgi(environ, start_response)  # what the lane leaves to Flask (the module's docstring)
         started = time.perf_counter()
         request_id = request_id_for(environ.get("HTTP_X_REQUEST_ID", ""))
         recording_id, participant_id, stream_type, sequence = ids = match.groups()
         bind_ids(request_id, {"recording_id": recording_id, "participant_id": participant_id})
         try:
-            body = self._accept(environ, ids, started)
+            body = self._accept(environ, ids, length, started)
         except Exception as error:  # noqa: BLE001 - every error is answered by Flask's handlers, as the view's are
             return self._answer_error(environ, start_response, error, request_id)
         finally:
@@ -80,11 +71,7 @@ class ChunkLane:
                                         (REQUEST_ID_HEADER, request_id)])
         return [body]
 
-    def _takes(self, environ: dict) -> bool:
-        """What the lane answers in full; the rest is Flask's (see the module's docstring)."""
-        return get_content_length(environ) is not None and not self.app.extensions[EXTENSION_KEY].settings.cors_origins
-
-    def _accept(self, environ: dict, ids: tuple[str, str, str, str], started: float) -> bytes:
+    def _accept(self, environ: dict, ids: tuple[str, str, str, str], length: int, started: float) -> bytes:
         """The view's work in its order: token (401), rate (429), then take_raw's checks and intake."""
         extensions = self.app.extensions
         svc, limiter = extensions[EXTENSION_KEY], extensions[limits.EXTENSION_KEY]
@@ -95,7 +82,7 @@ class ChunkLane:
         max_length = self.app.config["MAX_CONTENT_LENGTH"]
 
         def take(rate: RateCheck) -> ChunkReceipt:
-            return take_raw(svc, principal, rate, ids, EnvironHeaders(environ), get_content_length(environ),
+            return take_raw(svc, principal, rate, ids, EnvironHeaders(environ), length,
                             lambda: get_input_stream(environ, max_content_length=max_length).read())
 
         receipt = limiter.around((principal.room, principal.sub, limits.CHUNKS), take)

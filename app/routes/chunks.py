@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import json
-from typing import Callable, Protocol
+from typing import Callable
 
 from flask import Blueprint, Response, g, request
+from werkzeug.datastructures import Headers
 
 from app.auth import authenticate
 from app.digests import parse_final_header, sha256_to_verify, sha256s_from_headers
@@ -22,10 +23,6 @@ from workers.chunk_index import RateCheck
 from workers.ids import check_id, check_sequence, check_stream_type
 
 bp = Blueprint("chunks", __name__, url_prefix="/video-calls")
-
-
-class Headers(Protocol):
-    def get(self, name: str) -> str | None: ...
 
 
 @bp.post("/chunks/upload")
