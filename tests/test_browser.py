@@ -72,6 +72,23 @@ def test_host_records_from_the_demo_page(page, live_server, worker, api, room):
     page.screenshot(path=str(ARTIFACTS / "demo-completed.png"), full_page=True)
 
 
+def test_host_picks_mp4_on_the_demo_page(page, live_server, worker, api, room):
+    """The Advanced section's format: the recording starts as MP4 and the finished file is H.264/AAC."""
+    page.goto(f"{live_server.url}/demo?room={room}&name=host&role=host")
+    page.click("#advanced summary")
+    page.select_option("#format", "mp4")
+    record_for(page, 4.0)
+    page.click("#stop")
+    assert wait_for_phase(page, "completed", "failed", timeout=120) == "completed", page.evaluate(PAGE_SUMMARY)
+    info = page.evaluate(PAGE_SUMMARY)
+    body = api.status(info["recordingId"]).get_json()
+    assert body["format"] == "mp4" and body["outputs"][0]["format"] == "mp4", body
+    path = api.output_path(body, "host")
+    assert path.read_bytes()[4:8] == b"ftyp"
+    assert sorted(probe(path).codecs) == [("audio", "aac"), ("video", "h264")]
+    assert_plays_whole(path, info["recordedSeconds"])
+
+
 def test_participant_upload_survives_an_outage_from_another_origin(page, live_server, fault_proxy, worker, api, room):
     recording_id = api.start().get_json()["recordingId"]
     page.goto(f"{live_server.other_origin}/demo?room={room}&name=alice&role=participant&api={fault_proxy.url}")

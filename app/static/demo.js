@@ -352,7 +352,8 @@ async function startRecording(event) {
 
 async function hostStart() {
   try {
-    const started = await api(`/video-calls/${demo.room}/recording/start`, { method: "POST", body: {} });
+    const format = $("format").value;  // empty: the server's RECORDING_FORMAT
+    const started = await api(`/video-calls/${demo.room}/recording/start`, { method: "POST", body: format ? { format } : {} });
     log(`started ${started.recordingId}`);
     return started.recordingId;
   } catch (err) {
