@@ -1,5 +1,6 @@
 """tapedeck.live_step: fold newly arrived chunks into each participant's live output while the room records
-(workers/live/); queued from chunk intake at most once per LIVE_STEP_SECONDS per recording."""
+(workers/live/); queued from chunk intake at most once per LIVE_STEP_SECONDS per recording (LIVE_TRANSCODE_STEP_SECONDS
+for one transcoded while it records)."""
 from __future__ import annotations
 
 import functools
@@ -37,13 +38,16 @@ def live_step(recording_id: str) -> None:
         log.warning("live step of %s skipped: Redis unavailable", recording_id)
 
 
-def schedule_live_step(client: redis.Redis, recording_id: str, every_seconds: float) -> bool:
+def schedule_live_step(client: redis.Redis, recording_id: str, every_seconds: float,
+                       transcode_every_seconds: float) -> bool:
     """One script per chunk (SET NX, and only when that sets it, a look at the live consumers): the first chunk of
-    each period queues a step that runs at its end, when a worker consumes `live`. True when a step was queued."""
-    due = _consumers(client).due(recording_id, every_seconds)
+    each period queues a step that runs at its end, when a worker consumes `live`. The period is
+    `transcode_every_seconds` for a recording whose output is transcoded (`format: mp4`). True when a step was
+    queued."""
+    due, period = _consumers(client).due(recording_id, every_seconds, transcode_every_seconds)
     if due is Due.QUEUE:
         _NO_CONSUMER_LOGGED.clear()
-        live_step.apply_async(args=[recording_id], countdown=every_seconds)
+        live_step.apply_async(args=[recording_id], countdown=period)
         return True
     if due is Due.NO_CONSUMER:
         LIVE_STEPS_UNQUEUED.inc()

@@ -3,6 +3,7 @@ the room records (finalize folds the tail itself)."""
 from __future__ import annotations
 
 import time
+import uuid
 
 import pytest
 
@@ -71,3 +72,22 @@ def test_a_period_another_process_began_is_waited_out(live_api, resources, queue
     time.sleep(max(0.0, resources.redis.pttl(keys.live_due(rec)) / 1000) + 0.1)
     assert live_api.put_chunk(rec, "alice", "video", 1, pieces[1]).status_code == 202
     assert queued == [([rec], 1.0)]
+
+
+def test_a_transcoded_recording_steps_on_its_own_period(live_env, resources, queued):  # noqa: F811
+    """`format: mp4` steps every LIVE_TRANSCODE_STEP_SECONDS (what is not folded at stop is transcoded after it), a
+    WebM recording every LIVE_STEP_SECONDS; the step's countdown and the due key's lifetime follow the period."""
+    from app import create_app
+    from tests.conftest import Api
+
+    app = create_app({**live_env, "LIVE_STEP_SECONDS": "5", "LIVE_TRANSCODE_STEP_SECONDS": "1.5"})
+    api = Api(app.test_client(), app, f"room-{uuid.uuid4().hex[:10]}")
+    other = Api(app.test_client(), app, f"room-{uuid.uuid4().hex[:10]}")
+    piece = slice_timeslice(encode_webm(Recording(seconds=1)), 2)[0]
+    mp4 = api.start(format="mp4").get_json()["recordingId"]
+    webm = other.start(format="webm").get_json()["recordingId"]
+    for sequence in range(2):
+        assert api.put_chunk(mp4, "alice", "video", sequence, piece).status_code == 202
+        assert other.put_chunk(webm, "alice", "video", sequence, piece).status_code == 202
+    assert queued == [([mp4], 1.5), ([webm], 5.0)]
+    assert 0 < resources.redis.pttl(keys.live_due(mp4)) <= 1500 < resources.redis.pttl(keys.live_due(webm)) <= 5000

@@ -102,6 +102,10 @@ class Settings(RedisSettings):
     """How often a worker consuming `live` renews its announcement; it lapses after three missed renewals."""
     live_step_seconds: float = Field(10.0, ge=1, le=600)
     """At most one live step per recording this often: each folds in every chunk that arrived meanwhile."""
+    live_transcode_step_seconds: float = Field(2.0, ge=1, le=600)
+    """LIVE_STEP_SECONDS for a recording whose output is transcoded (`format: mp4`): what a step has not folded at
+    stop is transcoded after it (about 0.75 s of CPU per second of 720p), so these steps run more often. A window
+    starts a fresh encoder on a keyframe, which at the batch encoder's keyframe every 2 s costs little in size."""
     upload_max_retries: int = Field(5, ge=0)
     upload_retry_base_seconds: float = Field(1.0, ge=0, le=300, allow_inf_nan=False)
     download_url_ttl_seconds: int = Field(7 * 24 * 3600, ge=1)

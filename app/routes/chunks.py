@@ -86,7 +86,8 @@ def after_accept(receipt: ChunkReceipt, svc: Resources) -> bytes:
     if receipt.upload.final or receipt.finalizing:
         finalize_now_if_complete(svc.redis, receipt.upload.recording_id)
     elif svc.settings.live_steps and not receipt.duplicate:
-        schedule_live_step(svc.redis, receipt.upload.recording_id, svc.settings.live_step_seconds)
+        schedule_live_step(svc.redis, receipt.upload.recording_id, svc.settings.live_step_seconds,
+                           svc.settings.live_transcode_step_seconds)
     return (_receipt_json(receipt.body()) + "\n").encode()
 
 

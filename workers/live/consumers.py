@@ -42,14 +42,17 @@ return 1
 _COUNT = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')"
 
 _SCHEDULE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[1]) then return {0, redis.call('PTTL', KEYS[1])} end
+local period = ARGV[1]
+if redis.call('HGET', KEYS[3], 'format') == 'mp4' then period = ARGV[2] end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'PX', period) then return {0, redis.call('PTTL', KEYS[1])} end
 """ + _NOW + """
-if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') > 0 then return {1, tonumber(ARGV[1])} end
-return {-1, tonumber(ARGV[1])}
+if redis.call('ZCOUNT', KEYS[2], '(' .. now, '+inf') > 0 then return {1, tonumber(period)} end
+return {-1, tonumber(period)}
 """
 """{0, ms left}: a step is already due this period; {1, period}: queue one; {-1, period}: the period began but no
 worker consumes `live`. The due key stays set in the last case too, so the consumer set is read at most once per
-period per recording."""
+period per recording. The period is ARGV[2] for a recording whose output is transcoded (`format: mp4`, read from
+the recording in the same call), else ARGV[1]."""
 
 REMEMBERED_RECORDINGS = 10_000
 """Recordings whose current period a web process remembers (oldest forgotten first): bounded memory, and a
@@ -87,21 +90,23 @@ class LiveConsumers:
         """Workers whose announcement has not lapsed."""
         return int(self._count(keys=[keys.live_consumers()]))
 
-    def due(self, recording_id: str, every_seconds: float) -> Due:
-        """Whether this chunk begins a step period, and whether a live worker would run it: one script for the first
+    def due(self, recording_id: str, every_seconds: float, transcode_every_seconds: float) -> tuple[Due, float]:
+        """Whether this chunk begins a step period, and whether a live worker would run it, with the period in
+        seconds (`transcode_every_seconds` where the recording's output is transcoded): one script for the first
         chunk this process sees in a period, none for the rest of it (the script's answer says how long it lasts)."""
         now = time.monotonic()
         with self._lock:
             if self._quiet_until.get(recording_id, 0.0) > now:
-                return Due.ALREADY_DUE
-        period_ms = max(1, int(every_seconds * 1000))
-        code, left_ms = self._schedule(keys=[keys.live_due(recording_id), keys.live_consumers()], args=[period_ms])
+                return Due.ALREADY_DUE, 0.0
+        periods = [max(1, int(seconds * 1000)) for seconds in (every_seconds, transcode_every_seconds)]
+        code, left_ms = self._schedule(keys=[keys.live_due(recording_id), keys.live_consumers(),
+                                             keys.recording(recording_id)], args=periods)
         with self._lock:
             self._quiet_until[recording_id] = now + max(0, int(left_ms)) / 1000
             self._quiet_until.move_to_end(recording_id)
             while len(self._quiet_until) > REMEMBERED_RECORDINGS:
                 self._quiet_until.popitem(last=False)
-        return Due(int(code))
+        return Due(int(code)), int(left_ms) / 1000
 
 
 class Heartbeat:
