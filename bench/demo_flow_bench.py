@@ -173,7 +173,7 @@ def _poll_completed(base: str, token: str, recording_id: str, done: threading.Ev
         time.sleep(POLL_SECONDS)
 
 
-def record_once(browser, st: Stack, mode: str, seconds: int) -> Run:
+def record_once(browser, st: Stack, mode: str, seconds: int, fmt: str = "") -> Run:
     room = f"bench-{uuid.uuid4().hex[:8]}"
     context = browser.new_context(viewport={"width": 1280, "height": 860})
     context.set_default_timeout(60_000)
@@ -184,6 +184,9 @@ def record_once(browser, st: Stack, mode: str, seconds: int) -> Run:
     done, seen = threading.Event(), []
     try:
         page.goto(f"{st.base}/demo?room={room}")
+        if fmt:  # the page's own choice under Advanced (unset: the server's RECORDING_FORMAT, webm)
+            page.click("#advanced summary")
+            page.select_option("#format", fmt)
         page.click("#start")
         page.wait_for_function("document.body.dataset.phase === 'recording'")
         recording_id = page.evaluate("window.tapedeck.recordingId")
@@ -208,6 +211,7 @@ def record_once(browser, st: Stack, mode: str, seconds: int) -> Run:
     assert len(finals) == 1, ("the demo page must send exactly one chunk as final", chunks[-4:])
     assert bench["sseCompleted"] is not None, bench
     body = seen[1]
+    assert body["format"] == (fmt or "webm"), body
     return Run(mode, seconds, len(chunks), max(c["at"] for c in chunks) / 1000, clicked, finals[0]["at"] / 1000,
                bench["stopReply"] / 1000, bench["sseCompleted"] / 1000, _epoch(body["completedAt"]), seen[0])
 
@@ -217,7 +221,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, nargs="+", default=[5, 60], help="recording lengths (default 5 60)")
     parser.add_argument("--repeat", type=int, default=3, help="runs of each mode and length; medians printed")
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=list(MODES))
+    parser.add_argument("--format", choices=("webm", "mp4"), default="",
+                        help="the File format picked on the page (default: none picked, the server's webm)")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",
+                        help="a variable for every mode's web and worker (e.g. LIVE_TRANSCODE_STEP_SECONDS=10)")
     args = parser.parse_args()
+    extra = dict(item.split("=", 1) for item in args.set if "=" in item)
+    if len(extra) != len(args.set):
+        parser.error("--set takes NAME=VALUE")
     if not CHROMIUM.exists():
         raise SystemExit("needs Debian's chromium at /usr/bin/chromium")
     from playwright.sync_api import sync_playwright
@@ -231,10 +242,10 @@ def main() -> None:
             browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS, headless=True)
             try:
                 for mode in args.modes:
-                    with stack(work / mode, MODES[mode]) as st:
+                    with stack(work / mode, {**MODES[mode], **extra}) as st:
                         for repeat in range(args.repeat):
                             for seconds in args.seconds:
-                                run = record_once(browser, st, mode, seconds)
+                                run = record_once(browser, st, mode, seconds, args.format)
                                 runs.append(run)
                                 print(f"  {mode:<11} {seconds:>3} s #{repeat + 1}: last 202 → completed "
                                       f"page {run.delta('page_completed'):.3f} s, server "

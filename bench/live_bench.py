@@ -31,7 +31,21 @@ PROFILE: list[int] = [0]
 """--profile N: print the N costliest calls (cumulative) of each live stop → completed."""
 
 STEP_CHUNKS = 10
-"""One live step per ten one-second chunks: LIVE_STEP_SECONDS=10, the default."""
+"""One live step per ten one-second chunks: LIVE_STEP_SECONDS=10, the default (--step-chunks)."""
+
+
+@dataclass(frozen=True)
+class Steps:
+    """When the live steps run while recording: every `every` chunks, the last one `tail` chunks before the end (the
+    stop lands that far into a step period: 0 is right after a step, `every - 1` just before the next one)."""
+
+    every: int = STEP_CHUNKS
+    tail: int = 0
+
+    def after(self, sequence: int, count: int) -> bool:
+        """Whether a step runs after chunk `sequence` of `count`."""
+        left = count - 1 - self.tail - sequence
+        return left >= 0 and left % self.every == 0
 
 PROVIDERS = ("local", "s3", "gcs")
 SELF_STATUS = "/proc/self/status"
@@ -61,6 +75,8 @@ class Side:
     rss_at_stop_mb: float = 0.0
     """VmRSS just before stop: what intake and the live steps (this same process) left resident. peak_rss_mb less
     this is what finalize itself added."""
+    output_mb: float = 0.0
+    """The finished file's size (status `bytes`): what windows cost in size where each starts an encoder anew."""
 
     @property
     def local_seconds(self) -> float:
@@ -183,7 +199,7 @@ def _cpu() -> float:
 
 
 def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: bool, clock: ServerClock,
-                    fmt: str = "webm") -> Side:
+                    fmt: str = "webm", steps: Steps = Steps()) -> Side:
     """One recording through intake; live steps while it records (live side); then stop and finalize timed."""
     from app import create_app
     from tests.conftest import Api
@@ -198,11 +214,11 @@ def record_and_stop(env: dict[str, str], chunks: list[tuple[int, Path]], live: b
     with ExitStack() as hooks:
         if env["STORAGE_PROVIDER"] == "s3":
             hooks.enter_context(clock.watching_s3(resources.provider.client))  # type: ignore[attr-defined]
-        return _record_and_stop(api, resources, chunks, live, clock, Path(env["STAGING_DIR"]), fmt)
+        return _record_and_stop(api, resources, chunks, live, clock, Path(env["STAGING_DIR"]), fmt, steps)
 
 
 def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], live: bool, clock: ServerClock,
-                     staging: Path, fmt: str = "webm") -> Side:
+                     staging: Path, fmt: str = "webm", steps: Steps = Steps()) -> Side:
     """The measured part of record_and_stop, run while the storage hooks are in place."""
     clock.reset()
     rec = api.start(format=fmt).get_json()["recordingId"]
@@ -210,7 +226,7 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
     for sequence, path in chunks:
         response = api.put_chunk(rec, "alice", "video", sequence, path.read_bytes())
         assert response.status_code == 202, response.get_json()
-        if live and sequence % STEP_CHUNKS == STEP_CHUNKS - 1:
+        if live and steps.after(sequence, len(chunks)):
             before = _cpu()
             resources.finalizer.live.step(rec)
             live_cpu += _cpu() - before
@@ -251,12 +267,13 @@ def _record_and_stop(api: Any, resources: Any, chunks: list[tuple[int, Path]], l
         assert body["outputs"][0]["format"] == fmt
         if fmt == "webm":  # an MP4 is written at stop (a copy of the live output): hashed whole, as batch's
             assert body["outputs"][0]["checksum"]["algorithm"] == "sha256-parts", "a whole-file SHA-256 was computed"
-    duration = body["outputs"][0]["durationSeconds"]
+    duration, output_mb = body["outputs"][0]["durationSeconds"], body["outputs"][0]["bytes"] / 1e6
     for name in resources.provider.list(f"recordings/{body['room']}/"):
         resources.provider.delete(name.key)
     shutil.rmtree(staging / rec, ignore_errors=True)
     return Side(elapsed, sum(mux_times), clock.seconds, clock.ahead_seconds, status_mb(SELF_STATUS, "VmHWM"), live_cpu,
-                duration, sum(poster_times), stop_cpu, clock.wait_seconds, clock.requests, rss_at_stop)
+                duration, sum(poster_times), stop_cpu, clock.wait_seconds, clock.requests, rss_at_stop,
+                output_mb)
 
 
 @contextmanager
@@ -342,10 +359,17 @@ def main() -> None:
     parser.add_argument("--live-only", action="store_true", help="skip the batch side (halves the run's time)")
     parser.add_argument("--format", choices=("webm", "mp4"), default="webm",
                         help="the recordings' output format: mp4 transcodes (batch after stop, live while recording)")
+    parser.add_argument("--step-chunks", type=int, default=STEP_CHUNKS, metavar="N",
+                        help="a live step every N one-second chunks while recording (LIVE_STEP_SECONDS)")
+    parser.add_argument("--tail-chunks", type=int, default=0, metavar="K",
+                        help="the last live step K chunks before the end: where in a step period the stop lands")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="cProfile each live stop → completed and print its N costliest calls (cumulative)")
     args = parser.parse_args()
+    if not 0 <= args.tail_chunks < args.step_chunks:
+        parser.error("--tail-chunks must be at least 0 and less than --step-chunks")
     PROFILE[0] = args.profile
+    steps = Steps(args.step_chunks, args.tail_chunks)
     plan = {name: lengths or args.minutes for name, lengths in args.provider}
     lengths = sorted({m for ms in plan.values() for m in ms})
     from tasks import celery_app
@@ -384,7 +408,7 @@ def main() -> None:
                 load = os.getloadavg()[0]
                 batch = None if args.live_only else record_and_stop(case_env, chunks, live=False, clock=clock,
                                                                         fmt=args.format)
-                live = record_and_stop(case_env, chunks, live=True, clock=clock, fmt=args.format)
+                live = record_and_stop(case_env, chunks, live=True, clock=clock, fmt=args.format, steps=steps)
                 assert batch is None or abs(batch.duration - live.duration) < 0.05, (batch, live)
                 rows.append((minutes, provider, size_mb, ffmpeg, batch, live, max(load, os.getloadavg()[0])))
                 print(f"{minutes:g} min {provider} done", flush=True)
@@ -400,7 +424,7 @@ def print_table(rows: list) -> None:
     header = (f"{'length':>7}{'store':>6}{'input':>8}{'ffmpeg':>8}{'batch':>7}{'(mux)':>7}{'live':>7}{'server':>7}"
               f"{'own':>7}{'reqs':>5}{'wait':>7}{'local':>7}{'cpu':>7}{'(mux)':>7}{'poster':>7}{'live/ff':>8}{'own/ff':>7}"
               f"{'batch RSS':>10}{'live RSS':>9}{'(stop)':>8}{'live CPU/h':>11}"
-              f"{'ahead':>7}{'load':>6}")
+              f"{'ahead':>7}{'out':>7}{'load':>6}")
     print(header)
     print("-" * len(header))
     for minutes, provider, mb, ffmpeg, batch, live, load in rows:
@@ -414,7 +438,7 @@ def print_table(rows: list) -> None:
               f"{live.stop_seconds / ffmpeg.seconds:>7.2f}x{live.own_seconds / ffmpeg.seconds:>6.2f}x"
               f"{batch.peak_rss_mb if batch else 0:>8.0f}MB{live.peak_rss_mb:>7.0f}MB{live.rss_at_stop_mb:>6.0f}MB"
               f"{per_hour:>10.1f}s"
-              f"{live.server_ahead_seconds:>7.2f}{load:>6.1f}")
+              f"{live.server_ahead_seconds:>7.2f}{live.output_mb:>5.0f}MB{load:>6.1f}")
     for provider in PROVIDERS:
         mine = [row for row in rows if row[1] == provider]
         if len(mine) > 1:
@@ -436,7 +460,8 @@ def print_table(rows: list) -> None:
           "`ffmpeg -c copy` of the same bytes. RSS = VmHWM of this process (intake and finalize) reset just before stop;\n"
           "(stop) = its VmRSS then, what intake and the live steps left resident: RSS - (stop) is finalize's own.\n"
           "live CPU/h = CPU of the live steps (with their part uploads) per recorded hour. ahead = the server's finishing\n"
-          "calls while recording (GCS composes the parts sent ahead as they come), not part of stop → completed. load =\n"
+          "calls while recording (GCS composes the parts sent ahead as they come), not part of stop → completed. out =\n"
+          "the live side's finished file. load =\n"
           "the 1-minute load average, the higher of before and after the store's sides.")
 
 if __name__ == "__main__":
