@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import time
 import urllib.request
 import uuid
 from dataclasses import dataclass

@@ -22,7 +22,6 @@ import shutil
 import subprocess
 import time
 import urllib.request
-from pathlib import Path
 
 import aioice.ice
 import av

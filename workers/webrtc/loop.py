@@ -12,7 +12,6 @@ import concurrent.futures
 import errno
 import logging
 import random
-import socket
 import threading
 from typing import Any, Awaitable, Callable, TypeVar
 
