@@ -10,8 +10,9 @@ import av
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
+from tests.media import Recording, encode_fmp4, encode_webm, probe, seek_and_decode, slice_timeslice
 from tests.media_layout import header_length
+from tests.test_live_mp4_output import ffprobe
 from workers.live.state import LiveStates
 from workers.live.step import LiveFinalizer
 from workers.media.muxer import StreamInput, mux_participant
@@ -202,6 +203,28 @@ def test_h264_in_matroska_equals_batch(api, rec, live, tmp_path):
     result = live.result(rec, "alice", ["video"])
     assert result is not None and result.path.suffix == ".mkv" and live.states.get(rec, "alice").windows >= 2
     assert packets(result.path) == packets(batch(live, rec, tmp_path))
+
+
+def test_fragmented_mp4_equals_batch(api, rec, live, tmp_path):
+    """Safari's MediaRecorder writes fragmented MP4 (H.264/AAC): a window is the init segment and the complete
+    moof+mdat fragments from the cursor on, and the live output (.mkv, as batch's) has batch's packets."""
+    pieces = slice_timeslice(encode_fmp4(CLIP), 18)
+    positions = []
+    for start in range(0, 18, 6):
+        send(api, rec, pieces[start:start + 6], start)
+        live.step(rec)
+        state = live.states.get(rec, "alice")
+        assert state is not None and state.failed is None, state
+        positions.append(state.position)
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", ["video"])
+    assert len(set(positions)) == 3 and live.states.get(rec, "alice").windows >= 3, positions
+    assert result is not None and result.path.suffix == ".mkv"
+    reference = batch(live, rec, tmp_path)
+    assert packets(result.path) == packets(reference)
+    assert ffprobe(result.path)["packets"] == ffprobe(reference)["packets"]  # durations, flags and bytes too
+    assert result.duration_seconds == pytest.approx(probe(reference).container_duration, abs=0.001)
+    assert seek_and_decode(result.path, 6.5) == seek_and_decode(reference, 6.5) > 5  # Cues as batch's
 
 
 def test_a_first_window_shorter_than_the_look_ahead_reads_past_the_cap(api, rec, live, monkeypatch, tmp_path):

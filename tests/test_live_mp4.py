@@ -10,7 +10,7 @@ from pathlib import Path
 import av
 import pytest
 
-from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
+from tests.media import Recording, encode_fmp4, encode_webm, probe, seek_and_decode, slice_timeslice
 from tests.test_live_flow import live_api, live_env, resources  # noqa: F401 - the flow test's own fixtures
 from workers.live import transcode
 from workers.live.checksum import parts_checksum
@@ -146,6 +146,27 @@ def test_h264_input_copies_video_and_transcodes_audio(api, rec, live, tmp_path):
     video = next(i for i, s in enumerate(theirs["streams"]) if s["codec_type"] == "video")
     assert ours["packets"][video] == theirs["packets"][video]
     assert ours["streams"][video] == theirs["streams"][video]
+
+
+def test_fragmented_mp4_input_is_copied_into_the_live_mp4(api, rec, live, tmp_path):
+    """Safari's H.264/AAC fragmented MP4: batch copies both tracks into the MP4 (no transcode); so does live, into
+    the MP4 written while recording, packet for packet (timestamps, sizes, bytes) and with the same streams."""
+    from tests.test_live_mp4_output import ffprobe
+
+    pieces = slice_timeslice(encode_fmp4(CLIP), 18)
+    for start in range(0, 18, 6):
+        send(api, rec, pieces[start:start + 6], start)
+        live.step(rec)
+    assert live.states.get(rec, "alice").failed is None
+    result = finish(live, rec)
+    reference = batch_mp4(live, rec, tmp_path / "batch")
+    assert result is not None and result.method == reference.method == "copy"
+    assert result.path.name == "alice.live.mp4" and live.states.get(rec, "alice").windows >= 2
+    assert result.tracks == reference.tracks
+    ours, theirs = ffprobe(result.path), ffprobe(reference.path)
+    assert ours["packets"] == theirs["packets"] and ours["streams"] == theirs["streams"]
+    assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=0.001)
+    assert probe(result.path).decode_errors == 0
 
 
 def test_keyframes_too_far_apart_leave_the_participant_to_batch(api, rec, live, monkeypatch):

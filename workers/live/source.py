@@ -1,17 +1,25 @@
-"""The input side of a live step: where a stream's complete Clusters lie in its chunk bytes, and a small WebM
-made of the stream's header and the next run of them, which PyAV demuxes like any recording.
+"""The input side of a live step: where a stream's complete Clusters (or MP4 fragments) lie in its chunk bytes,
+and a small file made of the stream's header and the next run of them, which PyAV demuxes like any recording.
 
 A browser writes live WebM: a header, then Clusters of unknown size, cut into chunks anywhere. A window must
 start at a Cluster (the demuxer cannot start inside one) and, while recording, end before the last Cluster
 seen (it may still grow), so the scan walks element headers only, never the media.
+
+Safari writes fragmented MP4: an init segment (ftyp, moov), then moof+mdat fragments. Every box states its size,
+so a fragment is complete as soon as its mdat's last byte is there: a window ends at the last complete fragment
+and holds nothing back. Each fragment's samples carry absolute times (tfdt), so the init segment followed by any
+run of whole fragments demuxes to the same packets as the whole stream (`FRAGMENTED`).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
 from workers.media import ebml_io as ebml
+from workers.media.container import Container, sniff
+from workers.media.fmp4 import SKIPPABLE
 
 COPY_BLOCK = 1024 * 1024
 """Window bytes are copied in pieces this size: a window never sits in memory whole."""
@@ -37,7 +45,8 @@ class Scan:
     clusters: list[int]
     """Offsets (in the scanned byte stream) where each Cluster met begins."""
     times: list[float]
-    """Each of those Clusters' timestamp in seconds (its first block's time, in a browser's WebM)."""
+    """Each of those Clusters' timestamp in seconds (its first block's time, in a browser's WebM); none for MP4
+    fragments, whose windows end at a fragment, not at a time (a single stream's)."""
     end: int
     """Where the last complete top-level element ended (the data may go on, cut short)."""
 
@@ -145,3 +154,88 @@ def _copy(stream: BinaryIO, start: int, end: int, out: BinaryIO) -> None:
             raise Unsupported("a chunk file shrank while it was read")
         out.write(block)
         left -= len(block)
+
+
+def init_length(stream: BinaryIO) -> int:
+    """Fragmented MP4: bytes before the first moof (ftyp, moov and what lies between: what every window repeats)."""
+    offset = 0
+    while True:
+        box = _mp4_box(stream, offset)
+        if box is None:
+            raise NotYet("no movie fragment yet")
+        size, kind = box
+        if (offset == 0) != (kind == b"ftyp") or kind == b"mdat" or offset + size > MAX_HEADER_BYTES:
+            raise Unsupported("the stream's init segment is not what a browser writes")
+        if kind == b"moof":
+            return offset
+        offset += size
+
+
+def scan_fragments(stream: BinaryIO, start: int, limit: int) -> Scan:
+    """Walk top-level boxes from `start` up to `limit` bytes: each moof begins a fragment, which is complete once
+    its mdat ends; boxes the demuxer skips (styp, sidx, free, …) may lie between fragments."""
+    fragments: list[int] = []
+    offset, complete, open_moof = start, start, False
+    while offset < limit:
+        box = _mp4_box(stream, offset)
+        if box is None:
+            break
+        size, kind = box
+        if kind not in (b"moof", b"mdat") and kind not in SKIPPABLE:
+            raise Unsupported(f"unexpected MP4 box {kind!r} at offset {offset}")
+        if offset + size > limit:
+            break
+        if kind == b"moof":
+            fragments.append(offset)
+            open_moof = True
+        offset += size
+        if kind == b"mdat" and open_moof:
+            complete, open_moof = offset, False
+    return Scan(clusters=fragments, times=[], end=complete)
+
+
+def write_fragments(head: BinaryIO, header_len: int, body: BinaryIO, start: int, end: int, target: Path) -> int:
+    """The stream's init segment followed by the body's bytes [start, end): a fragmented MP4 of just this window's
+    fragments. Returns where the body begins in it."""
+    with open(target, "wb") as out:
+        _copy(head, 0, header_len, out)
+        body_at = out.tell()
+        _copy(body, start, end, out)
+    return body_at
+
+
+def _mp4_box(stream: BinaryIO, offset: int) -> tuple[int, bytes] | None:
+    """(size, type) of the box at `offset`; None when its header is not all there yet."""
+    stream.seek(offset)
+    header = stream.read(16)
+    if len(header) < 8:
+        return None
+    size, kind = int.from_bytes(header[:4], "big"), header[4:8]
+    if size == 1:
+        if len(header) < 16:
+            return None
+        size = int.from_bytes(header[8:16], "big")
+    if size < 8 or not kind.isascii() or not kind.strip(b" ").isalnum():
+        raise Unsupported(f"no MP4 box at offset {offset} (a box to the end of the file, or corrupt data)")
+    return size, kind
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How a stream's container is cut into windows."""
+
+    header_length: Callable[[BinaryIO], int]
+    scan: Callable[[BinaryIO, int, int], Scan]
+    write: Callable[[BinaryIO, int, BinaryIO, int, int, Path], int]
+    holds_back_last: bool
+    """WebM: the last Cluster seen may still grow, so a window ends before it. MP4 boxes state their size."""
+
+
+MATROSKA = Layout(header_length, scan_clusters, write_window, holds_back_last=True)
+FRAGMENTED = Layout(init_length, scan_fragments, write_fragments, holds_back_last=False)
+
+
+def layout_of(head: BinaryIO) -> Layout:
+    """The layout of the stream whose run begins `head` (its header chunk's first bytes say which)."""
+    head.seek(0)
+    return FRAGMENTED if sniff(head.read(16)) is Container.MP4 else MATROSKA

@@ -28,11 +28,11 @@ from workers.live.chunks import contiguous, header_chunks, locate, open_chunks
 from workers.checkpoints import RedisCheckpoint
 from workers.live.output import RESERVED_BYTES, LiveFile
 from workers.manifest import CONTENT_TYPES, object_prefix
-from workers.live.source import NotYet, ShortWindow, Unsupported, header_length, scan_clusters, write_window
+from workers.live.source import FRAGMENTED, NotYet, ShortWindow, Unsupported, layout_of
 from workers.live.state import Cursor, LiveState, LiveStates
 from workers.live.mp4_output import LiveMp4, Mp4Progress
 from workers.live.transcode import Captured, TranscodeCarry, transcode_window
-from workers.live.window import WindowSource, remux_window
+from workers.live.window import Window, WindowSource, remux_window
 from workers.media.convert import to_mp4
 from workers.media.encoding import Mp4Settings
 from workers.media.chunk_stream import starts_run
@@ -403,24 +403,17 @@ class LiveFinalizer:
                 raise Unsupported("a restarted recorder in a transcoded output")
             window = remux_window([cut.source for cut in cuts], work / f"{participant_id}.out.mkv", state.tracks,
                                   final, until, skips, joining)
-            folded = work / f"{participant_id}.out.mkv"
-            captured = Captured() if state.transcode is not None and (not state.windows or state.mp4) else None
-            if state.transcode is not None:
-                folded = self._transcoded(recording_id, participant_id, state, folded, final, captured)
-            live = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt])
-            appended = live.append(folded, state.output_fmt, state.bytes,
-                                   state.cue_bytes, window.numbers if state.windows else None, window.added)
-            if captured is not None:
-                state.mp4 = self._mp4_appended(recording_id, participant_id, state, captured, folded)
+            if window.written:
+                self._append(recording_id, participant_id, state, window, work / f"{participant_id}.out.mkv", final)
+            elif not state.windows:
+                raise NotYet("no media yet")
         finally:
             for cut in cuts:
                 cut.source.path.unlink(missing_ok=True)
             (work / f"{participant_id}.out.mkv").unlink(missing_ok=True)
             (work / f"{participant_id}.out.h264.mkv").unlink(missing_ok=True)
-        state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
         if window.added:
             state.poster = None  # a joined stream may change which video track the finished file lists first
-        state.end_seconds = max(state.end_seconds, appended.end_seconds)
         if window.added or len(state.infos) != len(window.infos):
             state.infos = [dict(info.__dict__) for info in window.infos]
         else:  # the first run's facts (a restarted recorder's may differ), as batch reports them
@@ -445,17 +438,34 @@ class LiveFinalizer:
         self._context(recording_id, participant_id, state.windows - 1).unlink(missing_ok=True)
         return any(cut.run_ends for cut in cuts)
 
+    def _append(self, recording_id: str, participant_id: str, state: LiveState, window: Window, folded: Path,
+                final: bool) -> None:
+        """The remuxed window (transcoded first for `format: mp4`) appended to the live output, and to the MP4
+        written while recording."""
+        captured = Captured() if state.transcode is not None and (not state.windows or state.mp4) else None
+        if state.transcode is not None:
+            folded = self._transcoded(recording_id, participant_id, state, folded, final, captured)
+        live = self._file(recording_id, participant_id, EXTENSIONS[state.output_fmt])
+        appended = live.append(folded, state.output_fmt, state.bytes,
+                               state.cue_bytes, window.numbers if state.windows else None, window.added)
+        if captured is not None:
+            state.mp4 = self._mp4_appended(recording_id, participant_id, state, captured, folded)
+        state.bytes, state.cue_bytes = appended.bytes, appended.cue_bytes
+        state.end_seconds = max(state.end_seconds, appended.end_seconds)
+
     def _transcoded(self, recording_id: str, participant_id: str, state: LiveState, window: Path, final: bool,
                     captured: Captured | None = None) -> Path:
         """`format: mp4`: the remuxed window transcoded to H.264/AAC (workers/live/transcode.py), decoding from the
         context the last window left (the packets since the last keyframe); its own context is kept for the next
         window under the window count the state will have, so a step killed before saving the state is redone."""
-        context = self._context(recording_id, participant_id, state.windows) if state.windows else None
+        carry: TranscodeCarry = state.transcode  # type: ignore[assignment]
+        needed = state.windows and "transcode" in carry.methods  # tracks all copied (Safari's H.264/AAC): none
+        context = self._context(recording_id, participant_id, state.windows) if needed else None
         if context is not None and not context.exists():
             raise Unsupported("the live transcode's context file is missing")
         target = window.with_name(f"{participant_id}.out.h264.mkv")
         transcode_window(window, context, target, self._context(recording_id, participant_id, state.windows + 1),
-                         state.transcode, self.mp4, final, captured)  # type: ignore[arg-type]
+                         carry, self.mp4, final, captured)
         return target
 
     def _mp4_appended(self, recording_id: str, participant_id: str, state: LiveState, captured: Captured,
@@ -570,13 +580,16 @@ class LiveFinalizer:
             if not single:
                 raise Unsupported("a restarted recorder in one of several streams")
             chunks = chunks[:restart]
-        path = work / f"{participant_id}.{stream_type}.in.webm"
+        path = work / f"{participant_id}.{stream_type}.in"
         with open_chunks(header_chunks(self.store, self.staging, recording_id, participant_id, stream_type, cursor,
                                        MAX_WINDOW_CHUNKS)) as head:
+            layout = layout_of(head)
+            if layout is FRAGMENTED and (not single or cursor.runs > 1 or restart is not None):
+                raise Unsupported("fragmented MP4 in one of several streams, or from a restarted recorder")
             if not cursor.header:
-                cursor.header = header_length(head)
+                cursor.header = layout.header_length(head)
             if not chunks:  # at stop, nothing new in this stream: its header alone, for its tracks
-                body_at = write_window(head, cursor.header, head, 0, 0, path)
+                body_at = layout.write(head, cursor.header, head, 0, 0, path)
                 return _StreamCut(WindowSource(stream_type, cursor.sequence, path, body_at, cursor.run_offset,
                                                cursor.ended, cursor.clock if single else None), [], 0, 0, math.inf,
                                   [])
@@ -586,12 +599,17 @@ class LiveFinalizer:
                 clusters: list[int] = []
                 if final or restart is not None:
                     cut, until = size, math.inf
-                else:
-                    scan = scan_clusters(body, start, size)
+                elif layout.holds_back_last:
+                    scan = layout.scan(body, start, size)
                     if len(scan.clusters) < 2:
                         raise NotYet(f"no complete {stream_type} Cluster yet")
                     clusters, cut, until = scan.clusters, scan.clusters[-1], scan.times[-2]
-                body_at = write_window(head, cursor.header, body, start, cut, path)
+                else:  # fragments: complete once their mdat ends (a single stream: no time to stop at)
+                    scan = layout.scan(body, start, size)
+                    if scan.end == start:
+                        raise NotYet(f"no complete {stream_type} fragment yet")
+                    clusters, cut, until = scan.clusters, scan.end, math.inf
+                body_at = layout.write(head, cursor.header, body, start, cut, path)
         source = WindowSource(stream_type, chunks[0][0], path, body_at, cursor.run_offset, cursor.ended,
                               cursor.clock if single else None, start + cursor.run_bytes - body_at)
         return _StreamCut(source, chunks, start, cut, until, clusters, restart is not None)

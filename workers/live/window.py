@@ -167,6 +167,7 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
                 raise Unsupported("the window needed timestamp repairs the batch path makes across the whole stream")
             if source.offset is None and len(demuxer.lane_ends) != len(demuxer.tracks):
                 raise Unsupported("a restarted recorder's first window lacks a track: where its media begins is unsure")
+        written = sum(track.packets for track in tracks)
         for track, number in zip(tracks, numbers):
             carried.last_dts[number - 1] = track.last_dts
             carried.packets[number - 1] += track.packets
@@ -174,7 +175,8 @@ def remux_window(sources: list[WindowSource], target: Path, carried: LiveTracks,
                  for track, number in zip(tracks, numbers)]
         ends = [{"/".join(map(str, key)): end for key, end in demuxer.lane_ends.items()} for demuxer in demuxers]
         return Window(infos, [feed.deferred for feed in feeds], numbers, offsets, ends, 0 < known < len(carried.keys),
-                      [demuxer.clock_state for demuxer in demuxers], [demuxer.repairs for demuxer in demuxers])
+                      [demuxer.clock_state for demuxer in demuxers], [demuxer.repairs for demuxer in demuxers],
+                      written)
     finally:
         for demuxer in demuxers:
             demuxer.close()
@@ -198,6 +200,9 @@ class Window:
     """Per source, its run's clock at the window's end (SegmentClock.snapshot), for the next window."""
     repairs: list[int]
     """Per source, the timeline repairs this window made (batch's timestampRepairs)."""
+    written: int = 0
+    """Packets this window wrote: none (an MP4 stream's last chunk held only its mfra, say) and there is no window
+    file, nothing to append."""
 
 
 def _numbers(carried: LiveTracks, keys: list[list], joining: frozenset[str]) -> list[int]:
