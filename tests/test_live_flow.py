@@ -9,7 +9,7 @@ import uuid
 import pytest
 
 from tests.conftest import Api
-from tests.media import Recording, encode_webm, slice_timeslice
+from tests.media import Recording, encode_fmp4, encode_webm, slice_timeslice
 from tests.services import RedisServer
 from tests.test_live import packets
 from workers import keys
@@ -97,6 +97,30 @@ def test_live_output_is_uploaded_and_equals_batch(live_api, resources, tmp_path)
                   "timestampRepairs", "droppedPackets", "thumbnail"):
         assert body["outputs"][0][field] == reference[field], field
     assert resources.finalizer.live.states.get(rec, "alice").position == len(pieces) - 1
+
+
+def test_a_safari_recording_is_finalized_from_its_live_output(live_api, resources, tmp_path):
+    """Fragmented MP4 (H.264/AAC, as Safari's MediaRecorder writes it) through intake, steps and finalize: the
+    stored file is the live Matroska output, with batch's packets, and the manifest says what batch's would."""
+    rec = live_api.start().get_json()["recordingId"]
+    pieces = slice_timeslice(encode_fmp4(Recording(seconds=8, keyframe_seconds=1.0)), 24)
+    for sequence, piece in enumerate(pieces):
+        assert live_api.put_chunk(rec, "alice", "video", sequence, piece).status_code == 202
+        if sequence % 8 == 7:
+            resources.finalizer.live.step(rec)
+    assert live_api.stop().status_code == 202
+    assert resources.finalizer.run(rec) == "completed"
+    body = live_api.status(rec).get_json()
+    output = body["outputs"][0]
+    stored = resources.provider.path_for(output["key"])  # type: ignore[attr-defined]
+    assert stored.read_bytes() == (resources.staging.output_dir(rec) / "live" / "alice.live.mkv").read_bytes()
+    assert output["checksum"]["algorithm"] == "sha256-parts"  # the live output's part digests, not a batch file's
+    assert packets(stored) == batch_packets(resources, rec, tmp_path)
+    reference = batch_output(resources, rec, tmp_path)
+    for field in ("format", "durationSeconds", "method", "tracks", "segments", "mediaStartSeconds",
+                  "timestampRepairs", "droppedPackets", "thumbnail"):
+        assert output[field] == reference[field], field
+    assert resources.finalizer.live.states.get(rec, "alice").windows >= 3
 
 
 def test_lost_live_state_falls_back_to_batch(live_api, resources, tmp_path):

@@ -233,14 +233,15 @@ class LiveFinalizer:
         state = self.states.get(recording_id, participant_id)
         if state is not None and state.transcode is not None:
             return self._mp4_output(rec, participant_id, muxed, state)
+        extension = muxed.path.suffix.lstrip(".")  # the output's format as batch names it: webm or mkv
         try:
-            checksum = self._file(recording_id, participant_id, muxed.path.suffix.lstrip(".")).checksum(state.bytes)  # type: ignore[union-attr]
+            checksum = self._file(recording_id, participant_id, extension).checksum(state.bytes)  # type: ignore[union-attr]
         except OSError as exc:
             log.warning("recording %s participant %s: live checksums unreadable, batch instead: %s", recording_id,
                         participant_id, exc)
             return None
         return PreparedOutput(
-            path=muxed.path, format=muxed.format, bytes=muxed.bytes, duration_seconds=muxed.duration_seconds,
+            path=muxed.path, format=extension, bytes=muxed.bytes, duration_seconds=muxed.duration_seconds,
             method="copy", tracks=[t.to_json() | {"method": "copy"} for t in muxed.tracks],
             segments=muxed.segments,
             start_seconds=muxed.start_seconds, timestamp_repairs=muxed.timestamp_repairs,
