@@ -10,7 +10,7 @@ import av
 import pytest
 from prometheus_client import REGISTRY
 
-from tests.media import Recording, encode_fmp4, encode_webm, probe, seek_and_decode, slice_timeslice
+from tests.media import Recording, encode_webm, probe, seek_and_decode, slice_timeslice
 from tests.media_layout import header_length
 from tests.test_live_mp4_output import ffprobe
 from workers.live.state import LiveStates
@@ -205,10 +205,13 @@ def test_h264_in_matroska_equals_batch(api, rec, live, tmp_path):
     assert packets(result.path) == packets(batch(live, rec, tmp_path))
 
 
-def test_fragmented_mp4_equals_batch(api, rec, live, tmp_path):
-    """Safari's MediaRecorder writes fragmented MP4 (H.264/AAC): a window is the init segment and the complete
-    moof+mdat fragments from the cursor on, and the live output (.mkv, as batch's) has batch's packets."""
-    pieces = slice_timeslice(encode_fmp4(CLIP), 18)
+@pytest.mark.parametrize("codecs, suffix", [(("libx264", "aac"), ".mkv"), (("libvpx-vp9", "libopus"), ".webm")],
+                         ids=["safari-h264-aac", "chromium-mp4-vp9-opus"])
+def test_fragmented_mp4_equals_batch(api, rec, live, tmp_path, codecs, suffix):
+    """Safari's MediaRecorder writes fragmented MP4 (H.264/AAC; Chromium's video/mp4 is VP9/Opus): a window is
+    the init segment and the complete moof+mdat fragments from the cursor on, and the live output (.mkv or .webm,
+    as batch's) has batch's packets."""
+    pieces = slice_timeslice(encode_webm(replace(CLIP, video_codec=codecs[0], audio_codec=codecs[1], fmp4=True)), 18)
     positions = []
     for start in range(0, 18, 6):
         send(api, rec, pieces[start:start + 6], start)
@@ -219,7 +222,7 @@ def test_fragmented_mp4_equals_batch(api, rec, live, tmp_path):
     live.step(rec, final=True)
     result = live.result(rec, "alice", ["video"])
     assert len(set(positions)) == 3 and live.states.get(rec, "alice").windows >= 3, positions
-    assert result is not None and result.path.suffix == ".mkv"
+    assert result is not None and result.path.suffix == suffix
     reference = batch(live, rec, tmp_path)
     assert packets(result.path) == packets(reference)
     assert ffprobe(result.path)["packets"] == ffprobe(reference)["packets"]  # durations, flags and bytes too

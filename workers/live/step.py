@@ -434,9 +434,10 @@ class LiveFinalizer:
                 cursor.sequence, cursor.offset, cursor.position = locate(cut.chunks, resume)
                 cursor.run_bytes += sum(path.stat().st_size for sequence, path in cut.chunks
                                         if sequence < cursor.sequence)
-        state.windows += 1
+        state.windows += 1 if window.written else 0  # appended windows: the live files and contexts count them
         self.states.put(recording_id, participant_id, state)
-        self._context(recording_id, participant_id, state.windows - 1).unlink(missing_ok=True)
+        if window.written:
+            self._context(recording_id, participant_id, state.windows - 1).unlink(missing_ok=True)
         return any(cut.run_ends for cut in cuts)
 
     def _append(self, recording_id: str, participant_id: str, state: LiveState, window: Window, folded: Path,
