@@ -63,6 +63,7 @@ const DEFAULTS = {
   mimeType: undefined,
   videoBitsPerSecond: undefined,
   audioBitsPerSecond: undefined,
+  videoKeyFrameIntervalDuration: undefined,
   firstSequence: 0,
   concurrency: 2,
   maxQueueBytes: 64 * 1024 * 1024,
@@ -209,6 +210,9 @@ export class Recorder extends EventTarget {
     const settings = { mimeType: this.mimeType || undefined };
     if (this.options.videoBitsPerSecond) settings.videoBitsPerSecond = this.options.videoBitsPerSecond;
     if (this.options.audioBitsPerSecond) settings.audioBitsPerSecond = this.options.audioBitsPerSecond;
+    if (this.options.videoKeyFrameIntervalDuration) {  // ms; browsers without it ignore it
+      settings.videoKeyFrameIntervalDuration = this.options.videoKeyFrameIntervalDuration;
+    }
     let recorder;
     try {
       recorder = new MediaRecorder(this.options.stream, settings); // NotSupportedError for a bad mimeType
