@@ -9,8 +9,9 @@ import av
 import pytest
 
 from tests.media import Recording, encode_fmp4, slice_timeslice
-from tests.test_live import batch, live, send  # noqa: F401 - live: the fixture
+from tests.test_live import batch, live, packets, send  # noqa: F401 - live: the fixture
 from workers.live import source
+from workers.media.muxer import StreamInput, mux_participant
 from workers.live.source import FRAGMENTED, MATROSKA, NotYet, Unsupported, init_length, layout_of, scan_fragments
 
 DATA = encode_fmp4(Recording(seconds=4, keyframe_seconds=0.5))
@@ -26,7 +27,7 @@ def boxes(data: bytes) -> list[tuple[int, int, bytes]]:
     return found
 
 
-def packets(data: bytes) -> list[tuple]:
+def demuxed(data: bytes) -> list[tuple]:
     with av.open(io.BytesIO(data)) as container:
         return [(p.stream.type, p.pts, p.dts, p.size, p.is_keyframe, bytes(p)) for p in container.demux() if p.size]
 
@@ -60,7 +61,7 @@ def test_an_init_segment_over_the_bound_is_left_to_batch(monkeypatch):
 
 
 def test_a_fragment_counts_once_its_mdat_has_ended_and_a_window_of_them_demuxes_as_the_whole():
-    whole = packets(DATA)
+    whole = demuxed(DATA)
     assert len(ENDS) >= 6
     for limit in sorted({INIT, *ENDS, *(end - 1 for end in ENDS), *(end + 9 for end in ENDS[:-1]), len(DATA)}):
         scan = scan_fragments(io.BytesIO(DATA), INIT, limit)
@@ -68,10 +69,10 @@ def test_a_fragment_counts_once_its_mdat_has_ended_and_a_window_of_them_demuxes_
         assert scan.end == expected, limit
         assert scan.times == [] and all(DATA[at + 4:at + 8] == b"moof" for at in scan.clusters)
         if scan.end > INIT:  # init + the complete fragments: the whole stream's first packets, exactly
-            prefix = packets(DATA[:scan.end])
-            assert packets(DATA[:INIT] + DATA[INIT:scan.end]) == prefix == whole[:len(prefix)]
+            prefix = demuxed(DATA[:scan.end])
+            assert demuxed(DATA[:INIT] + DATA[INIT:scan.end]) == prefix == whole[:len(prefix)]
     middle = ENDS[2]  # a window from a later fragment on: the same packets as the whole stream there
-    tail = packets(DATA[:INIT] + DATA[middle:])
+    tail = demuxed(DATA[:INIT] + DATA[middle:])
     assert tail == whole[len(whole) - len(tail):] and len(tail) < len(whole)
 
 
@@ -92,15 +93,33 @@ def test_webm_keeps_its_own_layout():
     assert layout_of(io.BytesIO(encode_webm(Recording(seconds=1)))) is MATROSKA
 
 
-def test_a_restarted_fragmented_mp4_recorder_goes_to_batch(api, rec, live, tmp_path):
-    """A new init segment mid-stream (the recorder restarted): batch joins the runs; live leaves it to batch."""
-    first, second = slice_timeslice(DATA, 6), slice_timeslice(DATA, 4)
-    send(api, rec, first)
-    live.step(rec)
-    assert live.states.get(rec, "alice").failed is None and live.states.get(rec, "alice").windows >= 1
-    send(api, rec, second, len(first))
-    live.step(rec, final=True)
+def test_a_restarted_fragmented_mp4_recorder_is_folded_live(api, rec, live, tmp_path):
+    """A new init segment mid-stream (Safari's recorder restarted after a reload): the window before it takes the
+    first run to its end, the next begins the second run behind its own init segment, moved as batch moves its
+    second segment; the output equals batch packet for packet."""
+    first = slice_timeslice(DATA, 8)
+    second = slice_timeslice(encode_fmp4(Recording(seconds=3, keyframe_seconds=0.5, width=160, height=120)), 5)
+    pieces = first + second
+    for start, end in ((0, 5), (5, 10), (10, 13)):
+        send(api, rec, pieces[start:end], start)
+        live.step(rec)
     state = live.states.get(rec, "alice")
-    assert state.failed is not None and "restarted" in state.failed
-    assert live.result(rec, "alice", ["video"]) is None
-    assert len(packets(batch(live, rec, tmp_path).read_bytes())) > len(packets(DATA))  # both runs, by batch
+    assert state.failed is None and state.streams["video"].runs == 2 and state.windows >= 3, state
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", ["video"])
+    assert result is not None
+    chunks = live.store.chunks(rec, "alice", "video")
+    wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
+    reference = mux_participant([StreamInput("video", live.staging.local_chunks(rec, "alice", "video", wanted))],
+                                tmp_path, "batch")
+    assert packets(result.path) == packets(reference.path)
+    assert (result.segments, [t.to_json() for t in result.tracks]) == (2, [t.to_json() for t in reference.tracks])
+    assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=0.001)
+
+
+def test_a_restart_in_the_tail_is_folded_at_stop(api, rec, live, tmp_path):
+    send(api, rec, slice_timeslice(DATA, 6) + slice_timeslice(DATA, 3))
+    live.step(rec, final=True)
+    result = live.result(rec, "alice", ["video"])
+    assert result is not None and result.segments == 2
+    assert packets(result.path) == packets(batch(live, rec, tmp_path))

@@ -1,9 +1,9 @@
 """The live step: fold each participant's newly contiguous chunks into its growing output while the room
 records, and at stop fold the tail and close the file (docs/live-finalize.md says why this shape).
 
-What it handles: WebM/Matroska streams copied as they are, no pause cut, chunks on this worker's disk; a
-participant's only stream may restart its recorder (a new header or not), and a stream that begins later joins
-when its media comes after what was folded. Anything else (or anything odd on the way) marks the participant
+What it handles: WebM/Matroska streams copied as they are, and a participant's only stream in fragmented MP4
+(Safari), no pause cut, chunks on this worker's disk; a participant's only stream may restart its recorder (a new
+header or not), and a stream that begins later joins when its media comes after what was folded. Anything else (or anything odd on the way) marks the participant
 failed here, and finalize takes the batch path for it, which stays the reference.
 """
 from __future__ import annotations
@@ -586,8 +586,8 @@ class LiveFinalizer:
         with open_chunks(header_chunks(self.store, self.staging, recording_id, participant_id, stream_type, cursor,
                                        MAX_WINDOW_CHUNKS)) as head:
             layout = layout_of(head)
-            if layout is FRAGMENTED and (not single or cursor.runs > 1 or restart is not None):
-                raise Unsupported("fragmented MP4 in one of several streams, or from a restarted recorder")
+            if layout is FRAGMENTED and not single:
+                raise Unsupported("fragmented MP4 in one of several streams")
             if not cursor.header:
                 cursor.header = layout.header_length(head)
             if not chunks:  # at stop, nothing new in this stream: its header alone, for its tracks
