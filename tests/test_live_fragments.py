@@ -87,6 +87,15 @@ def test_boxes_between_fragments_are_stepped_over_and_unknown_ones_refused():
     assert scan_fragments(io.BytesIO(large), INIT, len(large)).end == ENDS[-1] + 24
 
 
+def test_a_fragment_without_its_decode_time_is_left_to_batch():
+    """Without tfdt a fragment's times are the sum of every fragment before it: a window would start at 0."""
+    at = DATA.index(b"tfdt", ENDS[1])  # a traf's tfdt in the third fragment, renamed to a box the demuxer skips
+    stripped = DATA[:at] + b"free" + DATA[at + 4:]
+    assert scan_fragments(io.BytesIO(stripped), INIT, ENDS[1]).end == ENDS[1]  # the fragments before it are fine
+    with pytest.raises(Unsupported, match="tfdt"):
+        scan_fragments(io.BytesIO(stripped), INIT, len(stripped))
+
+
 def test_webm_keeps_its_own_layout():
     from tests.media import encode_webm
 

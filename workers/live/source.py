@@ -19,7 +19,7 @@ from typing import BinaryIO
 
 from workers.media import ebml_io as ebml
 from workers.media.container import Container, sniff
-from workers.media.fmp4 import SKIPPABLE
+from workers.media.fmp4 import MAX_MOOF_BYTES, SKIPPABLE
 
 COPY_BLOCK = 1024 * 1024
 """Window bytes are copied in pieces this size: a window never sits in memory whole."""
@@ -186,12 +186,39 @@ def scan_fragments(stream: BinaryIO, start: int, limit: int) -> Scan:
         if offset + size > limit:
             break
         if kind == b"moof":
+            if not _times_its_samples(stream, offset, size):
+                raise Unsupported(f"the fragment at offset {offset} has a track without its decode time (tfdt): "
+                                  "its times would depend on every fragment before it")
             fragments.append(offset)
             open_moof = True
         offset += size
         if kind == b"mdat" and open_moof:
             complete, open_moof = offset, False
     return Scan(clusters=fragments, times=[], end=complete)
+
+
+def _times_its_samples(stream: BinaryIO, offset: int, size: int) -> bool:
+    """Whether every track fragment (traf) of the moof at `offset` states its first decode time (tfdt): a window
+    that begins with it then demuxes to the same timestamps as the whole stream."""
+    if size > MAX_MOOF_BYTES:
+        return False
+    stream.seek(offset)
+    moof = stream.read(size)
+    trafs = [(start, end) for kind, start, end in _children(moof, 8, len(moof)) if kind == b"traf"]
+    return bool(trafs) and all(any(kind == b"tfdt" for kind, _, _ in _children(moof, start + 8, end))
+                               for start, end in trafs)
+
+
+def _children(data: bytes, start: int, end: int) -> list[tuple[bytes, int, int]]:
+    """(type, start, end) of the boxes that tile data[start:end]; stops at the first that does not fit."""
+    found, pos = [], start
+    while pos + 8 <= end:
+        size = int.from_bytes(data[pos:pos + 4], "big")
+        if size < 8 or pos + size > end:
+            break
+        found.append((data[pos + 4:pos + 8], pos, pos + size))
+        pos += size
+    return found
 
 
 def write_fragments(head: BinaryIO, header_len: int, body: BinaryIO, start: int, end: int, target: Path) -> int:
