@@ -118,17 +118,24 @@ def test_a_recorder_restarted_while_recording_is_folded_live(api, rec, live, tmp
         live.step(rec)
     state = live.states.get(rec, "alice")
     assert state.failed is None and state.windows == 3 and state.streams["video"].runs == 2, state
+    result, reference = two_runs_equal_batch(live, rec, tmp_path)
+    assert seek_and_decode(result.path, 11.0) == seek_and_decode(reference.path, 11.0)  # Cues of the second run
+
+
+def two_runs_equal_batch(live: LiveFinalizer, rec: str, out: Path):
+    """Stop (the final step), then the live output against batch's mux of the same chunks: two recorder runs,
+    packet for packet, with batch's track facts and duration. Returns both results."""
     live.step(rec, final=True)
     result = live.result(rec, "alice", ["video"])
     assert result is not None
     chunks = live.store.chunks(rec, "alice", "video")
     wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
     reference = mux_participant([StreamInput("video", live.staging.local_chunks(rec, "alice", "video", wanted))],
-                                tmp_path, "batch")
+                                out, "batch")
     assert packets(result.path) == packets(reference.path)
     assert (result.segments, [t.to_json() for t in result.tracks]) == (2, [t.to_json() for t in reference.tracks])
     assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=0.001)
-    assert seek_and_decode(result.path, 11.0) == seek_and_decode(reference.path, 11.0)  # Cues of the second run
+    return result, reference
 
 
 def test_a_restart_with_other_codecs_goes_to_batch(api, rec, live):

@@ -9,9 +9,8 @@ import av
 import pytest
 
 from tests.media import Recording, encode_fmp4, slice_timeslice
-from tests.test_live import batch, live, packets, send  # noqa: F401 - live: the fixture
+from tests.test_live import batch, live, packets, send, two_runs_equal_batch  # noqa: F401 - live: the fixture
 from workers.live import source
-from workers.media.muxer import StreamInput, mux_participant
 from workers.live.source import FRAGMENTED, MATROSKA, NotYet, Unsupported, init_length, layout_of, scan_fragments
 
 DATA = encode_fmp4(Recording(seconds=4, keyframe_seconds=0.5))
@@ -114,16 +113,7 @@ def test_a_restarted_fragmented_mp4_recorder_is_folded_live(api, rec, live, tmp_
         live.step(rec)
     state = live.states.get(rec, "alice")
     assert state.failed is None and state.streams["video"].runs == 2 and state.windows >= 3, state
-    live.step(rec, final=True)
-    result = live.result(rec, "alice", ["video"])
-    assert result is not None
-    chunks = live.store.chunks(rec, "alice", "video")
-    wanted = [(s, r.name, r.size) for s, r in sorted(chunks.items())]
-    reference = mux_participant([StreamInput("video", live.staging.local_chunks(rec, "alice", "video", wanted))],
-                                tmp_path, "batch")
-    assert packets(result.path) == packets(reference.path)
-    assert (result.segments, [t.to_json() for t in result.tracks]) == (2, [t.to_json() for t in reference.tracks])
-    assert result.duration_seconds == pytest.approx(reference.duration_seconds, abs=0.001)
+    two_runs_equal_batch(live, rec, tmp_path)
 
 
 def test_a_restart_in_the_tail_is_folded_at_stop(api, rec, live, tmp_path):
