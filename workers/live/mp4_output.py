@@ -239,6 +239,8 @@ class LiveMp4:
                     track.cts_nonzero |= offset != 0
                     track.cts_negative |= offset < 0
                     ctts[index] += _run(track, "ctts", offset)
+            body.flush()
+            os.fdatasync(body.fileno())  # written back now, while recording: the insert at stop waits for none
         for index in range(len(tracks)):
             for kind, data in (("stsz", mp4.be_u32(sizes[index])), ("stss", mp4.be_u32(keys[index])),
                                ("stts", bytes(stts[index])), ("ctts", bytes(ctts[index])),
