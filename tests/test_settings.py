@@ -37,6 +37,7 @@ def test_values_are_stripped_and_read_by_their_variable_names():
     ("FINALIZE_LOCK_SECONDS", "4"), ("RECORDING_FORMAT", "avi"), ("TAPEDECK_ENV", "prod"), ("LOG_FORMAT", "xml"),
     ("REDIS_ALLOW_NO_PERSISTENCE", "maybe"), ("RETENTION_DAYS", "-1"), ("MP4_VIDEO_CRF", "99"),
     ("MP4_AUDIO_BITRATE", "100"), ("WEBHOOK_TIMEOUT_SECONDS", "0.1"), ("TRUSTED_PROXIES", "10.0.0/8"),
+    ("LIVE_STEP_SECONDS", "0.5"), ("LIVE_TRANSCODE_STEP_SECONDS", "0.5"),
 ])
 def test_a_bad_value_fails_naming_its_variable_and_the_value(name, value):
     with pytest.raises(ConfigurationError, match=name) as caught:
@@ -165,7 +166,7 @@ def test_env_example_lists_every_variable_the_settings_read():
 @pytest.mark.parametrize("name, top", [
     ("FINALIZE_GRACE_SECONDS", "3600"), ("UPLOAD_RETRY_BASE_SECONDS", "300"), ("THUMBNAIL_OFFSET_SECONDS", "86400"),
     ("WEBHOOK_TIMEOUT_SECONDS", "300"), ("RECOVER_EVERY_SECONDS", "3600"), ("CLEANUP_EVERY_SECONDS", "86400"),
-    ("AUTO_STOP_EVERY_SECONDS", "3600"),
+    ("AUTO_STOP_EVERY_SECONDS", "3600"), ("LIVE_STEP_SECONDS", "600"), ("LIVE_TRANSCODE_STEP_SECONDS", "600"),
 ])
 def test_durations_have_an_upper_bound_and_must_be_finite(name, top):
     """Found from outside: FINALIZE_GRACE_SECONDS=inf started, then every stop queued a countdown of infinity."""
