@@ -48,6 +48,7 @@ class Steps:
         left = count - 1 - self.tail - sequence
         return left >= 0 and left % self.every == 0
 
+
 PROVIDERS = ("local", "s3", "gcs")
 SELF_STATUS = "/proc/self/status"
 
