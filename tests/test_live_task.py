@@ -80,7 +80,7 @@ def test_a_transcoded_recording_steps_on_its_own_period(live_env, resources, que
     from app import create_app
     from tests.conftest import Api
 
-    app = create_app({**live_env, "LIVE_STEP_SECONDS": "5", "LIVE_TRANSCODE_STEP_SECONDS": "1.5"})
+    app = create_app({**live_env, "LIVE_STEP_SECONDS": "20", "LIVE_TRANSCODE_STEP_SECONDS": "6"})  # slow boxes too
     api = Api(app.test_client(), app, f"room-{uuid.uuid4().hex[:10]}")
     other = Api(app.test_client(), app, f"room-{uuid.uuid4().hex[:10]}")
     piece = slice_timeslice(encode_webm(Recording(seconds=1)), 2)[0]
@@ -89,5 +89,5 @@ def test_a_transcoded_recording_steps_on_its_own_period(live_env, resources, que
     for sequence in range(2):
         assert api.put_chunk(mp4, "alice", "video", sequence, piece).status_code == 202
         assert other.put_chunk(webm, "alice", "video", sequence, piece).status_code == 202
-    assert queued == [([mp4], 1.5), ([webm], 5.0)]
-    assert 0 < resources.redis.pttl(keys.live_due(mp4)) <= 1500 < resources.redis.pttl(keys.live_due(webm)) <= 5000
+    assert queued == [([mp4], 6.0), ([webm], 20.0)]
+    assert 0 < resources.redis.pttl(keys.live_due(mp4)) <= 6000 < resources.redis.pttl(keys.live_due(webm)) <= 20000
