@@ -143,6 +143,8 @@ class ClosedMp4:
     duration_seconds: float
     header: int
     """Bytes in front of the media: the file's first part is that much longer than the body's."""
+    streams: list[tuple[str, str]]
+    """Each track's kind and codec name, as a reader of the file finds them."""
 
 
 class LiveMp4:
@@ -284,16 +286,23 @@ class LiveMp4:
 
     def close(self, progress: Mp4Progress, settings: Mp4Settings, keyint: int, extradata: list[str],
               copies: Path | None = None) -> ClosedMp4:
-        """Put the moov in front of the body: the file at `path` is then the finished MP4. `copies`: see _mux."""
+        """Put the moov in front of the body: the file at `path` is then the finished MP4. `copies`: see _mux.
+
+        The header is laid out once: every table is read and built once, and only the chunk offsets wait for the
+        header's length (their boxes' sizes do not depend on it). Duration and streams are read from the edge
+        packets' own MP4, whose movie and track headers are the finished file's, so the file is not opened again."""
         if not progress.appended or not all(t.samples for t in progress.tracks):
             raise Unsupported("a track of the live MP4 holds no sample")
         edges = _read_raw(self.head) + _read_raw(self.tail(progress.appended))
         unique = {(p.track, p.number): p for p in edges}
         muxed, _annexb = _mux(progress.sources, settings, keyint, extradata,
                               sorted(unique.values(), key=_decode_order), copies)
-        header = self._header(progress, muxed, 0)
-        padded = -(-len(header) // BLOCK) * BLOCK
-        header = self._header(progress, muxed, padded)
+        pieces = self._moov(progress, muxed)
+        mdat_head = mp4.mdat_header(progress.body)
+        head = sum(len(piece) for piece in pieces)
+        padded = -(-(head + 8 + len(mdat_head)) // BLOCK) * BLOCK
+        header = b"".join([*(p.render(padded) if isinstance(p, _ChunkOffsets) else p for p in pieces),
+                           mp4.free(padded - head - len(mdat_head)), mdat_head])
         if len(header) != padded:
             raise Unsupported("the MP4 header changed length when its offsets were filled in")
         size = self.path.stat().st_size
@@ -305,57 +314,33 @@ class LiveMp4:
             out.write(header)
             out.flush()
             os.fsync(out.fileno())
-        duration = max(self._track_duration(progress, muxed, i) / t.timescale for i, t in enumerate(progress.tracks))
-        return ClosedMp4(self.path, padded + progress.body, duration, padded)
+        with av.open(io.BytesIO(muxed)) as probe:  # what a player finds, as to_mp4 reports it
+            duration = (probe.duration or 0) / av.time_base
+            streams = [(s.type, s.codec_context.name) for s in probe.streams]
+        return ClosedMp4(self.path, padded + progress.body, duration, padded, streams)
 
-    def _track_duration(self, progress: Mp4Progress, muxed: bytes, index: int) -> int:
-        trak = _traks(muxed)[index]
-        return _mdhd_duration(muxed, trak)
-
-    def _header(self, progress: Mp4Progress, muxed: bytes, header_length: int) -> bytes:
-        """ftyp, moov, free padding to `header_length` (when given) and the mdat header."""
+    def _moov(self, progress: Mp4Progress, muxed: bytes) -> list[bytes | _ChunkOffsets]:
+        """ftyp and moov as pieces to join: the muxer's boxes, with each track's sample tables the whole
+        recording's."""
         top = mp4.boxes(muxed)
         ftyp = next(b for b in top if b.name == b"ftyp")
         moov = next(b for b in top if b.name == b"moov")
-        mdat_head = mp4.mdat_header(progress.body)
-        base = header_length
-        parts = []
-        trak_index = 0
-        for box in mp4.boxes(muxed, moov.body, moov.end):
-            if box.name == b"trak":
-                parts.append(self._trak(progress, muxed, box, trak_index, base))
-                trak_index += 1
-            else:
-                parts.append(muxed[box.start:box.end])
-        head = muxed[ftyp.start:ftyp.end] + mp4.box(b"moov", b"".join(parts))
-        if not header_length:
-            return head + mp4.free(8) + mdat_head
-        pad = header_length - len(head) - len(mdat_head)
-        return head + mp4.free(pad) + mdat_head
+        tracks = iter(range(len(progress.tracks)))
 
-    def _trak(self, progress: Mp4Progress, muxed: bytes, trak: mp4.Box, index: int, base: int) -> bytes:
-        out = []
-        for box in mp4.boxes(muxed, trak.body, trak.end):
-            if box.name == b"mdia":
-                inner = []
-                for sub in mp4.boxes(muxed, box.body, box.end):
-                    if sub.name == b"minf":
-                        inner.append(self._minf(progress, muxed, sub, index, base))
-                    else:
-                        inner.append(muxed[sub.start:sub.end])
-                out.append(mp4.box(b"mdia", b"".join(inner)))
-            else:
-                out.append(muxed[box.start:box.end])
-        return mp4.box(b"trak", b"".join(out))
+        def rebuilt(parent: mp4.Box) -> list[bytes | _ChunkOffsets]:
+            pieces: list[bytes | _ChunkOffsets] = []
+            for box in mp4.boxes(muxed, parent.body, parent.end):
+                if box.name == b"stbl":
+                    pieces += _nest(b"stbl", self._stbl(progress, muxed, box, next(tracks)))
+                elif box.name in (b"trak", b"mdia", b"minf"):
+                    pieces += _nest(box.name, rebuilt(box))
+                else:
+                    pieces.append(muxed[box.start:box.end])
+            return pieces
 
-    def _minf(self, progress: Mp4Progress, muxed: bytes, minf: mp4.Box, index: int, base: int) -> bytes:
-        out = []
-        for box in mp4.boxes(muxed, minf.body, minf.end):
-            out.append(self._stbl(progress, muxed, box, index, base) if box.name == b"stbl"
-                       else muxed[box.start:box.end])
-        return mp4.box(b"minf", b"".join(out))
+        return [muxed[ftyp.start:ftyp.end], *_nest(b"moov", rebuilt(moov))]
 
-    def _stbl(self, progress: Mp4Progress, muxed: bytes, stbl: mp4.Box, index: int, base: int) -> bytes:
+    def _stbl(self, progress: Mp4Progress, muxed: bytes, stbl: mp4.Box, index: int) -> list[bytes | _ChunkOffsets]:
         track = progress.tracks[index]
         found = {b.name: b for b in mp4.boxes(muxed, stbl.body, stbl.end)}
         unknown = set(found) - {b"stsd", b"stts", b"stss", b"ctts", b"stsc", b"stsz", b"stco", b"co64", b"sgpd",
@@ -366,21 +351,19 @@ class LiveMp4:
         # the muxer's track_duration (the decode span), which its bit rates are computed over; mdhd's duration is
         # the presentation's span, in the muxer's own mdhd, kept as it is
         span = (track.last_dts or 0) + last - self._first_dts(index, track)
-        stts_runs = self.table(index, "stts").read_bytes()[:8 * track.stts_runs]
         stts_count, stts_tail = _closed_runs(track.stts_open, last)
-        parts = [self._stsd(muxed, found[b"stsd"], track, span)]
-        parts.append(mp4.full_box(b"stts", 0, 0, struct.pack(">I", track.stts_runs + stts_count) + stts_runs
-                                  + stts_tail))
+        parts: list[bytes | _ChunkOffsets] = [self._stsd(muxed, found[b"stsd"], track, span)]
+        parts.append(mp4.full_box(b"stts", 0, 0, struct.pack(">I", track.stts_runs + stts_count)
+                                  + self._read_table(index, "stts", 8 * track.stts_runs) + stts_tail))
         if track.keys < track.samples:
             parts.append(mp4.full_box(b"stss", 0, 0, struct.pack(">I", track.keys)
-                                      + self.table(index, "stss").read_bytes()[:4 * track.keys]))
+                                      + self._read_table(index, "stss", 4 * track.keys)))
         if track.cts_nonzero:
-            ctts_runs = self.table(index, "ctts").read_bytes()[:8 * track.ctts_runs]
             ctts_count, ctts_tail = _closed_runs(track.ctts_open, None)
             parts.append(mp4.full_box(b"ctts", 1 if track.cts_negative else 0, 0,
-                                      struct.pack(">I", track.ctts_runs + ctts_count) + ctts_runs + ctts_tail))
-        raw_chunks = self.table(index, "chunks").read_bytes()[:_CHUNK.size * track.chunks]
-        chunk_list = [_CHUNK.unpack_from(raw_chunks, k * _CHUNK.size) for k in range(track.chunks)]
+                                      struct.pack(">I", track.ctts_runs + ctts_count)
+                                      + self._read_table(index, "ctts", 8 * track.ctts_runs) + ctts_tail))
+        chunk_list = list(_CHUNK.iter_unpack(self._read_table(index, "chunks", _CHUNK.size * track.chunks)))
         stsc, previous = bytearray(), None
         for number, (_offset, count) in enumerate(chunk_list, 1):
             if count != previous:
@@ -388,18 +371,22 @@ class LiveMp4:
                 previous = count
         parts.append(mp4.full_box(b"stsc", 0, 0, struct.pack(">I", len(stsc) // 12) + bytes(stsc)))
         parts.append(mp4.full_box(b"stsz", 0, 0, struct.pack(">II", 0, track.samples)
-                                  + self.table(index, "stsz").read_bytes()[:4 * track.samples]))
-        offsets = [base + offset for offset, _count in chunk_list]
-        if progress.body + WIDE_MARGIN <= 0xFFFFFFFF:
-            parts.append(mp4.full_box(b"stco", 0, 0, struct.pack(">I", len(offsets))
-                                      + mp4.be_u32(array("I", offsets))))
-        else:
-            parts.append(mp4.full_box(b"co64", 0, 0, struct.pack(f">I{len(offsets)}Q", len(offsets), *offsets)))
+                                  + self._read_table(index, "stsz", 4 * track.samples)))
+        parts.append(_ChunkOffsets([offset for offset, _count in chunk_list],
+                                   wide=progress.body + WIDE_MARGIN > 0xFFFFFFFF))
         if b"sgpd" in found:
             parts.append(muxed[found[b"sgpd"].start:found[b"sgpd"].end])
         if b"sbgp" in found:
             parts.append(_sbgp_all(muxed, found[b"sbgp"], track.samples))
-        return mp4.box(b"stbl", b"".join(parts))
+        return parts
+
+    def _read_table(self, index: int, kind: str, length: int) -> bytes:
+        """The first `length` bytes of a table file: what the state records (a crashed append may have left more)."""
+        with open(self.table(index, kind), "rb") as handle:
+            data = handle.read(length)
+        if len(data) != length:
+            raise Unsupported(f"{self.table(index, kind).name} is shorter than the state records")
+        return data
 
     def _first_dts(self, index: int, track: TrackTable) -> int:
         first = next((p for p in _read_raw(self.head) if p.track == index and p.number == 0), None)
@@ -582,6 +569,29 @@ def _mux(sources: list[dict], settings: Mp4Settings, keyint: int, extradata: lis
     return sink.getvalue(), annexb
 
 
+@dataclass(frozen=True)
+class _ChunkOffsets:
+    """A track's stco (co64 when `wide`) box, whose entries are offsets in the body until the header's length,
+    which they are shifted by, is known. Its size does not depend on that length."""
+
+    offsets: list[int]
+    wide: bool
+
+    def __len__(self) -> int:
+        return 16 + (8 if self.wide else 4) * len(self.offsets)
+
+    def render(self, base: int) -> bytes:
+        shifted = [base + offset for offset in self.offsets]
+        if self.wide:
+            return mp4.full_box(b"co64", 0, 0, struct.pack(f">I{len(shifted)}Q", len(shifted), *shifted))
+        return mp4.full_box(b"stco", 0, 0, struct.pack(">I", len(shifted)) + mp4.be_u32(array("I", shifted)))
+
+
+def _nest(name: bytes, pieces: list[bytes | _ChunkOffsets]) -> list[bytes | _ChunkOffsets]:
+    """A box around `pieces`, as pieces: the payload is joined once, with the whole header."""
+    return [mp4.box_header(name, sum(len(piece) for piece in pieces)), *pieces]
+
+
 def _traks(data: bytes) -> list[mp4.Box]:
     moov = next(b for b in mp4.boxes(data) if b.name == b"moov")
     return [b for b in mp4.boxes(data, moov.body, moov.end) if b.name == b"trak"]
@@ -603,11 +613,6 @@ def _mdhd_fields(data: bytes, trak: mp4.Box) -> tuple[int, int, int]:
     version = data[mdhd.body]
     at = mdhd.body + 4 + (16 if version == 1 else 8)
     return version, at, at + 4
-
-
-def _mdhd_duration(data: bytes, trak: mp4.Box) -> int:
-    version, _timescale, at = _mdhd_fields(data, trak)
-    return struct.unpack_from(">Q" if version == 1 else ">I", data, at)[0]
 
 
 def _last_delta(data: bytes, stts: mp4.Box) -> int:

@@ -523,19 +523,17 @@ class LiveFinalizer:
             closed = output.close(progress, self.mp4, carry.keyint, carry.extradata,
                                   muxed.path if "copy" in carry.methods else None)
             checksum = output.checksum(progress, closed.header)
-            with av.open(str(closed.path)) as check:  # what a player finds, as to_mp4 reports it
-                duration = (check.duration or 0) / av.time_base
-                tracks = [{"kind": s.type, "codec": s.codec_context.name, "method": method}
-                          for s, method in zip(check.streams, carry.methods)]
         except (Unsupported, OSError, ValueError, struct.error, av.FFmpegError) as exc:
             log.warning("recording %s participant %s: the live MP4 could not be closed, the live Matroska is copied "
                         "into one instead: %s", rec["recordingId"], participant_id, exc)
             return None
         methods = set(carry.methods)
         return PreparedOutput(
-            path=closed.path, format="mp4", bytes=closed.bytes, duration_seconds=duration,
+            path=closed.path, format="mp4", bytes=closed.bytes, duration_seconds=closed.duration_seconds,
             method=methods.pop() if len(methods) == 1 else "mixed",
-            tracks=tracks, segments=muxed.segments, start_seconds=muxed.start_seconds,
+            tracks=[{"kind": kind, "codec": codec, "method": method}
+                    for (kind, codec), method in zip(closed.streams, carry.methods)],
+            segments=muxed.segments, start_seconds=muxed.start_seconds,
             timestamp_repairs=muxed.timestamp_repairs, dropped_packets=muxed.dropped_packets,
             thumbnail=self._kept_poster(rec["recordingId"], participant_id, state)
             or poster_or_none(closed.path, closed.path.with_name(f"{participant_id}.jpg"), self.thumbnail_offset,

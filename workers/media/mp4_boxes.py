@@ -52,10 +52,15 @@ def child(data: bytes, parent: Box, name: bytes) -> Box | None:
     return next((b for b in boxes(data, parent.body, parent.end) if b.name == name), None)
 
 
+def box_header(name: bytes, payload: int) -> bytes:
+    """The header of a box holding `payload` bytes: 8 bytes, or 16 with a 64-bit size past 4 GiB."""
+    if payload + 8 > 0xFFFFFFFF:
+        return struct.pack(">I4sQ", 1, name, payload + 16)
+    return struct.pack(">I4s", payload + 8, name)
+
+
 def box(name: bytes, payload: bytes) -> bytes:
-    if len(payload) + 8 > 0xFFFFFFFF:
-        return struct.pack(">I4sQ", 1, name, len(payload) + 16) + payload
-    return struct.pack(">I4s", len(payload) + 8, name) + payload
+    return box_header(name, len(payload)) + payload
 
 
 def full_box(name: bytes, version: int, flags: int, payload: bytes) -> bytes:
@@ -71,9 +76,7 @@ def free(size: int) -> bytes:
 
 def mdat_header(payload: int) -> bytes:
     """The header of an mdat box holding `payload` bytes: 8 bytes, or 16 with a 64-bit size past 4 GiB."""
-    if payload + 8 <= 0xFFFFFFFF:
-        return struct.pack(">I4s", payload + 8, b"mdat")
-    return struct.pack(">I4sQ", 1, b"mdat", payload + 16)
+    return box_header(b"mdat", payload)
 
 
 def be_u32(values: array) -> bytes:
