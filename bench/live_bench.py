@@ -33,6 +33,8 @@ PROFILE: list[int] = [0]
 
 STEP_CHUNKS = 10
 """One live step per ten one-second chunks: LIVE_STEP_SECONDS=10, the default (--step-chunks)."""
+TRANSCODE_STEP_CHUNKS = 2
+"""One per two with --format mp4: LIVE_TRANSCODE_STEP_SECONDS=2, the default for an MP4 recording."""
 
 
 @dataclass(frozen=True)
@@ -364,13 +366,17 @@ def main() -> None:
     parser.add_argument("--input", choices=("webm", "fmp4"), default="webm",
                         help="what the client sends: VP8/Opus WebM (Chromium, Firefox) or H.264/AAC fragmented MP4 "
                              "(Safari)")
-    parser.add_argument("--step-chunks", type=int, default=STEP_CHUNKS, metavar="N",
-                        help="a live step every N one-second chunks while recording (LIVE_STEP_SECONDS)")
+    parser.add_argument("--step-chunks", type=int, default=None, metavar="N",
+                        help="a live step every N one-second chunks while recording (default: as the product "
+                             f"steps, {STEP_CHUNKS} (LIVE_STEP_SECONDS), or {TRANSCODE_STEP_CHUNKS} "
+                             "(LIVE_TRANSCODE_STEP_SECONDS) with --format mp4)")
     parser.add_argument("--tail-chunks", type=int, default=0, metavar="K",
                         help="the last live step K chunks before the end: where in a step period the stop lands")
     parser.add_argument("--profile", type=int, default=0, metavar="N",
                         help="cProfile each live stop → completed and print its N costliest calls (cumulative)")
     args = parser.parse_args()
+    if args.step_chunks is None:
+        args.step_chunks = TRANSCODE_STEP_CHUNKS if args.format == "mp4" else STEP_CHUNKS
     if not 0 <= args.tail_chunks < args.step_chunks:
         parser.error("--tail-chunks must be at least 0 and less than --step-chunks")
     PROFILE[0] = args.profile

@@ -69,8 +69,9 @@ def reference(directory: Path, packets: list[RawPacket]) -> Path:
     return target
 
 
-def write_live(directory: Path, sources: list[dict], packets: list[RawPacket], digests: list[str], windows: int):
-    live = LiveMp4(directory, "alice")
+def write_live(directory: Path, sources: list[dict], packets: list[RawPacket], digests: list[str], windows: int,
+               part_size: int = mp4_output.PART_SIZE):
+    live = LiveMp4(directory, "alice", part_size=part_size)
     bounds = [round(len(packets) * k / windows) for k in range(windows + 1)]
     progress = live.begin(sources, packets[:bounds[1]], SETTINGS, KEYINT, digests)
     for start, end in zip(bounds, bounds[1:]):
@@ -133,12 +134,15 @@ def test_the_live_mp4_reads_as_the_muxers_own(tmp_path, seconds, windows, tracks
 
 
 def test_closing_twice_gives_the_same_file(tmp_path):
-    """A finalize retried after the header went in (a worker killed before the upload) writes it again, once."""
+    """A finalize retried after the header went in (a worker killed before the upload) writes it again, once, and
+    hashes the parts where the body now lies."""
     sources, packets, digests = encoded(Recording(seconds=4), tmp_path)
-    live, progress = write_live(tmp_path, sources, packets, digests, 2)
-    first = live.close(progress, SETTINGS, KEYINT, digests).path.read_bytes()
+    live, progress = write_live(tmp_path, sources, packets, digests, 2, part_size=16 * 1024)
+    closed = live.close(progress, SETTINGS, KEYINT, digests)
+    first = closed.path.read_bytes()
     again = live.close(progress, SETTINGS, KEYINT, digests)
     assert again.path.read_bytes() == first
+    assert again.checksum == closed.checksum == parts_checksum(again.path, live.part_size, again.header)
 
 
 def test_a_window_appended_again_after_a_crash_is_appended_once(tmp_path):
@@ -192,7 +196,7 @@ def test_part_checksums_hashed_while_recording_match_the_finished_file(tmp_path)
         progress = live.append(progress, packets[start:end])
     assert len(live.parts.read_bytes()) // 32 == progress.body // (16 * 1024)  # hashed while recording
     closed = live.close(progress, SETTINGS, KEYINT, digests)
-    checksum = live.checksum(progress, closed.header)
+    checksum = closed.checksum
     recomputed = parts_checksum(closed.path, 16 * 1024, closed.header)
     assert checksum == recomputed and len(checksum.digests) > 5
     assert checksum.to_json()["firstPartSize"] == closed.header + 16 * 1024

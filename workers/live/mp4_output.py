@@ -145,6 +145,8 @@ class ClosedMp4:
     """Bytes in front of the media: the file's first part is that much longer than the body's."""
     streams: list[tuple[str, str]]
     """Each track's kind and codec name, as a reader of the file finds them."""
+    checksum: PartChecksum
+    """Its part checksums: the first part longer by the header (see LiveMp4._checksum)."""
 
 
 class LiveMp4:
@@ -250,7 +252,7 @@ class LiveMp4:
                 with open(self.table(index, kind), "ab") as handle:
                     handle.write(data)
         self._hash_parts(progress.body, state.body)
-        _drop_cached(self.path)
+        _drop_cached(self.path, self.part_size, state.body // self.part_size * self.part_size)
         kept = _edges(_read_raw(self.tail(state.appended)) + numbered, first=False)
         state.appended += 1
         _write_raw(self.tail(state.appended), kept)
@@ -262,20 +264,24 @@ class LiveMp4:
         with open(self.path, "rb") as body:
             hash_new_parts(self.parts, body, before, after, self.part_size, first=1)
 
-    def checksum(self, progress: Mp4Progress, header: int) -> PartChecksum:
-        """The closed file's part checksums, its first part `header` bytes longer: the first (header and the
-        body's first part) and the tail hashed now, the parts between as hashed while recording."""
+    def _checksum(self, progress: Mp4Progress, header: bytes, shift: int) -> PartChecksum:
+        """The closed file's part checksums, its first part `len(header)` bytes longer: the first (the header and
+        the body's first part) and the tail hashed now, the parts between as hashed while recording. `shift`: where
+        the body begins in the file (0 before the header is inserted; that is when stop hashes, the two parts it
+        reads still in the page cache)."""
         ahead = stored_digests(self.parts, progress.body, self.part_size)
-        total = header + progress.body
+        total = len(header) + progress.body
         digests = []
         with open(self.path, "rb") as handle:
-            for number in range(1, count_parts(total, self.part_size, header) + 1):
-                if 2 <= number <= len(ahead):
+            for number in range(1, count_parts(total, self.part_size, len(header)) + 1):
+                offset, length = part_span(number, total, self.part_size, len(header))
+                if number == 1:
+                    digests.append(hash_range(handle, shift, length - len(header), prefix=header))
+                elif number <= len(ahead):
                     digests.append(ahead[number - 1])
                 else:
-                    offset, length = part_span(number, total, self.part_size, header)
-                    digests.append(hash_range(handle, offset, length))
-        return PartChecksum(self.part_size, digests, header)
+                    digests.append(hash_range(handle, offset - len(header) + shift, length))
+        return PartChecksum(self.part_size, digests, len(header))
 
     @staticmethod
     def _ticks(track: TrackTable, packet: RawPacket) -> tuple[int, int]:
@@ -306,10 +312,11 @@ class LiveMp4:
         if len(header) != padded:
             raise Unsupported("the MP4 header changed length when its offsets were filled in")
         size = self.path.stat().st_size
+        if size not in (progress.body, progress.body + padded):
+            raise Unsupported(f"the live MP4 body is {size} bytes, the state says {progress.body}")
+        checksum = self._checksum(progress, header, size - progress.body)
         if size == progress.body:
             _insert_front(self.path, padded)
-        elif size != progress.body + padded:
-            raise Unsupported(f"the live MP4 body is {size} bytes, the state says {progress.body}")
         with open(self.path, "r+b") as out:
             out.write(header)
             out.flush()
@@ -317,7 +324,7 @@ class LiveMp4:
         with av.open(io.BytesIO(muxed)) as probe:  # what a player finds, as to_mp4 reports it
             duration = (probe.duration or 0) / av.time_base
             streams = [(s.type, s.codec_context.name) for s in probe.streams]
-        return ClosedMp4(self.path, padded + progress.body, duration, padded, streams)
+        return ClosedMp4(self.path, padded + progress.body, duration, padded, streams, checksum)
 
     def _moov(self, progress: Mp4Progress, muxed: bytes) -> list[bytes | _ChunkOffsets]:
         """ftyp and moov as pieces to join: the muxer's boxes, with each track's sample tables the whole
@@ -677,14 +684,17 @@ def _sparse_average(data: bytes, stsd: mp4.Box, duration: int) -> int:
     raise Unsupported("the sample description is in no track")
 
 
-def _drop_cached(path: Path) -> None:
-    """Drop the body's (clean, already synced) pages from the page cache. Inserting blocks at the front at stop
-    truncates the file's page cache from the insertion on, which costs time linear in what is cached (0.14 s for
-    1.4 GB cached here, nothing when none is); the body is not read again while recording but for the parts
-    hashed or sent ahead, once each."""
+def _drop_cached(path: Path, start: int, end: int) -> None:
+    """Drop the body's pages in [start, end) (clean, already synced) from the page cache. Inserting blocks at the
+    front at stop truncates the file's page cache from the insertion on, which costs time linear in what is cached
+    (0.14 s for 1.4 GB cached here, nothing when none is); the body is not read again while recording but for the
+    parts hashed or sent ahead, once each. The first part and the part still growing stay cached: stop hashes
+    them (and reads them before the insertion), and they are at most two parts whatever the length."""
+    if end <= start:
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        os.posix_fadvise(fd, start, end - start, os.POSIX_FADV_DONTNEED)
     finally:
         os.close(fd)
 

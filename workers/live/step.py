@@ -522,7 +522,6 @@ class LiveFinalizer:
         try:
             closed = output.close(progress, self.mp4, carry.keyint, carry.extradata,
                                   muxed.path if "copy" in carry.methods else None)
-            checksum = output.checksum(progress, closed.header)
         except (Unsupported, OSError, ValueError, struct.error, av.FFmpegError) as exc:
             log.warning("recording %s participant %s: the live MP4 could not be closed, the live Matroska is copied "
                         "into one instead: %s", rec["recordingId"], participant_id, exc)
@@ -538,7 +537,7 @@ class LiveFinalizer:
             thumbnail=self._kept_poster(rec["recordingId"], participant_id, state)
             or poster_or_none(closed.path, closed.path.with_name(f"{participant_id}.jpg"), self.thumbnail_offset,
                               self.thumbnail_width),
-            checksum=checksum,
+            checksum=closed.checksum,
         )
 
     def _mp4_copied(self, rec: RecordingHash, participant_id: str, muxed: MuxResult,
