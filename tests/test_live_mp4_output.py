@@ -205,3 +205,28 @@ def test_part_checksums_hashed_while_recording_match_the_finished_file(tmp_path)
     for at in range(0, len(data), 10_000):
         hasher.update(data[at:at + 10_000])
     assert hasher.composite() == hasher.expected == checksum.composite
+
+
+@pytest.mark.parametrize("then", ["append", "close"])
+def test_a_state_saved_before_stsc_was_kept_still_closes_right(tmp_path, then):
+    """A worker upgraded mid-recording: the saved state has no stsc count and there is no stsc file. The table is
+    written once from the chunk table, by the next append or at stop."""
+    sources, packets, digests = encoded(Recording(seconds=9, keyframe_seconds=3.0), tmp_path)
+    live = LiveMp4(tmp_path, "alice")
+    half = len(packets) // 2
+    progress = live.begin(sources, packets[:half], SETTINGS, KEYINT, digests)
+    progress = live.append(progress, packets[:half])
+    saved = progress.to_json()
+    saved["tracks"] = [track[:13] for track in saved["tracks"]]  # the state's shape before
+    for index in range(len(progress.tracks)):
+        live.table(index, "stsc").unlink()
+    progress = mp4_output.Mp4Progress.from_json(saved)
+    if then == "append":
+        progress = live.append(progress, packets[half:])
+        assert all(track.stsc_entries for track in progress.tracks)
+        expected = packets
+    else:
+        expected = packets[:half]
+    closed = live.close(progress, SETTINGS, KEYINT, digests)
+    assert ffprobe(closed.path)["packets"] == ffprobe(reference(tmp_path, expected))["packets"]
+    assert moov_boxes(closed.path) == moov_boxes(reference(tmp_path, expected))

@@ -70,6 +70,8 @@ _RAW = struct.Struct(">BIqqqIIBI")
 
 _CHUNK = struct.Struct(">QI")
 """A chunk: body offset, samples."""
+_CHUNK_OFFSET = struct.Struct(">Q4x")
+_CHUNK_COUNT = struct.Struct(">8xI")
 
 
 @dataclass(frozen=True)
@@ -104,11 +106,16 @@ class TrackTable:
     last_dts: int | None = None
     cts_nonzero: bool = False
     cts_negative: bool = False
+    stsc_entries: int | None = None
+    """Entries in the stsc file (a new one at each chunk whose sample count differs from the chunk before); None in
+    a state saved before stsc was kept while recording (rebuilt from the chunk table then, once)."""
+    stsc_last: int = 0
+    """The last chunk's sample count."""
 
     def to_json(self) -> list:
         return [self.timescale, self.annexb, self.samples, self.keys, self.bytes, self.chunks, self.stts_runs,
                 list(self.stts_open), self.ctts_runs, list(self.ctts_open), self.last_dts, self.cts_nonzero,
-                self.cts_negative]
+                self.cts_negative, self.stsc_entries, self.stsc_last]
 
     @classmethod
     def from_json(cls, data: list) -> TrackTable:
@@ -188,7 +195,7 @@ class LiveMp4:
         tracks = []
         for index, trak in enumerate(_traks(muxed)):
             timescale = struct.unpack_from(">I", muxed, _mdhd_fields(muxed, trak)[1])[0]
-            tracks.append(TrackTable(timescale=timescale, annexb=annexb[index]))
+            tracks.append(TrackTable(timescale=timescale, annexb=annexb[index], stsc_entries=0))
         if len(tracks) != len(sources):
             raise Unsupported("the MP4 muxer wrote other tracks than the window has")
         return Mp4Progress(tracks=tracks, sources=sources)
@@ -204,6 +211,8 @@ class LiveMp4:
             _cut(self.table(index, "stts"), 8 * track.stts_runs)
             _cut(self.table(index, "ctts"), 8 * track.ctts_runs)
             _cut(self.table(index, "chunks"), _CHUNK.size * track.chunks)
+            self._ensure_stsc(index, track)
+            _cut(self.table(index, "stsc"), 12 * track.stsc_entries)
         _cut(self.path, state.body)
         ordered = sorted(packets, key=_decode_order)
         ticks = [self._ticks(tracks[p.track], p) for p in ordered]
@@ -217,11 +226,16 @@ class LiveMp4:
         stts = {i: bytearray() for i in range(len(tracks))}
         ctts = {i: bytearray() for i in range(len(tracks))}
         chunks = {i: bytearray() for i in range(len(tracks))}
+        stsc = {i: bytearray() for i in range(len(tracks))}
         with open(self.path, "ab") as body:
             for (_slot, index), members in sorted(slices.items()):
                 track = tracks[index]
                 chunks[index] += _CHUNK.pack(state.body, len(members))
                 track.chunks += 1
+                if len(members) != track.stsc_last:
+                    stsc[index] += struct.pack(">III", track.chunks, len(members), 1)
+                    track.stsc_entries += 1
+                    track.stsc_last = len(members)
                 for k in members:
                     packet, (pts, dts) = ordered[k], ticks[k]
                     data = mp4.annexb_to_lengths(packet.data) if track.annexb else packet.data
@@ -248,7 +262,7 @@ class LiveMp4:
         for index in range(len(tracks)):
             for kind, data in (("stsz", mp4.be_u32(sizes[index])), ("stss", mp4.be_u32(keys[index])),
                                ("stts", bytes(stts[index])), ("ctts", bytes(ctts[index])),
-                               ("chunks", bytes(chunks[index]))):
+                               ("chunks", bytes(chunks[index])), ("stsc", bytes(stsc[index]))):
                 with open(self.table(index, kind), "ab") as handle:
                     handle.write(data)
         self._hash_parts(progress.body, state.body)
@@ -310,7 +324,7 @@ class LiveMp4:
         header = b"".join([*(p.render(padded) if isinstance(p, _ChunkOffsets) else p for p in pieces),
                            mp4.free(padded - head - len(mdat_head)), mdat_head])
         if len(header) != padded:
-            raise Unsupported("the MP4 header changed length when its offsets were filled in")
+            raise Unsupported("the MP4 header is not the length it was laid out for")
         size = self.path.stat().st_size
         if size not in (progress.body, progress.body + padded):
             raise Unsupported(f"the live MP4 body is {size} bytes, the state says {progress.body}")
@@ -360,32 +374,38 @@ class LiveMp4:
         span = (track.last_dts or 0) + last - self._first_dts(index, track)
         stts_count, stts_tail = _closed_runs(track.stts_open, last)
         parts: list[bytes | _ChunkOffsets] = [self._stsd(muxed, found[b"stsd"], track, span)]
-        parts.append(mp4.full_box(b"stts", 0, 0, struct.pack(">I", track.stts_runs + stts_count)
-                                  + self._read_table(index, "stts", 8 * track.stts_runs) + stts_tail))
+        parts += _full_box(b"stts", 0, struct.pack(">I", track.stts_runs + stts_count),
+                           self._read_table(index, "stts", 8 * track.stts_runs), stts_tail)
         if track.keys < track.samples:
-            parts.append(mp4.full_box(b"stss", 0, 0, struct.pack(">I", track.keys)
-                                      + self._read_table(index, "stss", 4 * track.keys)))
+            parts += _full_box(b"stss", 0, struct.pack(">I", track.keys), self._read_table(index, "stss", 4 * track.keys))
         if track.cts_nonzero:
             ctts_count, ctts_tail = _closed_runs(track.ctts_open, None)
-            parts.append(mp4.full_box(b"ctts", 1 if track.cts_negative else 0, 0,
-                                      struct.pack(">I", track.ctts_runs + ctts_count)
-                                      + self._read_table(index, "ctts", 8 * track.ctts_runs) + ctts_tail))
-        chunk_list = list(_CHUNK.iter_unpack(self._read_table(index, "chunks", _CHUNK.size * track.chunks)))
-        stsc, previous = bytearray(), None
-        for number, (_offset, count) in enumerate(chunk_list, 1):
-            if count != previous:
-                stsc += struct.pack(">III", number, count, 1)
-                previous = count
-        parts.append(mp4.full_box(b"stsc", 0, 0, struct.pack(">I", len(stsc) // 12) + bytes(stsc)))
-        parts.append(mp4.full_box(b"stsz", 0, 0, struct.pack(">II", 0, track.samples)
-                                  + self._read_table(index, "stsz", 4 * track.samples)))
-        parts.append(_ChunkOffsets([offset for offset, _count in chunk_list],
+            parts += _full_box(b"ctts", 1 if track.cts_negative else 0,
+                               struct.pack(">I", track.ctts_runs + ctts_count),
+                               self._read_table(index, "ctts", 8 * track.ctts_runs), ctts_tail)
+        chunks = self._read_table(index, "chunks", _CHUNK.size * track.chunks)
+        self._ensure_stsc(index, track)
+        parts += _full_box(b"stsc", 0, struct.pack(">I", track.stsc_entries),
+                           self._read_table(index, "stsc", 12 * track.stsc_entries))
+        parts += _full_box(b"stsz", 0, struct.pack(">II", 0, track.samples),
+                           self._read_table(index, "stsz", 4 * track.samples))
+        parts.append(_ChunkOffsets([offset for (offset,) in _CHUNK_OFFSET.iter_unpack(chunks)],
                                    wide=progress.body + WIDE_MARGIN > 0xFFFFFFFF))
         if b"sgpd" in found:
             parts.append(muxed[found[b"sgpd"].start:found[b"sgpd"].end])
         if b"sbgp" in found:
             parts.append(_sbgp_all(muxed, found[b"sbgp"], track.samples))
         return parts
+
+    def _ensure_stsc(self, index: int, track: TrackTable) -> None:
+        """A state saved before stsc was kept while recording: its stsc file written from the chunk table, once."""
+        if track.stsc_entries is not None:
+            return
+        counts = [count for (count,) in _CHUNK_COUNT.iter_unpack(
+            self._read_table(index, "chunks", _CHUNK.size * track.chunks))]
+        firsts = [k for k in range(len(counts)) if k == 0 or counts[k] != counts[k - 1]]
+        self.table(index, "stsc").write_bytes(b"".join(struct.pack(">III", k + 1, counts[k], 1) for k in firsts))
+        track.stsc_entries, track.stsc_last = len(firsts), counts[-1] if counts else 0
 
     def _read_table(self, index: int, kind: str, length: int) -> bytes:
         """The first `length` bytes of a table file: what the state records (a crashed append may have left more)."""
@@ -592,6 +612,12 @@ class _ChunkOffsets:
         if self.wide:
             return mp4.full_box(b"co64", 0, 0, struct.pack(f">I{len(shifted)}Q", len(shifted), *shifted))
         return mp4.full_box(b"stco", 0, 0, struct.pack(">I", len(shifted)) + mp4.be_u32(array("I", shifted)))
+
+
+def _full_box(name: bytes, version: int, *payload: bytes) -> list[bytes]:
+    """A full box as pieces: its tables are not copied into it (the header is joined once, at the end)."""
+    return [mp4.box_header(name, 4 + sum(len(piece) for piece in payload)), struct.pack(">I", version << 24),
+            *payload]
 
 
 def _nest(name: bytes, pieces: list[bytes | _ChunkOffsets]) -> list[bytes | _ChunkOffsets]:
