@@ -352,7 +352,10 @@ class LiveMp4:
             pieces: list[bytes | _ChunkOffsets] = []
             for box in mp4.boxes(muxed, parent.body, parent.end):
                 if box.name == b"stbl":
-                    pieces += _nest(b"stbl", self._stbl(progress, muxed, box, next(tracks)))
+                    index = next(tracks, None)
+                    if index is None:
+                        raise Unsupported("the MP4 muxer wrote more tracks than the live MP4 has")
+                    pieces += _nest(b"stbl", self._stbl(progress, muxed, box, index))
                 elif box.name in (b"trak", b"mdia", b"minf"):
                     pieces += _nest(box.name, rebuilt(box))
                 else:
