@@ -619,8 +619,7 @@ class _ChunkOffsets:
 
 def _full_box(name: bytes, version: int, *payload: bytes) -> list[bytes]:
     """A full box as pieces: its tables are not copied into it (the header is joined once, at the end)."""
-    return [mp4.box_header(name, 4 + sum(len(piece) for piece in payload)), struct.pack(">I", version << 24),
-            *payload]
+    return [mp4.full_box_header(name, version, 0, sum(len(piece) for piece in payload)), *payload]
 
 
 def _nest(name: bytes, pieces: list[bytes | _ChunkOffsets]) -> list[bytes | _ChunkOffsets]:

@@ -63,8 +63,13 @@ def box(name: bytes, payload: bytes) -> bytes:
     return box_header(name, len(payload)) + payload
 
 
+def full_box_header(name: bytes, version: int, flags: int, payload: int) -> bytes:
+    """The header of a full box holding `payload` bytes after its version and flags, those included."""
+    return box_header(name, 4 + payload) + struct.pack(">I", (version << 24) | flags)
+
+
 def full_box(name: bytes, version: int, flags: int, payload: bytes) -> bytes:
-    return box(name, struct.pack(">I", (version << 24) | flags) + payload)
+    return full_box_header(name, version, flags, len(payload)) + payload
 
 
 def free(size: int) -> bytes:
